@@ -1,0 +1,66 @@
+"""athens-trio: a Go module proxy in the shape of Athens, on Trio.
+
+The pieces, as in Athens' "From VCS to the User"::
+
+    DownloadProtocol (download/) ── storage hit? serve : stash, then serve
+      ├── Storage (storage/)           where modules live; once there, always there
+      ├── Stasher (stash/)             Fetcher + Storage, wrapped by Pool and SingleFlight
+      │     └── Fetcher (_fetcher.py)  go mod download -json in a temporary GOPATH
+      └── Lister (_lister.py)          upstream versions and latest
+
+``open_pipeline(config)`` wires them inside a nursery; the HTTP server sits on top.
+"""
+
+from __future__ import annotations
+
+from ._config import Config, load_config
+from ._exceptions import (
+    AthensTrioError,
+    ConfigError,
+    FetchTimeoutError,
+    GoBinaryError,
+    InvalidPathError,
+    InvalidRequestError,
+    InvalidVersionError,
+    NotFoundError,
+    StorageError,
+    UpstreamError,
+)
+from ._fetcher import FetchedVersion, Fetcher, GoFetcher, VersionInfo
+from ._lister import GoLister, Lister, UpstreamVersions
+from ._pipeline import Pipeline, open_pipeline
+from .download import DownloadProtocol
+from .stash import Stasher
+from .storage import Backend, DiskStorage, MemoryStorage, StoredZip
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AthensTrioError",
+    "Backend",
+    "Config",
+    "ConfigError",
+    "DiskStorage",
+    "DownloadProtocol",
+    "FetchTimeoutError",
+    "FetchedVersion",
+    "Fetcher",
+    "GoBinaryError",
+    "GoFetcher",
+    "GoLister",
+    "InvalidPathError",
+    "InvalidRequestError",
+    "InvalidVersionError",
+    "Lister",
+    "MemoryStorage",
+    "NotFoundError",
+    "Pipeline",
+    "Stasher",
+    "StorageError",
+    "StoredZip",
+    "UpstreamError",
+    "UpstreamVersions",
+    "VersionInfo",
+    "load_config",
+    "open_pipeline",
+]

@@ -1,0 +1,195 @@
+"""Configuration: Athens' TOML keys and environment variables, checked once at start.
+
+An Athens user's ``athens.toml`` loads unchanged: the keys are Athens' PascalCase
+names, keys athens-trio does not implement are ignored, and Athens' environment
+variables override the file.  Every bad value raises :class:`ConfigError` naming the
+key (or the environment variable) it came from, so a typo fails at start, not on the
+first request.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+import platformdirs
+
+from ._exceptions import ConfigError
+
+__all__ = [
+    "Config",
+    "DiskStorageConfig",
+    "StorageConfig",
+    "default_disk_root",
+    "load_config",
+    "parse_listen_address",
+]
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+StorageType = Literal["memory", "disk"]
+NetworkMode = Literal["strict", "offline", "fallback"]
+LogLevel = Literal["trace", "debug", "info", "warn", "warning", "error", "fatal", "panic"]
+
+
+def default_disk_root() -> str:
+    """Where disk storage lives when nobody says: a per-user data directory, so what a
+    first run fetched is still there on the second."""
+    return str(Path(platformdirs.user_data_dir("athens-trio")) / "storage")
+
+
+class DiskStorageConfig(msgspec.Struct, rename="pascal", forbid_unknown_fields=False):
+    root_path: str = msgspec.field(default_factory=default_disk_root)
+
+
+class StorageConfig(msgspec.Struct, rename="pascal", forbid_unknown_fields=False):
+    disk: DiskStorageConfig = msgspec.field(default_factory=DiskStorageConfig)
+
+
+class Config(msgspec.Struct, rename="pascal", forbid_unknown_fields=False, kw_only=True):
+    """What athens-trio reads from ``athens.toml``; the field names map to Athens' keys."""
+
+    port: str = ":3000"
+    storage_type: StorageType = "disk"
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    go_binary: str = "go"
+    # Athens' default: fetch straight from the VCS, never through another proxy.
+    go_binary_env_vars: list[str] = msgspec.field(default_factory=lambda: ["GOPROXY=direct"])
+    go_get_workers: PositiveInt = 10
+    protocol_workers: PositiveInt = 30
+    # Seconds.  Timeout bounds upstream listing; StashTimeout bounds one fetch.
+    timeout: PositiveInt = 300
+    stash_timeout: PositiveInt = 600
+    # Where the fetcher's temporary GOPATHs go; "" means the system temp dir.
+    go_get_dir: str = ""
+    # What list and latest do when upstream fails: strict | offline | fallback.
+    network_mode: NetworkMode = "strict"
+    log_level: LogLevel = "info"
+
+    @property
+    def disk_root(self) -> Path:
+        return Path(self.storage.disk.root_path).expanduser()
+
+    def go_env_overrides(self) -> dict[str, str]:
+        """GoBinaryEnvVars as a mapping, later entries winning."""
+        return dict(entry.split("=", 1) for entry in self.go_binary_env_vars)
+
+
+_ENV_ENTRY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=.*", re.DOTALL)
+
+
+def _split_env_list(value: str) -> list[str]:
+    # As Athens' EnvList: ';'-separated, each entry trimmed (an empty one is an error).
+    return [item.strip() for item in value.split(";")]
+
+
+def _as_int(value: str) -> int:
+    return int(value.strip())
+
+
+def _lowercase(value: str) -> str:
+    return value.strip().lower()
+
+
+# Athens' environment variables: the key path each overrides, how its value is read,
+# and the names it is looked up by, first found wins (Athens' envconfig tries
+# ATHENS_<name> before a bare name such as GO_BINARY_PATH or PORT).
+_ENVIRONMENT: list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]] = [
+    (("Port",), str, ("ATHENS_PORT", "PORT")),
+    (("StorageType",), _lowercase, ("ATHENS_STORAGE_TYPE",)),
+    (("Storage", "Disk", "RootPath"), str, ("ATHENS_DISK_STORAGE_ROOT",)),
+    (("GoBinary",), str, ("ATHENS_GO_BINARY_PATH", "GO_BINARY_PATH")),
+    (("GoBinaryEnvVars",), _split_env_list, ("ATHENS_GO_BINARY_ENV_VARS",)),
+    (("GoGetWorkers",), _as_int, ("ATHENS_GOGET_WORKERS",)),
+    (("ProtocolWorkers",), _as_int, ("ATHENS_PROTOCOL_WORKERS",)),
+    (("Timeout",), _as_int, ("ATHENS_TIMEOUT",)),
+    (("StashTimeout",), _as_int, ("ATHENS_STASH_TIMEOUT",)),
+    (("GoGetDir",), str, ("ATHENS_GOGET_DIR",)),
+    (("NetworkMode",), _lowercase, ("ATHENS_NETWORK_MODE",)),
+    (("LogLevel",), _lowercase, ("ATHENS_LOG_LEVEL",)),
+]
+
+_ERROR_PATH = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`$")
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read ``path`` (TOML; None means defaults only), then apply Athens' environment
+    variables from ``environ`` (default ``os.environ``)."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except OSError as exc:
+            raise ConfigError(str(path), f"cannot read config file: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(path), f"not valid TOML: {exc}") from exc
+
+    env = os.environ if environ is None else environ
+    origin: dict[tuple[str, ...], str] = {}  # key path -> env var that set it
+    for key_path, parse, names in _ENVIRONMENT:
+        var = next((name for name in names if env.get(name)), None)
+        if var is None:
+            continue
+        try:
+            value = parse(env[var])
+        except ValueError as exc:
+            raise ConfigError(var, f"{env[var]!r} is not valid: {exc}") from exc
+        _set_path(raw, key_path, value)
+        origin[key_path] = var
+
+    def key_name(key_path: tuple[str, ...]) -> str:
+        key = ".".join(key_path) or "config"
+        for prefix_len in range(len(key_path), 0, -1):
+            if key_path[:prefix_len] in origin:
+                return f"{origin[key_path[:prefix_len]]} ({key})"
+        return key
+
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _ERROR_PATH.search(message)
+        key_path = tuple(re.findall(r"\.(\w+)", match.group(1))) if match else ()
+        reason = message[: match.start()] if match else message
+        raise ConfigError(key_name(key_path), reason) from exc
+
+    for entry in config.go_binary_env_vars:
+        if not _ENV_ENTRY.fullmatch(entry):
+            raise ConfigError(
+                key_name(("GoBinaryEnvVars",)), f"{entry!r} is not of the form NAME=value"
+            )
+    try:
+        parse_listen_address(config.port)
+    except ValueError as exc:
+        raise ConfigError(key_name(("Port",)), str(exc)) from None
+    return config
+
+
+def parse_listen_address(port: str) -> tuple[str, int]:
+    """Athens' ``Port`` as (host, port): ``:3000`` and ``3000`` listen on every
+    interface, ``127.0.0.1:3000`` and ``[::1]:3000`` on one."""
+    host, sep, number = port.strip().rpartition(":")
+    if not sep:
+        host = ""
+    host = host.strip("[]") or "0.0.0.0"
+    if not number.isdigit() or not 0 <= int(number) <= 65535:
+        raise ValueError(f"{port!r} is not a port: expected :3000, 3000 or host:3000")
+    return host, int(number)
+
+
+def _set_path(raw: dict[str, Any], key_path: tuple[str, ...], value: Any) -> None:
+    node = raw
+    for key in key_path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[key_path[-1]] = value

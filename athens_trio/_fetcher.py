@@ -1,0 +1,125 @@
+"""Fetcher: takes one module version from its VCS with ``go mod download -json``."""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import os
+import stat
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import msgspec
+import trio
+
+from ._config import Config
+from ._exceptions import UpstreamError
+from ._gocmd import GoRunner, classify_go_error
+from ._module import check_path, check_version_query, is_canonical_version
+
+__all__ = ["FetchedVersion", "Fetcher", "GoFetcher", "VersionInfo", "encode_info"]
+
+
+class VersionInfo(msgspec.Struct, frozen=True):
+    """The ``.info`` document of the GOPROXY protocol."""
+
+    Version: str
+    Time: datetime
+
+
+_info_encoder = msgspec.json.Encoder()
+
+
+def encode_info(info: VersionInfo) -> bytes:
+    return _info_encoder.encode(info)
+
+
+@dataclass(frozen=True)
+class FetchedVersion:
+    """One fetched version, alive only inside :meth:`Fetcher.fetch`'s block."""
+
+    module: str
+    version: str  # canonical: what the query resolved to
+    info: bytes  # {"Version", "Time"} JSON
+    mod: bytes
+    zip_file: Path  # may be moved away by storage
+    zip_sum: str  # go's "h1:" hash of the zip
+
+
+class Fetcher(abc.ABC):
+    @abc.abstractmethod
+    def fetch(
+        self, module: str, version: str
+    ) -> contextlib.AbstractAsyncContextManager[FetchedVersion]:
+        """Fetch ``module`` at ``version`` (a version or a query such as a branch).
+
+        The files live until the block exits.  Raises NotFoundError when the module or
+        version does not exist, UpstreamError (FetchTimeoutError) when fetching failed.
+        """
+
+
+class _GoModDownload(msgspec.Struct):
+    """The fields of ``go mod download -json`` output that we use."""
+
+    Path: str = ""
+    Version: str = ""
+    Error: str = ""
+    Info: str = ""
+    GoMod: str = ""
+    Zip: str = ""
+    Sum: str = ""
+
+
+_download_decoder = msgspec.json.Decoder(_GoModDownload)
+_info_decoder = msgspec.json.Decoder(VersionInfo)
+
+
+class GoFetcher(Fetcher):
+    """Runs ``go mod download -json <module>@<version>`` in a temporary GOPATH."""
+
+    def __init__(self, config: Config, runner: GoRunner | None = None) -> None:
+        self._runner = runner or GoRunner(config)
+        self._timeout = config.stash_timeout
+
+    @contextlib.asynccontextmanager
+    async def fetch(self, module: str, version: str) -> AsyncIterator[FetchedVersion]:
+        # The gate again, whoever the caller: nothing unchecked reaches go's argv.
+        check_path(module)
+        check_version_query(version)
+        what = f"fetching {module}@{version}"
+        async with self._runner.workspace() as workspace:
+            result = await self._runner.run(
+                ["mod", "download", "-json", f"{module}@{version}"],
+                workspace=workspace,
+                timeout=self._timeout,
+                what=what,
+            )
+            try:
+                download = _download_decoder.decode(result.stdout)
+            except msgspec.DecodeError:
+                stderr = result.stderr.decode(errors="replace").strip()
+                raise UpstreamError(
+                    f"{what}: go exited {result.returncode} without JSON: {stderr[-2000:]}"
+                ) from None
+            if download.Error or result.returncode != 0:
+                raise classify_go_error(download.Error or result.stderr.decode(errors="replace"))
+            if download.Path != module or not is_canonical_version(download.Version):
+                raise UpstreamError(
+                    f"{what}: go reported {download.Path}@{download.Version} instead"
+                )
+            info = _info_decoder.decode(await trio.Path(download.Info).read_bytes())
+            zip_file = Path(download.Zip)
+            # go leaves its cache read-only; storage may move the zip out of it.
+            await trio.to_thread.run_sync(
+                os.chmod, zip_file.parent, stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP
+            )
+            yield FetchedVersion(
+                module=module,
+                version=download.Version,
+                info=encode_info(VersionInfo(Version=download.Version, Time=info.Time)),
+                mod=await trio.Path(download.GoMod).read_bytes(),
+                zip_file=zip_file,
+                zip_sum=download.Sum,
+            )

@@ -1,0 +1,223 @@
+"""Running the go command: its environment, a throwaway GOPATH, and a clean death.
+
+Both the fetcher and the lister run ``go`` here.  Each run gets a fresh temporary
+GOPATH (module cache and build cache inside it), runs in its own process group, and
+is bounded by a timeout.  When the timeout fires or the caller is cancelled the whole
+group is killed with SIGKILL, so git and ssh children die with go, and the temporary
+directory is removed even though the module cache inside it is read-only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from ._config import Config
+from ._exceptions import FetchTimeoutError, GoBinaryError, NotFoundError, UpstreamError
+
+__all__ = [
+    "GoResult",
+    "GoRunner",
+    "classify_go_error",
+]
+
+# Variables the go process inherits from ours, as Athens passes them: what git, ssh
+# and HTTP proxies need.  Everything else comes from GoBinaryEnvVars.
+_PASSTHROUGH = (
+    "PATH",
+    "HOME",
+    "GIT_SSH",
+    "GIT_SSH_COMMAND",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+)
+
+# Go prints these when the network or the VCS host failed, not the module: such an
+# error must not become a 404, or GOPROXY=ours,next would fall through to a wrong answer.
+_UPSTREAM_FAULTS = re.compile(
+    r"dial tcp|connection refused|connection reset|no such host|i/o timeout"
+    r"|TLS handshake|tls: |x509: |server misbehaving|network is unreachable"
+    r"|timed out|timeout|EOF\b|unexpected EOF|broken pipe|too many requests|rate limit"
+    r"|\b429\b|\b50[0-4]\b|Internal Server Error|Bad Gateway|Service Unavailable"
+    r"|executable file not found|signal: killed|out of memory|no space left on device",
+    re.IGNORECASE,
+)
+
+# Go's ways of saying "this module or version does not exist".
+_NOT_FOUND = re.compile(
+    r"not found|unknown revision|invalid version|no matching versions|does not exist"
+    r"|does not appear to be a git repository|repository .* not found|no such repository"
+    r"|terminal prompts disabled|could not read Username|module declares its path as"
+    r"|malformed module path|invalid pseudo-version|unrecognized import path"
+    r"|disallowed version|no secure protocol found|\b404\b|\b410\b|Gone\b"
+    r"|has non-.* module path|missing .* at revision|reading .* at revision",
+    re.IGNORECASE,
+)
+
+
+def classify_go_error(message: str) -> NotFoundError | UpstreamError:
+    """Map the ``Error`` go reported to "does not exist" or "upstream failed".
+
+    Network and host faults win over not-found wording (go wraps both in the same
+    sentence), and anything unrecognised is a fault, never a 404.
+    """
+    text = message.strip() or "go failed without a message"
+    if _UPSTREAM_FAULTS.search(text):
+        return UpstreamError(text)
+    if _NOT_FOUND.search(text):
+        return NotFoundError(text)
+    return UpstreamError(text)
+
+
+@dataclass(frozen=True)
+class GoResult:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+class GoRunner:
+    """Runs the configured go binary with the configured environment."""
+
+    def __init__(self, config: Config, environ: Mapping[str, str] | None = None) -> None:
+        self.go_binary = config.go_binary
+        self.temp_root = config.go_get_dir or None
+        environ = os.environ if environ is None else environ
+        self._base_env = {k: environ[k] for k in _PASSTHROUGH if k in environ}
+        self._overrides = config.go_env_overrides()
+
+    def environment(self, gopath: Path) -> dict[str, str]:
+        """The go process's whole environment for a run with this GOPATH."""
+        env = dict(self._base_env)
+        env.update(
+            GOPATH=str(gopath),
+            GOMODCACHE=str(gopath / "pkg" / "mod"),
+            GOCACHE=str(gopath / "cache"),
+            CGO_ENABLED="0",
+            GO111MODULE="on",
+            GOWORK="off",
+            GIT_TERMINAL_PROMPT="0",
+        )
+        env.update(self._overrides)
+        return env
+
+    async def check(self) -> str:
+        """Run ``go version`` once; return its output or raise GoBinaryError."""
+        try:
+            result = await trio.run_process(
+                [self.go_binary, "version"],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                env={k: v for k, v in self._base_env.items()},
+            )
+        except OSError as exc:
+            raise GoBinaryError(
+                f"cannot run the go binary {self.go_binary!r} (GoBinary / GO_BINARY_PATH): "
+                f"{exc.strerror or exc}"
+            ) from exc
+        if result.returncode != 0:
+            raise GoBinaryError(
+                f"{self.go_binary} version failed: {result.stderr.decode(errors='replace')}"
+            )
+        return result.stdout.decode().strip()
+
+    @contextlib.asynccontextmanager
+    async def workspace(self) -> AsyncIterator[Path]:
+        """A fresh temporary directory (the run's cwd and GOPATH root), removed on exit
+        whatever happens, even when the exit is a cancellation."""
+        directory = Path(
+            await trio.to_thread.run_sync(
+                lambda: tempfile.mkdtemp(prefix="athens-trio-", dir=self.temp_root)
+            )
+        )
+        try:
+            yield directory
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(remove_tree, directory)
+
+    # The timeout is ours, not the caller's scope, so it becomes FetchTimeoutError.
+    async def run(
+        self,
+        args: Sequence[str],
+        *,
+        workspace: Path,
+        timeout: float,  # noqa: ASYNC109
+        what: str,
+    ) -> GoResult:
+        """Run ``go <args>`` in ``workspace`` under ``timeout`` seconds.
+
+        ``args`` are passed as argv, never through a shell; callers put ``--`` or a
+        validated ``path@version`` last so nothing can turn into a flag.
+        Raises FetchTimeoutError on timeout, GoBinaryError if go cannot be started.
+        """
+        gopath = workspace / "gopath"
+        cwd = workspace / "work"
+        await trio.to_thread.run_sync(lambda: cwd.mkdir(parents=True, exist_ok=True))
+        command = [self.go_binary, *args]
+        stdout_path, stderr_path = workspace / "stdout", workspace / "stderr"
+        try:
+            # Output goes to files in the workspace: no pipes to drain, nothing held.
+            with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:  # noqa: ASYNC230
+                process = await trio.lowlevel.open_process(
+                    command,
+                    cwd=cwd,
+                    env=self.environment(gopath),
+                    stdin=subprocess.DEVNULL,
+                    stdout=stdout,
+                    stderr=stderr,
+                    start_new_session=True,  # its own process group, for killpg
+                )
+        except OSError as exc:
+            raise GoBinaryError(
+                f"cannot run the go binary {self.go_binary!r}: {exc.strerror or exc}"
+            ) from exc
+        try:
+            with trio.move_on_after(timeout) as deadline:
+                await process.wait()
+        finally:
+            # Timed out, cancelled, or done while a git it started lingers: the whole
+            # group goes, and we reap go before the workspace is removed.
+            _killpg_quietly(process.pid)
+            with trio.CancelScope(shield=True):
+                await process.wait()
+        if deadline.cancelled_caught:
+            raise FetchTimeoutError(f"{what}: go ran past its {timeout:g} s timeout")
+        assert process.returncode is not None
+        return GoResult(
+            process.returncode,
+            await trio.Path(stdout_path).read_bytes(),
+            await trio.Path(stderr_path).read_bytes(),
+        )
+
+
+def _killpg_quietly(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def remove_tree(directory: Path) -> None:
+    """rmtree that also removes the module cache, which go makes read-only: every
+    directory gets its owner's write bit back first (files need none to be unlinked)."""
+    for parent, _dirs, _files in os.walk(directory):
+        with contextlib.suppress(OSError):
+            os.chmod(parent, stat.S_IRWXU)
+    shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,79 @@
+"""Lister: what versions exist upstream, and which one ``latest`` is."""
+
+from __future__ import annotations
+
+import abc
+from datetime import datetime
+
+import msgspec
+
+from ._config import Config
+from ._exceptions import UpstreamError
+from ._fetcher import VersionInfo
+from ._gocmd import GoRunner, classify_go_error
+from ._module import check_path, check_version_query, is_canonical_version
+
+__all__ = ["GoLister", "Lister", "UpstreamVersions"]
+
+
+class UpstreamVersions(msgspec.Struct, frozen=True):
+    """The tagged versions upstream has, and what ``latest`` resolves to there."""
+
+    versions: list[str]
+    latest: VersionInfo
+
+
+class Lister(abc.ABC):
+    @abc.abstractmethod
+    async def list(self, module: str) -> UpstreamVersions:
+        """Upstream's tagged versions and latest.  NotFoundError if the module does not
+        exist upstream; UpstreamError if upstream could not be asked."""
+
+
+class _GoListModule(msgspec.Struct):
+    Path: str = ""
+    Version: str = ""
+    Versions: list[str] = msgspec.field(default_factory=list)
+    Time: datetime | None = None
+    Error: dict[str, str] | None = None
+
+
+_decoder = msgspec.json.Decoder(_GoListModule)
+
+
+class GoLister(Lister):
+    """Asks ``go list -m [-versions] -json <module>@<query>`` under ``Timeout``."""
+
+    def __init__(self, config: Config, runner: GoRunner | None = None) -> None:
+        self._runner = runner or GoRunner(config)
+        self._timeout = config.timeout
+
+    async def _go_list(self, module: str, query: str) -> _GoListModule:
+        check_path(module)
+        check_version_query(query)
+        what = f"listing {module}@{query}"
+        args = ["list", "-m", "-versions", "-json", f"{module}@{query}"]
+        async with self._runner.workspace() as workspace:
+            result = await self._runner.run(
+                args, workspace=workspace, timeout=self._timeout, what=what
+            )
+        stderr = result.stderr.decode(errors="replace").strip()
+        if result.returncode != 0:
+            # Without -e, go list reports failures on stderr only.
+            raise classify_go_error(stderr or f"{what}: go exited {result.returncode}")
+        try:
+            listed = _decoder.decode(result.stdout)
+        except msgspec.DecodeError:
+            raise UpstreamError(f"{what}: go printed no JSON: {stderr[-2000:]}") from None
+        if listed.Error:
+            raise classify_go_error(listed.Error.get("Err", stderr))
+        if listed.Path != module or not is_canonical_version(listed.Version) or not listed.Time:
+            raise UpstreamError(f"{what}: go answered {listed.Path}@{listed.Version}")
+        return listed
+
+    async def list(self, module: str) -> UpstreamVersions:
+        listed = await self._go_list(module, "latest")
+        assert listed.Time is not None
+        return UpstreamVersions(
+            versions=listed.Versions, latest=VersionInfo(listed.Version, listed.Time)
+        )

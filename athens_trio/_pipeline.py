@@ -1,0 +1,78 @@
+"""The pipeline: every component wired together, living in one nursery.
+
+``open_pipeline(config)`` is an async context manager.  Inside it the pipeline's
+nursery runs the shared work (single-flight stashes), so a caller that goes away
+cancels nothing others wait for; leaving the block cancels that work, which kills the
+go process groups and removes their temporary directories.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import trio
+
+from . import download, stash
+from ._config import Config
+from ._fetcher import Fetcher, GoFetcher
+from ._gocmd import GoRunner
+from ._lister import GoLister, Lister
+from .download import DownloadProtocol
+from .storage import Backend, storage_from_config
+
+__all__ = ["Pipeline", "open_pipeline"]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """The opened components; :attr:`protocol` is what a GOPROXY serves."""
+
+    config: Config
+    storage: Backend
+    fetcher: Fetcher
+    lister: Lister
+    stasher: stash.Stasher
+    protocol: DownloadProtocol
+    nursery: trio.Nursery
+
+
+@contextlib.asynccontextmanager
+async def open_pipeline(
+    config: Config,
+    *,
+    storage: Backend | None = None,
+    fetcher: Fetcher | None = None,
+    lister: Lister | None = None,
+) -> AsyncIterator[Pipeline]:
+    """Build the pipeline from ``config`` (any component may be passed in instead)::
+
+    async with open_pipeline(load_config()) as pipeline:
+        info = await pipeline.protocol.info("github.com/pkg/errors", "v0.9.1")
+    """
+    runner = GoRunner(config)
+    storage = storage if storage is not None else storage_from_config(config)
+    fetcher = fetcher if fetcher is not None else GoFetcher(config, runner)
+    lister = lister if lister is not None else GoLister(config, runner)
+    try:
+        await storage.ready()
+        async with trio.open_nursery() as nursery:
+            stasher = stash.new(
+                fetcher,
+                storage,
+                stash.with_pool(config.go_get_workers),
+                stash.with_singleflight(nursery),
+            )
+            protocol = download.new(
+                storage,
+                stasher,
+                lister,
+                download.with_pool(config.protocol_workers),
+                network_mode=config.network_mode,
+            )
+            yield Pipeline(config, storage, fetcher, lister, stasher, protocol, nursery)
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await storage.aclose()

@@ -1,0 +1,191 @@
+"""The download protocol: list, latest, info, mod and zip, storage first.
+
+A stored version is served from storage.  On a miss the stasher fetches and saves it
+(sync mode: the caller waits), then it is served from storage, so what a client gets
+is always what storage holds.  ``list`` and ``latest`` ask upstream through the lister
+and merge what storage has, as ``NetworkMode`` says.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Literal
+
+import trio
+
+from .._exceptions import InvalidVersionError, NotFoundError, UpstreamError
+from .._fetcher import encode_info
+from .._lister import Lister, UpstreamVersions
+from .._module import (
+    check_path,
+    check_path_major,
+    check_version_query,
+    is_canonical_version,
+    is_pseudo_version,
+    split_path_version,
+)
+from .._semver import compare, prerelease, sort_versions
+from ..stash import Stasher
+from ..storage import Backend, StoredZip
+
+__all__ = ["DownloadProtocol", "NetworkMode", "ProtocolWrapper", "new"]
+
+NetworkMode = Literal["strict", "offline", "fallback"]
+
+
+class DownloadProtocol(abc.ABC):
+    """What a GOPROXY serves, for one module path (unescaped) and version."""
+
+    @abc.abstractmethod
+    async def list(self, module: str) -> list[str]:
+        """Tagged versions, upstream's merged with storage's, in semver order."""
+
+    @abc.abstractmethod
+    async def latest(self, module: str) -> bytes:
+        """The ``.info`` JSON of the latest version."""
+
+    @abc.abstractmethod
+    async def info(self, module: str, version: str) -> bytes:
+        """The ``.info`` JSON of a version, or of what a query resolves to."""
+
+    @abc.abstractmethod
+    async def go_mod(self, module: str, version: str) -> bytes:
+        """The ``go.mod`` of a canonical version."""
+
+    @abc.abstractmethod
+    async def zip(self, module: str, version: str) -> StoredZip:
+        """The zip of a canonical version, as a stream."""
+
+
+ProtocolWrapper = Callable[[DownloadProtocol], DownloadProtocol]
+
+
+def _check_canonical(module: str, version: str) -> None:
+    check_path(module)
+    check_version_query(version)
+    if not is_canonical_version(version):
+        raise InvalidVersionError(
+            f"{version!r} is not a canonical version; .mod and .zip need one (ask .info)"
+        )
+    _, path_major, _ = split_path_version(module)
+    try:
+        check_path_major(version, path_major)
+    except InvalidVersionError as exc:
+        # Well formed, but no such version can exist at this path: that is a 404.
+        raise NotFoundError(f"{module}@{version}: {exc}") from None
+
+
+class _StorageFirst(DownloadProtocol):
+    def __init__(
+        self, storage: Backend, stasher: Stasher, lister: Lister, network_mode: NetworkMode
+    ) -> None:
+        self._storage = storage
+        self._stasher = stasher
+        self._lister = lister
+        self._network_mode = network_mode
+
+    async def _upstream_or_storage(self, module: str) -> tuple[UpstreamVersions | None, list[str]]:
+        """Upstream's answer (None where NetworkMode lets storage answer alone) and the
+        stored versions, asked at once."""
+        check_path(module)
+        stored: list[str] = []
+        upstream: UpstreamVersions | None = None
+        error: Exception | None = None
+
+        async def ask_storage() -> None:
+            nonlocal stored
+            stored = await self._storage.list_versions(module)
+
+        async def ask_upstream() -> None:
+            nonlocal upstream, error
+            try:
+                upstream = await self._lister.list(module)
+            except (NotFoundError, UpstreamError) as exc:
+                error = exc
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask_storage)
+            if self._network_mode != "offline":
+                nursery.start_soon(ask_upstream)
+
+        if error is not None:
+            # strict: only "does not exist" upstream may be answered from storage.
+            if not stored or (
+                self._network_mode == "strict" and not isinstance(error, NotFoundError)
+            ):
+                raise error
+        elif upstream is None and not stored:
+            raise NotFoundError(f"{module}: no versions in storage (NetworkMode offline)")
+        return upstream, stored
+
+    async def list(self, module: str) -> list[str]:
+        upstream, stored = await self._upstream_or_storage(module)
+        tagged = [v for v in stored if not is_pseudo_version(v)]
+        if upstream is None and not tagged:
+            return sort_versions(stored)  # storage holds only pseudo-versions
+        merged = set(tagged) | set(upstream.versions if upstream else ())
+        return sort_versions(list(merged))
+
+    async def latest(self, module: str) -> bytes:
+        upstream, stored = await self._upstream_or_storage(module)
+        if upstream is not None:
+            return encode_info(upstream.latest)
+        return await self._storage.info(module, _latest_of(stored))
+
+    async def info(self, module: str, version: str) -> bytes:
+        check_path(module)
+        check_version_query(version)
+        if is_canonical_version(version):
+            _check_canonical(module, version)
+            if await self._storage.exists(module, version):
+                return await self._storage.info(module, version)
+        # A miss, or a query (branch, commit, "latest", "v1.2"): fetching resolves it.
+        resolved = await self._stasher.stash(module, version)
+        return await self._storage.info(module, resolved)
+
+    async def _stored(self, module: str, version: str) -> None:
+        _check_canonical(module, version)
+        if not await self._storage.exists(module, version):
+            await self._stasher.stash(module, version)
+
+    async def go_mod(self, module: str, version: str) -> bytes:
+        await self._stored(module, version)
+        return await self._storage.go_mod(module, version)
+
+    async def zip(self, module: str, version: str) -> StoredZip:
+        await self._stored(module, version)
+        return await self._storage.zip(module, version)
+
+
+def _latest_of(versions: list[str]) -> str:
+    """Go's idea of latest among stored versions: the highest release, else the highest
+    pre-release, else the newest pseudo-version."""
+
+    def highest(candidates: list[str]) -> str | None:
+        best: str | None = None
+        for v in candidates:
+            if best is None or compare(v, best) > 0:
+                best = v
+        return best
+
+    releases = [v for v in versions if not is_pseudo_version(v) and not prerelease(v)]
+    pre = [v for v in versions if not is_pseudo_version(v)]
+    choice = highest(releases) or highest(pre) or highest(versions)
+    assert choice is not None, "called with stored versions only"
+    return choice
+
+
+def new(
+    storage: Backend,
+    stasher: Stasher,
+    lister: Lister,
+    *wrappers: ProtocolWrapper,
+    network_mode: NetworkMode = "strict",
+) -> DownloadProtocol:
+    """The download protocol over ``storage``, wrapped by each wrapper in turn (the last
+    one outermost), as Athens' ``download.New(opts, addons.WithPool(n))``."""
+    protocol: DownloadProtocol = _StorageFirst(storage, stasher, lister, network_mode)
+    for wrap in wrappers:
+        protocol = wrap(protocol)
+    return protocol

@@ -1,0 +1,260 @@
+"""Storage on a local disk, laid out exactly as a GOPROXY tree.
+
+::
+
+    <root>/<escaped module path>/@v/list
+    <root>/<escaped module path>/@v/<escaped version>.info
+    <root>/<escaped module path>/@v/<escaped version>.mod
+    <root>/<escaped module path>/@v/<escaped version>.zip
+
+so ``GOPROXY=file://<root>`` serves the same files without athens-trio.
+
+Atomicity: each file is written under a dot-prefixed temporary name in the same
+directory, flushed to disk, then renamed into place.  The ``.info`` file goes last and
+is created with ``link`` (which fails if the name exists) rather than rename: its
+presence is what "this version is stored" means, so a reader never sees a version
+without its ``.mod`` and ``.zip``, and a second save never overwrites the first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import trio
+
+from .._exceptions import NotFoundError, StorageError
+from .._module import escape_path, escape_version, unescape_version
+from .._semver import sort_versions
+from ._backend import CHUNK_SIZE, Backend, StoredZip
+
+__all__ = ["DiskStorage"]
+
+_TEMP_PREFIX = ".tmp-"
+
+
+class _DiskZip(StoredZip):
+    def __init__(self, path: Path, size: int) -> None:
+        self._path = path
+        self.size = size
+
+    async def chunks(self, start: int = 0, stop: int | None = None) -> AsyncIterator[bytes]:
+        stop = self.size if stop is None else min(stop, self.size)
+        async with await trio.open_file(self._path, "rb", buffering=0) as f:
+            if start:
+                await f.seek(start)
+            remaining = stop - start
+            while remaining > 0:
+                chunk = await f.read(min(CHUNK_SIZE, remaining))
+                if not chunk:
+                    raise StorageError(f"{self._path} is shorter than its recorded size")
+                remaining -= len(chunk)
+                yield chunk
+
+
+class DiskStorage(Backend):
+    """A GOPROXY tree under ``root``; see the module docstring for the guarantees."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.description = f"disk at {self.root}"
+        # One writer of a module's list file at a time in this process; across
+        # processes the rescan in _write_list converges instead.
+        self._list_locks: dict[str, trio.Lock] = {}
+
+    def _version_dir(self, module: str) -> Path:
+        return self.root / escape_path(module) / "@v"
+
+    def _file(self, module: str, version: str, suffix: str) -> Path:
+        return self._version_dir(module) / f"{escape_version(version)}.{suffix}"
+
+    async def list_versions(self, module: str) -> list[str]:
+        return await trio.to_thread.run_sync(self._list_versions_sync, self._version_dir(module))
+
+    @staticmethod
+    def _list_versions_sync(directory: Path) -> list[str]:
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StorageError(f"cannot list {directory}: {exc.strerror}") from exc
+        return [
+            unescape_version(name[: -len(".info")])
+            for name in names
+            if name.endswith(".info") and not name.startswith(".")
+        ]
+
+    async def exists(self, module: str, version: str) -> bool:
+        return await trio.Path(self._file(module, version, "info")).exists()
+
+    async def _read(self, module: str, version: str, suffix: str) -> bytes:
+        path = self._file(module, version, suffix)
+        try:
+            return await trio.Path(path).read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"{module}@{version} is not in storage") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {path}: {exc.strerror}") from exc
+
+    async def info(self, module: str, version: str) -> bytes:
+        return await self._read(module, version, "info")
+
+    async def go_mod(self, module: str, version: str) -> bytes:
+        # A .mod without its .info is an interrupted save, not a stored version.
+        if not await self.exists(module, version):
+            raise NotFoundError(f"{module}@{version} is not in storage")
+        return await self._read(module, version, "mod")
+
+    async def zip(self, module: str, version: str) -> StoredZip:
+        if not await self.exists(module, version):
+            raise NotFoundError(f"{module}@{version} is not in storage")
+        path = self._file(module, version, "zip")
+        try:
+            stat = await trio.Path(path).stat()
+        except OSError as exc:
+            raise StorageError(f"{module}@{version}: cannot stat {path}: {exc.strerror}") from exc
+        return _DiskZip(path, stat.st_size)
+
+    async def save(
+        self, module: str, version: str, *, info: bytes, mod: bytes, zip_file: Path
+    ) -> bool:
+        directory = self._version_dir(module)
+        stem = escape_version(version)
+        try:
+            saved = await trio.to_thread.run_sync(
+                _save_sync, directory, stem, info, mod, Path(zip_file)
+            )
+        except OSError as exc:
+            raise StorageError(f"cannot save {module}@{version}: {exc}") from exc
+        if saved:
+            await self._update_list(module)
+        return saved
+
+    async def delete(self, module: str, version: str) -> None:
+        directory = self._version_dir(module)
+        stem = escape_version(version)
+
+        def delete_sync() -> None:
+            # .info first: from that instant on, the version is gone as a whole.
+            try:
+                (directory / f"{stem}.info").unlink()
+            except FileNotFoundError:
+                raise NotFoundError(f"{module}@{version} is not in storage") from None
+            for suffix in ("mod", "zip"):
+                (directory / f"{stem}.{suffix}").unlink(missing_ok=True)
+
+        await trio.to_thread.run_sync(delete_sync)
+        await self._update_list(module)
+
+    async def _update_list(self, module: str) -> None:
+        lock = self._list_locks.setdefault(module, trio.Lock())
+        async with lock:
+            await trio.to_thread.run_sync(_write_list_sync, self._version_dir(module))
+
+    async def ready(self) -> None:
+        def probe() -> None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.root, os.W_OK | os.X_OK):
+                raise StorageError(f"{self.root} is not writable")
+
+        try:
+            await trio.to_thread.run_sync(probe)
+        except OSError as exc:
+            raise StorageError(f"cannot use {self.root}: {exc.strerror}") from exc
+
+
+@contextlib.contextmanager
+def _temp_names(directory: Path, stem: str) -> Iterator[dict[str, Path]]:
+    """Temporary names for one save's files, removed on the way out whatever happens."""
+    token = secrets.token_hex(6)
+    names = {s: directory / f"{_TEMP_PREFIX}{token}-{stem}.{s}" for s in ("info", "mod", "zip")}
+    try:
+        yield names
+    finally:
+        for path in names.values():
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    with open(path, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _take_zip(source: Path, target: Path) -> None:
+    """Move the fetched zip into the tree: a rename where both sit on one filesystem,
+    else a streamed copy (never the whole zip in memory)."""
+    try:
+        os.rename(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        with open(source, "rb") as src, open(target, "xb") as dst:
+            shutil.copyfileobj(src, dst, CHUNK_SIZE)
+            dst.flush()
+            os.fsync(dst.fileno())
+        return
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _save_sync(directory: Path, stem: str, info: bytes, mod: bytes, zip_file: Path) -> bool:
+    final_info = directory / f"{stem}.info"
+    if final_info.exists():
+        return False
+    directory.mkdir(parents=True, exist_ok=True)
+    with _temp_names(directory, stem) as temp:
+        _write_durably(temp["mod"], mod)
+        _take_zip(zip_file, temp["zip"])
+        _write_durably(temp["info"], info)
+        # .mod and .zip may replace leftovers of an interrupted save (they carry no
+        # "stored" meaning without .info); .info itself is created only if absent.
+        os.replace(temp["mod"], directory / f"{stem}.mod")
+        os.replace(temp["zip"], directory / f"{stem}.zip")
+        try:
+            os.link(temp["info"], final_info)
+        except FileExistsError:
+            return False  # another writer finished first; its files are as good as ours
+        _fsync_dir(directory)
+    return True
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _scan_versions(directory: Path) -> list[str]:
+    return sort_versions(DiskStorage._list_versions_sync(directory))
+
+
+def _write_list_sync(directory: Path) -> None:
+    """Rewrite ``list`` (versions in semver order, one per line) from the stored ``.info`` files.
+
+    Another process may be doing the same; each writer rescans after its rename and
+    writes again if the tree changed meanwhile, so the last writer's list is complete.
+    """
+    while True:
+        versions = _scan_versions(directory)
+        temp = directory / f"{_TEMP_PREFIX}{secrets.token_hex(6)}-list"
+        try:
+            _write_durably(temp, "".join(f"{v}\n" for v in versions).encode())
+            os.replace(temp, directory / "list")
+        finally:
+            temp.unlink(missing_ok=True)
+        if _scan_versions(directory) == versions:
+            return

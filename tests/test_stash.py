@@ -1,0 +1,219 @@
+"""Stasher, Pool and SingleFlight, with a scripted fetcher standing in for go."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from athens_trio import FetchedVersion, Fetcher, MemoryStorage, NotFoundError, UpstreamError, stash
+
+MODULE = "github.com/example/mod"
+
+
+class ScriptedFetcher(Fetcher):
+    """Fetches instantly (or when released), counting calls and peak concurrency."""
+
+    def __init__(self, tmp_path: Path, *, fail_with: Exception | None = None) -> None:
+        self.tmp_path = tmp_path
+        self.fail_with = fail_with
+        self.calls: list[str] = []
+        self.running = 0
+        self.peak = 0
+        self.release = trio.Event()
+        self.started = trio.Event()
+        self.hold = False
+        self.cancelled = 0
+
+    @contextlib.asynccontextmanager
+    async def fetch(self, module: str, version: str) -> AsyncIterator[FetchedVersion]:
+        self.calls.append(version)
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        self.started.set()
+        try:
+            if self.hold:
+                await self.release.wait()
+            else:
+                await trio.sleep(0.01)
+            if self.fail_with is not None:
+                raise self.fail_with
+            resolved = "v1.0.0" if version == "main" else version
+            zip_file = self.tmp_path / f"{resolved}-{len(self.calls)}.zip"
+            zip_file.write_bytes(b"zip of " + resolved.encode())
+            yield FetchedVersion(
+                module=module,
+                version=resolved,
+                info=b'{"Version":"%s"}' % resolved.encode(),
+                mod=b"module " + module.encode(),
+                zip_file=zip_file,
+                zip_sum="h1:fake",
+            )
+        except trio.Cancelled:
+            self.cancelled += 1
+            raise
+        finally:
+            self.running -= 1
+
+
+async def test_stasher_fetches_then_saves(tmp_path: Path) -> None:
+    storage = MemoryStorage()
+    stasher = stash.new(ScriptedFetcher(tmp_path), storage)
+    assert await stasher.stash(MODULE, "v1.2.0") == "v1.2.0"
+    assert await storage.go_mod(MODULE, "v1.2.0") == b"module " + MODULE.encode()
+
+
+async def test_query_resolves_to_the_canonical_version(tmp_path: Path) -> None:
+    storage = MemoryStorage()
+    stasher = stash.new(ScriptedFetcher(tmp_path), storage)
+    assert await stasher.stash(MODULE, "main") == "v1.0.0"
+    assert await storage.list_versions(MODULE) == ["v1.0.0"]
+
+
+async def test_wrappers_apply_in_order(tmp_path: Path) -> None:
+    order: list[str] = []
+
+    def tag(name: str) -> stash.Wrapper:
+        def wrap(inner: stash.Stasher) -> stash.Stasher:
+            class Tagged(stash.Stasher):
+                async def stash(self, module: str, version: str) -> str:
+                    order.append(name)
+                    return await inner.stash(module, version)
+
+            return Tagged()
+
+        return wrap
+
+    stasher = stash.new(ScriptedFetcher(tmp_path), MemoryStorage(), tag("inner"), tag("outer"))
+    await stasher.stash(MODULE, "v1.0.0")
+    assert order == ["outer", "inner"]
+
+
+async def test_pool_bounds_concurrent_fetches(tmp_path: Path) -> None:
+    fetcher = ScriptedFetcher(tmp_path)
+    stasher = stash.new(fetcher, MemoryStorage(), stash.with_pool(3))
+    async with trio.open_nursery() as nursery:
+        for i in range(20):
+            nursery.start_soon(stasher.stash, MODULE, f"v1.0.{i}")
+    assert len(fetcher.calls) == 20
+    assert fetcher.peak == 3
+
+
+async def test_singleflight_runs_one_fetch_for_fifty_callers(tmp_path: Path) -> None:
+    fetcher = ScriptedFetcher(tmp_path)
+    fetcher.hold = True
+    results: list[str] = []
+    async with trio.open_nursery() as pipeline_nursery:
+        stasher = stash.new(
+            fetcher, MemoryStorage(), stash.with_pool(2), stash.with_singleflight(pipeline_nursery)
+        )
+
+        async def call() -> None:
+            results.append(await stasher.stash(MODULE, "v1.0.0"))
+
+        async with trio.open_nursery() as callers:
+            for _ in range(50):
+                callers.start_soon(call)
+            await trio.testing.wait_all_tasks_blocked()
+            fetcher.release.set()
+    assert fetcher.calls == ["v1.0.0"]
+    assert results == ["v1.0.0"] * 50
+
+
+async def test_singleflight_first_caller_cancelled_others_still_served(tmp_path: Path) -> None:
+    fetcher = ScriptedFetcher(tmp_path)
+    fetcher.hold = True
+    storage = MemoryStorage()
+    async with trio.open_nursery() as pipeline_nursery:
+        stasher = stash.new(fetcher, storage, stash.with_singleflight(pipeline_nursery))
+        second_result: list[str] = []
+        with trio.CancelScope() as first_caller:
+
+            async def second() -> None:
+                second_result.append(await stasher.stash(MODULE, "v1.0.0"))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stasher.stash, MODULE, "v1.0.0")  # the first caller
+                await fetcher.started.wait()
+                pipeline_nursery.start_soon(second)
+                await trio.testing.wait_all_tasks_blocked()
+                first_caller.cancel()
+        assert first_caller.cancelled_caught
+        fetcher.release.set()
+    assert fetcher.cancelled == 0
+    assert second_result == ["v1.0.0"]
+    assert await storage.exists(MODULE, "v1.0.0")
+
+
+async def test_singleflight_error_reaches_every_waiter_then_retries(tmp_path: Path) -> None:
+    fetcher = ScriptedFetcher(tmp_path, fail_with=NotFoundError("no such module"))
+    fetcher.hold = True
+    errors: list[BaseException] = []
+    async with trio.open_nursery() as pipeline_nursery:
+        stasher = stash.new(fetcher, MemoryStorage(), stash.with_singleflight(pipeline_nursery))
+
+        async def call() -> None:
+            try:
+                await stasher.stash(MODULE, "v1.0.0")
+            except NotFoundError as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as callers:
+            for _ in range(10):
+                callers.start_soon(call)
+            await trio.testing.wait_all_tasks_blocked()
+            fetcher.release.set()
+        assert len(errors) == 10
+        assert len({id(e) for e in errors}) == 10  # each waiter raised its own copy
+        assert all(str(e) == "no such module" for e in errors)
+        # The entry is gone: the next request fetches again.
+        fetcher.fail_with = None
+        assert await stasher.stash(MODULE, "v1.0.0") == "v1.0.0"
+    assert fetcher.calls == ["v1.0.0", "v1.0.0"]
+
+
+async def test_singleflight_pipeline_closing_fails_waiters_cleanly(tmp_path: Path) -> None:
+    fetcher = ScriptedFetcher(tmp_path)
+    fetcher.hold = True
+    errors: list[BaseException] = []
+    async with trio.open_nursery() as outer:
+        with trio.CancelScope() as pipeline_scope:
+            async with trio.open_nursery() as pipeline_nursery:
+                stasher = stash.new(
+                    fetcher, MemoryStorage(), stash.with_singleflight(pipeline_nursery)
+                )
+
+                async def waiter() -> None:
+                    try:
+                        await stasher.stash(MODULE, "v1.0.0")
+                    except UpstreamError as exc:
+                        errors.append(exc)
+
+                outer.start_soon(waiter)
+                await fetcher.started.wait()
+                await trio.testing.wait_all_tasks_blocked()
+                pipeline_scope.cancel()
+    assert fetcher.cancelled == 1
+    assert len(errors) == 1
+    assert "shutting down" in str(errors[0])
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+async def test_singleflight_distinct_versions_each_fetch_once(tmp_path: Path, workers: int) -> None:
+    fetcher = ScriptedFetcher(tmp_path)
+    async with trio.open_nursery() as pipeline_nursery:
+        stasher = stash.new(
+            fetcher,
+            MemoryStorage(),
+            stash.with_pool(workers),
+            stash.with_singleflight(pipeline_nursery),
+        )
+        async with trio.open_nursery() as callers:
+            for i in range(30):
+                callers.start_soon(stasher.stash, MODULE, f"v1.0.{i % 5}")
+    assert sorted(fetcher.calls) == [f"v1.0.{i}" for i in range(5)]
+    assert fetcher.peak <= workers
