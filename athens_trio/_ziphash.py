@@ -1,0 +1,30 @@
+"""Go's ``h1:`` hash of a module zip (golang.org/x/mod/sumdb/dirhash.HashZip).
+
+The hash go records in go.sum: SHA-256 over the lines ``"<sha256 hex>  <name>\\n"`` of
+every file in the zip, sorted by name, base64-encoded, prefixed ``h1:``.  Files are
+streamed, so a large zip is never held in memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import zipfile
+
+__all__ = ["zip_h1"]
+
+
+def zip_h1(path: str | os.PathLike[str]) -> str:
+    """The ``h1:`` hash of the zip at ``path`` (blocking: run it in a thread)."""
+    summary = hashlib.sha256()
+    with zipfile.ZipFile(path) as archive:
+        for name in sorted(archive.namelist()):
+            if "\n" in name:
+                raise ValueError(f"zip entry name with a newline: {name!r}")
+            digest = hashlib.sha256()
+            with archive.open(name) as member:
+                while chunk := member.read(1 << 20):
+                    digest.update(chunk)
+            summary.update(f"{digest.hexdigest()}  {name}\n".encode())
+    return "h1:" + base64.b64encode(summary.digest()).decode()
