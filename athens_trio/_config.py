@@ -9,6 +9,7 @@ first request.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tomllib
@@ -29,6 +30,8 @@ __all__ = [
     "load_config",
     "parse_listen_address",
 ]
+
+logger = logging.getLogger("athens_trio.config")
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 StorageType = Literal["memory", "disk"]
@@ -91,16 +94,12 @@ def _as_int(value: str) -> int:
     return int(value.strip())
 
 
-def _lowercase(value: str) -> str:
-    return value.strip().lower()
-
-
 # Athens' environment variables: the key path each overrides, how its value is read,
 # and the names it is looked up by, first found wins (Athens' envconfig tries
 # ATHENS_<name> before a bare name such as GO_BINARY_PATH or PORT).
 _ENVIRONMENT: list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]] = [
     (("Port",), str, ("ATHENS_PORT", "PORT")),
-    (("StorageType",), _lowercase, ("ATHENS_STORAGE_TYPE",)),
+    (("StorageType",), str, ("ATHENS_STORAGE_TYPE",)),
     (("Storage", "Disk", "RootPath"), str, ("ATHENS_DISK_STORAGE_ROOT",)),
     (("GoBinary",), str, ("ATHENS_GO_BINARY_PATH", "GO_BINARY_PATH")),
     (("GoBinaryEnvVars",), _split_env_list, ("ATHENS_GO_BINARY_ENV_VARS",)),
@@ -109,8 +108,8 @@ _ENVIRONMENT: list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]
     (("Timeout",), _as_int, ("ATHENS_TIMEOUT",)),
     (("StashTimeout",), _as_int, ("ATHENS_STASH_TIMEOUT",)),
     (("GoGetDir",), str, ("ATHENS_GOGET_DIR",)),
-    (("NetworkMode",), _lowercase, ("ATHENS_NETWORK_MODE",)),
-    (("LogLevel",), _lowercase, ("ATHENS_LOG_LEVEL",)),
+    (("NetworkMode",), str, ("ATHENS_NETWORK_MODE",)),
+    (("LogLevel",), str, ("ATHENS_LOG_LEVEL",)),
 ]
 
 _ERROR_PATH = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`$")
@@ -144,6 +143,12 @@ def load_config(
             raise ConfigError(var, f"{env[var]!r} is not valid: {exc}") from exc
         _set_path(raw, key_path, value)
         origin[key_path] = var
+
+    _warn_about_ignored_keys(raw)
+    # Athens reads these case-insensitively.
+    for key in ("StorageType", "NetworkMode", "LogLevel"):
+        if isinstance(raw.get(key), str):
+            raw[key] = raw[key].strip().lower()
 
     def key_name(key_path: tuple[str, ...]) -> str:
         key = ".".join(key_path) or "config"
@@ -183,6 +188,14 @@ def parse_listen_address(port: str) -> tuple[str, int]:
     if not number.isdigit() or not 0 <= int(number) <= 65535:
         raise ValueError(f"{port!r} is not a port: expected :3000, 3000 or host:3000")
     return host, int(number)
+
+
+def _warn_about_ignored_keys(raw: Mapping[str, Any]) -> None:
+    """Athens keys athens-trio does not implement are ignored, but said so once."""
+    known = {f.encode_name for f in msgspec.structs.fields(Config)}
+    ignored = sorted(key for key in raw if key not in known)
+    if ignored:
+        logger.warning("config: ignoring keys athens-trio lacks: %s", ", ".join(ignored))
 
 
 def _set_path(raw: dict[str, Any], key_path: tuple[str, ...], value: Any) -> None:
