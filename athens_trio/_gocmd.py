@@ -37,6 +37,7 @@ __all__ = [
 _PASSTHROUGH = (
     "PATH",
     "HOME",
+    "GOROOT",
     "GIT_SSH",
     "GIT_SSH_COMMAND",
     "HTTP_PROXY",
@@ -101,6 +102,10 @@ class GoRunner:
         self.temp_root = config.go_get_dir or None
         environ = os.environ if environ is None else environ
         self._base_env = {k: environ[k] for k in _PASSTHROUGH if k in environ}
+        # An ssh agent is passed on only if its socket is really there (as Athens does).
+        agent = environ.get("SSH_AUTH_SOCK", "")
+        if agent and stat.S_ISSOCK(_stat_mode(agent)):
+            self._base_env["SSH_AUTH_SOCK"] = agent
         self._overrides = config.go_env_overrides()
 
     def environment(self, gopath: Path) -> dict[str, str]:
@@ -126,7 +131,8 @@ class GoRunner:
                 capture_stdout=True,
                 capture_stderr=True,
                 check=False,
-                env={k: v for k, v in self._base_env.items()},
+                env={**self._base_env, **self._overrides},
+                cwd="/",  # not inside some project whose go.mod asks for another toolchain
             )
         except OSError as exc:
             raise GoBinaryError(
@@ -207,6 +213,13 @@ class GoRunner:
             await trio.Path(stdout_path).read_bytes(),
             await trio.Path(stderr_path).read_bytes(),
         )
+
+
+def _stat_mode(path: str) -> int:
+    try:
+        return os.stat(path).st_mode
+    except OSError:
+        return 0
 
 
 def _killpg_quietly(pid: int) -> None:

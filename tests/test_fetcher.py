@@ -21,7 +21,7 @@ from athens_trio import (
     NotFoundError,
     UpstreamError,
 )
-from athens_trio._gocmd import classify_go_error
+from athens_trio._gocmd import GoRunner, classify_go_error
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
@@ -251,3 +251,33 @@ def test_classify_go_error(message: str, kind: type[Exception]) -> None:
     error = classify_go_error(message)
     assert type(error) is kind
     assert str(error) == message
+
+
+def test_go_environment_is_athens_passthrough_then_overrides(tmp_path: Path) -> None:
+    config = Config(go_binary_env_vars=["GOPROXY=https://corp.example,direct", "GOFLAGS=-x"])
+    environ = {
+        "PATH": "/bin",
+        "HOME": "/home/athens",
+        "HTTPS_PROXY": "http://proxy:3128",
+        "SECRET_TOKEN": "never passed on",
+        "GOPROXY": "not ours either",
+        "SSH_AUTH_SOCK": str(tmp_path / "no-agent-here"),
+    }
+    env = GoRunner(config, environ).environment(tmp_path / "gopath")
+    assert env["PATH"] == "/bin"
+    assert env["HOME"] == "/home/athens"
+    assert env["HTTPS_PROXY"] == "http://proxy:3128"
+    assert "SECRET_TOKEN" not in env
+    assert "SSH_AUTH_SOCK" not in env  # not a socket
+    assert env["GOPROXY"] == "https://corp.example,direct"
+    assert env["GOFLAGS"] == "-x"
+    assert env["GOPATH"] == str(tmp_path / "gopath")
+    assert env["GOMODCACHE"] == str(tmp_path / "gopath" / "pkg" / "mod")
+    assert env["GO111MODULE"] == "on"
+
+
+async def test_go_check(config: Config, tmp_path: Path) -> None:
+    assert (await GoRunner(config).check()).startswith("go version go")
+    missing = Config(go_binary=str(tmp_path / "nope"))
+    with pytest.raises(GoBinaryError, match="GO_BINARY_PATH"):
+        await GoRunner(missing).check()
