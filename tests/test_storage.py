@@ -225,3 +225,23 @@ async def test_disk_tree_serves_go_with_goproxy_file(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert b'"Version": "v1.2.3"' in done.stdout
+
+
+async def test_disk_save_copies_across_filesystems(
+    tmp_path: Path, make_zip: Callable[[bytes], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the fetcher's temp dir is on another filesystem, rename fails with EXDEV and
+    the zip is copied in chunks instead."""
+    import errno
+
+    from athens_trio.storage import _disk
+
+    def cross_device(src: object, dst: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(_disk.os, "rename", cross_device)
+    zip_bytes = os.urandom(2 * CHUNK_SIZE + 1)
+    source = make_zip(zip_bytes)
+    storage = DiskStorage(tmp_path / "root")
+    assert await storage.save(MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=source)
+    assert await read_zip(storage, MODULE, "v1.0.0") == zip_bytes
