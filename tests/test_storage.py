@@ -234,12 +234,10 @@ async def test_disk_save_copies_across_filesystems(
     the zip is copied in chunks instead."""
     import errno
 
-    from athens_trio.storage import _disk
-
     def cross_device(src: object, dst: object) -> None:
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
-    monkeypatch.setattr(_disk.os, "rename", cross_device)
+    monkeypatch.setattr(os, "rename", cross_device)
     zip_bytes = os.urandom(2 * CHUNK_SIZE + 1)
     source = make_zip(zip_bytes)
     storage = DiskStorage(tmp_path / "root")

@@ -9,13 +9,16 @@ and merge what storage has, as ``NetworkMode`` says.
 from __future__ import annotations
 
 import abc
+import contextlib
+import logging
 from collections.abc import Callable
 from typing import Literal
 
 import trio
 
-from .._exceptions import InvalidVersionError, NotFoundError, UpstreamError
+from .._exceptions import InvalidVersionError, NotFoundError, StorageError, UpstreamError
 from .._fetcher import encode_info
+from .._integrity import zip_is_whole
 from .._lister import Lister, UpstreamVersions
 from .._module import (
     check_path,
@@ -32,6 +35,10 @@ from ..storage import Backend, StoredZip
 __all__ = ["DownloadProtocol", "NetworkMode", "ProtocolWrapper", "new"]
 
 NetworkMode = Literal["strict", "offline", "fallback"]
+
+log = logging.getLogger("athens_trio.download")
+
+_WHOLE_MEMO_SIZE = 10_000
 
 
 class DownloadProtocol(abc.ABC):
@@ -84,6 +91,9 @@ class _StorageFirst(DownloadProtocol):
         self._stasher = stasher
         self._lister = lister
         self._network_mode = network_mode
+        # Zips whose tail was checked, by size: a truncation changes the size, so it
+        # is caught again; the dict keeps insertion order for evicting the oldest.
+        self._whole: dict[tuple[str, str, int], None] = {}
 
     async def _upstream_or_storage(self, module: str) -> tuple[UpstreamVersions | None, list[str]]:
         """Upstream's answer (None where NetworkMode lets storage answer alone) and the
@@ -155,7 +165,35 @@ class _StorageFirst(DownloadProtocol):
 
     async def zip(self, module: str, version: str) -> StoredZip:
         await self._stored(module, version)
-        return await self._storage.zip(module, version)
+        stored = await self._storage.zip(module, version)
+        if await self._is_whole(module, version, stored):
+            return stored
+        # Damaged after it was stored (a crash, a full disk, a hand): never serve it.
+        log.error(
+            "the stored zip of %s@%s is damaged (%d bytes, structure does not reach its "
+            "end); removing the version and fetching it again",
+            module,
+            version,
+            stored.size,
+        )
+        with contextlib.suppress(NotFoundError):  # another request got there first
+            await self._storage.delete(module, version)
+        await self._stasher.stash(module, version)
+        stored = await self._storage.zip(module, version)
+        if not await self._is_whole(module, version, stored):
+            raise StorageError(f"{module}@{version}: the zip is damaged even after a re-fetch")
+        return stored
+
+    async def _is_whole(self, module: str, version: str, stored: StoredZip) -> bool:
+        key = (module, version, stored.size)
+        if key in self._whole:
+            return True
+        if not await zip_is_whole(stored):
+            return False
+        if len(self._whole) >= _WHOLE_MEMO_SIZE:
+            del self._whole[next(iter(self._whole))]  # the oldest
+        self._whole[key] = None
+        return True
 
 
 def _latest_of(versions: list[str]) -> str:

@@ -38,6 +38,7 @@ class _FetchAndSave(Stasher):
                     info=fetched.info,
                     mod=fetched.mod,
                     zip_file=fetched.zip_file,
+                    zip_sum=fetched.zip_sum,
                 )
             return fetched.version
 

@@ -17,6 +17,9 @@ class StoredZip(abc.ABC):
     """A stored module zip: its size now, its bytes on demand, never all at once."""
 
     size: int
+    #: Where the zip sits on the local disk, for readers that need random access
+    #: (hashing); None for backends that only stream.
+    path: Path | None = None
 
     @abc.abstractmethod
     def chunks(self, start: int = 0, stop: int | None = None) -> AsyncIterator[bytes]:
@@ -60,15 +63,32 @@ class Backend(abc.ABC):
         """The version's zip, as a stream with a known size."""
 
     @abc.abstractmethod
+    async def zip_sum(self, module: str, version: str) -> str | None:
+        """The ``h1:`` hash of the zip recorded when it was saved (None if none was)."""
+
+    @abc.abstractmethod
+    def catalog(self) -> AsyncIterator[tuple[str, str]]:
+        """Every stored (module, version), in no particular order."""
+
+    @abc.abstractmethod
     async def save(
-        self, module: str, version: str, *, info: bytes, mod: bytes, zip_file: Path
+        self,
+        module: str,
+        version: str,
+        *,
+        info: bytes,
+        mod: bytes,
+        zip_file: Path,
+        zip_sum: str | None = None,
     ) -> bool:
         """Store a version atomically: afterwards a reader sees all of it, before it
         none of it, and never a part.
 
         ``zip_file`` is handed over: a backend may move it instead of copying, so the
-        caller must not use it afterwards.  Returns False, changing nothing, if the
-        version was already stored (once there, always there: never an overwrite).
+        caller must not use it afterwards.  ``zip_sum`` is go's ``h1:`` hash of the zip,
+        kept so that later corruption can be told from the real thing.  Returns False,
+        changing nothing, if the version was already stored (once there, always there:
+        never an overwrite).
         """
 
     @abc.abstractmethod

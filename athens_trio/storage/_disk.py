@@ -6,6 +6,8 @@
     <root>/<escaped module path>/@v/<escaped version>.info
     <root>/<escaped module path>/@v/<escaped version>.mod
     <root>/<escaped module path>/@v/<escaped version>.zip
+    <root>/<escaped module path>/@v/<escaped version>.ziphash   (go's h1: hash, as in
+                                                              go's own module cache)
 
 so ``GOPROXY=file://<root>`` serves the same files without athens-trio.
 
@@ -28,8 +30,8 @@ from pathlib import Path
 
 import trio
 
-from .._exceptions import NotFoundError, StorageError
-from .._module import escape_path, escape_version, unescape_version
+from .._exceptions import InvalidPathError, NotFoundError, StorageError
+from .._module import escape_path, escape_version, unescape_path, unescape_version
 from .._semver import sort_versions
 from ._backend import CHUNK_SIZE, Backend, StoredZip
 
@@ -40,7 +42,7 @@ _TEMP_PREFIX = ".tmp-"
 
 class _DiskZip(StoredZip):
     def __init__(self, path: Path, size: int) -> None:
-        self._path = path
+        self._path = self.path = path
         self.size = size
 
     async def chunks(self, start: int = 0, stop: int | None = None) -> AsyncIterator[bytes]:
@@ -121,14 +123,49 @@ class DiskStorage(Backend):
             raise StorageError(f"{module}@{version}: cannot stat {path}: {exc.strerror}") from exc
         return _DiskZip(path, stat.st_size)
 
+    async def zip_sum(self, module: str, version: str) -> str | None:
+        if not await self.exists(module, version):
+            raise NotFoundError(f"{module}@{version} is not in storage")
+        try:
+            return (await self._read(module, version, "ziphash")).decode().strip() or None
+        except NotFoundError:
+            return None  # saved without one (a tree filled by other means)
+
+    async def catalog(self) -> AsyncIterator[tuple[str, str]]:
+        for entry in await trio.to_thread.run_sync(self._catalog_sync):
+            yield entry
+
+    def _catalog_sync(self) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        for directory, subdirs, _files in os.walk(self.root):
+            # Temporary and hidden directories are never module paths (no element of
+            # a module path starts with a dot), and @v holds files only.
+            subdirs[:] = [d for d in subdirs if not d.startswith(".") and d != "@v"]
+            version_dir = Path(directory) / "@v"
+            if version_dir.is_dir():
+                relative = Path(directory).relative_to(self.root).as_posix()
+                try:
+                    module = unescape_path(relative)
+                except InvalidPathError:
+                    continue  # not ours: something else put a directory here
+                found.extend((module, v) for v in self._list_versions_sync(version_dir))
+        return found
+
     async def save(
-        self, module: str, version: str, *, info: bytes, mod: bytes, zip_file: Path
+        self,
+        module: str,
+        version: str,
+        *,
+        info: bytes,
+        mod: bytes,
+        zip_file: Path,
+        zip_sum: str | None = None,
     ) -> bool:
         directory = self._version_dir(module)
         stem = escape_version(version)
         try:
             saved = await trio.to_thread.run_sync(
-                _save_sync, directory, stem, info, mod, Path(zip_file)
+                _save_sync, directory, stem, info, mod, Path(zip_file), zip_sum
             )
         except OSError as exc:
             raise StorageError(f"cannot save {module}@{version}: {exc}") from exc
@@ -146,7 +183,7 @@ class DiskStorage(Backend):
                 (directory / f"{stem}.info").unlink()
             except FileNotFoundError:
                 raise NotFoundError(f"{module}@{version} is not in storage") from None
-            for suffix in ("mod", "zip"):
+            for suffix in ("mod", "zip", "ziphash"):
                 (directory / f"{stem}.{suffix}").unlink(missing_ok=True)
 
         await trio.to_thread.run_sync(delete_sync)
@@ -173,7 +210,10 @@ class DiskStorage(Backend):
 def _temp_names(directory: Path, stem: str) -> Iterator[dict[str, Path]]:
     """Temporary names for one save's files, removed on the way out whatever happens."""
     token = secrets.token_hex(6)
-    names = {s: directory / f"{_TEMP_PREFIX}{token}-{stem}.{s}" for s in ("info", "mod", "zip")}
+    names = {
+        s: directory / f"{_TEMP_PREFIX}{token}-{stem}.{s}"
+        for s in ("info", "mod", "zip", "ziphash")
+    }
     try:
         yield names
     finally:
@@ -209,7 +249,9 @@ def _take_zip(source: Path, target: Path) -> None:
         os.close(fd)
 
 
-def _save_sync(directory: Path, stem: str, info: bytes, mod: bytes, zip_file: Path) -> bool:
+def _save_sync(
+    directory: Path, stem: str, info: bytes, mod: bytes, zip_file: Path, zip_sum: str | None
+) -> bool:
     final_info = directory / f"{stem}.info"
     if final_info.exists():
         return False
@@ -218,10 +260,16 @@ def _save_sync(directory: Path, stem: str, info: bytes, mod: bytes, zip_file: Pa
         _write_durably(temp["mod"], mod)
         _take_zip(zip_file, temp["zip"])
         _write_durably(temp["info"], info)
-        # .mod and .zip may replace leftovers of an interrupted save (they carry no
-        # "stored" meaning without .info); .info itself is created only if absent.
-        os.replace(temp["mod"], directory / f"{stem}.mod")
-        os.replace(temp["zip"], directory / f"{stem}.zip")
+        # .mod, .zip and .ziphash may replace leftovers of an interrupted save (they
+        # mean nothing without .info); .info itself is created only if absent.
+        parts = ["mod", "zip"]
+        if zip_sum:
+            _write_durably(temp["ziphash"], zip_sum.encode())
+            parts.append("ziphash")
+        else:
+            (directory / f"{stem}.ziphash").unlink(missing_ok=True)
+        for part in parts:
+            os.replace(temp[part], directory / f"{stem}.{part}")
         try:
             os.link(temp["info"], final_info)
         except FileExistsError:

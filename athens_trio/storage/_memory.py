@@ -19,6 +19,7 @@ class _StoredVersion:
     info: bytes
     mod: bytes
     zip: bytes
+    zip_sum: str | None
 
 
 class _MemoryZip(StoredZip):
@@ -68,8 +69,24 @@ class MemoryStorage(Backend):
         await trio.lowlevel.checkpoint()
         return _MemoryZip(self._get(module, version).zip)
 
+    async def zip_sum(self, module: str, version: str) -> str | None:
+        await trio.lowlevel.checkpoint()
+        return self._get(module, version).zip_sum
+
+    async def catalog(self) -> AsyncIterator[tuple[str, str]]:
+        for key in list(self._versions):
+            await trio.lowlevel.checkpoint()
+            yield key
+
     async def save(
-        self, module: str, version: str, *, info: bytes, mod: bytes, zip_file: Path
+        self,
+        module: str,
+        version: str,
+        *,
+        info: bytes,
+        mod: bytes,
+        zip_file: Path,
+        zip_sum: str | None = None,
     ) -> bool:
         if (module, version) in self._versions:
             await trio.lowlevel.checkpoint()
@@ -78,7 +95,9 @@ class MemoryStorage(Backend):
         # Checked again: another save may have finished while the zip was read.
         if (module, version) in self._versions:
             return False
-        self._versions[module, version] = _StoredVersion(info=info, mod=mod, zip=data)
+        self._versions[module, version] = _StoredVersion(
+            info=info, mod=mod, zip=data, zip_sum=zip_sum
+        )
         return True
 
     async def delete(self, module: str, version: str) -> None:
