@@ -36,24 +36,37 @@ _ZIP64_LOCATOR_SIGNATURE = b"PK\x06\x07"
 
 
 async def zip_is_whole(stored: StoredZip) -> bool:
-    """Whether the zip's structure reaches exactly to its end (reads at most 64 KiB)."""
+    """Whether the zip's structure reaches exactly to its end.
+
+    Reads the last 22 bytes, where a zip without a comment (every zip go makes) keeps
+    its end record; only a zip with a comment costs a read of up to 64 KiB more.
+    """
     if stored.size < _EOCD_SIZE:
         return False
-    start = max(0, stored.size - _EOCD_SIZE - _MAX_COMMENT)
-    tail = b"".join([chunk async for chunk in stored.chunks(start, stored.size)])
+    for start in (stored.size - _EOCD_SIZE, max(0, stored.size - _EOCD_SIZE - _MAX_COMMENT)):
+        tail = b"".join([chunk async for chunk in stored.chunks(start, stored.size)])
+        if _end_record_fits(tail, start, stored.size):
+            return True
+    return False
+
+
+def _end_record_fits(tail: bytes, start: int, size: int) -> bool:
+    """Whether an end-of-central-directory record in ``tail`` (bytes ``start``..``size``
+    of the zip) ends the file and follows right after the central directory it names."""
     position = tail.rfind(_EOCD_SIGNATURE)
     while position >= 0:
         record = tail[position : position + _EOCD_SIZE]
         if len(record) == _EOCD_SIZE:
             cd_size, cd_offset, comment_length = struct.unpack("<IIH", record[12:22])
             eocd_at = start + position
-            ends_right = eocd_at + _EOCD_SIZE + comment_length == stored.size
-            if ends_right and 0xFFFFFFFF in (cd_size, cd_offset):
-                # Zip64: the real offsets live in the zip64 record; its locator must
-                # sit right before this one.  Deeper checks are verify's job.
-                return tail[max(0, position - 20) : position].startswith(_ZIP64_LOCATOR_SIGNATURE)
-            if ends_right and cd_offset + cd_size == eocd_at:
-                return True
+            if eocd_at + _EOCD_SIZE + comment_length == size:
+                if 0xFFFFFFFF in (cd_size, cd_offset):
+                    # Zip64: the real offsets are in the zip64 record, whose locator
+                    # sits right before this one.  Deeper checks are verify's job.
+                    locator = tail[max(0, position - 20) : position]
+                    return locator.startswith(_ZIP64_LOCATOR_SIGNATURE)
+                if cd_offset + cd_size == eocd_at:
+                    return True
         position = tail.rfind(_EOCD_SIGNATURE, 0, position)
     return False
 
