@@ -8,7 +8,8 @@ The pieces, as in Athens' "From VCS to the User"::
       │     └── Fetcher (_fetcher.py)  go mod download -json in a temporary GOPATH
       └── Lister (_lister.py)          upstream versions and latest
 
-``open_pipeline(config)`` wires them inside a nursery; the HTTP server sits on top.
+``open_pipeline(config)`` wires them inside a nursery; ``serve(config)`` puts the
+GOPROXY HTTP routes (server/) on top, with hypercorn.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ._fetcher import FetchedVersion, Fetcher, GoFetcher, VersionInfo
 from ._lister import GoLister, Lister, UpstreamVersions
 from ._pipeline import Pipeline, open_pipeline
 from .download import DownloadProtocol
+from .server import Server, serve
 from .stash import Stasher
 from .storage import Backend, DiskStorage, MemoryStorage, StoredZip
 
@@ -55,6 +57,7 @@ __all__ = [
     "MemoryStorage",
     "NotFoundError",
     "Pipeline",
+    "Server",
     "Stasher",
     "StorageError",
     "StoredZip",
@@ -63,4 +66,5 @@ __all__ = [
     "VersionInfo",
     "load_config",
     "open_pipeline",
+    "serve",
 ]

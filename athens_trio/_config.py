@@ -69,6 +69,8 @@ class Config(msgspec.Struct, rename="pascal", forbid_unknown_fields=False, kw_on
     stash_timeout: PositiveInt = 600
     # Where the fetcher's temporary GOPATHs go; "" means the system temp dir.
     go_get_dir: str = ""
+    # Seconds in-flight requests get to finish once a shutdown starts.
+    shutdown_timeout: Annotated[int, msgspec.Meta(ge=0)] = 60
     # What list and latest do when upstream fails: strict | offline | fallback.
     network_mode: NetworkMode = "strict"
     log_level: LogLevel = "info"
@@ -108,6 +110,7 @@ _ENVIRONMENT: list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]
     (("Timeout",), _as_int, ("ATHENS_TIMEOUT",)),
     (("StashTimeout",), _as_int, ("ATHENS_STASH_TIMEOUT",)),
     (("GoGetDir",), str, ("ATHENS_GOGET_DIR",)),
+    (("ShutdownTimeout",), _as_int, ("ATHENS_SHUTDOWN_TIMEOUT",)),
     (("NetworkMode",), str, ("ATHENS_NETWORK_MODE",)),
     (("LogLevel",), str, ("ATHENS_LOG_LEVEL",)),
 ]

@@ -14,8 +14,6 @@ import logging
 from collections.abc import Callable
 from typing import Literal
 
-import trio
-
 from .._exceptions import InvalidVersionError, NotFoundError, StorageError, UpstreamError
 from .._fetcher import encode_info
 from .._integrity import zip_is_whole
@@ -97,27 +95,17 @@ class _StorageFirst(DownloadProtocol):
 
     async def _upstream_or_storage(self, module: str) -> tuple[UpstreamVersions | None, list[str]]:
         """Upstream's answer (None where NetworkMode lets storage answer alone) and the
-        stored versions, asked at once."""
+        stored versions.  (One after the other: storage answers in a blink next to go,
+        and callers get a plain exception rather than a group.)"""
         check_path(module)
-        stored: list[str] = []
+        stored = await self._storage.list_versions(module)
         upstream: UpstreamVersions | None = None
-        error: Exception | None = None
-
-        async def ask_storage() -> None:
-            nonlocal stored
-            stored = await self._storage.list_versions(module)
-
-        async def ask_upstream() -> None:
-            nonlocal upstream, error
+        error: NotFoundError | UpstreamError | None = None
+        if self._network_mode != "offline":
             try:
                 upstream = await self._lister.list(module)
             except (NotFoundError, UpstreamError) as exc:
                 error = exc
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(ask_storage)
-            if self._network_mode != "offline":
-                nursery.start_soon(ask_upstream)
 
         if error is not None:
             # strict: only "does not exist" upstream may be answered from storage.

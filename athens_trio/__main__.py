@@ -1,0 +1,7 @@
+"""``python -m athens_trio``: the ``athens-trio`` command."""
+
+from __future__ import annotations
+
+from ._cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,21 @@
+"""The HTTP side: the GOPROXY routes (Quart-Trio) and serving them on hypercorn.
+
+- :func:`serve` — async context manager: open the pipeline and serve it; see ``_serve``.
+- :func:`create_app` — the ASGI app over an opened :class:`~athens_trio.Pipeline`.
+- ``_routing`` — the protocol's HTTP rules as pure functions (paths, ranges, statuses).
+"""
+
+from __future__ import annotations
+
+from ._app import create_app
+from ._routing import NoSuchEndpointError, RangeNotSatisfiableError
+from ._serve import Server, check_go, serve
+
+__all__ = [
+    "NoSuchEndpointError",
+    "RangeNotSatisfiableError",
+    "Server",
+    "check_go",
+    "create_app",
+    "serve",
+]

@@ -1,0 +1,133 @@
+"""Serving: the pipeline and hypercorn's trio worker in one nursery, stopped gracefully.
+
+::
+
+    async with serve(config, host="127.0.0.1", port=0) as server:
+        print(server.url)          # http://127.0.0.1:<the port the OS chose>
+        ...                        # the proxy answers while the block runs
+
+Leaving the block (or :meth:`Server.shutdown`) stops accepting connections, lets the
+requests in flight finish within the shutdown grace period, then closes the pipeline:
+its nursery is cancelled, which kills the go process groups still fetching and removes
+their temporary directories.  Cancelling the block's scope stops everything at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from functools import partial
+from urllib.parse import urlsplit
+
+import hypercorn.config
+import hypercorn.trio
+import trio
+
+from .._config import Config, parse_listen_address
+from .._exceptions import GoBinaryError
+from .._fetcher import Fetcher
+from .._gocmd import GoRunner
+from .._lister import Lister
+from .._pipeline import Pipeline, open_pipeline
+from ..storage import Backend
+from ._app import create_app
+
+__all__ = ["GO_CHECK_TIMEOUT", "Server", "check_go", "serve"]
+
+#: Seconds ``go version`` may take at start before the go binary is declared broken.
+GO_CHECK_TIMEOUT = 60.0
+
+
+class Server:
+    """A running proxy: where it listens, and the pipeline behind it."""
+
+    def __init__(self, pipeline: Pipeline, binds: list[str], stop: trio.Event) -> None:
+        self.pipeline = pipeline
+        #: Every address hypercorn listens on, as URLs (``http://127.0.0.1:3000``).
+        self.binds = tuple(binds)
+        self._stop = stop
+
+    @property
+    def url(self) -> str:
+        """The first bound address, as a URL: what ``GOPROXY`` should say."""
+        return self.binds[0]
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when asked for port 0)."""
+        port = urlsplit(self.url).port
+        assert port is not None
+        return port
+
+    def shutdown(self) -> None:
+        """Begin a graceful shutdown now; the ``serve`` block's exit waits for it."""
+        self._stop.set()
+
+
+async def check_go(config: Config) -> str:
+    """``go version`` of the configured go binary, or :class:`~athens_trio.GoBinaryError`."""
+    try:
+        with trio.fail_after(GO_CHECK_TIMEOUT):
+            return await GoRunner(config).check()
+    except trio.TooSlowError:
+        raise GoBinaryError(
+            f"{config.go_binary} version did not answer within {GO_CHECK_TIMEOUT:g} s"
+        ) from None
+
+
+def _bind(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    config: Config,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    storage: Backend | None = None,
+    fetcher: Fetcher | None = None,
+    lister: Lister | None = None,
+    go_version: str | None = None,
+    shutdown_timeout: float | None = None,
+) -> AsyncIterator[Server]:
+    """Open the pipeline for ``config`` and serve it until the block ends.
+
+    ``host`` and ``port`` default to ``config.port`` (Athens' ``Port``: ``:3000``,
+    ``3000`` or ``127.0.0.1:3000``); port 0 picks a free one (:attr:`Server.port`).
+    ``storage``, ``fetcher`` and ``lister`` replace the configured components.
+    ``go_version`` is ``go version``'s output if the caller checked the go binary
+    already; otherwise it is checked here (:class:`~athens_trio.GoBinaryError`).
+    ``shutdown_timeout`` (seconds) bounds how long in-flight requests may take to
+    finish once the block ends.  As from any nursery (and from ``open_pipeline``), an
+    exception the block raises comes out inside an ``ExceptionGroup``.
+    """
+    default_host, default_port = parse_listen_address(config.port)
+    host = default_host if host is None else host
+    port = default_port if port is None else port
+    if go_version is None:
+        go_version = await check_go(config)
+    grace = config.shutdown_timeout if shutdown_timeout is None else shutdown_timeout
+
+    hyper = hypercorn.config.Config()
+    hyper.bind = [_bind(host, port)]
+    hyper.graceful_timeout = grace
+    hyper.accesslog = None  # the app logs each request itself, in one line
+    hyper.errorlog = logging.getLogger("athens_trio.hypercorn")
+    hyper.include_server_header = False
+
+    async with open_pipeline(config, storage=storage, fetcher=fetcher, lister=lister) as pipeline:
+        app = create_app(pipeline, go_version=go_version)
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            binds: list[str] = await nursery.start(
+                partial(hypercorn.trio.serve, app, hyper, shutdown_trigger=stop.wait)
+            )
+            server = Server(pipeline, binds, stop)
+            try:
+                yield server
+            finally:
+                # Stop accepting; requests in flight get `grace` seconds, then hypercorn
+                # returns and open_pipeline cancels whatever the pipeline still runs.
+                stop.set()
