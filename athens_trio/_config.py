@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 import platformdirs
+from msgspec import field
 
 from ._exceptions import ConfigError
 
@@ -36,6 +37,7 @@ logger = logging.getLogger("athens_trio.config")
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 StorageType = Literal["memory", "disk"]
 NetworkMode = Literal["strict", "offline", "fallback"]
+LogFormat = Literal["plain", "json"]
 LogLevel = Literal["trace", "debug", "info", "warn", "warning", "error", "fatal", "panic"]
 
 
@@ -74,10 +76,41 @@ class Config(msgspec.Struct, rename="pascal", forbid_unknown_fields=False, kw_on
     # What list and latest do when upstream fails: strict | offline | fallback.
     network_mode: NetworkMode = "strict"
     log_level: LogLevel = "info"
+    log_format: LogFormat = "plain"
+
+    # --- download policy (Athens' names and semantics) ---
+    # sync | async | redirect | async_redirect | none | file:<path> | custom:<base64 HCL>
+    download_mode: str = "sync"
+    download_url: str = field(name="DownloadURL", default="")
+    filter_file: str = ""
+    global_endpoint: str = "http://localhost:3001"
+    validator_hook: str = ""
+    sum_dbs: list[str] = field(name="SumDBs", default_factory=lambda: ["https://sum.golang.org"])
+    no_sum_patterns: list[str] = field(default_factory=list)
+    netrc_path: str = field(name="NETRCPath", default="")
+    hgrc_path: str = field(name="HGRCPath", default="")
+    github_token: str = ""
+
+    # --- listening and operating ---
+    unix_socket: str = ""  # wins over Port
+    path_prefix: str = ""
+    tls_cert_file: str = field(name="TLSCertFile", default="")
+    tls_key_file: str = field(name="TLSKeyFile", default="")
+    basic_auth_user: str = ""
+    basic_auth_pass: str = ""
+    # Not Athens keys (Go's http.Server has these built in); seconds and counts.
+    keep_alive_timeout: PositiveInt = 5
+    request_header_timeout: PositiveInt = 10
+    max_connections: PositiveInt = 1000
 
     @property
     def disk_root(self) -> Path:
         return Path(self.storage.disk.root_path).expanduser()
+
+    @property
+    def basic_auth_enabled(self) -> bool:
+        """As in Athens: on only when both the user and the password are set."""
+        return bool(self.basic_auth_user and self.basic_auth_pass)
 
     def go_env_overrides(self) -> dict[str, str]:
         """GoBinaryEnvVars as a mapping, later entries winning."""
@@ -94,6 +127,11 @@ def _split_env_list(value: str) -> list[str]:
 
 def _as_int(value: str) -> int:
     return int(value.strip())
+
+
+def _split_commas(value: str) -> list[str]:
+    # envconfig's []string: ','-separated.
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 # Athens' environment variables: the key path each overrides, how its value is read,
@@ -113,6 +151,26 @@ _ENVIRONMENT: list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]
     (("ShutdownTimeout",), _as_int, ("ATHENS_SHUTDOWN_TIMEOUT",)),
     (("NetworkMode",), str, ("ATHENS_NETWORK_MODE",)),
     (("LogLevel",), str, ("ATHENS_LOG_LEVEL",)),
+    (("LogFormat",), str, ("ATHENS_LOG_FORMAT",)),
+    (("DownloadMode",), str, ("ATHENS_DOWNLOAD_MODE",)),
+    (("DownloadURL",), str, ("ATHENS_DOWNLOAD_URL",)),
+    (("FilterFile",), str, ("ATHENS_FILTER_FILE",)),
+    (("GlobalEndpoint",), str, ("ATHENS_GLOBAL_ENDPOINT",)),
+    (("ValidatorHook",), str, ("ATHENS_PROXY_VALIDATOR",)),
+    (("SumDBs",), _split_commas, ("ATHENS_SUM_DBS",)),
+    (("NoSumPatterns",), _split_commas, ("ATHENS_GONOSUM_PATTERNS",)),
+    (("NETRCPath",), str, ("ATHENS_NETRC_PATH",)),
+    (("HGRCPath",), str, ("ATHENS_HGRC_PATH",)),
+    (("GithubToken",), str, ("ATHENS_GITHUB_TOKEN",)),
+    (("UnixSocket",), str, ("ATHENS_UNIX_SOCKET",)),
+    (("PathPrefix",), str, ("ATHENS_PATH_PREFIX",)),
+    (("TLSCertFile",), str, ("ATHENS_TLSCERT_FILE",)),
+    (("TLSKeyFile",), str, ("ATHENS_TLSKEY_FILE",)),
+    (("BasicAuthUser",), str, ("ATHENS_BASIC_AUTH_USER", "BASIC_AUTH_USER")),
+    (("BasicAuthPass",), str, ("ATHENS_BASIC_AUTH_PASS", "BASIC_AUTH_PASS")),
+    (("KeepAliveTimeout",), _as_int, ("ATHENS_KEEP_ALIVE_TIMEOUT",)),
+    (("RequestHeaderTimeout",), _as_int, ("ATHENS_REQUEST_HEADER_TIMEOUT",)),
+    (("MaxConnections",), _as_int, ("ATHENS_MAX_CONNECTIONS",)),
 ]
 
 _ERROR_PATH = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`$")
@@ -149,7 +207,7 @@ def load_config(
 
     _warn_about_ignored_keys(raw)
     # Athens reads these case-insensitively.
-    for key in ("StorageType", "NetworkMode", "LogLevel"):
+    for key in ("StorageType", "NetworkMode", "LogLevel", "LogFormat"):
         if isinstance(raw.get(key), str):
             raw[key] = raw[key].strip().lower()
 
@@ -178,7 +236,35 @@ def load_config(
         parse_listen_address(config.port)
     except ValueError as exc:
         raise ConfigError(key_name(("Port",)), str(exc)) from None
+    if not _DOWNLOAD_MODE.fullmatch(config.download_mode):
+        raise ConfigError(
+            key_name(("DownloadMode",)),
+            f"{config.download_mode!r} is not sync, async, redirect, async_redirect, none, "
+            "file:<path> or custom:<base64 HCL>",
+        )
+    if config.download_mode in ("redirect", "async_redirect") and not config.download_url:
+        raise ConfigError(
+            key_name(("DownloadURL",)), f"DownloadMode {config.download_mode} needs it"
+        )
+    for url in config.sum_dbs:
+        if not url.startswith("https://"):
+            raise ConfigError(key_name(("SumDBs",)), f"{url!r}: checksum databases must be https")
+    if config.github_token and config.netrc_path:
+        raise ConfigError(
+            key_name(("GithubToken",)),
+            "set GithubToken or NETRCPath, not both (both write a netrc)",
+        )
+    if bool(config.tls_cert_file) != bool(config.tls_key_file):
+        raise ConfigError(
+            key_name(("TLSCertFile",) if not config.tls_cert_file else ("TLSKeyFile",)),
+            "TLS needs both TLSCertFile and TLSKeyFile",
+        )
+    if config.path_prefix and not config.path_prefix.startswith("/"):
+        raise ConfigError(key_name(("PathPrefix",)), f"{config.path_prefix!r} must start with /")
     return config
+
+
+_DOWNLOAD_MODE = re.compile(r"sync|async|redirect|async_redirect|none|file:.+|custom:.+", re.DOTALL)
 
 
 def parse_listen_address(port: str) -> tuple[str, int]:

@@ -158,3 +158,64 @@ def test_unreadable_or_malformed_file(tmp_path: Path) -> None:
 )
 def test_listen_address(port: str, address: tuple[str, int]) -> None:
     assert parse_listen_address(port) == address
+
+
+def test_policy_and_operator_keys_load_with_athens_names(tmp_path: Path) -> None:
+    text = """
+DownloadMode = "redirect"
+DownloadURL = "https://proxy.golang.org"
+FilterFile = "/etc/athens/filter"
+ValidatorHook = "http://127.0.0.1:9000/validate"
+SumDBs = ["https://sum.golang.org", "https://sum.corp.example"]
+NoSumPatterns = ["corp.example/*"]
+NETRCPath = "/etc/athens/netrc"
+UnixSocket = "/run/athens.sock"
+PathPrefix = "/goproxy"
+TLSCertFile = "/etc/tls/cert.pem"
+TLSKeyFile = "/etc/tls/key.pem"
+BasicAuthUser = "team"
+BasicAuthPass = "secret"
+LogFormat = "JSON"
+"""
+    config = load_config(write(tmp_path, text), environ={})
+    assert config.download_mode == "redirect"
+    assert config.download_url == "https://proxy.golang.org"
+    assert config.sum_dbs == ["https://sum.golang.org", "https://sum.corp.example"]
+    assert config.no_sum_patterns == ["corp.example/*"]
+    assert config.netrc_path == "/etc/athens/netrc"
+    assert (config.tls_cert_file, config.tls_key_file) == ("/etc/tls/cert.pem", "/etc/tls/key.pem")
+    assert config.basic_auth_enabled
+    assert config.log_format == "json"
+    env = load_config(
+        environ={
+            "ATHENS_SUM_DBS": "https://a.example, https://b.example",
+            "ATHENS_GONOSUM_PATTERNS": "x.example/*,y.example",
+            "BASIC_AUTH_USER": "u",
+            "ATHENS_PROXY_VALIDATOR": "http://127.0.0.1:1/v",
+        }
+    )
+    assert env.sum_dbs == ["https://a.example", "https://b.example"]
+    assert env.no_sum_patterns == ["x.example/*", "y.example"]
+    assert env.validator_hook == "http://127.0.0.1:1/v"
+    assert not env.basic_auth_enabled  # a user without a password turns nothing on
+
+
+@pytest.mark.parametrize(
+    ("environ", "key"),
+    [
+        ({"ATHENS_DOWNLOAD_MODE": "sometimes"}, "ATHENS_DOWNLOAD_MODE (DownloadMode)"),
+        ({"ATHENS_DOWNLOAD_MODE": "redirect"}, "DownloadURL"),
+        ({"ATHENS_SUM_DBS": "http://sum.example"}, "ATHENS_SUM_DBS (SumDBs)"),
+        (
+            {"ATHENS_GITHUB_TOKEN": "t", "ATHENS_NETRC_PATH": "/n"},
+            "ATHENS_GITHUB_TOKEN (GithubToken)",
+        ),
+        ({"ATHENS_TLSCERT_FILE": "/c"}, "TLSKeyFile"),
+        ({"ATHENS_PATH_PREFIX": "goproxy"}, "ATHENS_PATH_PREFIX (PathPrefix)"),
+        ({"ATHENS_LOG_FORMAT": "xml"}, "ATHENS_LOG_FORMAT (LogFormat)"),
+    ],
+)
+def test_bad_policy_values_name_the_key(environ: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(environ=environ)
+    assert caught.value.key == key
