@@ -9,7 +9,7 @@ go process groups and removes their temporary directories.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -36,6 +36,10 @@ class Pipeline:
     stasher: stash.Stasher
     protocol: DownloadProtocol
     nursery: trio.Nursery
+    #: The GoGetWorkers pool and the ProtocolWorkers pool (for metrics: borrowed tokens
+    #: are the slots in use, statistics().tasks_waiting the queue).
+    stash_limiter: trio.CapacityLimiter
+    protocol_limiter: trio.CapacityLimiter
 
 
 @contextlib.asynccontextmanager
@@ -45,11 +49,14 @@ async def open_pipeline(
     storage: Backend | None = None,
     fetcher: Fetcher | None = None,
     lister: Lister | None = None,
+    stash_wrappers: Sequence[stash.Wrapper] = (),
+    protocol_wrappers: Sequence[download.ProtocolWrapper] = (),
 ) -> AsyncIterator[Pipeline]:
-    """Build the pipeline from ``config`` (any component may be passed in instead)::
+    """Build the pipeline from ``config``; any component may be passed in instead.
 
-    async with open_pipeline(load_config()) as pipeline:
-        info = await pipeline.protocol.info("github.com/pkg/errors", "v0.9.1")
+    ``stash_wrappers`` wrap the plain stasher inside the pool (they see each real fetch,
+    once); ``protocol_wrappers`` wrap the download protocol outside its pool (they see
+    each call).  The server uses them for metrics.
     """
     runner = GoRunner(config)
     storage = storage if storage is not None else storage_from_config(config)
@@ -58,20 +65,34 @@ async def open_pipeline(
     try:
         await storage.ready()
         async with trio.open_nursery() as nursery:
+            stash_limiter = trio.CapacityLimiter(config.go_get_workers)
+            protocol_limiter = trio.CapacityLimiter(config.protocol_workers)
             stasher = stash.new(
                 fetcher,
                 storage,
-                stash.with_pool(config.go_get_workers),
+                *stash_wrappers,
+                stash.with_pool(stash_limiter),
                 stash.with_singleflight(nursery),
             )
             protocol = download.new(
                 storage,
                 stasher,
                 lister,
-                download.with_pool(config.protocol_workers),
+                download.with_pool(protocol_limiter),
+                *protocol_wrappers,
                 network_mode=config.network_mode,
             )
-            yield Pipeline(config, storage, fetcher, lister, stasher, protocol, nursery)
+            yield Pipeline(
+                config,
+                storage,
+                fetcher,
+                lister,
+                stasher,
+                protocol,
+                nursery,
+                stash_limiter,
+                protocol_limiter,
+            )
             nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):

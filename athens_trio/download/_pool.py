@@ -41,8 +41,11 @@ class _PooledProtocol(DownloadProtocol):
             return await self._inner.zip(module, version)
 
 
-def with_pool(workers: int) -> ProtocolWrapper:
-    limiter = trio.CapacityLimiter(workers)
+def with_pool(workers: int | trio.CapacityLimiter) -> ProtocolWrapper:
+    """Bound concurrent protocol calls by a CapacityLimiter (FIFO-fair)."""
+    limiter = (
+        workers if isinstance(workers, trio.CapacityLimiter) else trio.CapacityLimiter(workers)
+    )
 
     def wrap(inner: DownloadProtocol) -> DownloadProtocol:
         return _PooledProtocol(inner, limiter)
