@@ -97,16 +97,29 @@ class GoResult:
 class GoRunner:
     """Runs the configured go binary with the configured environment."""
 
-    def __init__(self, config: Config, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        environ: Mapping[str, str] | None = None,
+        *,
+        home: Path | None = None,
+    ) -> None:
         self.go_binary = config.go_binary
         self.temp_root = config.go_get_dir or None
         environ = os.environ if environ is None else environ
         self._base_env = {k: environ[k] for k in _PASSTHROUGH if k in environ}
+        if home is not None:
+            # The private home that holds .netrc/.hgrc (see _credentials).
+            self._base_env["HOME"] = str(home)
+            self._base_env["NETRC"] = str(home / ".netrc")
         # An ssh agent is passed on only if its socket is really there (as Athens does).
         agent = environ.get("SSH_AUTH_SOCK", "")
         if agent and stat.S_ISSOCK(_stat_mode(agent)):
             self._base_env["SSH_AUTH_SOCK"] = agent
         self._overrides = config.go_env_overrides()
+        # As Athens: NoSumPatterns reach go as GONOSUMDB unless GoBinaryEnvVars set it.
+        if config.no_sum_patterns and "GONOSUMDB" not in self._overrides:
+            self._overrides["GONOSUMDB"] = ",".join(config.no_sum_patterns)
 
     def environment(self, gopath: Path) -> dict[str, str]:
         """The go process's whole environment for a run with this GOPATH."""

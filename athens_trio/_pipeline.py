@@ -12,10 +12,12 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+import httpx
 import trio
 
 from . import download, stash
 from ._config import Config
+from ._credentials import private_home
 from ._fetcher import Fetcher, GoFetcher
 from ._gocmd import GoRunner
 from ._lister import GoLister, Lister
@@ -58,13 +60,32 @@ async def open_pipeline(
     once); ``protocol_wrappers`` wrap the download protocol outside its pool (they see
     each call).  The server uses them for metrics.
     """
-    runner = GoRunner(config)
+    # The policy files are read now, so a bad one stops the start with its key named.
+    policy = download.load_download_policy(config.download_mode, config.download_url)
+    module_filter = (
+        download.ModuleFilter.from_file(config.filter_file) if config.filter_file else None
+    )
     storage = storage if storage is not None else storage_from_config(config)
-    fetcher = fetcher if fetcher is not None else GoFetcher(config, runner)
-    lister = lister if lister is not None else GoLister(config, runner)
     try:
         await storage.ready()
-        async with trio.open_nursery() as nursery:
+        async with contextlib.AsyncExitStack() as stack:
+            home = stack.enter_context(private_home(config))
+            runner = GoRunner(config, home=home)
+            fetcher = fetcher if fetcher is not None else GoFetcher(config, runner)
+            lister = lister if lister is not None else GoLister(config, runner)
+            policy_stash_wrappers: list[stash.Wrapper] = []
+            if config.validator_hook:
+                client = await stack.enter_async_context(
+                    httpx.AsyncClient(timeout=stash.HOOK_TIMEOUT)
+                )
+                policy_stash_wrappers.append(stash.with_validator(config.validator_hook, client))
+            policy_protocol_wrappers: list[download.ProtocolWrapper] = []
+            if module_filter is not None:
+                policy_protocol_wrappers.append(
+                    download.with_filter(module_filter, config.global_endpoint)
+                )
+
+            nursery = await stack.enter_async_context(trio.open_nursery())
             stash_limiter = trio.CapacityLimiter(config.go_get_workers)
             protocol_limiter = trio.CapacityLimiter(config.protocol_workers)
             stasher = stash.new(
@@ -72,6 +93,8 @@ async def open_pipeline(
                 storage,
                 *stash_wrappers,
                 stash.with_pool(stash_limiter),
+                # The hook is asked once per fetch, without holding a go worker.
+                *policy_stash_wrappers,
                 stash.with_singleflight(nursery),
             )
             protocol = download.new(
@@ -80,7 +103,11 @@ async def open_pipeline(
                 lister,
                 download.with_pool(protocol_limiter),
                 *protocol_wrappers,
+                # The filter answers first, before anything is looked up.
+                *policy_protocol_wrappers,
                 network_mode=config.network_mode,
+                policy=policy,
+                background=nursery,
             )
             yield Pipeline(
                 config,

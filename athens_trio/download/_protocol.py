@@ -14,7 +14,16 @@ import logging
 from collections.abc import Callable
 from typing import Literal
 
-from .._exceptions import InvalidVersionError, NotFoundError, StorageError, UpstreamError
+import trio
+
+from .._exceptions import (
+    AthensTrioError,
+    InvalidVersionError,
+    NotFoundError,
+    Redirected,
+    StorageError,
+    UpstreamError,
+)
 from .._fetcher import encode_info
 from .._integrity import zip_is_whole
 from .._lister import Lister, UpstreamVersions
@@ -29,6 +38,7 @@ from .._module import (
 from .._semver import compare, prerelease, sort_versions
 from ..stash import Stasher
 from ..storage import Backend, StoredZip
+from ._mode import DownloadPolicy, proxy_path
 
 __all__ = ["DownloadProtocol", "NetworkMode", "ProtocolWrapper", "new"]
 
@@ -83,12 +93,20 @@ def _check_canonical(module: str, version: str) -> None:
 
 class _StorageFirst(DownloadProtocol):
     def __init__(
-        self, storage: Backend, stasher: Stasher, lister: Lister, network_mode: NetworkMode
+        self,
+        storage: Backend,
+        stasher: Stasher,
+        lister: Lister,
+        network_mode: NetworkMode,
+        policy: DownloadPolicy,
+        background: trio.Nursery | None,
     ) -> None:
         self._storage = storage
         self._stasher = stasher
         self._lister = lister
         self._network_mode = network_mode
+        self._policy = policy
+        self._background = background
         # Zips whose tail was checked, by size: a truncation changes the size, so it
         # is caught again; the dict keeps insertion order for evicting the oldest.
         self._whole: dict[tuple[str, str, int], None] = {}
@@ -139,20 +157,49 @@ class _StorageFirst(DownloadProtocol):
             if await self._storage.exists(module, version):
                 return await self._storage.info(module, version)
         # A miss, or a query (branch, commit, "latest", "v1.2"): fetching resolves it.
-        resolved = await self._stasher.stash(module, version)
+        resolved = await self._on_miss(module, version, "info")
         return await self._storage.info(module, resolved)
 
-    async def _stored(self, module: str, version: str) -> None:
+    async def _stored(self, module: str, version: str, endpoint: str) -> None:
         _check_canonical(module, version)
         if not await self._storage.exists(module, version):
-            await self._stasher.stash(module, version)
+            await self._on_miss(module, version, endpoint)
+
+    async def _on_miss(self, module: str, version: str, endpoint: str) -> str:
+        """Stash the version as DownloadMode says; return what it resolved to, or raise
+        NotFoundError / Redirected when the mode answers without waiting for it."""
+        mode = self._policy.mode_for(module)
+        if mode == "sync":
+            return await self._stasher.stash(module, version)
+        if mode in ("async", "async_redirect"):
+            self._stash_in_background(module, version)
+        if mode in ("redirect", "async_redirect"):
+            location = self._policy.url_for(module).rstrip("/") + proxy_path(
+                module, endpoint, version
+            )
+            raise Redirected(location, 301, f"{module}@{version} is not stored here")
+        raise NotFoundError(
+            f"{module}@{version} is not stored here yet (DownloadMode {mode}"
+            + (": fetching it now, ask again soon)" if mode == "async" else ")")
+        )
+
+    def _stash_in_background(self, module: str, version: str) -> None:
+        assert self._background is not None, "async download modes need a nursery"
+
+        async def stash_quietly() -> None:
+            try:
+                await self._stasher.stash(module, version)
+            except AthensTrioError as exc:  # nobody is waiting: the log is the answer
+                log.warning("background fetch of %s@%s failed: %s", module, version, exc)
+
+        self._background.start_soon(stash_quietly, name=f"background stash {module}@{version}")
 
     async def go_mod(self, module: str, version: str) -> bytes:
-        await self._stored(module, version)
+        await self._stored(module, version, "mod")
         return await self._storage.go_mod(module, version)
 
     async def zip(self, module: str, version: str) -> StoredZip:
-        await self._stored(module, version)
+        await self._stored(module, version, "zip")
         stored = await self._storage.zip(module, version)
         if await self._is_whole(module, version, stored):
             return stored
@@ -208,10 +255,22 @@ def new(
     lister: Lister,
     *wrappers: ProtocolWrapper,
     network_mode: NetworkMode = "strict",
+    policy: DownloadPolicy | None = None,
+    background: trio.Nursery | None = None,
 ) -> DownloadProtocol:
     """The download protocol over ``storage``, wrapped by each wrapper in turn (the last
-    one outermost), as Athens' ``download.New(opts, addons.WithPool(n))``."""
-    protocol: DownloadProtocol = _StorageFirst(storage, stasher, lister, network_mode)
+    one outermost), as Athens' ``download.New(opts, addons.WithPool(n))``.
+
+    ``policy`` is the DownloadMode (sync when None); the async modes start their fetches
+    in ``background``, a nursery that outlives the request (the pipeline's).
+    """
+    policy = policy or DownloadPolicy()
+    modes = {policy.mode, *(rule.mode for rule in policy.rules)}
+    if modes & {"async", "async_redirect"} and background is None:
+        raise ValueError("the async download modes need a background nursery")
+    protocol: DownloadProtocol = _StorageFirst(
+        storage, stasher, lister, network_mode, policy, background
+    )
     for wrap in wrappers:
         protocol = wrap(protocol)
     return protocol

@@ -10,5 +10,14 @@ from __future__ import annotations
 from ._pool import with_pool
 from ._singleflight import with_singleflight
 from ._stasher import Stasher, Wrapper, new
+from ._validator import HOOK_TIMEOUT, with_validator
 
-__all__ = ["Stasher", "Wrapper", "new", "with_pool", "with_singleflight"]
+__all__ = [
+    "HOOK_TIMEOUT",
+    "Stasher",
+    "Wrapper",
+    "new",
+    "with_pool",
+    "with_singleflight",
+    "with_validator",
+]

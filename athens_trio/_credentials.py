@@ -1,0 +1,64 @@
+"""Credentials for private modules: NETRCPath, HGRCPath and GithubToken, as Athens has them.
+
+Athens copies these into its own ``$HOME``.  athens-trio leaves the operator's home
+alone: it builds a private home directory (mode 0700) holding ``.netrc`` and ``.hgrc``
+(mode 0600), links in the real home's ``.gitconfig``, ``.config`` and ``.ssh`` so git
+and ssh behave as before, and gives go ``HOME`` and ``NETRC`` pointing there.  The
+token is written to that file only and never logged.  The directory is removed when
+the pipeline closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from ._config import Config
+from ._exceptions import ConfigError
+
+__all__ = ["private_home"]
+
+# What git and ssh read from a home directory, linked into the private one.
+_LINKED = (".gitconfig", ".config", ".ssh", ".git-credentials")
+
+
+@contextlib.contextmanager
+def private_home(config: Config, environ: Mapping[str, str] | None = None) -> Iterator[Path | None]:
+    """A private home for the go process, or None when no credential is configured."""
+    if not (config.netrc_path or config.hgrc_path or config.github_token):
+        yield None
+        return
+    environ = os.environ if environ is None else environ
+    home = Path(tempfile.mkdtemp(prefix="athens-trio-home-"))  # created 0700
+    try:
+        if config.github_token:
+            _write_private(home / ".netrc", f"machine github.com login {config.github_token}\n")
+        elif config.netrc_path:
+            _write_private(home / ".netrc", _read(config.netrc_path, "NETRCPath"))
+        if config.hgrc_path:
+            _write_private(home / ".hgrc", _read(config.hgrc_path, "HGRCPath"))
+        real_home = environ.get("HOME")
+        if real_home:
+            for name in _LINKED:
+                if (Path(real_home) / name).exists():
+                    (home / name).symlink_to(Path(real_home) / name)
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _read(path: str, key: str) -> str:
+    try:
+        return Path(path).expanduser().read_text()
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)

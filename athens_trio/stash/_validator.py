@@ -1,0 +1,66 @@
+"""The validator hook: the operator's service says yes or no before anything is fetched.
+
+As Athens' ``ValidatorHook`` (``ATHENS_PROXY_VALIDATOR``): a POST of
+``{"Module": ..., "Version": ...}`` as JSON; 200 allows, 403 refuses (the client gets
+403, with the hook's answer logged), anything else, or no answer, is a fault (500):
+a broken hook never lets a module through.  Checked once per fetch, inside the
+single-flight, so a herd of requests asks the hook once; stored versions are served
+without asking (they were allowed when they were fetched).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import msgspec
+
+from .._exceptions import ForbiddenError, ValidatorError
+from ._stasher import Stasher, Wrapper
+
+__all__ = ["with_validator"]
+
+log = logging.getLogger("athens_trio.validator")
+
+#: Seconds the hook may take to answer.
+HOOK_TIMEOUT = 30.0
+
+
+class _ValidatedStasher(Stasher):
+    def __init__(self, inner: Stasher, hook: str, client: httpx.AsyncClient) -> None:
+        self._inner = inner
+        self._hook = hook
+        self._client = client
+
+    async def stash(self, module: str, version: str) -> str:
+        payload = msgspec.json.encode({"Module": module, "Version": version})
+        try:
+            response = await self._client.post(
+                self._hook, content=payload, headers={"Content-Type": "application/json"}
+            )
+        except httpx.HTTPError as exc:
+            raise ValidatorError(f"validator hook {self._hook} failed: {exc!r}") from exc
+        reason = response.text.strip()[:500]
+        if response.status_code == 403:
+            log.warning("validator refused %s@%s: %s", module, version, reason)
+            raise ForbiddenError(
+                f"{module}@{version} is refused by this proxy's validator"
+                + (f": {reason}" if reason else "")
+            )
+        if response.status_code != 200:
+            raise ValidatorError(
+                f"validator hook {self._hook} answered {response.status_code} for "
+                f"{module}@{version}"
+            )
+        if reason:
+            log.info("validator allowed %s@%s: %s", module, version, reason)
+        return await self._inner.stash(module, version)
+
+
+def with_validator(hook: str, client: httpx.AsyncClient) -> Wrapper:
+    """Ask ``hook`` before each fetch, over ``client`` (owned by the caller)."""
+
+    def wrap(inner: Stasher) -> Stasher:
+        return _ValidatedStasher(inner, hook, client)
+
+    return wrap
