@@ -1,0 +1,86 @@
+"""The checksum database proxy against a local HTTP server standing in for sum.golang.org."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from athens_trio import ForbiddenError, InvalidRequestError, NotFoundError, UpstreamError
+from athens_trio._sumdb import SumDBProxy
+
+TILE = bytes(range(256)) * 4096  # 1 MiB: streamed through, not buffered
+
+
+async def start_sumdb(nursery: trio.Nursery, seen: list[str]) -> str:
+    async def app(
+        scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
+    ) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                event = await receive()
+                await send({"type": event["type"] + ".complete"})
+                if event["type"] == "lifespan.shutdown":
+                    return
+        seen.append(scope["path"])
+        if scope["path"].startswith("/db/lookup/"):
+            body, status = b"1234\ngithub.com/a/b v1.0.0 h1:abc=\n", 200
+        elif scope["path"].startswith("/db/tile/"):
+            body, status = TILE, 200
+        else:
+            body, status = b"not found\n", 404
+        headers = [(b"content-type", b"text/plain; charset=utf-8")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    config = HypercornConfig()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    binds: list[str] = await nursery.start(hypercorn_serve, app, config)
+    return binds[0] + "/db"
+
+
+async def test_sumdb_proxy_forwards_and_refuses() -> None:
+    seen: list[str] = []
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as client:
+        upstream = await start_sumdb(nursery, seen)
+        host = upstream.split("//")[1].split("/")[0]
+        proxy = SumDBProxy([upstream], ["github.com/corp"], client)
+        assert proxy.supported(host)
+        assert not proxy.supported("sum.golang.org")
+
+        async with proxy.forward(host, "lookup/github.com/a/b@v1.0.0") as response:
+            assert response.status == 200
+            assert response.headers["content-type"].startswith("text/plain")
+            assert b"".join([c async for c in response.body]).startswith(b"1234\n")
+        async with proxy.forward(host, "tile/8/0/x001/234.p/5") as response:
+            chunks = [c async for c in response.body]
+            assert b"".join(chunks) == TILE
+        async with proxy.forward(host, "latest") as response:
+            assert response.status == 404  # upstream's answer, passed on
+
+        with pytest.raises(ForbiddenError):
+            async with proxy.forward(host, "lookup/github.com/corp/secret@v1.0.0"):
+                pass
+        for bad in ("lookup/../../etc/passwd@v1", "admin", "tile/../x", "lookup/a b@v1"):
+            with pytest.raises(InvalidRequestError):
+                async with proxy.forward(host, bad):
+                    pass
+        with pytest.raises(NotFoundError):
+            async with proxy.forward("sum.golang.org", "latest"):
+                pass
+        nursery.cancel_scope.cancel()
+    assert seen == ["/db/lookup/github.com/a/b@v1.0.0", "/db/tile/8/0/x001/234.p/5", "/db/latest"]
+
+
+async def test_unreachable_sumdb_is_an_upstream_fault() -> None:
+    async with httpx.AsyncClient() as client:
+        proxy = SumDBProxy(["http://127.0.0.1:9"], [], client)
+        with pytest.raises(UpstreamError):
+            async with proxy.forward("127.0.0.1:9", "latest"):
+                pass
