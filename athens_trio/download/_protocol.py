@@ -11,8 +11,8 @@ from __future__ import annotations
 import abc
 import contextlib
 import logging
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from typing import Literal, TypeVar
 
 import trio
 
@@ -45,6 +45,8 @@ __all__ = ["DownloadProtocol", "NetworkMode", "ProtocolWrapper", "new"]
 NetworkMode = Literal["strict", "offline", "fallback"]
 
 log = logging.getLogger("athens_trio.download")
+
+T = TypeVar("T")
 
 _WHOLE_MEMO_SIZE = 10_000
 
@@ -154,16 +156,22 @@ class _StorageFirst(DownloadProtocol):
         check_version_query(version)
         if is_canonical_version(version):
             _check_canonical(module, version)
-            if await self._storage.exists(module, version):
+            with contextlib.suppress(NotFoundError):
                 return await self._storage.info(module, version)
         # A miss, or a query (branch, commit, "latest", "v1.2"): fetching resolves it.
         resolved = await self._on_miss(module, version, "info")
         return await self._storage.info(module, resolved)
 
-    async def _stored(self, module: str, version: str, endpoint: str) -> None:
+    async def _read_or_fetch(
+        self, read: Callable[[str, str], Awaitable[T]], module: str, version: str, endpoint: str
+    ) -> T:
+        """Storage first (one read, no separate existence check); on a miss, DownloadMode."""
         _check_canonical(module, version)
-        if not await self._storage.exists(module, version):
+        try:
+            return await read(module, version)
+        except NotFoundError:
             await self._on_miss(module, version, endpoint)
+        return await read(module, version)
 
     async def _on_miss(self, module: str, version: str, endpoint: str) -> str:
         """Stash the version as DownloadMode says; return what it resolved to, or raise
@@ -195,12 +203,10 @@ class _StorageFirst(DownloadProtocol):
         self._background.start_soon(stash_quietly, name=f"background stash {module}@{version}")
 
     async def go_mod(self, module: str, version: str) -> bytes:
-        await self._stored(module, version, "mod")
-        return await self._storage.go_mod(module, version)
+        return await self._read_or_fetch(self._storage.go_mod, module, version, "mod")
 
     async def zip(self, module: str, version: str) -> StoredZip:
-        await self._stored(module, version, "zip")
-        stored = await self._storage.zip(module, version)
+        stored = await self._read_or_fetch(self._storage.zip, module, version, "zip")
         if await self._is_whole(module, version, stored):
             return stored
         # Damaged after it was stored (a crash, a full disk, a hand): never serve it.

@@ -96,9 +96,17 @@ class DiskStorage(Backend):
         return await trio.Path(self._file(module, version, "info")).exists()
 
     async def _read(self, module: str, version: str, suffix: str) -> bytes:
+        return await trio.to_thread.run_sync(self._read_sync, module, version, suffix)
+
+    def _read_sync(self, module: str, version: str, suffix: str) -> bytes:
+        # One thread hop per read: a request's hot path.  A .mod or .zip without its
+        # .info is an interrupted save, not a stored version.
+        info = self._file(module, version, "info")
         path = self._file(module, version, suffix)
         try:
-            return await trio.Path(path).read_bytes()
+            if suffix != "info" and not info.exists():
+                raise FileNotFoundError(info)
+            return path.read_bytes()
         except FileNotFoundError:
             raise NotFoundError(f"{module}@{version} is not in storage") from None
         except OSError as exc:
@@ -108,20 +116,23 @@ class DiskStorage(Backend):
         return await self._read(module, version, "info")
 
     async def go_mod(self, module: str, version: str) -> bytes:
-        # A .mod without its .info is an interrupted save, not a stored version.
-        if not await self.exists(module, version):
-            raise NotFoundError(f"{module}@{version} is not in storage")
         return await self._read(module, version, "mod")
 
     async def zip(self, module: str, version: str) -> StoredZip:
-        if not await self.exists(module, version):
-            raise NotFoundError(f"{module}@{version} is not in storage")
+        info = self._file(module, version, "info")
         path = self._file(module, version, "zip")
-        try:
-            stat = await trio.Path(path).stat()
-        except OSError as exc:
-            raise StorageError(f"{module}@{version}: cannot stat {path}: {exc.strerror}") from exc
-        return _DiskZip(path, stat.st_size)
+
+        def stat_sync() -> int:
+            try:
+                if not info.exists():
+                    raise FileNotFoundError(info)
+                return path.stat().st_size
+            except FileNotFoundError:
+                raise NotFoundError(f"{module}@{version} is not in storage") from None
+            except OSError as exc:
+                raise StorageError(f"cannot stat {path}: {exc.strerror}") from exc
+
+        return _DiskZip(path, await trio.to_thread.run_sync(stat_sync))
 
     async def zip_sum(self, module: str, version: str) -> str | None:
         if not await self.exists(module, version):
