@@ -42,7 +42,7 @@ def make_config(
 ) -> Config:
     """A config whose go reaches only the local fixture repos."""
     goget = tmp_path / "goget"
-    goget.mkdir(exist_ok=True)
+    goget.mkdir(parents=True, exist_ok=True)
     fields: dict[str, object] = {
         "go_binary": go_binary,
         "go_binary_env_vars": [f"{k}={v}" for k, v in fixtures.go_env.items()],

@@ -410,3 +410,45 @@ def test_netrc_and_hgrc_files_are_copied(tmp_path: Path) -> None:
     assert caught.value.key == "HGRCPath"
     with private_home(Config(), {}) as nothing:
         assert nothing is None
+
+
+# --- GOPROXY chains -----------------------------------------------------------------
+
+
+async def test_goproxy_chain_through_a_second_athens_trio(
+    tmp_path: Path, go_binary: str, go_fixtures: GoFixtures
+) -> None:
+    """A's go fetches through B (GoBinaryEnvVars GOPROXY=B), and only B reaches the VCS."""
+    from athens_trio import serve
+
+    upstream_config = make_config(tmp_path / "b", go_binary, go_fixtures)
+    async with serve(upstream_config, host="127.0.0.1", port=0) as upstream:
+        # A's go can reach nothing but B: no git rewrite, so github.com is unreachable.
+        chained = make_config(
+            tmp_path / "a",
+            go_binary,
+            go_fixtures,
+            go_binary_env_vars=[f"GOPROXY={upstream.url}", "GOSUMDB=off", "GOFLAGS=-modcacherw"],
+        )
+        async with serve(chained, host="127.0.0.1", port=0) as proxy:
+            gopath = tmp_path / "client"
+            work = tmp_path / "work"
+            work.mkdir()
+            done = await trio.run_process(
+                [go_binary, "mod", "download", "-json", f"{go_fixtures.upper}@v1.0.0"],
+                cwd=work,
+                env=go_fixtures.environ(
+                    GOPROXY=proxy.url,
+                    GOPATH=str(gopath),
+                    GOMODCACHE=str(gopath / "pkg" / "mod"),
+                    GOCACHE=str(gopath / "cache"),
+                    GIT_CONFIG_COUNT="0",  # the client reaches no git either
+                ),
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr.decode()
+            assert json.loads(done.stdout)["Version"] == "v1.0.0"
+            assert await proxy.pipeline.storage.exists(go_fixtures.upper, "v1.0.0")
+            assert await upstream.pipeline.storage.exists(go_fixtures.upper, "v1.0.0")
