@@ -1,17 +1,22 @@
-"""The ``athens-trio`` command's refusals: bad config exits 2 naming the key.
+"""The ``athens-trio`` command: bad config exits 2 naming the key; ``verify``.
 
-These run ``main`` in-process (it returns before starting trio); the command serving
-and stopping on SIGTERM is tested in ``test_server.py`` as a real subprocess.
+These run ``main`` in-process (serving returns before starting trio; ``verify`` runs
+its own ``trio.run``); the command serving and stopping on SIGTERM is tested in
+``test_server.py`` as a real subprocess.
 """
 
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import pytest
+import trio
 
+from athens_trio import DiskStorage
 from athens_trio._cli import main
+from athens_trio._ziphash import zip_h1
 
 
 @pytest.fixture(autouse=True)
@@ -63,3 +68,130 @@ def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.startswith("athens-trio ")
+
+
+# ---------------------------------------------------------------------------------------
+# athens-trio verify
+# ---------------------------------------------------------------------------------------
+
+MODULE_A = "example.com/a"
+MODULE_B = "example.com/b"
+
+
+def stored_zip(tmp_path: Path, module: str, version: str) -> Path:
+    path = tmp_path / f"{module.replace('/', '_')}@{version}.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(f"{module}@{version}/go.mod", f"module {module}\n")
+        archive.writestr(f"{module}@{version}/data.go", "package a\n" + "// padding\n" * 200)
+    return path
+
+
+@pytest.fixture
+def verify_config(tmp_path: Path) -> tuple[Path, DiskStorage]:
+    """A config file over disk storage holding three versions: a@v1.0.0 and a@v1.1.0
+    with their hashes, b@v1.0.0 saved without one."""
+    root = tmp_path / "storage"
+    storage = DiskStorage(root)
+
+    async def fill() -> None:
+        for module, version, recorded in (
+            (MODULE_A, "v1.0.0", True),
+            (MODULE_A, "v1.1.0", True),
+            (MODULE_B, "v1.0.0", False),
+        ):
+            zip_file = stored_zip(tmp_path, module, version)
+            await storage.save(
+                module,
+                version,
+                info=f'{{"Version":"{version}","Time":"2024-01-01T00:00:00Z"}}'.encode(),
+                mod=f"module {module}\n".encode(),
+                zip_file=zip_file,
+                zip_sum=zip_h1(zip_file) if recorded else None,
+            )
+
+    trio.run(fill)
+    config = tmp_path / "athens.toml"
+    config.write_text(f'StorageType = "disk"\n[Storage.Disk]\nRootPath = "{root}"\n')
+    return config, storage
+
+
+def flip_a_byte(storage: DiskStorage, module: str, version: str) -> None:
+    zip_path = storage.root / module / "@v" / f"{version}.zip"
+    data = bytearray(zip_path.read_bytes())
+    data[len(data) // 3] ^= 0x01  # inside a member: the zip's structure stays whole
+    zip_path.write_bytes(bytes(data))
+
+
+def test_verify_reports_corrupt_and_unrecorded_versions_and_repair_removes_them(
+    verify_config: tuple[Path, DiskStorage], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, storage = verify_config
+    assert main(["verify", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert f"unrecorded {MODULE_B}@v1.0.0: no hash was recorded" in out
+    assert out.splitlines()[-1] == (
+        "verified 3 versions: 2 ok, 0 corrupt, 1 without a recorded hash"
+    )
+
+    flip_a_byte(storage, MODULE_A, "v1.0.0")
+    assert main(["verify", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    (corrupt,) = [line for line in out.splitlines() if line.startswith("CORRUPT")]
+    # (A flipped byte fails the zip's own CRC before the hash: "not a readable zip".)
+    assert corrupt.startswith(f"CORRUPT {MODULE_A}@v1.0.0: ")
+    assert "removed" not in corrupt
+    assert out.splitlines()[-1].startswith("verified 3 versions: 1 ok, 1 corrupt,")
+
+    # Only what is named: a module's versions, or one version.
+    assert main(["verify", "--config", str(config), f"{MODULE_A}@v1.1.0"]) == 0
+    assert "verified 1 versions: 1 ok" in capsys.readouterr().out
+    assert main(["verify", "--config", str(config), MODULE_A]) == 1
+    assert "verified 2 versions: 1 ok, 1 corrupt" in capsys.readouterr().out
+
+    assert main(["verify", "--repair", "--config", str(config)]) == 1  # it was corrupt
+    out = capsys.readouterr().out
+    assert f"CORRUPT {MODULE_A}@v1.0.0" in out
+    assert "removed (the next request fetches it again)" in out
+    assert "1 corrupt (1 removed)" in out
+    assert not (storage.root / MODULE_A / "@v" / "v1.0.0.info").exists()
+    assert (storage.root / MODULE_A / "@v" / "v1.1.0.info").exists()
+
+    assert main(["verify", "--config", str(config)]) == 0
+    assert "verified 2 versions: 1 ok, 0 corrupt" in capsys.readouterr().out
+
+
+def test_verify_refuses_bad_arguments_and_reports_what_is_not_stored(
+    verify_config: tuple[Path, DiskStorage], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = verify_config
+    assert main(["verify", "--config", str(config), f"{MODULE_A}@v9.0.0", "example.com/c"]) == 1
+    out = capsys.readouterr().out
+    assert f"missing {MODULE_A}@v9.0.0: not in storage" in out
+    assert "missing example.com/c: not in storage" in out
+    assert out.splitlines()[-1].endswith(", 2 not in storage")
+
+    for bad in ("Not A Path", f"{MODULE_A}@master", f"{MODULE_A}@v1.0"):
+        assert main(["verify", "--config", str(config), bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("athens-trio verify: ")
+        assert err.count("\n") == 1
+
+    (Path("athens.toml")).write_text("GoGetWorkers = 0\n")
+    assert main(["verify"]) == 2
+    assert "GoGetWorkers" in capsys.readouterr().err
+
+
+def test_verify_names_both_hashes_when_a_whole_zip_was_replaced(
+    verify_config: tuple[Path, DiskStorage], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, storage = verify_config
+    other = tmp_path / "other.zip"
+    with zipfile.ZipFile(other, "w") as archive:
+        archive.writestr(f"{MODULE_A}@v1.1.0/go.mod", "module something/else\n")
+    (storage.root / MODULE_A / "@v" / "v1.1.0.zip").write_bytes(other.read_bytes())
+    assert main(["verify", "--config", str(config), f"{MODULE_A}@v1.1.0"]) == 1
+    (line, _) = capsys.readouterr().out.splitlines()
+    assert line == (
+        f"CORRUPT {MODULE_A}@v1.1.0: recorded "
+        f"{zip_h1(stored_zip(tmp_path, MODULE_A, 'v1.1.0'))}, the zip hashes to {zip_h1(other)}"
+    )

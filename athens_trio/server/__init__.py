@@ -3,6 +3,11 @@
 - :func:`serve` — async context manager: open the pipeline and serve it; see ``_serve``.
 - :func:`create_app` — the ASGI app over an opened :class:`~athens_trio.Pipeline`.
 - ``_routing`` — the protocol's HTTP rules as pure functions (paths, ranges, statuses).
+- ``_envelope`` — around every request: request ID, PathPrefix, basic auth (``_auth``),
+  the access line and the request metrics (``_metrics``, also ``/metrics``).
+- ``_listen`` — hypercorn's worker with MaxConnections, KeepAliveTimeout and
+  RequestHeaderTimeout; TLS (HTTP/2 by ALPN) and unix sockets.
+- ``_catalog`` (``/catalog``, ``/index``) and ``_pages`` (``/``, ``/robots.txt``).
 """
 
 from __future__ import annotations

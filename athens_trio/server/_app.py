@@ -1,17 +1,20 @@
 """The Quart-Trio app: the GOPROXY routes over an opened :class:`~athens_trio.Pipeline`.
 
 ``create_app(pipeline, go_version=...)`` returns an ASGI app; ``_serve.py`` runs it on
-hypercorn.  Routes:
+hypercorn.  Routes (all under the ``PathPrefix``):
 
 - ``GET|HEAD /<module>/@v/list`` (text), ``/@v/<version>.info`` (JSON), ``.mod`` (text),
   ``.zip`` (streamed, with ``Range``), ``/<module>/@latest`` (JSON) — the download
   protocol; what each path means is decided in ``_routing.py``.
 - ``GET|HEAD /healthz`` (alive), ``/readyz`` (storage answers), ``/version`` (JSON).
+- ``/metrics`` (Prometheus, ``_metrics``), ``/catalog`` and ``/index`` (what storage
+  holds, ``_catalog``), ``/`` and ``/robots.txt`` (``_pages``).
 - Any other method: 405.
 
-Each request is logged in one line on the ``athens_trio.access`` logger: method, path,
-status, body bytes and milliseconds.  Faults (500) are logged with their traceback on
-``athens_trio.server``, upstream failures (502, 504) as warnings.
+Around every request, the envelope (``_envelope``): request ID, PathPrefix, basic auth,
+one access line on ``athens_trio.access`` and the request metrics.  Faults (500) are
+logged with their traceback on ``athens_trio.server``, upstream failures (502, 504) as
+warnings.
 """
 
 from __future__ import annotations
@@ -19,13 +22,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import platform
-import time
 from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
 
 import msgspec
 import trio
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from quart import Response, request
 from quart.wrappers.response import ResponseBody
 from quart_trio import QuartTrio
@@ -35,9 +37,26 @@ from werkzeug.routing import BaseConverter
 from .._exceptions import StorageError
 from .._pipeline import Pipeline
 from ..storage import StoredZip
+from ._auth import BasicAuth
+from ._catalog import (
+    DEFAULT_INDEX_LIMIT,
+    DEFAULT_PAGE_SIZE,
+    MAX_INDEX_LIMIT,
+    MAX_PAGE_SIZE,
+    Timestamps,
+    catalog_page,
+    index_entries,
+    parse_count,
+    parse_timestamp,
+)
+from ._envelope import Envelope
+from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ._metrics import Metrics
+from ._pages import ROBOTS_TXT, home_page, proxy_url
 from ._routing import (
     CACHE_IMMUTABLE,
     CACHE_NONE,
+    CACHE_SHORT,
     ByteRange,
     Endpoint,
     ProxyRequest,
@@ -55,9 +74,9 @@ from ._routing import (
 
 __all__ = ["create_app"]
 
-access_log = logging.getLogger("athens_trio.access")
 log = logging.getLogger("athens_trio.server")
 
+HTML = "text/html; charset=utf-8"
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
 ZIP = "application/zip"
@@ -97,7 +116,9 @@ class _ZipBody(ResponseBody):
 
 
 class _ProxyApp(QuartTrio):
-    """QuartTrio with a one-line access log around every HTTP request."""
+    """QuartTrio with the envelope (``_envelope``) around every HTTP request."""
+
+    envelope: Envelope
 
     async def asgi_app(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -105,33 +126,7 @@ class _ProxyApp(QuartTrio):
         if scope["type"] != "http":
             await super().asgi_app(scope, receive, send)
             return
-        started = time.perf_counter()
-        status = 0
-        sent = 0
-        counts_body = scope["method"] != "HEAD"
-
-        async def counting_send(message: ASGISendEvent) -> None:
-            nonlocal status, sent
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body" and counts_body:
-                sent += len(message["body"])
-            await send(message)
-
-        try:
-            await super().asgi_app(scope, receive, counting_send)
-        finally:
-            # The raw path as sent (percent-encoded), so a hostile one cannot forge lines.
-            raw = scope["raw_path"] or scope["path"].encode("utf-8", "backslashreplace")
-            path = raw.decode("ascii", "backslashreplace")
-            access_log.info(
-                "%s %s %d %d %.1fms",
-                scope["method"],
-                path,
-                status,
-                sent,
-                (time.perf_counter() - started) * 1000,
-            )
+        await self.envelope(scope, receive, send, super().asgi_app)
 
 
 @contextlib.contextmanager
@@ -209,12 +204,28 @@ def _zip_response(wanted: ProxyRequest, stored: StoredZip) -> Response:
     return response
 
 
-def create_app(pipeline: Pipeline, *, go_version: str) -> QuartTrio:
-    """The GOPROXY app over ``pipeline``; ``go_version`` is what ``/version`` reports."""
+def create_app(pipeline: Pipeline, *, go_version: str, metrics: Metrics | None = None) -> QuartTrio:
+    """The GOPROXY app over ``pipeline``; ``go_version`` is what ``/version`` reports.
+
+    ``metrics`` is what ``/metrics`` shows (a fresh :class:`Metrics` bound to the
+    pipeline if None: it then counts requests but sees no fetches or cache hits, which
+    need its wrappers in the pipeline, as ``serve`` puts them)."""
     # Imported here, not at the top: athens_trio/__init__.py may import this package.
     from .. import __version__
 
+    config = pipeline.config
+    if metrics is None:
+        metrics = Metrics()
+        metrics.bind(pipeline)
+    auth = (
+        BasicAuth(config.basic_auth_user, config.basic_auth_pass)
+        if config.basic_auth_enabled
+        else None
+    )
     app = _ProxyApp("athens_trio.server")
+    app.envelope = Envelope(prefix=config.path_prefix, auth=auth, metrics=metrics)
+    prefix = app.envelope.prefix
+    timestamps = Timestamps()
     app.config.update(MAX_CONTENT_LENGTH=MAX_REQUEST_BODY, PROVIDE_AUTOMATIC_OPTIONS=False)
     app.url_map.converters["anypath"] = _AnyPath
     app.url_map.merge_slashes = False
@@ -260,6 +271,51 @@ def create_app(pipeline: Pipeline, *, go_version: str) -> QuartTrio:
     @app.get("/version")
     async def version() -> Response:
         return Response(version_document, content_type=JSON, headers={"Cache-Control": CACHE_NONE})
+
+    @app.get("/metrics")
+    async def metrics_route() -> Response:
+        return Response(
+            metrics.render(),
+            content_type=METRICS_CONTENT_TYPE,
+            headers={"Cache-Control": CACHE_NONE},
+        )
+
+    @app.get("/catalog")
+    async def catalog() -> Response:
+        page_size = parse_count(
+            request.args.get("pagesize"),
+            name="pagesize",
+            default=DEFAULT_PAGE_SIZE,
+            maximum=MAX_PAGE_SIZE,
+        )
+        page = await catalog_page(pipeline.storage, request.args.get("token", ""), page_size)
+        return Response(
+            msgspec.json.encode(page), content_type=JSON, headers={"Cache-Control": CACHE_NONE}
+        )
+
+    @app.get("/index")
+    async def index() -> Response:
+        since_arg = request.args.get("since", "")
+        since = parse_timestamp(since_arg) if since_arg else None
+        limit = parse_count(
+            request.args.get("limit"),
+            name="limit",
+            default=DEFAULT_INDEX_LIMIT,
+            maximum=MAX_INDEX_LIMIT,
+        )
+        entries = await index_entries(pipeline.storage, timestamps, since, limit)
+        body = b"".join(msgspec.json.encode(entry) + b"\n" for entry in entries)
+        return Response(body, content_type=JSON, headers={"Cache-Control": CACHE_NONE})
+
+    @app.get("/")
+    async def home() -> Response:
+        url = proxy_url(request.scheme, request.host, prefix)
+        page = home_page(url=url, auth=auth is not None, version=__version__)
+        return Response(page, content_type=HTML, headers={"Cache-Control": CACHE_NONE})
+
+    @app.get("/robots.txt")
+    async def robots() -> Response:
+        return _text(ROBOTS_TXT, cache=CACHE_SHORT)
 
     @app.get("/<anypath:_target>")
     async def proxy(_target: str) -> Response:

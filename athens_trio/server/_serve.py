@@ -10,6 +10,12 @@ Leaving the block (or :meth:`Server.shutdown`) stops accepting connections, lets
 requests in flight finish within the shutdown grace period, then closes the pipeline:
 its nursery is cancelled, which kills the go process groups still fetching and removes
 their temporary directories.  Cancelling the block's scope stops everything at once.
+
+Where and how it listens comes from the config: ``UnixSocket`` (wins over ``Port``),
+``TLSCertFile``/``TLSKeyFile`` (HTTPS, with HTTP/2 by ALPN), ``KeepAliveTimeout``,
+``RequestHeaderTimeout``, ``MaxConnections`` and ``ShutdownTimeout`` (see ``_listen``).
+The pipeline gets the metrics' wrappers (``_metrics``): one around the fetches, inside
+the GoGetWorkers pool, and one around the protocol calls.
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ from functools import partial
 from urllib.parse import urlsplit
 
 import hypercorn.config
-import hypercorn.trio
 import trio
 
 from .._config import Config, parse_listen_address
@@ -32,8 +37,10 @@ from .._lister import Lister
 from .._pipeline import Pipeline, open_pipeline
 from ..storage import Backend
 from ._app import create_app
+from ._listen import ConnectionLimit, serve_app
+from ._metrics import Metrics, observe_cache, observe_fetches
 
-__all__ = ["GO_CHECK_TIMEOUT", "Server", "check_go", "serve"]
+__all__ = ["GO_CHECK_TIMEOUT", "Server", "check_go", "hypercorn_config", "serve"]
 
 #: Seconds ``go version`` may take at start before the go binary is declared broken.
 GO_CHECK_TIMEOUT = 60.0
@@ -57,7 +64,8 @@ class Server:
     def port(self) -> int:
         """The bound port (the real one when asked for port 0)."""
         port = urlsplit(self.url).port
-        assert port is not None
+        if port is None:
+            raise ValueError(f"{self.url} has no port (a unix socket)")
         return port
 
     def shutdown(self) -> None:
@@ -80,6 +88,32 @@ def _bind(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def hypercorn_config(
+    config: Config, *, host: str | None = None, port: int | None = None, grace: float
+) -> hypercorn.config.Config:
+    """hypercorn's config for ``config``: where to bind (``host``/``port`` override
+    ``UnixSocket`` and ``Port``), TLS, the keep-alive and the shutdown grace."""
+    hyper = hypercorn.config.Config()
+    if host is None and port is None and config.unix_socket:
+        hyper.bind = [f"unix:{config.unix_socket}"]
+    else:
+        default_host, default_port = parse_listen_address(config.port)
+        hyper.bind = [
+            _bind(default_host if host is None else host, default_port if port is None else port)
+        ]
+    if config.tls_cert_file:
+        hyper.certfile = config.tls_cert_file
+        hyper.keyfile = config.tls_key_file
+    hyper.keep_alive_timeout = config.keep_alive_timeout
+    # A TLS handshake is part of getting a request's headers in.
+    hyper.ssl_handshake_timeout = config.request_header_timeout
+    hyper.graceful_timeout = grace
+    hyper.accesslog = None  # the app logs each request itself, in one line
+    hyper.errorlog = logging.getLogger("athens_trio.hypercorn")
+    hyper.include_server_header = False
+    return hyper
+
+
 @contextlib.asynccontextmanager
 async def serve(
     config: Config,
@@ -95,7 +129,8 @@ async def serve(
     """Open the pipeline for ``config`` and serve it until the block ends.
 
     ``host`` and ``port`` default to ``config.port`` (Athens' ``Port``: ``:3000``,
-    ``3000`` or ``127.0.0.1:3000``); port 0 picks a free one (:attr:`Server.port`).
+    ``3000`` or ``127.0.0.1:3000``), or to ``config.unix_socket`` if set (given either,
+    the socket is not used); port 0 picks a free one (:attr:`Server.port`).
     ``storage``, ``fetcher`` and ``lister`` replace the configured components.
     ``go_version`` is ``go version``'s output if the caller checked the go binary
     already; otherwise it is checked here (:class:`~athens_trio.GoBinaryError`).
@@ -103,31 +138,41 @@ async def serve(
     finish once the block ends.  As from any nursery (and from ``open_pipeline``), an
     exception the block raises comes out inside an ``ExceptionGroup``.
     """
-    default_host, default_port = parse_listen_address(config.port)
-    host = default_host if host is None else host
-    port = default_port if port is None else port
     if go_version is None:
         go_version = await check_go(config)
     grace = config.shutdown_timeout if shutdown_timeout is None else shutdown_timeout
+    hyper = hypercorn_config(config, host=host, port=port, grace=grace)
+    if hyper.ssl_enabled:
+        hyper.create_ssl_context()  # a bad certificate or key fails here, before anything runs
+    metrics = Metrics()
+    connections = ConnectionLimit(config.max_connections)
 
-    hyper = hypercorn.config.Config()
-    hyper.bind = [_bind(host, port)]
-    hyper.graceful_timeout = grace
-    hyper.accesslog = None  # the app logs each request itself, in one line
-    hyper.errorlog = logging.getLogger("athens_trio.hypercorn")
-    hyper.include_server_header = False
-
-    async with open_pipeline(config, storage=storage, fetcher=fetcher, lister=lister) as pipeline:
-        app = create_app(pipeline, go_version=go_version)
+    async with open_pipeline(
+        config,
+        storage=storage,
+        fetcher=fetcher,
+        lister=lister,
+        stash_wrappers=[observe_fetches(metrics)],
+        protocol_wrappers=[observe_cache(metrics)],
+    ) as pipeline:
+        metrics.bind(pipeline, connections)
+        app = create_app(pipeline, go_version=go_version, metrics=metrics)
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             binds: list[str] = await nursery.start(
-                partial(hypercorn.trio.serve, app, hyper, shutdown_trigger=stop.wait)
+                partial(
+                    serve_app,
+                    app,
+                    hyper,
+                    connections=connections,
+                    header_timeout=config.request_header_timeout,
+                    shutdown_trigger=stop.wait,
+                )
             )
             server = Server(pipeline, binds, stop)
             try:
                 yield server
             finally:
-                # Stop accepting; requests in flight get `grace` seconds, then hypercorn
+                # Stop accepting; requests in flight get `grace` seconds, then the server
                 # returns and open_pipeline cancels whatever the pipeline still runs.
                 stop.set()

@@ -1,0 +1,209 @@
+"""What storage holds, for tools: Athens' ``/catalog`` and an index.golang.org ``/index``.
+
+``GET /catalog?token=&pagesize=`` pages through every stored (module, version) as Athens
+does: ``{"modules": [{"module": ..., "version": ...}], "next": "<token>"}``, ``next``
+left out on the last page.  The order is stable (module path, then semver), so paging
+while versions are being added never repeats or skips a version that was there when the
+paging began.  The token is Athens' ``<module>|<version>`` of the last entry given;
+``pagesize`` defaults to Athens' 1000 and is capped at :data:`MAX_PAGE_SIZE`.
+
+``GET /index?since=&limit=`` lists stored versions as index.golang.org does: one JSON
+object per line, ``{"Path", "Version", "Timestamp"}``, oldest first (newest last), from
+``since`` (RFC 3339, inclusive) on, at most ``limit`` (default and cap 2000).  Storage
+keeps no "stored at" time, so a version's ``Timestamp`` is the ``Time`` in its ``.info``
+(when the version was committed or tagged): a version fetched today that was tagged in
+2019 sorts among 2019's.  Those times are read once per version and kept in memory (a
+stored version never changes); a version whose ``.info`` has no readable time is left
+out of the index.
+
+Both read the whole catalog on every request (there is no index of storage to seek
+in): fine for thousands of versions, slow for millions.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from .._exceptions import InvalidRequestError, NotFoundError
+from ..storage import Backend
+
+__all__ = [
+    "DEFAULT_INDEX_LIMIT",
+    "DEFAULT_PAGE_SIZE",
+    "MAX_INDEX_LIMIT",
+    "MAX_PAGE_SIZE",
+    "CatalogPage",
+    "IndexEntry",
+    "Timestamps",
+    "catalog_page",
+    "format_timestamp",
+    "index_entries",
+    "parse_count",
+    "parse_timestamp",
+    "sort_entries",
+    "version_key",
+]
+
+DEFAULT_PAGE_SIZE = 1000  # Athens' defaultPageSize
+MAX_PAGE_SIZE = 10_000
+DEFAULT_INDEX_LIMIT = 2000  # index.golang.org's default and maximum
+MAX_INDEX_LIMIT = 2000
+
+_TOKEN_SEPARATOR = "|"  # Athens' token: "<module>|<version>"; neither may contain "|"
+
+
+class _CatalogEntry(msgspec.Struct):
+    module: str
+    version: str
+
+
+class CatalogPage(msgspec.Struct, omit_defaults=True):
+    """Athens' catalog response; ``next`` is omitted on the last page."""
+
+    modules: list[_CatalogEntry]
+    next: str = ""
+
+
+class IndexEntry(msgspec.Struct):
+    """One line of ``/index``, with index.golang.org's field names."""
+
+    Path: str
+    Version: str
+    Timestamp: str
+
+
+_CANONICAL = re.compile(r"v(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?")
+
+VersionKey = tuple[int, tuple[Any, ...], str]
+
+
+def version_key(version: str) -> VersionKey:
+    """A sort key that orders canonical versions (all storage holds) as ``semver.Sort``
+    does: by precedence (a pre-release below its release, pre-release identifiers
+    numeric below alphanumeric, numbers by value), then as strings; anything else
+    sorts first."""
+    match = _CANONICAL.fullmatch(version)
+    if match is None:
+        return (0, (), version)
+    major, minor, patch, pre = match.groups()
+    pre_key: tuple[Any, ...] = (
+        (1,)
+        if pre is None
+        else (0, *((0, int(i), "") if i.isdigit() else (1, 0, i) for i in pre.split(".")))
+    )
+    return (1, (int(major), int(minor), int(patch), pre_key), version)
+
+
+def _entry_key(entry: tuple[str, str]) -> tuple[str, VersionKey]:
+    return entry[0], version_key(entry[1])
+
+
+def sort_entries(entries: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(module, version) pairs in catalog order: by module path, then by semver."""
+    return sorted(entries, key=_entry_key)
+
+
+def parse_count(value: str | None, *, name: str, default: int, maximum: int) -> int:
+    """A positive integer query parameter, capped at ``maximum``."""
+    if value is None or value == "":
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise InvalidRequestError(f"{name}={value!r}: expected a positive integer")
+    return min(int(value), maximum)
+
+
+def _parse_token(token: str) -> tuple[str, str] | None:
+    if not token:
+        return None
+    module, separator, version = token.partition(_TOKEN_SEPARATOR)
+    if not separator or not module or not version:
+        raise InvalidRequestError(f"token={token!r}: expected <module>|<version>")
+    return module, version
+
+
+async def catalog_page(storage: Backend, token: str, page_size: int) -> CatalogPage:
+    """The ``page_size`` stored versions after ``token`` in catalog order."""
+    after = _parse_token(token)
+    entries = sort_entries([entry async for entry in storage.catalog()])
+    start = 0
+    if after is not None:
+        start = bisect.bisect_right(entries, _entry_key(after), key=_entry_key)
+    page = entries[start : start + page_size]
+    more = len(entries) > start + page_size
+    return CatalogPage(
+        modules=[_CatalogEntry(module, version) for module, version in page],
+        next=f"{page[-1][0]}{_TOKEN_SEPARATOR}{page[-1][1]}" if more else "",
+    )
+
+
+def parse_timestamp(value: str) -> datetime:
+    """An RFC 3339 time (``2019-04-10T19:08:52.997264Z``) as an aware UTC datetime."""
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InvalidRequestError(f"{value!r} is not an RFC 3339 time") from None
+    if parsed.tzinfo is None:
+        raise InvalidRequestError(f"{value!r} is not an RFC 3339 time (no time zone)")
+    return parsed.astimezone(UTC)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``, as index.golang.org writes it."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class _Info(msgspec.Struct):
+    Time: str = ""
+
+
+_info_decoder = msgspec.json.Decoder(_Info)
+
+
+class Timestamps:
+    """Each stored version's ``.info`` time, read once (a stored version never changes)."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, str], datetime | None] = {}
+
+    async def of(self, storage: Backend, module: str, version: str) -> datetime | None:
+        key = (module, version)
+        if key in self._known:
+            return self._known[key]
+        try:
+            info = _info_decoder.decode(await storage.info(module, version))
+            moment: datetime | None = parse_timestamp(info.Time)
+        except NotFoundError:
+            return None  # removed since the catalog was read; do not remember it
+        except (msgspec.DecodeError, InvalidRequestError):
+            moment = None
+        self._known[key] = moment
+        return moment
+
+    def keep_only(self, present: set[tuple[str, str]]) -> None:
+        """Forget versions no longer stored (removed by ``verify --repair``, by hand)."""
+        for key in [key for key in self._known if key not in present]:
+            del self._known[key]
+
+
+async def index_entries(
+    storage: Backend, timestamps: Timestamps, since: datetime | None, limit: int
+) -> list[IndexEntry]:
+    """Stored versions from ``since`` on, oldest first, at most ``limit``."""
+    present = {entry async for entry in storage.catalog()}
+    timestamps.keep_only(present)
+    timed: list[tuple[datetime, str, str]] = []
+    for module, version in present:
+        moment = await timestamps.of(storage, module, version)
+        if moment is not None and (since is None or moment >= since):
+            timed.append((moment, module, version))
+    timed.sort()
+    return [
+        IndexEntry(module, version, format_timestamp(moment))
+        for moment, module, version in timed[:limit]
+    ]

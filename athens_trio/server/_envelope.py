@@ -1,0 +1,227 @@
+"""The envelope around every HTTP request, outside the routes.
+
+In order, for each request:
+
+1. **Request ID**: the ``Athens-Request-ID`` header if the client sent one, cut to
+   printable, log-safe characters and at most :data:`MAX_REQUEST_ID` of them, else a
+   fresh ``uuid4().hex``; set as :data:`athens_trio._logging.request_id` for the
+   request's task (and the fetch it starts) and echoed in the response header.
+2. **PathPrefix**: a path outside it is a 404; inside it, the prefix is cut off (on
+   element boundaries: prefix ``/go`` serves ``/go/...``, not ``/golang.org/...``) and
+   ``/go`` alone is the home page.
+3. **Basic auth** (when configured): 401 with ``WWW-Authenticate`` unless the path is
+   exempt (``/healthz``, ``/readyz``) or the credentials match (see ``_auth``).
+4. The routes (Quart).
+5. **The access line**, however the request ended (status 0 when the client went away
+   before the response began): ``GET /path 200 1234 5.6ms`` on ``athens_trio.access``,
+   with ``method``, ``path``, ``status``, ``bytes``, ``duration_ms``, ``route``,
+   ``remote``, ``user_agent`` and ``request_id`` as fields (JSON logs show them all),
+   and the request metrics.  The path is the raw one as sent (percent-encoded, so a
+   hostile one cannot forge lines) with any ``user:password@`` of an absolute-form
+   target masked; no header, ``Authorization`` least of all, is ever logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote
+
+import trio
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, HTTPScope
+
+from .._logging import request_id
+from ._auth import CHALLENGE, EXEMPT_PATHS, BasicAuth
+from ._metrics import Metrics, route_label
+
+__all__ = ["MAX_REQUEST_ID", "REQUEST_ID_HEADER", "Envelope", "clean_request_id"]
+
+access_log = logging.getLogger("athens_trio.access")
+
+REQUEST_ID_HEADER = "Athens-Request-ID"
+MAX_REQUEST_ID = 128
+
+_REQUEST_ID_HEADER = REQUEST_ID_HEADER.lower().encode()
+_NOT_IN_ID = re.compile(rb"[^A-Za-z0-9._:/+=@-]")
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+
+Inner = Callable[[HTTPScope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
+
+
+def clean_request_id(raw: bytes | None) -> str:
+    """The client's request ID made safe to log and echo, or a fresh one."""
+    if raw:
+        cleaned = _NOT_IN_ID.sub(b"", raw)[:MAX_REQUEST_ID]
+        if cleaned:
+            return cleaned.decode("ascii")
+    return uuid.uuid4().hex
+
+
+def _header(scope: HTTPScope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _loggable_path(scope: HTTPScope) -> str:
+    raw = scope.get("raw_path") or scope["path"].encode("utf-8", "backslashreplace")
+    return _USERINFO.sub(r"\1***@", raw.decode("ascii", "backslashreplace"))
+
+
+def strip_prefix(path: str, prefix: str) -> str | None:
+    """``path`` without ``prefix`` (which has no trailing slash), or None if it is not
+    under it."""
+    if not prefix:
+        return path
+    if path == prefix:
+        return "/"
+    if path.startswith(prefix + "/"):
+        return path[len(prefix) :]
+    return None
+
+
+class Envelope:
+    """Request ID, PathPrefix, basic auth, the access line and request metrics."""
+
+    def __init__(self, *, prefix: str, auth: BasicAuth | None, metrics: Metrics) -> None:
+        self.prefix = prefix.rstrip("/")
+        self._raw_prefix = self.prefix.encode("utf-8")
+        self._auth = auth
+        self._metrics = metrics
+
+    def _strip_raw(self, scope: HTTPScope, path: str) -> bytes:
+        """The raw path without the prefix (re-encoded from ``path`` if the client
+        percent-encoded the prefix itself)."""
+        raw = scope.get("raw_path") or b""
+        if raw == self._raw_prefix:
+            return b"/"
+        if raw.startswith(self._raw_prefix + b"/"):
+            return raw[len(self._raw_prefix) :]
+        return quote(path).encode("ascii")
+
+    async def __call__(
+        self,
+        scope: HTTPScope,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+        inner: Inner,
+    ) -> None:
+        started = time.perf_counter()
+        rid = clean_request_id(_header(scope, _REQUEST_ID_HEADER))
+        token = request_id.set(rid)
+        status = 0
+        sent = 0
+        counts_body = scope["method"] != "HEAD"
+        route = "other"
+
+        async def enveloped_send(message: ASGISendEvent) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [*message.get("headers", ()), (_REQUEST_ID_HEADER, rid.encode())]
+                message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body":
+                if counts_body:
+                    sent += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    # Inside this last send hypercorn ends the exchange: it closes the
+                    # stream (which tells the app "disconnected", on which Quart-Trio
+                    # cancels the request's task), then recycles the connection for the
+                    # next request or closes it.  Cut short by that cancellation, a
+                    # "Connection: close" answer was never followed by a close and a
+                    # kept-alive connection never went idle (nor timed out).  Hypercorn
+                    # shields its socket writes already, so this waits on nothing more.
+                    with trio.CancelScope(shield=True):
+                        await send(message)
+                    return
+            await send(message)
+
+        try:
+            path = strip_prefix(scope["path"], self.prefix)
+            if path is None:
+                await _plain(scope, enveloped_send, 404, "404 Not Found\n")
+                return
+            route = route_label(path)
+            if (
+                self._auth is not None
+                and path not in EXEMPT_PATHS
+                and not self._auth.allows(_header(scope, b"authorization"))
+            ):
+                await _plain(
+                    scope,
+                    enveloped_send,
+                    401,
+                    "401 Unauthorized: this proxy needs a user name and password "
+                    "(basic auth; for go, a netrc entry)\n",
+                    [(b"www-authenticate", CHALLENGE.encode())],
+                )
+                return
+            if self.prefix:
+                inner_scope: HTTPScope = {
+                    **scope,
+                    "path": path,
+                    "raw_path": self._strip_raw(scope, path),
+                }
+                await inner(inner_scope, receive, enveloped_send)
+            else:
+                await inner(scope, receive, enveloped_send)
+        finally:
+            seconds = time.perf_counter() - started
+            client = scope.get("client")
+            fields = {
+                "method": scope["method"],
+                "path": _loggable_path(scope),
+                "status": status,
+                "bytes": sent,
+                "duration_ms": round(seconds * 1000, 1),
+                "route": route,
+                "remote": client[0] if client else None,
+                "user_agent": (_header(scope, b"user-agent") or b"").decode("latin-1")[:200],
+                "protocol": f"HTTP/{scope.get('http_version', '1.1')}",
+                "request_id": rid,
+            }
+            access_log.info(
+                "%s %s %d %d %.1fms",
+                fields["method"],
+                fields["path"],
+                status,
+                sent,
+                seconds * 1000,
+                extra={"fields": fields},
+            )
+            self._metrics.observe_request(route, scope["method"], status, seconds, sent)
+            request_id.reset(token)
+
+
+async def _plain(
+    scope: HTTPScope,
+    send: ASGISendCallable,
+    status: int,
+    text: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    body = text.encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+                *(headers or []),
+            ],
+            "trailers": False,
+        }
+    )
+    await send(
+        {
+            "type": "http.response.body",
+            "body": b"" if scope["method"] == "HEAD" else body,
+            "more_body": False,
+        }
+    )
