@@ -21,8 +21,12 @@ from ._credentials import private_home
 from ._fetcher import Fetcher, GoFetcher
 from ._gocmd import GoRunner
 from ._lister import GoLister, Lister
+from ._sumdb import SumDBProxy
 from .download import DownloadProtocol
 from .storage import Backend, storage_from_config
+
+#: Seconds for the pipeline's own HTTP calls (the validator hook, checksum databases).
+HTTP_TIMEOUT = 30.0
 
 __all__ = ["Pipeline", "open_pipeline"]
 
@@ -42,6 +46,8 @@ class Pipeline:
     #: are the slots in use, statistics().tasks_waiting the queue).
     stash_limiter: trio.CapacityLimiter
     protocol_limiter: trio.CapacityLimiter
+    #: The checksum database proxy over ``SumDBs`` (None if there are none).
+    sumdb: SumDBProxy | None = None
 
 
 @contextlib.asynccontextmanager
@@ -73,12 +79,14 @@ async def open_pipeline(
             runner = GoRunner(config, home=home)
             fetcher = fetcher if fetcher is not None else GoFetcher(config, runner)
             lister = lister if lister is not None else GoLister(config, runner)
+            # One HTTP client for what the pipeline asks over HTTP: the hook, the sumdbs.
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=HTTP_TIMEOUT))
             policy_stash_wrappers: list[stash.Wrapper] = []
             if config.validator_hook:
-                client = await stack.enter_async_context(
-                    httpx.AsyncClient(timeout=stash.HOOK_TIMEOUT)
-                )
-                policy_stash_wrappers.append(stash.with_validator(config.validator_hook, client))
+                policy_stash_wrappers.append(stash.with_validator(config.validator_hook, http))
+            sumdb = (
+                SumDBProxy(config.sum_dbs, config.no_sum_patterns, http) if config.sum_dbs else None
+            )
             policy_protocol_wrappers: list[download.ProtocolWrapper] = []
             if module_filter is not None:
                 policy_protocol_wrappers.append(
@@ -119,6 +127,7 @@ async def open_pipeline(
                 nursery,
                 stash_limiter,
                 protocol_limiter,
+                sumdb,
             )
             nursery.cancel_scope.cancel()
     finally:

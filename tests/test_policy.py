@@ -28,6 +28,7 @@ from athens_trio import (
 )
 from athens_trio._credentials import private_home
 from athens_trio._gocmd import GoRunner
+from athens_trio._module import escape_path
 from athens_trio.download import FilterRule, ModuleFilter, load_download_policy
 
 from .conftest import make_config
@@ -452,3 +453,60 @@ async def test_goproxy_chain_through_a_second_athens_trio(
             assert json.loads(done.stdout)["Version"] == "v1.0.0"
             assert await proxy.pipeline.storage.exists(go_fixtures.upper, "v1.0.0")
             assert await upstream.pipeline.storage.exists(go_fixtures.upper, "v1.0.0")
+
+
+async def test_policy_over_http_with_a_go_client(
+    tmp_path: Path, go_binary: str, go_fixtures: GoFixtures
+) -> None:
+    """Redirects (301 DownloadMode, 303 filter D) and 403 as a go client meets them."""
+    import httpx
+
+    from athens_trio import serve
+
+    async with serve(
+        make_config(tmp_path / "b", go_binary, go_fixtures), host="127.0.0.1", port=0
+    ) as other:
+        (tmp_path / "filter").write_text(
+            f"+\n- {go_fixtures.upper}\nD {go_fixtures.incompatible}\n"
+        )
+        config = make_config(
+            tmp_path / "a",
+            go_binary,
+            go_fixtures,
+            download_mode="redirect",
+            download_url=other.url,
+            filter_file=str(tmp_path / "filter"),
+            global_endpoint=other.url,
+        )
+        async with (
+            serve(config, host="127.0.0.1", port=0) as proxy,
+            httpx.AsyncClient(base_url=proxy.url) as http,
+        ):
+            moved = await http.get(f"/{go_fixtures.hello}/@v/v1.0.0.info")
+            assert moved.status_code == 301
+            assert moved.headers["Location"] == f"{other.url}/{go_fixtures.hello}/@v/v1.0.0.info"
+            refused = await http.get(f"/{escape_path(go_fixtures.upper)}/@v/list")
+            assert refused.status_code == 403
+            assert "excluded" in refused.text
+            direct = await http.get(f"/{go_fixtures.incompatible}/@v/list")
+            assert direct.status_code == 303
+            assert direct.headers["Location"] == f"{other.url}/{go_fixtures.incompatible}/@v/list"
+
+            gopath = tmp_path / "client"
+            (tmp_path / "work").mkdir()
+            done = await trio.run_process(
+                [go_binary, "mod", "download", "-json", f"{go_fixtures.hello}@v1.0.0"],
+                cwd=tmp_path / "work",
+                env=go_fixtures.environ(
+                    GOPROXY=proxy.url,
+                    GOPATH=str(gopath),
+                    GOMODCACHE=str(gopath / "pkg" / "mod"),
+                    GOCACHE=str(gopath / "cache"),
+                ),
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr.decode()
+            assert not await proxy.pipeline.storage.exists(go_fixtures.hello, "v1.0.0")
+            assert await other.pipeline.storage.exists(go_fixtures.hello, "v1.0.0")

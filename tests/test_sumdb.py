@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,8 +12,17 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-from athens_trio import ForbiddenError, InvalidRequestError, NotFoundError, UpstreamError
+from athens_trio import (
+    ForbiddenError,
+    InvalidRequestError,
+    NotFoundError,
+    UpstreamError,
+    serve,
+)
 from athens_trio._sumdb import SumDBProxy
+
+from .conftest import make_config
+from .gofixtures import GoFixtures
 
 TILE = bytes(range(256)) * 4096  # 1 MiB: streamed through, not buffered
 
@@ -84,3 +94,32 @@ async def test_unreachable_sumdb_is_an_upstream_fault() -> None:
         with pytest.raises(UpstreamError):
             async with proxy.forward("127.0.0.1:9", "latest"):
                 pass
+
+
+async def test_sumdb_routes_on_the_server(
+    tmp_path: Path, go_binary: str, go_fixtures: GoFixtures
+) -> None:
+    seen: list[str] = []
+    async with trio.open_nursery() as nursery:
+        upstream = await start_sumdb(nursery, seen)
+        host = upstream.split("//")[1].split("/")[0]
+        # Config() directly: load_config would refuse a plain-http database, rightly.
+        config = make_config(
+            tmp_path, go_binary, go_fixtures, sum_dbs=[upstream], no_sum_patterns=["corp.io"]
+        )
+        async with (
+            serve(config, host="127.0.0.1", port=0) as server,
+            httpx.AsyncClient(base_url=server.url) as http,
+        ):
+            assert (await http.get(f"/sumdb/{host}/supported")).status_code == 200
+            assert (await http.get("/sumdb/sum.golang.org/supported")).status_code == 404
+            lookup = await http.get(f"/sumdb/{host}/lookup/github.com/a/b@v1.0.0")
+            assert lookup.status_code == 200
+            assert lookup.text.startswith("1234\n")
+            tile = await http.get(f"/sumdb/{host}/tile/8/0/000")
+            assert tile.content == TILE
+            assert (await http.head(f"/sumdb/{host}/tile/8/0/000")).status_code == 200
+            assert (await http.get(f"/sumdb/{host}/lookup/corp.io/x@v1.0.0")).status_code == 403
+            assert (await http.get(f"/sumdb/{host}/admin")).status_code == 400
+        nursery.cancel_scope.cancel()
+    assert seen.count("/db/tile/8/0/000") == 2

@@ -112,6 +112,7 @@ class _StorageFirst(DownloadProtocol):
         # Zips whose tail was checked, by size: a truncation changes the size, so it
         # is caught again; the dict keeps insertion order for evicting the oldest.
         self._whole: dict[tuple[str, str, int], None] = {}
+        self._repairing = trio.Lock()
 
     async def _upstream_or_storage(self, module: str) -> tuple[UpstreamVersions | None, list[str]]:
         """Upstream's answer (None where NetworkMode lets storage answer alone) and the
@@ -210,26 +211,36 @@ class _StorageFirst(DownloadProtocol):
         if await self._is_whole(module, version, stored):
             return stored
         # Damaged after it was stored (a crash, a full disk, a hand): never serve it.
-        log.error(
-            "the stored zip of %s@%s is damaged (%d bytes, structure does not reach its "
-            "end); removing the version and fetching it again",
-            module,
-            version,
-            stored.size,
-        )
-        with contextlib.suppress(NotFoundError):  # another request got there first
-            await self._storage.delete(module, version)
-        await self._stasher.stash(module, version)
-        stored = await self._storage.zip(module, version)
-        if not await self._is_whole(module, version, stored):
-            raise StorageError(f"{module}@{version}: the zip is damaged even after a re-fetch")
-        return stored
+        # One repair at a time (they are rare), and each first looks again: another
+        # request may have repaired it while this one waited.
+        async with self._repairing:
+            stored = await self._read_or_fetch(self._storage.zip, module, version, "zip")
+            if await self._is_whole(module, version, stored):
+                return stored
+            log.error(
+                "the stored zip of %s@%s is damaged (%d bytes, structure does not reach its "
+                "end); removing the version and fetching it again",
+                module,
+                version,
+                stored.size,
+            )
+            with contextlib.suppress(NotFoundError):
+                await self._storage.delete(module, version)
+            await self._stasher.stash(module, version)
+            stored = await self._storage.zip(module, version)
+            if not await self._is_whole(module, version, stored):
+                raise StorageError(f"{module}@{version}: the zip is damaged even after a re-fetch")
+            return stored
 
     async def _is_whole(self, module: str, version: str, stored: StoredZip) -> bool:
         key = (module, version, stored.size)
         if key in self._whole:
             return True
-        if not await zip_is_whole(stored):
+        try:
+            whole = await zip_is_whole(stored)
+        except (FileNotFoundError, NotFoundError):
+            return False  # removed under us: the repair path looks again
+        if not whole:
             return False
         if len(self._whole) >= _WHOLE_MEMO_SIZE:
             del self._whole[next(iter(self._whole))]  # the oldest

@@ -34,7 +34,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
-from .._exceptions import StorageError
+from .._exceptions import NotFoundError, Redirected, StorageError
 from .._pipeline import Pipeline
 from ..storage import StoredZip
 from ._auth import BasicAuth
@@ -115,6 +115,21 @@ class _ZipBody(ResponseBody):
             await aclose()
 
 
+class _StreamBody(ResponseBody):
+    """A body streamed from elsewhere; ``stack`` (the upstream response) is closed when
+    the response ends, however it ends, HEAD included."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], stack: contextlib.AsyncExitStack) -> None:
+        self._chunks = chunks
+        self._stack = stack
+
+    async def __aenter__(self) -> AsyncIterator[bytes]:
+        return self._chunks
+
+    async def __aexit__(self, exc_type: type, exc_value: BaseException, tb: TracebackType) -> None:
+        await self._stack.aclose()
+
+
 class _ProxyApp(QuartTrio):
     """QuartTrio with the envelope (``_envelope``) around every HTTP request."""
 
@@ -158,6 +173,8 @@ def _error_response(error: Exception) -> Response:
         response = _text(f"{error}\n", status)
     if isinstance(error, RangeNotSatisfiableError):
         response.headers["Content-Range"] = f"bytes */{error.size}"
+    if isinstance(error, Redirected):
+        response.headers["Location"] = error.location
     return response
 
 
@@ -316,6 +333,31 @@ def create_app(pipeline: Pipeline, *, go_version: str, metrics: Metrics | None =
     @app.get("/robots.txt")
     async def robots() -> Response:
         return _text(ROBOTS_TXT, cache=CACHE_SHORT)
+
+    @app.get("/sumdb/<host>/supported")
+    async def sumdb_supported(host: str) -> Response:
+        # 404 makes go talk to the checksum database itself, as without a proxy.
+        if pipeline.sumdb is None or not pipeline.sumdb.supported(host):
+            raise NotFoundError(f"{host!r} is not a checksum database this proxy serves")
+        return _text("", cache=CACHE_NONE)
+
+    @app.get("/sumdb/<host>/<anypath:path>")
+    async def sumdb(host: str, path: str) -> Response:
+        if pipeline.sumdb is None:
+            raise NotFoundError("this proxy serves no checksum database")
+        stack = contextlib.AsyncExitStack()
+        try:
+            upstream = await stack.enter_async_context(pipeline.sumdb.forward(host, path))
+        except BaseException:
+            await stack.aclose()
+            raise
+        if request.method == "HEAD":
+            await stack.aclose()
+            return Response(b"", status=upstream.status, headers=upstream.headers)
+        response = Response(_StreamBody(upstream.body, stack), status=upstream.status)
+        response.headers.update(upstream.headers)
+        response.timeout = None
+        return response
 
     @app.get("/<anypath:_target>")
     async def proxy(_target: str) -> Response:

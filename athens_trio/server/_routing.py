@@ -13,6 +13,9 @@ Status codes carry meaning to the go command, which falls through to the next en
   only status that lets the go command fall through to the next proxy);
 - 400 :class:`~athens_trio.InvalidRequestError`: a malformed path or version, refused
   before anything ran;
+- 403 :class:`~athens_trio.ForbiddenError`: the operator's policy refuses it (FilterFile,
+  ValidatorHook, NoSumPatterns);
+- 301/303 :class:`~athens_trio.Redirected`: DownloadMode redirect / a filter's ``D`` rule;
 - 416 :class:`RangeNotSatisfiableError`: the ``Range`` starts past the end of the zip;
 - 504 :class:`~athens_trio.FetchTimeoutError`: go ran past its timeout;
 - 502 :class:`~athens_trio.UpstreamError`: go could not reach or read the VCS.  We are a
@@ -32,10 +35,12 @@ from typing import NamedTuple
 from .._exceptions import (
     AthensTrioError,
     FetchTimeoutError,
+    ForbiddenError,
     InvalidPathError,
     InvalidRequestError,
     InvalidVersionError,
     NotFoundError,
+    Redirected,
     UpstreamError,
 )
 from .._module import (
@@ -265,6 +270,10 @@ def status_for(error: BaseException) -> int:
     """The HTTP status an exception becomes (see the table in the module docstring)."""
     if isinstance(error, NotFoundError):
         return 404
+    if isinstance(error, ForbiddenError):
+        return 403
+    if isinstance(error, Redirected):
+        return error.status
     if isinstance(error, InvalidRequestError):
         return 400
     if isinstance(error, RangeNotSatisfiableError):
@@ -278,7 +287,7 @@ def status_for(error: BaseException) -> int:
 
 # Which error speaks for a group: a fault outranks a timeout, a timeout an upstream
 # failure, and any of them "does not exist", so a group never hides a fault behind a 404.
-_SEVERITY = {500: 5, 504: 4, 502: 3, 416: 2, 404: 1, 400: 0}
+_SEVERITY = {500: 7, 504: 6, 502: 5, 416: 4, 403: 3, 404: 2, 400: 1, 301: 0, 303: 0}
 
 
 def most_severe(group: BaseExceptionGroup[Exception]) -> Exception:

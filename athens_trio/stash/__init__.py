@@ -10,10 +10,9 @@ from __future__ import annotations
 from ._pool import with_pool
 from ._singleflight import with_singleflight
 from ._stasher import Stasher, Wrapper, new
-from ._validator import HOOK_TIMEOUT, with_validator
+from ._validator import with_validator
 
 __all__ = [
-    "HOOK_TIMEOUT",
     "Stasher",
     "Wrapper",
     "new",

@@ -22,9 +22,6 @@ __all__ = ["with_validator"]
 
 log = logging.getLogger("athens_trio.validator")
 
-#: Seconds the hook may take to answer.
-HOOK_TIMEOUT = 30.0
-
 
 class _ValidatedStasher(Stasher):
     def __init__(self, inner: Stasher, hook: str, client: httpx.AsyncClient) -> None:
