@@ -57,7 +57,12 @@ _UPSTREAM_FAULTS = re.compile(
     r"|TLS handshake|tls: |x509: |server misbehaving|network is unreachable"
     r"|timed out|timeout|EOF\b|unexpected EOF|broken pipe|too many requests|rate limit"
     r"|\b429\b|\b50[0-4]\b|Internal Server Error|Bad Gateway|Service Unavailable"
-    r"|executable file not found|signal: killed|out of memory|no space left on device",
+    r"|executable file not found|signal: killed|out of memory|no space left on device"
+    # git's (libcurl's and ssh's) words for a host it could not reach
+    r"|Failed to connect|Couldn't connect to server|Could not resolve host"
+    r"|Could not resolve hostname|Connection timed out|Operation timed out"
+    r"|SSL certificate problem|gnutls_handshake|Empty reply from server"
+    r"|returned error: 5\d\d|Network is unreachable|No route to host",
     re.IGNORECASE,
 )
 

@@ -245,6 +245,22 @@ async def test_lister_timeout(tmp_path: Path, go_fixtures: GoFixtures) -> None:
         ),
         ("reading https://proxy.example/x/@v/list: 503 Service Unavailable", UpstreamError),
         ("something go has never said before", UpstreamError),
+        (
+            "github.com/x/y@v1.0.0: invalid version: git ls-remote -q --end-of-options "
+            "https://github.com/x/y in /tmp/vcs: exit status 128:\n\tfatal: unable to access "
+            "'https://github.com/x/y/': Failed to connect to github.com port 443 after 2 ms: "
+            "Couldn't connect to server",
+            UpstreamError,
+        ),
+        (
+            "fatal: unable to access 'https://git.corp.io/x/': Could not resolve host: git.corp.io",
+            UpstreamError,
+        ),
+        (
+            "fatal: unable to access 'https://git.corp.io/x/': The requested URL returned "
+            "error: 404",
+            NotFoundError,
+        ),
     ],
 )
 def test_classify_go_error(message: str, kind: type[Exception]) -> None:

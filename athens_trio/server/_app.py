@@ -34,7 +34,13 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
-from .._exceptions import NotFoundError, Redirected, StorageError
+from .._exceptions import (
+    GoBinaryError,
+    NotFoundError,
+    Redirected,
+    StorageError,
+    ValidatorError,
+)
 from .._pipeline import Pipeline
 from ..storage import StoredZip
 from ._auth import BasicAuth
@@ -165,7 +171,13 @@ def _error_response(error: Exception) -> Response:
     status = status_for(error)
     if status == 500:
         log.error("%s %r failed", request.method, request.path, exc_info=error)
-        what = "storage failed" if isinstance(error, StorageError) else "unexpected error"
+        if isinstance(error, GoBinaryError | ValidatorError):
+            # The operator's setup is broken; saying how helps whoever reads go's output.
+            what = str(error)
+        elif isinstance(error, StorageError):
+            what = "storage failed"
+        else:
+            what = "unexpected error"
         response = _text(f"internal server error ({what}; see the proxy's log)\n", 500)
     else:
         if status in (502, 504):
@@ -361,8 +373,9 @@ def create_app(pipeline: Pipeline, *, go_version: str, metrics: Metrics | None =
 
     @app.get("/<anypath:_target>")
     async def proxy(_target: str) -> Response:
-        # request.path, not the converter's value: the ASGI path, decoded exactly once.
-        wanted = parse_proxy_path(request.path)
+        # The ASGI path as sent (decoded once, PathPrefix cut off): not the converter's
+        # value nor request.path, which werkzeug strips of leading slashes.
+        wanted = parse_proxy_path(request.scope["path"])
         cache = cache_control(wanted)
         with _one_error():
             if wanted.endpoint is Endpoint.LIST:

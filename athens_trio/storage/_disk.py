@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import secrets
 import shutil
@@ -36,6 +37,8 @@ from .._semver import sort_versions
 from ._backend import CHUNK_SIZE, Backend, StoredZip
 
 __all__ = ["DiskStorage"]
+
+log = logging.getLogger("athens_trio.storage")
 
 _TEMP_PREFIX = ".tmp-"
 
@@ -93,7 +96,8 @@ class DiskStorage(Backend):
         ]
 
     async def exists(self, module: str, version: str) -> bool:
-        return await trio.Path(self._file(module, version, "info")).exists()
+        parts = [self._file(module, version, s) for s in ("info", "mod", "zip")]
+        return await trio.to_thread.run_sync(lambda: all(p.exists() for p in parts))
 
     async def _read(self, module: str, version: str, suffix: str) -> bytes:
         return await trio.to_thread.run_sync(self._read_sync, module, version, suffix)
@@ -201,9 +205,15 @@ class DiskStorage(Backend):
         await self._update_list(module)
 
     async def _update_list(self, module: str) -> None:
+        """Rewrite the ``list`` file.  It serves ``GOPROXY=file://`` only (athens-trio
+        lists by scanning), so failing to write it fails nothing: the version is stored,
+        and the next save of the module writes the list again."""
         lock = self._list_locks.setdefault(module, trio.Lock())
         async with lock:
-            await trio.to_thread.run_sync(_write_list_sync, self._version_dir(module))
+            try:
+                await trio.to_thread.run_sync(_write_list_sync, self._version_dir(module))
+            except OSError as exc:
+                log.warning("cannot update %s/list: %s", self._version_dir(module), exc)
 
     async def ready(self) -> None:
         def probe() -> None:
@@ -264,8 +274,12 @@ def _save_sync(
     directory: Path, stem: str, info: bytes, mod: bytes, zip_file: Path, zip_sum: str | None
 ) -> bool:
     final_info = directory / f"{stem}.info"
-    if final_info.exists():
+    parts_there = all((directory / f"{stem}.{s}").exists() for s in ("mod", "zip"))
+    if final_info.exists() and parts_there:
         return False
+    # A .info whose .mod or .zip was lost (a hand, a failing disk) is no version: this
+    # save makes it whole again, .info included.
+    damaged = final_info.exists()
     directory.mkdir(parents=True, exist_ok=True)
     with _temp_names(directory, stem) as temp:
         _write_durably(temp["mod"], mod)
@@ -282,7 +296,10 @@ def _save_sync(
         for part in parts:
             os.replace(temp[part], directory / f"{stem}.{part}")
         try:
-            os.link(temp["info"], final_info)
+            if damaged:
+                os.replace(temp["info"], final_info)
+            else:
+                os.link(temp["info"], final_info)
         except FileExistsError:
             return False  # another writer finished first; its files are as good as ours
         _fsync_dir(directory)
