@@ -1,0 +1,464 @@
+"""Helpers shared by the hostile-input, fault and soak tests.
+
+A raw HTTP/1.1 client (:func:`raw_request`) that sends the request line and headers
+exactly as given, byte for byte, since httpx normalises what these tests must send
+(dot segments, percent escapes, control bytes); go stand-ins (:func:`go_script`,
+:func:`counting_go`); snapshots of a directory tree, of the open file descriptors and of
+the RSS; and a proxy run as a separate ``python -m athens_trio`` process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import athens_trio
+from athens_trio import Backend, Config
+from athens_trio._module import escape_path
+from athens_trio._ziphash import zip_h1
+from athens_trio.server import Server, serve
+
+from .gofixtures import GoFixtures
+
+__all__ = [
+    "KeepAliveClient",
+    "REPO_ROOT",
+    "ChildServer",
+    "RawResponse",
+    "child_env",
+    "child_server",
+    "counting_go",
+    "direct_downloads",
+    "fd_count",
+    "go_runs",
+    "go_script",
+    "raw_exchange",
+    "raw_request",
+    "rss_bytes",
+    "served",
+    "session_processes",
+    "settle",
+    "store_version",
+    "tree",
+    "write_zip",
+]
+
+REPO_ROOT = Path(athens_trio.__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------------------------------
+# Servers
+# ---------------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def served(config: Config, **kwargs: Any) -> AsyncIterator[Server]:
+    """The proxy in this test's nursery, on 127.0.0.1 and a port the OS picks."""
+    kwargs.setdefault("go_version", "go version (not checked in tests)")
+    kwargs.setdefault("shutdown_timeout", 5)
+    async with serve(config, host="127.0.0.1", port=0, **kwargs) as server:
+        yield server
+
+
+@dataclass
+class ChildServer:
+    """A ``python -m athens_trio`` process, its URL and where its stderr goes."""
+
+    process: trio.Process
+    url: str
+    stderr: Path
+
+    def log(self) -> str:
+        return self.stderr.read_text(errors="replace")
+
+
+def child_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A clean environment for a proxy process: nothing of ours but PATH."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "PYTHONPATH": str(REPO_ROOT),
+        "ATHENS_PORT": "127.0.0.1:0",
+    }
+    env.update(extra)
+    return env
+
+
+@asynccontextmanager
+async def child_server(
+    tmp_path: Path, name: str, env: Mapping[str, str]
+) -> AsyncIterator[ChildServer]:
+    """Start ``python -m athens_trio`` with ``env``; yield once it prints where it serves.
+
+    On the way out the process is killed if it still runs (a test that wants a clean
+    exit sends SIGTERM and waits itself)."""
+    stderr_path = tmp_path / f"{name}.stderr"
+    with open(stderr_path, "wb") as stderr:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "athens_trio"],
+            cwd=tmp_path,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+    try:
+        assert process.stdout is not None
+        line = b""
+        with trio.fail_after(30):
+            while not line.endswith(b"\n"):
+                chunk = await process.stdout.receive_some(1)
+                if not chunk:
+                    raise AssertionError(f"{name} exited early: {stderr_path.read_text()}")
+                line += chunk
+        match = re.search(r"serving on (http://[\d.]+:\d+)", line.decode())
+        assert match, line
+        yield ChildServer(process, match[1], stderr_path)
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+            if process.stdout is not None:
+                await process.stdout.aclose()
+
+
+# ---------------------------------------------------------------------------------------
+# A raw HTTP client
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode(errors="replace")
+
+
+def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers
+
+
+def _complete_body(
+    method: bytes, status: int, headers: dict[str, str], body: bytes
+) -> bytes | None:
+    """The body if all of it is in ``body``, else None (read on)."""
+    if method == b"HEAD" or status in (204, 304):
+        return b""
+    if "content-length" in headers:
+        length = int(headers["content-length"])
+        return body[:length] if len(body) >= length else None
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        out = bytearray()
+        while True:
+            size_line, found, rest = body.partition(b"\r\n")
+            if not found:
+                return None
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                return bytes(out)
+            if len(rest) < size + 2:
+                return None
+            out += rest[:size]
+            body = rest[size + 2 :]
+    return None  # delimited by the end of the connection
+
+
+async def raw_request(
+    url: str,
+    target: bytes,
+    *,
+    method: bytes = b"GET",
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    body: bytes = b"",
+    close: bool = True,
+    timeout: float = 30,  # noqa: ASYNC109
+) -> RawResponse:
+    """Send one request with exactly this request target and these headers (the
+    server's Host is added) on a fresh connection; read the response to its end.
+
+    The connection is dropped once the response is complete; :func:`raw_exchange`
+    tells whether the server closes it."""
+    response, _ = await raw_exchange(
+        url, target, method=method, headers=headers, body=body, close=close, timeout=timeout
+    )
+    return response
+
+
+async def raw_exchange(
+    url: str,
+    target: bytes,
+    *,
+    method: bytes = b"GET",
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    body: bytes = b"",
+    close: bool = True,
+    wait_for_close: float = 0,
+    timeout: float = 30,  # noqa: ASYNC109
+) -> tuple[RawResponse, bool]:
+    """:func:`raw_request`, then up to ``wait_for_close`` seconds for the server to
+    close the connection; returns the response and whether it did."""
+    match = re.fullmatch(r"http://([\d.]+):(\d+)", url)
+    assert match, url
+    host, port = match[1], int(match[2])
+    lines = [method + b" " + target + b" HTTP/1.1", f"Host: {host}:{port}".encode()]
+    lines += [name + b": " + value for name, value in headers]
+    if body:
+        lines.append(b"Content-Length: %d" % len(body))
+    if close:
+        lines.append(b"Connection: close")
+    request = b"\r\n".join(lines) + b"\r\n\r\n" + body
+    received = bytearray()
+    response: RawResponse | None = None
+    closed = False
+    with trio.fail_after(timeout):
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            # The server may answer and close before it read it all.
+            with contextlib.suppress(trio.BrokenResourceError):
+                await stream.send_all(request)
+            while response is None:
+                try:
+                    chunk = await stream.receive_some(65536)
+                except trio.BrokenResourceError:
+                    chunk = b""  # reset after the answer: what was read is the answer
+                if not chunk:
+                    closed = True
+                received += chunk
+                head, found, rest = bytes(received).partition(b"\r\n\r\n")
+                if found:
+                    status, parsed = _parse_head(head)
+                    complete = _complete_body(method, status, parsed, rest)
+                    if complete is None and closed:
+                        complete = rest
+                    if complete is not None:
+                        response = RawResponse(status, parsed, complete)
+                if closed and response is None:
+                    raise AssertionError(
+                        f"no whole response to {method!r} {target[:200]!r}: {bytes(received)!r}"
+                    )
+            if not closed and wait_for_close:
+                with trio.move_on_after(wait_for_close):
+                    with contextlib.suppress(trio.BrokenResourceError):
+                        while await stream.receive_some(65536):
+                            pass
+                    closed = True
+    return response, closed
+
+
+class KeepAliveClient:
+    """One persistent HTTP/1.1 connection for sequential GETs, as lean as it gets (the
+    soak's client must cost less than the server it measures).  Reconnects when the
+    server closes."""
+
+    def __init__(self, url: str) -> None:
+        match = re.fullmatch(r"http://([\d.]+):(\d+)", url)
+        assert match, url
+        self._host, self._port = match[1], int(match[2])
+        self._stream: trio.SocketStream | None = None
+        self._buffer = bytearray()
+
+    async def get(self, path: str) -> RawResponse:
+        if self._stream is None:
+            self._stream = await trio.open_tcp_stream(self._host, self._port)
+            self._buffer.clear()
+        stream = self._stream
+        request = f"GET {path} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n\r\n"
+        await stream.send_all(request.encode())
+        while (end := self._buffer.find(b"\r\n\r\n")) < 0:
+            await self._receive(stream)
+        status, headers = _parse_head(bytes(self._buffer[:end]))
+        del self._buffer[: end + 4]
+        length = int(headers["content-length"])
+        while len(self._buffer) < length:
+            await self._receive(stream)
+        body = bytes(self._buffer[:length])
+        del self._buffer[:length]
+        if headers.get("connection", "").lower() == "close":
+            await self.aclose()
+        return RawResponse(status, headers, body)
+
+    async def _receive(self, stream: trio.SocketStream) -> None:
+        chunk = await stream.receive_some(1 << 20)
+        if not chunk:
+            await self.aclose()
+            raise ConnectionError("the server closed the connection mid-response")
+        self._buffer += chunk
+
+    async def aclose(self) -> None:
+        if self._stream is not None:
+            await self._stream.aclose()
+            self._stream = None
+
+
+# ---------------------------------------------------------------------------------------
+# go stand-ins
+# ---------------------------------------------------------------------------------------
+
+
+def go_script(tmp_path: Path, name: str, body: str) -> Path:
+    """An executable shell script standing in for go."""
+    path = tmp_path / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+def counting_go(tmp_path: Path, go_binary: str, name: str = "counting-go") -> tuple[Path, Path]:
+    """A go that appends its argv (NUL-separated, one run a line) to a file, then is the
+    real go.  ``go version`` is not counted (the CLI asks it once at start)."""
+    runs = tmp_path / f"{name}.runs"
+    wrapper = go_script(
+        tmp_path,
+        name,
+        'if [ "$1" != version ]; then\n'
+        f'  printf "%s\\0" "$@" >> {runs}\n'
+        f"  echo >> {runs}\n"
+        "fi\n"
+        f'exec {go_binary} "$@"\n',
+    )
+    return wrapper, runs
+
+
+def go_runs(runs_file: Path) -> list[list[str]]:
+    """Each recorded run's argv (see :func:`counting_go`)."""
+    if not runs_file.exists():
+        return []
+    return [
+        line.rstrip("\0").split("\0")
+        for line in runs_file.read_text(errors="surrogateescape").split("\0\n")
+        if line
+    ]
+
+
+def direct_downloads(
+    fixtures: GoFixtures, go_binary: str, work: Path, specs: Sequence[str]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """What a plain ``go mod download -json`` (no proxy) says of each spec, by
+    (module, version).  Blocking: call it before any server runs in this loop."""
+    work.mkdir(parents=True, exist_ok=True)
+    gopath = work / "gopath"
+    done = subprocess.run(
+        [go_binary, "mod", "download", "-json", *specs],
+        cwd=work,
+        env=fixtures.environ(GOPATH=str(gopath), GOCACHE=str(gopath / "cache")),
+        capture_output=True,
+        check=True,
+    )
+    decoder = json.JSONDecoder()
+    text, index = done.stdout.decode(), 0
+    results: dict[tuple[str, str], dict[str, Any]] = {}
+    while True:
+        while index < len(text) and text[index].isspace():
+            index += 1
+        if index == len(text):
+            return results
+        obj, index = decoder.raw_decode(text, index)
+        results[(obj["Path"], obj["Version"])] = obj
+
+
+# ---------------------------------------------------------------------------------------
+# Snapshots
+# ---------------------------------------------------------------------------------------
+
+
+def tree(root: Path) -> dict[str, int]:
+    """Every file and directory under ``root`` (relative path -> size; -1 for a
+    directory), so that two snapshots compare equal only if nothing was added,
+    removed or resized."""
+    found: dict[str, int] = {}
+    if not root.exists():
+        return found
+    for directory, subdirs, files in os.walk(root):
+        base = Path(directory)
+        for name in subdirs:
+            found[(base / name).relative_to(root).as_posix() + "/"] = -1
+        for name in files:
+            path = base / name
+            found[path.relative_to(root).as_posix()] = path.lstat().st_size
+    return found
+
+
+def session_processes(session: int) -> list[int]:
+    """The live (not zombie) processes of a session: go runs as the leader of its own,
+    so whatever it started (git, ssh, a sleeping child) is found by the session id."""
+    found: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat.rsplit(")", 1)[1].split()
+        state, sid = fields[0], int(fields[3])
+        if sid == session and state not in ("Z", "X"):
+            found.append(int(entry))
+    return found
+
+
+def write_zip(path: Path, module: str, version: str, size: int) -> None:
+    """A module zip of about ``size`` bytes of random (so stored, not deflated) data."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr(f"{module}@{version}/go.mod", f"module {module}\n")
+        archive.writestr(f"{module}@{version}/blob.bin", os.urandom(size))
+
+
+async def store_version(
+    storage: Backend, work: Path, module: str, version: str, size: int
+) -> bytes:
+    """Save a made-up version of ``module`` with a zip of about ``size`` bytes; return
+    the zip's bytes (its h1 is recorded, as a stash records go's)."""
+    source = work / f"{escape_path(module).replace('/', '_')}-{version}.zip"
+    write_zip(source, module, version, size)
+    data = source.read_bytes()
+    info = json.dumps({"Version": version, "Time": "2024-01-01T00:00:00Z"}).encode()
+    await storage.save(
+        module,
+        version,
+        info=info,
+        mod=f"module {module}\n".encode(),
+        zip_file=source,
+        zip_sum=zip_h1(source),
+    )
+    return data
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def settle(condition: Callable[[], bool], seconds: float = 10) -> bool:
+    """Poll ``condition`` until it holds or ``seconds`` pass; return whether it held."""
+    with trio.move_on_after(seconds):
+        while not condition():
+            await trio.sleep(0.05)
+        return True
+    return condition()
