@@ -14,6 +14,7 @@ Exception hierarchy::
     ├── UpstreamError .......... go could not reach or read the VCS / upstream   (HTTP 502)
     │   └── FetchTimeoutError .. fetching or listing ran past its timeout        (HTTP 504)
     ├── StorageError ........... the storage backend failed                      (HTTP 500)
+    │   └── DamagedVersionError  a stored file no longer matches its recorded hash
     └── ValidatorError ......... the ValidatorHook failed or answered nonsense   (HTTP 500)
 
 Only :class:`NotFoundError` may become a 404/410, because that is what makes the go
@@ -26,6 +27,7 @@ from __future__ import annotations
 __all__ = [
     "AthensTrioError",
     "ConfigError",
+    "DamagedVersionError",
     "FetchTimeoutError",
     "ForbiddenError",
     "GoBinaryError",
@@ -108,6 +110,14 @@ class FetchTimeoutError(UpstreamError):
 
 class StorageError(AthensTrioError):
     """The storage backend failed to read or write."""
+
+
+class DamagedVersionError(StorageError):
+    """A stored file no longer matches the hash recorded when it was saved.
+
+    The download protocol answers it by fetching the version again; nothing damaged is
+    ever served.
+    """
 
 
 class ValidatorError(AthensTrioError):

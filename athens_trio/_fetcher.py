@@ -46,6 +46,7 @@ class FetchedVersion:
     mod: bytes
     zip_file: Path  # may be moved away by storage
     zip_sum: str  # go's "h1:" hash of the zip
+    mod_sum: str = ""  # go's "h1:" hash of the go.mod
 
 
 class Fetcher(abc.ABC):
@@ -70,6 +71,7 @@ class _GoModDownload(msgspec.Struct):
     GoMod: str = ""
     Zip: str = ""
     Sum: str = ""
+    GoModSum: str = ""
 
 
 _download_decoder = msgspec.json.Decoder(_GoModDownload)
@@ -122,4 +124,5 @@ class GoFetcher(Fetcher):
                 mod=await trio.Path(download.GoMod).read_bytes(),
                 zip_file=zip_file,
                 zip_sum=download.Sum,
+                mod_sum=download.GoModSum,
             )

@@ -6,8 +6,9 @@ Two checks, one cheap and one thorough:
   must be where the central directory says it ends, and the file must end right after
   it.  A truncated zip (a crash, a full disk, a partial copy) or one with bytes
   appended fails it.  The download protocol runs it before serving a zip.
-- :func:`verify_version` recomputes go's ``h1:`` hash of the whole zip and compares it
-  with the one recorded when the version was stashed: any changed byte fails it.
+- :func:`verify_version` recomputes go's ``h1:`` hash of the whole zip (and of the
+  go.mod) and compares it with the one recorded when the version was stashed: any
+  changed byte fails it.  (A go.mod is small: storage checks its hash on every read.)
   The ``verify`` command runs it over storage.
 """
 
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import trio
 
+from ._exceptions import DamagedVersionError
 from ._ziphash import zip_h1
 from .storage import Backend, StoredZip
 
@@ -95,6 +97,10 @@ class VerifyResult:
 async def verify_version(storage: Backend, module: str, version: str) -> VerifyResult:
     """Recompute the stored zip's ``h1:`` hash and compare it with the recorded one."""
     recorded = await storage.zip_sum(module, version)
+    try:
+        await storage.go_mod(module, version)  # checked against its recorded hash on read
+    except DamagedVersionError as exc:
+        return VerifyResult(module, version, Verdict.CORRUPT, recorded, None, str(exc))
     stored = await storage.zip(module, version)
     try:
         if stored.path is not None:

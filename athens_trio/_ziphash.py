@@ -1,4 +1,4 @@
-"""Go's ``h1:`` hash of a module zip (golang.org/x/mod/sumdb/dirhash.HashZip).
+"""Go's ``h1:`` hashes of a module zip and of a go.mod (golang.org/x/mod/sumdb/dirhash).
 
 The hash go records in go.sum: SHA-256 over the lines ``"<sha256 hex>  <name>\\n"`` of
 every file in the zip, sorted by name, base64-encoded, prefixed ``h1:``.  Files are
@@ -12,7 +12,7 @@ import hashlib
 import os
 import zipfile
 
-__all__ = ["zip_h1"]
+__all__ = ["mod_h1", "zip_h1"]
 
 
 def zip_h1(path: str | os.PathLike[str]) -> str:
@@ -28,3 +28,10 @@ def zip_h1(path: str | os.PathLike[str]) -> str:
                     digest.update(chunk)
             summary.update(f"{digest.hexdigest()}  {name}\n".encode())
     return "h1:" + base64.b64encode(summary.digest()).decode()
+
+
+def mod_h1(mod: bytes) -> str:
+    """The ``h1:`` hash go records for a version's go.mod (its ``/go.mod`` go.sum line):
+    the same summary over the one file ``go.mod``."""
+    line = f"{hashlib.sha256(mod).hexdigest()}  go.mod\n"
+    return "h1:" + base64.b64encode(hashlib.sha256(line.encode()).digest()).decode()

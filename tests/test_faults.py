@@ -320,7 +320,7 @@ def assert_versions_whole(root: Path, directory: Path, visible: set[str]) -> Non
     assert not [n for n in names if n.startswith(".")], names
     assert {n[: -len(".info")] for n in names if n.endswith(".info")} == visible
     for version in visible:
-        for suffix in ("mod", "zip", "ziphash"):
+        for suffix in ("mod", "modhash", "zip", "ziphash"):
             assert f"{version}.{suffix}" in names, (version, suffix)
         recorded = (directory / f"{version}.ziphash").read_text().strip()
         assert zip_h1(directory / f"{version}.zip") == recorded
@@ -333,15 +333,8 @@ def assert_versions_whole(root: Path, directory: Path, visible: set[str]) -> Non
         1,  # ... the zip
         2,  # ... the .info
         3,  # ... the .ziphash
-        pytest.param(
-            4,  # everything is written and .info linked; then the list file fails
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: DiskStorage writes the list file only after .info made the "
-                "version visible; when that write fails the version is served but missing "
-                "from @v/list (for GOPROXY=file:// readers) until the module's next save",
-            ),
-        ),
+        4,  # ... the .modhash
+        5,  # ... the list file (written before .info makes the version visible)
     ],
 )
 async def test_disk_full_during_a_save_stores_nothing_and_serves_what_it_has(
@@ -508,17 +501,7 @@ DAMAGES: list[Any] = [
     pytest.param("zip", lambda p: p.write_bytes(p.read_bytes() + b"\0" * 100), id="zip-extended"),
     pytest.param("zip", lambda p: p.unlink(), id="zip-missing"),
     pytest.param("mod", lambda p: p.unlink(), id="mod-missing"),
-    pytest.param(
-        "mod",
-        _truncate(5),
-        id="mod-truncated",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason=_NOT_YET + "no hash or size of a .mod is recorded (the tail check and "
-            "`verify` look at zips only), so a cut .mod is served as good and poisons the "
-            "client's go.sum",
-        ),
-    ),
+    pytest.param("mod", _truncate(5), id="mod-truncated"),
 ]
 
 
@@ -645,6 +628,7 @@ async def test_two_processes_fetch_one_version_at_once_and_store_it_once(
         "list",
         f"{V1}.info",
         f"{V1}.mod",
+        f"{V1}.modhash",
         f"{V1}.zip",
         f"{V1}.ziphash",
     ]

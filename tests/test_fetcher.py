@@ -22,6 +22,7 @@ from athens_trio import (
     UpstreamError,
 )
 from athens_trio._gocmd import GoRunner, classify_go_error
+from athens_trio._ziphash import mod_h1
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
@@ -80,6 +81,7 @@ async def test_fetch_each_fixture_matches_a_direct_download(
         assert fetched.mod == Path(direct["GoMod"]).read_bytes()
         assert fetched.zip_file.read_bytes() == Path(direct["Zip"]).read_bytes()
         assert fetched.zip_sum == direct["Sum"]
+        assert fetched.mod_sum == direct["GoModSum"] == mod_h1(fetched.mod)
     assert leftover(config) == []
 
 

@@ -18,6 +18,7 @@ import trio
 
 from .._exceptions import (
     AthensTrioError,
+    DamagedVersionError,
     InvalidVersionError,
     NotFoundError,
     Redirected,
@@ -204,7 +205,16 @@ class _StorageFirst(DownloadProtocol):
         self._background.start_soon(stash_quietly, name=f"background stash {module}@{version}")
 
     async def go_mod(self, module: str, version: str) -> bytes:
-        return await self._read_or_fetch(self._storage.go_mod, module, version, "mod")
+        try:
+            return await self._read_or_fetch(self._storage.go_mod, module, version, "mod")
+        except DamagedVersionError as exc:
+            damage = exc
+        async with self._repairing:
+            with contextlib.suppress(DamagedVersionError, NotFoundError):
+                return await self._storage.go_mod(module, version)  # repaired meanwhile
+            log.error("%s; removing the version and fetching it again", damage)
+            await self._fetch_again(module, version)
+        return await self._storage.go_mod(module, version)
 
     async def zip(self, module: str, version: str) -> StoredZip:
         stored = await self._read_or_fetch(self._storage.zip, module, version, "zip")
@@ -224,13 +234,17 @@ class _StorageFirst(DownloadProtocol):
                 version,
                 stored.size,
             )
-            with contextlib.suppress(NotFoundError):
-                await self._storage.delete(module, version)
-            await self._stasher.stash(module, version)
+            await self._fetch_again(module, version)
             stored = await self._storage.zip(module, version)
             if not await self._is_whole(module, version, stored):
                 raise StorageError(f"{module}@{version}: the zip is damaged even after a re-fetch")
             return stored
+
+    async def _fetch_again(self, module: str, version: str) -> None:
+        """Replace a damaged stored version with a fresh fetch (under ``_repairing``)."""
+        with contextlib.suppress(NotFoundError):  # another request got there first
+            await self._storage.delete(module, version)
+        await self._stasher.stash(module, version)
 
     async def _is_whole(self, module: str, version: str, stored: StoredZip) -> bool:
         key = (module, version, stored.size)

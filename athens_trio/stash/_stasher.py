@@ -39,6 +39,7 @@ class _FetchAndSave(Stasher):
                     mod=fetched.mod,
                     zip_file=fetched.zip_file,
                     zip_sum=fetched.zip_sum,
+                    mod_sum=fetched.mod_sum or None,
                 )
             return fetched.version
 

@@ -80,13 +80,16 @@ class Backend(abc.ABC):
         mod: bytes,
         zip_file: Path,
         zip_sum: str | None = None,
+        mod_sum: str | None = None,
     ) -> bool:
         """Store a version atomically: afterwards a reader sees all of it, before it
         none of it, and never a part.
 
         ``zip_file`` is handed over: a backend may move it instead of copying, so the
-        caller must not use it afterwards.  ``zip_sum`` is go's ``h1:`` hash of the zip,
-        kept so that later corruption can be told from the real thing.  Returns False,
+        caller must not use it afterwards.  ``zip_sum`` and ``mod_sum`` are go's ``h1:``
+        hashes of the zip and the go.mod, kept so that later damage can be told from the
+        real thing (a backend that can be damaged checks ``mod_sum`` on every read and
+        raises DamagedVersionError).  Returns False,
         changing nothing, if the version was already stored (once there, always there:
         never an overwrite).
         """

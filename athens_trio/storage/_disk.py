@@ -6,8 +6,8 @@
     <root>/<escaped module path>/@v/<escaped version>.info
     <root>/<escaped module path>/@v/<escaped version>.mod
     <root>/<escaped module path>/@v/<escaped version>.zip
-    <root>/<escaped module path>/@v/<escaped version>.ziphash   (go's h1: hash, as in
-                                                              go's own module cache)
+    <root>/<escaped module path>/@v/<escaped version>.ziphash   (go's h1: hashes of the
+    <root>/<escaped module path>/@v/<escaped version>.modhash    zip and of the go.mod)
 
 so ``GOPROXY=file://<root>`` serves the same files without athens-trio.
 
@@ -27,13 +27,15 @@ import os
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
-from .._exceptions import InvalidPathError, NotFoundError, StorageError
+from .._exceptions import DamagedVersionError, InvalidPathError, NotFoundError, StorageError
 from .._module import escape_path, escape_version, unescape_path, unescape_version
 from .._semver import sort_versions
+from .._ziphash import mod_h1
 from ._backend import CHUNK_SIZE, Backend, StoredZip
 
 __all__ = ["DiskStorage"]
@@ -110,7 +112,10 @@ class DiskStorage(Backend):
         try:
             if suffix != "info" and not info.exists():
                 raise FileNotFoundError(info)
-            return path.read_bytes()
+            data = path.read_bytes()
+            if suffix == "mod":
+                _check_mod(data, self._file(module, version, "modhash"), module, version)
+            return data
         except FileNotFoundError:
             raise NotFoundError(f"{module}@{version} is not in storage") from None
         except OSError as exc:
@@ -175,12 +180,17 @@ class DiskStorage(Backend):
         mod: bytes,
         zip_file: Path,
         zip_sum: str | None = None,
+        mod_sum: str | None = None,
     ) -> bool:
         directory = self._version_dir(module)
-        stem = escape_version(version)
         try:
             saved = await trio.to_thread.run_sync(
-                _save_sync, directory, stem, info, mod, Path(zip_file), zip_sum
+                _save_sync,
+                directory,
+                version,
+                _Parts(
+                    info=info, mod=mod, zip_file=Path(zip_file), zip_sum=zip_sum, mod_sum=mod_sum
+                ),
             )
         except OSError as exc:
             raise StorageError(f"cannot save {module}@{version}: {exc}") from exc
@@ -198,7 +208,7 @@ class DiskStorage(Backend):
                 (directory / f"{stem}.info").unlink()
             except FileNotFoundError:
                 raise NotFoundError(f"{module}@{version} is not in storage") from None
-            for suffix in ("mod", "zip", "ziphash"):
+            for suffix in ("mod", "zip", "ziphash", "modhash"):
                 (directory / f"{stem}.{suffix}").unlink(missing_ok=True)
 
         await trio.to_thread.run_sync(delete_sync)
@@ -233,7 +243,7 @@ def _temp_names(directory: Path, stem: str) -> Iterator[dict[str, Path]]:
     token = secrets.token_hex(6)
     names = {
         s: directory / f"{_TEMP_PREFIX}{token}-{stem}.{s}"
-        for s in ("info", "mod", "zip", "ziphash")
+        for s in ("info", "mod", "zip", "ziphash", "modhash", "list")
     }
     try:
         yield names
@@ -270,31 +280,54 @@ def _take_zip(source: Path, target: Path) -> None:
         os.close(fd)
 
 
-def _save_sync(
-    directory: Path, stem: str, info: bytes, mod: bytes, zip_file: Path, zip_sum: str | None
-) -> bool:
+@dataclass(frozen=True)
+class _Parts:
+    info: bytes
+    mod: bytes
+    zip_file: Path
+    zip_sum: str | None
+    mod_sum: str | None
+
+
+def _check_mod(data: bytes, modhash: Path, module: str, version: str) -> None:
+    """Raise DamagedVersionError if ``data`` is not the go.mod whose hash was recorded."""
+    try:
+        recorded = modhash.read_text().strip()
+    except FileNotFoundError:
+        return  # saved without one (a tree filled by other means)
+    if recorded and mod_h1(data) != recorded:
+        raise DamagedVersionError(f"{module}@{version}: go.mod does not match its {recorded}")
+
+
+def _save_sync(directory: Path, version: str, parts: _Parts) -> bool:
+    stem = escape_version(version)
     final_info = directory / f"{stem}.info"
-    parts_there = all((directory / f"{stem}.{s}").exists() for s in ("mod", "zip"))
-    if final_info.exists() and parts_there:
+    whole = all((directory / f"{stem}.{s}").exists() for s in ("mod", "zip"))
+    if final_info.exists() and whole:
         return False
     # A .info whose .mod or .zip was lost (a hand, a failing disk) is no version: this
     # save makes it whole again, .info included.
     damaged = final_info.exists()
     directory.mkdir(parents=True, exist_ok=True)
     with _temp_names(directory, stem) as temp:
-        _write_durably(temp["mod"], mod)
-        _take_zip(zip_file, temp["zip"])
-        _write_durably(temp["info"], info)
-        # .mod, .zip and .ziphash may replace leftovers of an interrupted save (they
+        _write_durably(temp["mod"], parts.mod)
+        _take_zip(parts.zip_file, temp["zip"])
+        _write_durably(temp["info"], parts.info)
+        # Everything that can fail for want of space is written before the version
+        # becomes visible, the list included: a full disk fails the save whole.
+        listed = sort_versions({*DiskStorage._list_versions_sync(directory), version})
+        _write_durably(temp["list"], "".join(f"{v}\n" for v in listed).encode())
+        # .mod, .zip and the hashes may replace leftovers of an interrupted save (they
         # mean nothing without .info); .info itself is created only if absent.
-        parts = ["mod", "zip"]
-        if zip_sum:
-            _write_durably(temp["ziphash"], zip_sum.encode())
-            parts.append("ziphash")
-        else:
-            (directory / f"{stem}.ziphash").unlink(missing_ok=True)
-        for part in parts:
-            os.replace(temp[part], directory / f"{stem}.{part}")
+        names = ["mod", "zip"]
+        for name, value in (("ziphash", parts.zip_sum), ("modhash", parts.mod_sum)):
+            if value:
+                _write_durably(temp[name], value.encode())
+                names.append(name)
+            else:
+                (directory / f"{stem}.{name}").unlink(missing_ok=True)
+        for name in names:
+            os.replace(temp[name], directory / f"{stem}.{name}")
         try:
             if damaged:
                 os.replace(temp["info"], final_info)
@@ -302,6 +335,7 @@ def _save_sync(
                 os.link(temp["info"], final_info)
         except FileExistsError:
             return False  # another writer finished first; its files are as good as ours
+        os.replace(temp["list"], directory / "list")
         _fsync_dir(directory)
     return True
 

@@ -87,6 +87,7 @@ class MemoryStorage(Backend):
         mod: bytes,
         zip_file: Path,
         zip_sum: str | None = None,
+        mod_sum: str | None = None,  # a dict cannot be damaged after the fact
     ) -> bool:
         if (module, version) in self._versions:
             await trio.lowlevel.checkpoint()
