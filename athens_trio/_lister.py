@@ -6,6 +6,7 @@ import abc
 from datetime import datetime
 
 import msgspec
+import trio
 
 from ._config import Config
 from ._exceptions import UpstreamError
@@ -13,7 +14,7 @@ from ._fetcher import VersionInfo
 from ._gocmd import GoRunner, classify_go_error
 from ._module import check_path, check_version_query, is_canonical_version
 
-__all__ = ["GoLister", "Lister", "UpstreamVersions"]
+__all__ = ["GoLister", "Lister", "PooledLister", "UpstreamVersions"]
 
 
 class UpstreamVersions(msgspec.Struct, frozen=True):
@@ -77,3 +78,17 @@ class GoLister(Lister):
         return UpstreamVersions(
             versions=listed.Versions, latest=VersionInfo(listed.Version, listed.Time)
         )
+
+
+class PooledLister(Lister):
+    """A lister whose go runs take a slot of the fetcher's pool, so ``GoGetWorkers``
+    bounds every go process the proxy starts, listing included (without it a burst of
+    ``list``/``@latest`` requests could start ProtocolWorkers ``go list`` at once)."""
+
+    def __init__(self, inner: Lister, limiter: trio.CapacityLimiter) -> None:
+        self._inner = inner
+        self._limiter = limiter
+
+    async def list(self, module: str) -> UpstreamVersions:
+        async with self._limiter:
+            return await self._inner.list(module)

@@ -20,7 +20,7 @@ from ._config import Config
 from ._credentials import private_home
 from ._fetcher import Fetcher, GoFetcher
 from ._gocmd import GoRunner
-from ._lister import GoLister, Lister
+from ._lister import GoLister, Lister, PooledLister
 from ._sumdb import SumDBProxy
 from .download import DownloadProtocol
 from .storage import Backend, storage_from_config
@@ -108,7 +108,7 @@ async def open_pipeline(
             protocol = download.new(
                 storage,
                 stasher,
-                lister,
+                PooledLister(lister, stash_limiter),
                 download.with_pool(protocol_limiter),
                 *protocol_wrappers,
                 # The filter answers first, before anything is looked up.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,29 @@ async def test_memory_storage_pipeline(
         assert pipeline.storage.description == "memory"
         assert await pipeline.protocol.go_mod(go_fixtures.upper, "v1.0.0")
     assert not (tmp_path / "storage").exists()
+
+
+async def test_listing_shares_the_go_pool(tmp_path: Path, go_fixtures: GoFixtures) -> None:
+    """GoGetWorkers bounds every go the proxy starts: a burst of list requests too."""
+    from athens_trio import Lister, UpstreamVersions, VersionInfo
+
+    class SlowLister(Lister):
+        running = peak = 0
+
+        async def list(self, module: str) -> UpstreamVersions:
+            SlowLister.running += 1
+            SlowLister.peak = max(SlowLister.peak, SlowLister.running)
+            await trio.sleep(0.02)
+            SlowLister.running -= 1
+            return UpstreamVersions(
+                ["v1.0.0"], VersionInfo("v1.0.0", datetime(2024, 1, 1, tzinfo=UTC))
+            )
+
+    config = make_config(tmp_path, "/nonexistent/go", go_fixtures, go_get_workers=2)
+    async with (
+        open_pipeline(config, lister=SlowLister()) as pipeline,
+        trio.open_nursery() as nursery,
+    ):
+        for i in range(12):
+            nursery.start_soon(pipeline.protocol.list, f"example.com/m{i}")
+    assert SlowLister.peak == 2
