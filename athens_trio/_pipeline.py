@@ -9,6 +9,7 @@ go process groups and removes their temporary directories.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,8 @@ HTTP_TIMEOUT = 30.0
 
 __all__ = ["Pipeline", "open_pipeline"]
 
+log = logging.getLogger("athens_trio.pipeline")
+
 
 @dataclass(frozen=True)
 class Pipeline:
@@ -48,6 +51,17 @@ class Pipeline:
     protocol_limiter: trio.CapacityLimiter
     #: The checksum database proxy over ``SumDBs`` (None if there are none).
     sumdb: SumDBProxy | None = None
+
+
+async def _sweep(storage: Backend) -> None:
+    """Clear what killed saves left behind, in the background (a big tree takes a while)."""
+    try:
+        removed = await storage.sweep()
+    except OSError as exc:
+        log.warning("could not sweep storage leftovers: %s", exc)
+        return
+    if removed:
+        log.info("removed %d temporary files left by interrupted saves", removed)
 
 
 @contextlib.asynccontextmanager
@@ -94,6 +108,7 @@ async def open_pipeline(
                 )
 
             nursery = await stack.enter_async_context(trio.open_nursery())
+            nursery.start_soon(_sweep, storage, name="sweep storage leftovers")
             stash_limiter = trio.CapacityLimiter(config.go_get_workers)
             protocol_limiter = trio.CapacityLimiter(config.protocol_workers)
             stasher = stash.new(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -243,3 +244,33 @@ async def test_disk_save_copies_across_filesystems(
     storage = DiskStorage(tmp_path / "root")
     assert await storage.save(MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=source)
     assert await read_zip(storage, MODULE, "v1.0.0") == zip_bytes
+
+
+async def test_disk_sweep_removes_only_old_leftovers(
+    tmp_path: Path, go_binary: str, make_zip: Callable[[bytes], Path]
+) -> None:
+    """A killed save leaves .tmp-* files; they go, but only once surely abandoned."""
+    from athens_trio import Config, open_pipeline
+    from athens_trio._config import DiskStorageConfig, StorageConfig
+
+    storage = DiskStorage(tmp_path / "root")
+    await storage.save(MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=make_zip(b"z"))
+    version_dir = tmp_path / "root" / "github.com" / "example" / "!mixed" / "@v"
+    old = version_dir / ".tmp-0123456789ab-v1.1.0.zip"
+    fresh = version_dir / ".tmp-ba9876543210-v1.2.0.zip"
+    for leftover in (old, fresh):
+        leftover.write_bytes(b"half a zip")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+
+    config = Config(
+        go_binary=go_binary,
+        storage=StorageConfig(disk=DiskStorageConfig(root_path=str(tmp_path / "root"))),
+    )
+    async with open_pipeline(config):
+        with trio.fail_after(10):
+            while old.exists():
+                await trio.sleep(0.01)
+    assert fresh.exists()
+    assert await storage.exists(MODULE, "v1.0.0")
+    assert await MemoryStorage().sweep() == 0

@@ -6,6 +6,8 @@ import abc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import trio
+
 __all__ = ["CHUNK_SIZE", "Backend", "StoredZip"]
 
 # Zips are streamed in chunks this large: big enough that per-chunk overhead (a thread
@@ -97,6 +99,12 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def delete(self, module: str, version: str) -> None:
         """Remove a version (an operator's action; the proxy itself never deletes)."""
+
+    async def sweep(self, older_than: float = 3600.0) -> int:
+        """Remove leftovers of saves that were killed mid-way; return how many.  A no-op
+        for backends whose saves leave nothing behind."""
+        await trio.lowlevel.checkpoint()
+        return 0
 
     async def ready(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Raise :class:`~athens_trio.StorageError` if the backend cannot serve now."""

@@ -26,6 +26,7 @@ import logging
 import os
 import secrets
 import shutil
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,6 +171,28 @@ class DiskStorage(Backend):
                     continue  # not ours: something else put a directory here
                 found.extend((module, v) for v in self._list_versions_sync(version_dir))
         return found
+
+    async def sweep(self, older_than: float = 3600.0) -> int:
+        """Remove temporary files that saves killed mid-way (a SIGKILL, a power cut) left
+        in ``@v`` directories; return how many.  Only files older than ``older_than``
+        seconds go: another process sharing the root may be saving right now."""
+        # abandon_on_cancel: a closing pipeline need not wait for a long walk to end.
+        return await trio.to_thread.run_sync(self._sweep_sync, older_than, abandon_on_cancel=True)
+
+    def _sweep_sync(self, older_than: float) -> int:
+        cutoff = time.time() - older_than
+        removed = 0
+        for directory, subdirs, files in os.walk(self.root):
+            subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+            if Path(directory).name != "@v":
+                continue
+            for name in files:
+                path = Path(directory) / name
+                with contextlib.suppress(OSError):
+                    if name.startswith(_TEMP_PREFIX) and path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+        return removed
 
     async def save(
         self,
