@@ -73,12 +73,14 @@ async def open_pipeline(
     lister: Lister | None = None,
     stash_wrappers: Sequence[stash.Wrapper] = (),
     protocol_wrappers: Sequence[download.ProtocolWrapper] = (),
+    observe_lookup: download.LookupObserver | None = None,
 ) -> AsyncIterator[Pipeline]:
     """Build the pipeline from ``config``; any component may be passed in instead.
 
     ``stash_wrappers`` wrap the plain stasher inside the pool (they see each real fetch,
     once); ``protocol_wrappers`` wrap the download protocol outside its pool (they see
-    each call).  The server uses them for metrics.
+    each call); ``observe_lookup(endpoint, hit)`` hears of each storage hit or miss.
+    The server uses them for metrics.
     """
     # The policy files are read now, so a bad one stops the start with its key named.
     policy = download.load_download_policy(config.download_mode, config.download_url)
@@ -131,6 +133,7 @@ async def open_pipeline(
                 network_mode=config.network_mode,
                 policy=policy,
                 background=nursery,
+                observe_lookup=observe_lookup,
             )
             yield Pipeline(
                 config,

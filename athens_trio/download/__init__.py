@@ -6,12 +6,13 @@ from __future__ import annotations
 from ._filter import FilterRule, ModuleFilter, with_filter
 from ._mode import DownloadPolicy, Mode, load_download_policy, proxy_path
 from ._pool import with_pool
-from ._protocol import DownloadProtocol, NetworkMode, ProtocolWrapper, new
+from ._protocol import DownloadProtocol, LookupObserver, NetworkMode, ProtocolWrapper, new
 
 __all__ = [
     "DownloadPolicy",
     "DownloadProtocol",
     "FilterRule",
+    "LookupObserver",
     "Mode",
     "ModuleFilter",
     "NetworkMode",

@@ -41,13 +41,21 @@ from ..stash import Stasher
 from ..storage import Backend, StoredZip
 from ._mode import DownloadPolicy, proxy_path
 
-__all__ = ["DownloadProtocol", "NetworkMode", "ProtocolWrapper", "new"]
+__all__ = ["DownloadProtocol", "LookupObserver", "NetworkMode", "ProtocolWrapper", "new"]
 
 NetworkMode = Literal["strict", "offline", "fallback"]
 
 log = logging.getLogger("athens_trio.download")
 
 T = TypeVar("T")
+
+#: Told of each storage lookup of info, mod or zip: (endpoint, hit).
+LookupObserver = Callable[[str, bool], None]
+
+
+def _ignore_lookup(endpoint: str, hit: bool) -> None:
+    pass
+
 
 _WHOLE_MEMO_SIZE = 10_000
 
@@ -103,8 +111,10 @@ class _StorageFirst(DownloadProtocol):
         network_mode: NetworkMode,
         policy: DownloadPolicy,
         background: trio.Nursery | None,
+        observe_lookup: LookupObserver | None,
     ) -> None:
         self._storage = storage
+        self._observe_lookup = observe_lookup or _ignore_lookup
         self._stasher = stasher
         self._lister = lister
         self._network_mode = network_mode
@@ -159,20 +169,37 @@ class _StorageFirst(DownloadProtocol):
         if is_canonical_version(version):
             _check_canonical(module, version)
             with contextlib.suppress(NotFoundError):
-                return await self._storage.info(module, version)
+                info = await self._storage.info(module, version)
+                self._observe_lookup("info", True)
+                return info
         # A miss, or a query (branch, commit, "latest", "v1.2"): fetching resolves it.
+        self._observe_lookup("info", False)
         resolved = await self._on_miss(module, version, "info")
         return await self._storage.info(module, resolved)
 
     async def _read_or_fetch(
-        self, read: Callable[[str, str], Awaitable[T]], module: str, version: str, endpoint: str
+        self,
+        read: Callable[[str, str], Awaitable[T]],
+        module: str,
+        version: str,
+        endpoint: str,
+        *,
+        observe: bool = True,
     ) -> T:
-        """Storage first (one read, no separate existence check); on a miss, DownloadMode."""
+        """Storage first (one read, no separate existence check); on a miss, DownloadMode.
+        ``observe``: report the lookup as a hit or a miss (not when looking again)."""
         _check_canonical(module, version)
         try:
-            return await read(module, version)
+            found = await read(module, version)
         except NotFoundError:
-            await self._on_miss(module, version, endpoint)
+            pass
+        else:
+            if observe:
+                self._observe_lookup(endpoint, True)
+            return found
+        if observe:
+            self._observe_lookup(endpoint, False)
+        await self._on_miss(module, version, endpoint)
         return await read(module, version)
 
     async def _on_miss(self, module: str, version: str, endpoint: str) -> str:
@@ -224,7 +251,9 @@ class _StorageFirst(DownloadProtocol):
         # One repair at a time (they are rare), and each first looks again: another
         # request may have repaired it while this one waited.
         async with self._repairing:
-            stored = await self._read_or_fetch(self._storage.zip, module, version, "zip")
+            stored = await self._read_or_fetch(
+                self._storage.zip, module, version, "zip", observe=False
+            )
             if await self._is_whole(module, version, stored):
                 return stored
             log.error(
@@ -288,19 +317,22 @@ def new(
     network_mode: NetworkMode = "strict",
     policy: DownloadPolicy | None = None,
     background: trio.Nursery | None = None,
+    observe_lookup: LookupObserver | None = None,
 ) -> DownloadProtocol:
     """The download protocol over ``storage``, wrapped by each wrapper in turn (the last
     one outermost), as Athens' ``download.New(opts, addons.WithPool(n))``.
 
     ``policy`` is the DownloadMode (sync when None); the async modes start their fetches
     in ``background``, a nursery that outlives the request (the pipeline's).
+    ``observe_lookup(endpoint, hit)`` hears of each info/mod/zip lookup in storage: a
+    hit was served as stored, a miss went to DownloadMode (a fetch, joined or started).
     """
     policy = policy or DownloadPolicy()
     modes = {policy.mode, *(rule.mode for rule in policy.rules)}
     if modes & {"async", "async_redirect"} and background is None:
         raise ValueError("the async download modes need a background nursery")
     protocol: DownloadProtocol = _StorageFirst(
-        storage, stasher, lister, network_mode, policy, background
+        storage, stasher, lister, network_mode, policy, background, observe_lookup
     )
     for wrap in wrappers:
         protocol = wrap(protocol)

@@ -9,13 +9,13 @@ process-global one), so several servers in one process count apart.  What is cou
   ``athens_trio_http_response_bytes_total{route}`` (body bytes sent), where ``route`` is
   ``list``, ``info``, ``mod``, ``zip``, ``latest`` or ``other`` (health, metrics, pages,
   anything else) and ``method`` ``GET``, ``HEAD`` or ``other``.
-- **cache hits and misses** (a protocol wrapper, :func:`observe_cache`, which sees every
-  ``.info``, ``.mod`` and ``.zip`` call): ``athens_trio_cache_hits_total{endpoint}`` and
-  ``athens_trio_cache_misses_total{endpoint}``.  A hit is a call for a version storage
-  already held when the call came (one extra ``exists`` per call); a miss is one it did
-  not hold, i.e. a call that started a fetch or joined one in flight (or found that the
-  version does not exist), and every ``.info`` of a query (a branch, ``latest``), which
-  always asks upstream.  ``list`` and ``@latest`` always ask upstream and are not counted.
+- **cache hits and misses** (:meth:`Metrics.observe_lookup`, which the download
+  protocol calls on each storage lookup of ``.info``, ``.mod`` and ``.zip``, so counting
+  costs no I/O): ``athens_trio_cache_hits_total{endpoint}`` and
+  ``athens_trio_cache_misses_total{endpoint}``.  A hit was served as stored; a miss is a
+  call that started a fetch or joined one in flight (or found that the version does not
+  exist), and every ``.info`` of a query (a branch, ``latest``), which always asks
+  upstream.  ``list`` and ``@latest`` always ask upstream and are not counted.
 - **fetches** (a stash wrapper, :func:`observe_fetches`, inside the GoGetWorkers pool,
   so it sees each real ``go mod download`` once, never the requests that joined it):
   ``athens_trio_fetches_total{outcome}`` (``ok``, ``not_found``, ``upstream_error``,
@@ -51,10 +51,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .._module import check_path, check_version_query, is_canonical_version
-from ..download import DownloadProtocol, ProtocolWrapper
 from ..stash import Stasher, Wrapper
-from ..storage import StoredZip
 from ._routing import status_for
 
 if TYPE_CHECKING:
@@ -66,7 +63,6 @@ if TYPE_CHECKING:
 __all__ = [
     "CONTENT_TYPE",
     "Metrics",
-    "observe_cache",
     "observe_fetches",
     "route_label",
 ]
@@ -167,6 +163,10 @@ class Metrics:
         """Read the pools, the single-flight and the connections from these at scrape time."""
         self.pipeline = pipeline
         self.connections = connections
+
+    def observe_lookup(self, endpoint: str, hit: bool) -> None:
+        """A storage lookup of ``endpoint`` (info, mod, zip): a hit or a miss."""
+        (self.cache_hits if hit else self.cache_misses).labels(endpoint).inc()
 
     def observe_request(
         self, route: str, method: str, status: int, seconds: float, sent: int
@@ -304,67 +304,5 @@ def observe_fetches(metrics: Metrics) -> Wrapper:
 
     def wrap(inner: Stasher) -> Stasher:
         return _ObservedStasher(inner, metrics)
-
-    return wrap
-
-
-# ---------------------------------------------------------------------------------------
-# Cache hits and misses: a protocol wrapper
-# ---------------------------------------------------------------------------------------
-
-
-class _ObservedProtocol(DownloadProtocol):
-    def __init__(self, inner: DownloadProtocol, metrics: Metrics) -> None:
-        self._inner = inner
-        self._metrics = metrics
-
-    async def _held(self, module: str, version: str) -> bool | None:
-        """Whether storage holds the version now; None when the call is not counted
-        (a malformed request, which the protocol refuses before looking, or no storage
-        to ask)."""
-        pipeline = self._metrics.pipeline
-        if pipeline is None:
-            return None
-        try:
-            check_path(module)
-            check_version_query(version)
-        except ValueError:
-            return None
-        if not is_canonical_version(version):
-            return False  # a query: always resolved upstream
-        try:
-            return await pipeline.storage.exists(module, version)
-        except Exception:
-            return None  # the call itself will meet (and report) the storage fault
-
-    def _count(self, endpoint: str, held: bool | None) -> None:
-        if held is not None:
-            counter = self._metrics.cache_hits if held else self._metrics.cache_misses
-            counter.labels(endpoint).inc()
-
-    async def list(self, module: str) -> list[str]:
-        return await self._inner.list(module)
-
-    async def latest(self, module: str) -> bytes:
-        return await self._inner.latest(module)
-
-    async def info(self, module: str, version: str) -> bytes:
-        self._count("info", await self._held(module, version))
-        return await self._inner.info(module, version)
-
-    async def go_mod(self, module: str, version: str) -> bytes:
-        self._count("mod", await self._held(module, version))
-        return await self._inner.go_mod(module, version)
-
-    async def zip(self, module: str, version: str) -> StoredZip:
-        self._count("zip", await self._held(module, version))
-        return await self._inner.zip(module, version)
-
-
-def observe_cache(metrics: Metrics) -> ProtocolWrapper:
-    """A protocol wrapper that counts cache hits and misses of info, mod and zip."""
-
-    def wrap(inner: DownloadProtocol) -> DownloadProtocol:
-        return _ObservedProtocol(inner, metrics)
 
     return wrap

@@ -38,7 +38,7 @@ from .._pipeline import Pipeline, open_pipeline
 from ..storage import Backend
 from ._app import create_app
 from ._listen import ConnectionLimit, serve_app
-from ._metrics import Metrics, observe_cache, observe_fetches
+from ._metrics import Metrics, observe_fetches
 
 __all__ = ["GO_CHECK_TIMEOUT", "Server", "check_go", "hypercorn_config", "serve"]
 
@@ -153,7 +153,7 @@ async def serve(
         fetcher=fetcher,
         lister=lister,
         stash_wrappers=[observe_fetches(metrics)],
-        protocol_wrappers=[observe_cache(metrics)],
+        observe_lookup=metrics.observe_lookup,
     ) as pipeline:
         metrics.bind(pipeline, connections)
         app = create_app(pipeline, go_version=go_version, metrics=metrics)
