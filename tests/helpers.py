@@ -79,6 +79,7 @@ class ChildServer:
     process: trio.Process
     url: str
     stderr: Path
+    banner: str  # the startup line
 
     def log(self) -> str:
         return self.stderr.read_text(errors="replace")
@@ -125,7 +126,7 @@ async def child_server(
                 line += chunk
         match = re.search(r"serving on (http://[\d.]+:\d+)", line.decode())
         assert match, line
-        yield ChildServer(process, match[1], stderr_path)
+        yield ChildServer(process, match[1], stderr_path, line.decode())
     finally:
         with trio.CancelScope(shield=True):
             if process.returncode is None:

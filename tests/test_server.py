@@ -37,6 +37,7 @@ from athens_trio.storage import CHUNK_SIZE
 
 from .conftest import make_config
 from .gofixtures import GoFixtures, _Commit, _make_repo, build_go_fixtures
+from .helpers import child_server
 from .test_fetcher import hanging_go, process_alive, wait_for_pids
 
 REPO_ROOT = Path(athens_trio.__file__).resolve().parent.parent
@@ -803,28 +804,9 @@ async def test_sigterm_exits_zero_and_leaves_no_go_behind(
     goget = tmp_path / "goget"
     goget.mkdir()
     env = command_env(tmp_path, ATHENS_GO_BINARY_PATH=str(hanging), ATHENS_GOGET_DIR=str(goget))
-    stderr_path = tmp_path / "stderr"
-    with open(stderr_path, "wb") as stderr:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "athens_trio"],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-        )
-    try:
-        assert process.stdout is not None
-        line = b""
-        with trio.fail_after(30):
-            while not line.endswith(b"\n"):
-                chunk = await process.stdout.receive_some(1)
-                assert chunk, f"exited early: {stderr_path.read_text()}"
-                line += chunk
-        match = re.search(r"serving on (http://[\d.]+:\d+)", line.decode())
-        assert match, line
-        assert "storage: memory" in line.decode()
-
-        async with httpx.AsyncClient(base_url=match[1]) as http:
+    async with child_server(tmp_path, "server", env) as child:
+        assert "storage: memory" in child.banner
+        async with httpx.AsyncClient(base_url=child.url) as http:
             with trio.move_on_after(30) as waiting:  # the client gives up; go hangs on
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(http.get, hello_path(go_fixtures, "v1.0.0.info"))
@@ -832,15 +814,13 @@ async def test_sigterm_exits_zero_and_leaves_no_go_behind(
                     nursery.cancel_scope.cancel()
             assert not waiting.cancelled_caught
         # The server saw the client go: the request's access line (status 0, no bytes).
-        await wait_until(lambda: ".info 0 0" in stderr_path.read_text())
+        await wait_until(lambda: ".info 0 0" in child.log())
         assert all(process_alive(pid) for pid in pids)
 
-        process.send_signal(signal.SIGTERM)
+        child.process.send_signal(signal.SIGTERM)
         with trio.fail_after(15):
-            returncode = await process.wait()
-    finally:
-        process.kill()
-        await process.wait()
+            returncode = await child.process.wait()
+    stderr_path = child.stderr
     assert returncode == 0, stderr_path.read_text()
     assert not any(process_alive(pid) for pid in pids)
     assert os.listdir(goget) == []
