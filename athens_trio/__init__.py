@@ -33,12 +33,11 @@ from ._exceptions import (
 from ._fetcher import FetchedVersion, Fetcher, GoFetcher, VersionInfo
 from ._lister import GoLister, Lister, UpstreamVersions
 from ._pipeline import Pipeline, open_pipeline
+from ._version import __version__ as __version__
 from .download import DownloadProtocol
 from .server import Server, serve
 from .stash import Stasher
 from .storage import Backend, DiskStorage, MemoryStorage, StoredZip
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AthensTrioError",
