@@ -1,48 +1,61 @@
-"""The ``athens-trio`` command (also ``python -m athens_trio``): serve, or verify storage.
+"""The ``athens-trio`` command (also ``python -m athens_trio``): one function per
+subcommand, all named in :data:`_COMMANDS`.
 
-``athens-trio [--config FILE]`` reads FILE, else ``./athens.toml`` if there is one, else
-the defaults; Athens' environment variables override either.  It checks the go binary
-once, serves on hypercorn's trio worker and prints one startup line with the address
-and the storage.  SIGINT or SIGTERM stops it gracefully (in-flight requests get the
-shutdown grace period, then the pipeline's go processes are killed); a second signal
-stops it at once.  Exit status: 0 after a shutdown, 2 for a bad config or go binary,
-1 when the server cannot start (e.g. the port is taken, the certificate is unreadable).
+Every subcommand reads the config the same way: ``--config FILE`` (before or after the
+subcommand), else ``./athens.toml`` if there is one, else the defaults; Athens'
+environment variables override either.  A bad config exits 2 naming the key.
 
-``athens-trio verify [--config FILE] [--repair] [module[@version] ...]`` recomputes
-go's ``h1:`` hash of stored zips and compares it with the one recorded when each was
-stored: every stored version with no arguments, every stored version of a ``module``,
-or one ``module@version``.  It prints a line for each corrupt version (and each with no
+``athens-trio [serve]`` (the default) checks the go binary once, serves on hypercorn's
+trio worker and prints one startup line with the address and the storage.  SIGINT or
+SIGTERM stops it gracefully (in-flight requests get the shutdown grace period, then the
+pipeline's go processes are killed); a second signal stops it at once.  Exit status: 0
+after a shutdown, 2 for a bad config or go binary, 1 when the server cannot start (e.g.
+the port is taken, the certificate is unreadable).
+
+``athens-trio verify [--repair] [module[@version] ...]`` recomputes go's ``h1:`` hash
+of stored zips and compares it with the one recorded when each was stored: every stored
+version with no arguments, every stored version of a ``module``, or one
+``module@version``.  It prints a line for each corrupt version (and each with no
 recorded hash, or asked for but not stored) and a summary.  ``--repair`` removes each
 corrupt version, so the next request fetches it afresh.  It needs no go and no server:
 only the storage (safe while a server runs on the same disk storage).  Exit status: 0
 if nothing was corrupt, 1 if anything was (repaired or not) or an asked-for version is
 not stored, 2 for a bad config or argument.
+
+``athens-trio config check`` loads the config as ``serve`` would and prints the
+effective configuration as TOML with Athens' key names, which loads back unchanged,
+secrets masked as ``***``.  Exit status: 0, or 2 for a bad config.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
+import re
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import msgspec
 import trio
 
-from . import __version__
 from ._config import Config, load_config
 from ._exceptions import AthensTrioError, ConfigError, GoBinaryError, NotFoundError
 from ._integrity import Verdict, verify_version
 from ._logging import setup_logging
 from ._module import check_canonical_version, check_path
+from ._version import __version__
 from .server import serve
 from .server._catalog import sort_entries
 from .server._serve import check_go
-from .storage import Backend, storage_from_config
+from .storage import Backend, DiskStorage, MemoryStorage
 
 __all__ = ["main"]
 
@@ -51,52 +64,17 @@ log = logging.getLogger("athens_trio")
 DEFAULT_CONFIG_FILE = "athens.toml"
 
 
-def _config_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help=f"Athens TOML config (default: ./{DEFAULT_CONFIG_FILE} if present, else "
-        "built-in defaults); ATHENS_* environment variables override it",
-    )
-
-
-def _parse_serve_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="athens-trio",
-        description="A Go module proxy (GOPROXY server) in the shape of Athens, on Trio. "
-        "`athens-trio verify --help` for checking stored zips.",
-    )
-    _config_argument(parser)
-    parser.add_argument("--version", action="version", version=f"athens-trio {__version__}")
-    return parser.parse_args(argv)
-
-
-def _parse_verify_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="athens-trio verify",
-        description="Check stored zips against the h1: hash recorded when each was stored.",
-    )
-    _config_argument(parser)
-    parser.add_argument(
-        "--repair",
-        action="store_true",
-        help="remove each corrupt version, so that the next request fetches it again",
-    )
-    parser.add_argument(
-        "targets",
-        nargs="*",
-        metavar="module[@version]",
-        help="what to check (default: every stored version)",
-    )
-    return parser.parse_args(argv)
+def _config_path(path: str | None) -> str | None:
+    """The config file to read: the one named, else ./athens.toml if there is one."""
+    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        return DEFAULT_CONFIG_FILE
+    return path
 
 
 def _load(path: str | None) -> Config | None:
     """The config, or None after saying why not on stderr."""
-    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
-        path = DEFAULT_CONFIG_FILE
     try:
-        return load_config(path)
+        return load_config(_config_path(path))
     except ConfigError as exc:
         print(f"athens-trio: config error: {exc}", file=sys.stderr)
         return None
@@ -221,8 +199,16 @@ async def _targets(
     return sort_entries(found)
 
 
+def _open_storage(config: Config) -> Backend:
+    """The storage the config names, as the pipeline would open it: the one place the
+    command builds storage outside a pipeline."""
+    if config.storage_type == "memory":
+        return MemoryStorage()
+    return DiskStorage(config.disk_root)
+
+
 async def _verify(config: Config, targets: list[tuple[str, str | None]], *, repair: bool) -> _Tally:
-    storage = storage_from_config(config)
+    storage = _open_storage(config)
     tally = _Tally()
     await storage.ready()
     try:
@@ -263,6 +249,20 @@ async def _verify(config: Config, targets: list[tuple[str, str | None]], *, repa
     return tally
 
 
+def _verify_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--repair",
+        action="store_true",
+        help="remove each corrupt version, so that the next request fetches it again",
+    )
+    parser.add_argument(
+        "targets",
+        nargs="*",
+        metavar="module[@version]",
+        help="what to check (default: every stored version)",
+    )
+
+
 def _verify_main(args: argparse.Namespace) -> int:
     try:
         targets = [_parse_target(target) for target in args.targets]
@@ -292,9 +292,196 @@ def _verify_main(args: argparse.Namespace) -> int:
     return 1 if tally.corrupt or tally.missing else 0
 
 
+# ---------------------------------------------------------------------------------------
+# config check
+# ---------------------------------------------------------------------------------------
+
+MASK = "***"
+
+# Keys whose whole value is a secret.
+_SECRET_KEYS = frozenset({"GithubToken", "BasicAuthPass"})
+# GoBinaryEnvVars names whose value is (or may carry) a credential.
+_CREDENTIAL_NAME = re.compile(
+    r"token|secret|passw|passphrase|pass$|auth|credential|cookie|(api|access|private)_?key",
+    re.IGNORECASE,
+)
+# A URL inside a value: GOPROXY-style lists separate theirs with ',' or '|'.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s,|;]+")
+
+
+def _mask_url(url: str) -> str:
+    """``url`` with its userinfo, query values and fragment masked."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.partition("://")[0] + "://" + MASK
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
+    query = "&".join(
+        f"{name}={MASK}" if has_value else MASK
+        for name, has_value, _ in (item.partition("=") for item in parts.query.split("&"))
+        if name or has_value
+    )
+    fragment = MASK if parts.fragment else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
+def _mask_urls(text: str) -> str:
+    return _URL.sub(lambda match: _mask_url(match.group()), text)
+
+
+def _mask_env_entry(entry: str) -> str:
+    name, _, value = entry.partition("=")
+    if value and _CREDENTIAL_NAME.search(name):
+        return f"{name}={MASK}"
+    return f"{name}={_mask_urls(value)}"
+
+
+def _masked(value: Any, key: str = "") -> Any:
+    """The config's builtins with every secret masked: whole values for the secret
+    keys and credential-like GoBinaryEnvVars, URLs' userinfo and queries everywhere."""
+    if isinstance(value, dict):
+        return {name: _masked(item, name) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item, key) for item in value]
+    if not isinstance(value, str):
+        return value
+    if key in _SECRET_KEYS:
+        return MASK if value else ""
+    if key == "GoBinaryEnvVars":
+        return _mask_env_entry(value)
+    return _mask_urls(value)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        # A JSON string is a TOML basic string, but for DEL, which TOML wants escaped.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def _toml_lines(table: Mapping[str, Any], header: tuple[str, ...] = ()) -> list[str]:
+    """``table`` as TOML: its values, then its tables (headers only above values)."""
+    values = {key: value for key, value in table.items() if not isinstance(value, dict)}
+    lines = [f"\n[{'.'.join(header)}]"] if header and values else []
+    lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+    for key, value in table.items():
+        if isinstance(value, dict):
+            lines += _toml_lines(value, (*header, key))
+    return lines
+
+
+def _config_check_main(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 2
+    path = _config_path(args.config)
+    source = f"{path} and the environment" if path else "the defaults and the environment"
+    print(f"# athens-trio {__version__}: the effective configuration from {source}")
+    print(f"# (secrets masked as {MASK})")
+    print("\n".join(_toml_lines(_masked(msgspec.to_builtins(config)))), flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# The commands
+# ---------------------------------------------------------------------------------------
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class _Command:
+    """A subcommand: the words that name it, what it does in a line, its arguments
+    (besides --config, which every command takes), and the function that runs it."""
+
+    words: tuple[str, ...]
+    summary: str
+    run: Callable[[argparse.Namespace], int]
+    arguments: Callable[[argparse.ArgumentParser], None] = _no_arguments
+
+
+_COMMANDS: tuple[_Command, ...] = (
+    _Command(("serve",), "serve the GOPROXY protocol (the default command)", _serve_main),
+    _Command(
+        ("verify",),
+        "check stored zips against the h1: hash recorded when each was stored",
+        _verify_main,
+        _verify_arguments,
+    ),
+    _Command(
+        ("config", "check"),
+        "load the config as serve would and print it, secrets masked",
+        _config_check_main,
+    ),
+)
+_DEFAULT_COMMAND = _COMMANDS[0]
+
+
+def _config_argument(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=default,
+        help=f"Athens TOML config (default: ./{DEFAULT_CONFIG_FILE} if present, else "
+        "built-in defaults); ATHENS_* environment variables override it",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="athens-trio",
+        description="A Go module proxy (GOPROXY server) in the shape of Athens, on Trio. "
+        f"With no command: {_DEFAULT_COMMAND.words[0]}.",
+    )
+    _config_argument(parser, default=None)
+    parser.add_argument("--version", action="version", version=f"athens-trio {__version__}")
+    parser.set_defaults(run=_DEFAULT_COMMAND.run)
+    parsers: dict[tuple[str, ...], argparse.ArgumentParser] = {(): parser}
+    subparsers: dict[tuple[str, ...], Any] = {}
+    for command in _COMMANDS:
+        for depth in range(1, len(command.words) + 1):
+            words = command.words[:depth]
+            if words in parsers:
+                continue
+            owner = words[:-1]
+            if owner not in subparsers:
+                # Only the top level has a default; `config` alone is an error.
+                subparsers[owner] = parsers[owner].add_subparsers(
+                    title="commands", metavar="COMMAND", required=bool(owner)
+                )
+            # A group's line in its owner's help names the commands under it.
+            leaf = words == command.words
+            summary = (
+                command.summary
+                if leaf
+                else "; ".join(
+                    f"{' '.join(each.words)}: {each.summary}"
+                    for each in _COMMANDS
+                    if each.words[:depth] == words
+                )
+            )
+            description = summary[:1].upper() + summary[1:] + "." if leaf else None
+            child = subparsers[owner].add_parser(words[-1], help=summary, description=description)
+            # SUPPRESS: --config before the subcommand survives one not given after it.
+            _config_argument(child, default=argparse.SUPPRESS)
+            parsers[words] = child
+        command.arguments(parsers[command.words])
+        parsers[command.words].set_defaults(run=command.run)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; return the exit status."""
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments[:1] == ["verify"]:
-        return _verify_main(_parse_verify_args(arguments[1:]))
-    return _serve_main(_parse_serve_args(arguments))
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    status: int = args.run(args)
+    return status
