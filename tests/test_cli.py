@@ -1,4 +1,5 @@
-"""The ``athens-trio`` command: bad config exits 2 naming the key; ``verify``.
+"""The ``athens-trio`` command: subcommands and --config anywhere; bad config exits 2
+naming the key; ``verify``; ``config check`` (round trip, masking); one version source.
 
 These run ``main`` in-process (serving returns before starting trio; ``verify`` runs
 its own ``trio.run``); the command serving and stopping on SIGTERM is tested in
@@ -8,13 +9,16 @@ its own ``trio.run``); the command serving and stopping on SIGTERM is tested in
 from __future__ import annotations
 
 import os
+import tomllib
 import zipfile
+from importlib import import_module
 from pathlib import Path
 
 import pytest
 import trio
 
-from athens_trio import DiskStorage
+import athens_trio
+from athens_trio import DiskStorage, load_config
 from athens_trio._cli import main
 from athens_trio._ziphash import zip_h1
 
@@ -63,11 +67,67 @@ def test_unreadable_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFi
     assert "missing.toml" in capsys.readouterr().err
 
 
-def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
+def test_version_flag_prints_the_one_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["--version"])
     assert exited.value.code == 0
-    assert capsys.readouterr().out.startswith("athens-trio ")
+    assert capsys.readouterr().out == f"athens-trio {athens_trio.__version__}\n"
+
+
+def test_the_version_has_one_source() -> None:
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert "version" not in pyproject["project"]
+    assert "version" in pyproject["project"]["dynamic"]
+    module, _, name = pyproject["tool"]["setuptools"]["dynamic"]["version"]["attr"].rpartition(".")
+    assert getattr(import_module(module), name) == athens_trio.__version__
+
+
+def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("serve", "verify", "config check"):
+        assert f"    {command.split()[0]} " in out
+        assert command in out
+
+
+@pytest.mark.parametrize(
+    "argv", [["nonsense"], ["config"], ["config", "nonsense"], ["verify", "--nonsense"]]
+)
+def test_unknown_or_incomplete_commands_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert "usage: athens-trio" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--config", "{config}"],
+        ["serve", "--config", "{config}"],
+        ["--config", "{config}", "serve"],
+        ["--config", "{config}", "verify"],
+        ["verify", "--config", "{config}"],
+        ["--config", "{config}", "config", "check"],
+        ["config", "check", "--config", "{config}"],
+        ["config", "--config", "{config}", "check"],
+        # The last --config wins.
+        ["--config", "elsewhere.toml", "config", "check", "--config", "{config}"],
+    ],
+)
+def test_config_is_read_before_or_after_the_subcommand(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "custom.toml"
+    config.write_text("GoGetWorkers = 0\n")
+    assert main([arg.format(config=config) for arg in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "GoGetWorkers" in err
 
 
 # ---------------------------------------------------------------------------------------
@@ -195,3 +255,103 @@ def test_verify_names_both_hashes_when_a_whole_zip_was_replaced(
         f"CORRUPT {MODULE_A}@v1.1.0: recorded "
         f"{zip_h1(stored_zip(tmp_path, MODULE_A, 'v1.1.0'))}, the zip hashes to {zip_h1(other)}"
     )
+
+
+# ---------------------------------------------------------------------------------------
+# athens-trio config check
+# ---------------------------------------------------------------------------------------
+
+
+def test_config_check_prints_toml_that_loads_back_to_the_same_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "athens.toml").write_text(
+        'Port = "127.0.0.1:3100"\n'
+        'GoBinaryEnvVars = ["GOPROXY=direct", "GOFLAGS=-mod=mod", "GOPRIVATE=x.com/*"]\n'
+        'FilterFile = "odd \\"quoted\\"\\tpath\\u007f"\n'
+        "NoSumPatterns = []\n"
+        'SumDBs = ["https://sum.example/a"]\n'
+        'NotAnAthensTrioKey = "ignored"\n'
+        "[Storage.Disk]\n"
+        f'RootPath = "{tmp_path / "store"}"\n'
+    )
+    monkeypatch.setenv("ATHENS_GOGET_WORKERS", "3")
+    monkeypatch.setenv("ATHENS_LOG_FORMAT", "JSON")
+    assert main(["config", "check"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("# athens-trio ")
+    assert "athens.toml and the environment" in captured.out.splitlines()[0]
+    printed = tomllib.loads(captured.out)
+    assert printed["GoGetWorkers"] == 3
+    assert printed["LogFormat"] == "json"
+    assert printed["Storage"]["Disk"]["RootPath"] == str(tmp_path / "store")
+    assert "NotAnAthensTrioKey" not in printed
+
+    effective = load_config("athens.toml")
+    (tmp_path / "printed.toml").write_text(captured.out)
+    assert load_config(tmp_path / "printed.toml", environ={}) == effective
+
+
+def test_config_check_with_no_file_prints_the_defaults(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["config", "check"]) == 0
+    out = capsys.readouterr().out
+    assert "the defaults and the environment" in out.splitlines()[0]
+    assert tomllib.loads(out)["Port"] == ":3000"
+
+
+def test_config_check_masks_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "athens.toml").write_text(
+        'BasicAuthUser = "alice"\n'
+        'BasicAuthPass = "s3cret-pass"\n'
+        'DownloadMode = "redirect"\n'
+        'DownloadURL = "https://bob:s3cret-dl@mirror.example/go?sig=s3cret-sig#s3cret-frag"\n'
+        "GoBinaryEnvVars = [\n"
+        '  "GOPROXY=https://s3cret-user@proxy.example/a,https://p.example|direct",\n'
+        '  "GITHUB_TOKEN=s3cret-gh", "GIT_PASSWORD=s3cret-pw", "GOAUTH=s3cret-auth",\n'
+        '  "MY_API_KEY=s3cret-key", "GOPRIVATE=corp.example/*", "EMPTY_TOKEN=",\n'
+        "]\n"
+    )
+    monkeypatch.setenv("ATHENS_GITHUB_TOKEN", "s3cret-token")
+    monkeypatch.setenv("ATHENS_PROXY_VALIDATOR", "http://hook:s3cret-hook@[::1]:8080/v?k=s3cret-q")
+    assert main(["config", "check"]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out
+    printed = tomllib.loads(out)
+    assert printed["GithubToken"] == "***"
+    assert printed["BasicAuthPass"] == "***"
+    assert printed["BasicAuthUser"] == "alice"
+    assert printed["DownloadURL"] == "https://***@mirror.example/go?sig=***#***"
+    assert printed["ValidatorHook"] == "http://***@[::1]:8080/v?k=***"
+    assert printed["GoBinaryEnvVars"] == [
+        "GOPROXY=https://***@proxy.example/a,https://p.example|direct",
+        "GITHUB_TOKEN=***",
+        "GIT_PASSWORD=***",
+        "GOAUTH=***",
+        "MY_API_KEY=***",
+        "GOPRIVATE=corp.example/*",
+        "EMPTY_TOKEN=",
+    ]
+    # What was never set stays visibly unset.
+    assert main(["config", "check", "--config", os.devnull]) == 0
+    printed = tomllib.loads(capsys.readouterr().out)
+    assert printed["GithubToken"] == "***"  # still from the environment
+    assert printed["BasicAuthPass"] == ""
+
+
+def test_config_check_names_the_bad_key_and_prints_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "athens.toml").write_text('DownloadMode = "redirect"\n')
+    assert main(["config", "check"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert "DownloadURL" in captured.err
+
+    monkeypatch.setenv("ATHENS_STASH_TIMEOUT", "soon")
+    assert main(["config", "check", "--config", os.devnull]) == 2
+    assert "ATHENS_STASH_TIMEOUT" in capsys.readouterr().err
