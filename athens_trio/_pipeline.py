@@ -18,13 +18,10 @@ import trio
 
 from . import download, stash
 from ._config import Config
-from ._credentials import private_home
-from ._fetcher import Fetcher, GoFetcher
-from ._gocmd import GoRunner
-from ._lister import GoLister, Lister, PooledLister
 from ._sumdb import SumDBProxy
 from .download import DownloadProtocol
 from .storage import Backend, storage_from_config
+from .upstream import Fetcher, GoFetcher, GoLister, GoRunner, Lister, PooledLister, private_home
 
 #: Seconds for the pipeline's own HTTP calls (the validator hook, checksum databases).
 HTTP_TIMEOUT = 30.0

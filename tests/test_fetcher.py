@@ -21,8 +21,8 @@ from athens_trio import (
     NotFoundError,
     UpstreamError,
 )
-from athens_trio._gocmd import GoRunner, classify_go_error
 from athens_trio._ziphash import mod_h1
+from athens_trio.upstream import GoRunner, classify_go_error
 
 from .conftest import make_config
 from .gofixtures import GoFixtures

@@ -26,10 +26,9 @@ from athens_trio import (
     ValidatorError,
     open_pipeline,
 )
-from athens_trio._credentials import private_home
-from athens_trio._gocmd import GoRunner
 from athens_trio._module import escape_path
 from athens_trio.download import FilterRule, ModuleFilter, load_download_policy
+from athens_trio.upstream import GoRunner, private_home
 
 from .conftest import make_config
 from .gofixtures import GoFixtures, build_go_fixtures

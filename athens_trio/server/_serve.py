@@ -31,11 +31,9 @@ import trio
 
 from .._config import Config, parse_listen_address
 from .._exceptions import GoBinaryError
-from .._fetcher import Fetcher
-from .._gocmd import GoRunner
-from .._lister import Lister
 from .._pipeline import Pipeline, open_pipeline
 from ..storage import Backend
+from ..upstream import Fetcher, GoRunner, Lister
 from ._app import create_app
 from ._listen import ConnectionLimit, serve_app
 from ._metrics import Metrics, observe_fetches

@@ -14,10 +14,10 @@ from pathlib import Path
 import msgspec
 import trio
 
-from ._config import Config
-from ._exceptions import UpstreamError
+from .._config import Config
+from .._exceptions import UpstreamError
+from .._module import check_path, check_version_query, is_canonical_version
 from ._gocmd import GoRunner, classify_go_error
-from ._module import check_path, check_version_query, is_canonical_version
 
 __all__ = ["FetchedVersion", "Fetcher", "GoFetcher", "VersionInfo", "encode_info"]
 

@@ -17,8 +17,8 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from ._config import Config
-from ._exceptions import ConfigError
+from .._config import Config
+from .._exceptions import ConfigError
 
 __all__ = ["private_home"]
 

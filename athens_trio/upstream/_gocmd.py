@@ -23,8 +23,8 @@ from pathlib import Path
 
 import trio
 
-from ._config import Config
-from ._exceptions import FetchTimeoutError, GoBinaryError, NotFoundError, UpstreamError
+from .._config import Config
+from .._exceptions import FetchTimeoutError, GoBinaryError, NotFoundError, UpstreamError
 
 __all__ = [
     "GoResult",

@@ -8,11 +8,11 @@ from datetime import datetime
 import msgspec
 import trio
 
-from ._config import Config
-from ._exceptions import UpstreamError
+from .._config import Config
+from .._exceptions import UpstreamError
+from .._module import check_path, check_version_query, is_canonical_version
 from ._fetcher import VersionInfo
 from ._gocmd import GoRunner, classify_go_error
-from ._module import check_path, check_version_query, is_canonical_version
 
 __all__ = ["GoLister", "Lister", "PooledLister", "UpstreamVersions"]
 
