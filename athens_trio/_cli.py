@@ -39,10 +39,11 @@ from ._exceptions import AthensTrioError, ConfigError, GoBinaryError, NotFoundEr
 from ._integrity import Verdict, verify_version
 from ._logging import setup_logging
 from ._module import check_canonical_version, check_path
+from ._pipeline import storage_from_config
 from .server import serve
 from .server._catalog import sort_entries
 from .server._serve import check_go
-from .storage import Backend, storage_from_config
+from .storage import Backend
 
 __all__ = ["main"]
 
