@@ -5,8 +5,8 @@ The pieces, as in Athens' "From VCS to the User"::
     DownloadProtocol (download/) ── storage hit? serve : stash, then serve
       ├── Storage (storage/)           where modules live; once there, always there
       ├── Stasher (stash/)             Fetcher + Storage, wrapped by Pool and SingleFlight
-      │     └── Fetcher (_fetcher.py)  go mod download -json in a temporary GOPATH
-      └── Lister (_lister.py)          upstream versions and latest
+      │     └── Fetcher (upstream/)    go mod download -json in a temporary GOPATH
+      └── Lister (upstream/)           upstream versions and latest
 
 ``open_pipeline(config)`` wires them inside a nursery; ``serve(config)`` puts the
 GOPROXY HTTP routes (server/) on top, with hypercorn.
@@ -30,14 +30,21 @@ from ._exceptions import (
     UpstreamError,
     ValidatorError,
 )
-from ._fetcher import FetchedVersion, Fetcher, GoFetcher, VersionInfo
-from ._lister import GoLister, Lister, UpstreamVersions
 from ._pipeline import Pipeline, open_pipeline
 from ._version import __version__ as __version__
 from .download import DownloadProtocol
 from .server import Server, serve
 from .stash import Stasher
 from .storage import Backend, DiskStorage, MemoryStorage, StoredZip
+from .upstream import (
+    FetchedVersion,
+    Fetcher,
+    GoFetcher,
+    GoLister,
+    Lister,
+    UpstreamVersions,
+    VersionInfo,
+)
 
 __all__ = [
     "AthensTrioError",

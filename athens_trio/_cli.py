@@ -51,11 +51,12 @@ from ._exceptions import AthensTrioError, ConfigError, GoBinaryError, NotFoundEr
 from ._integrity import Verdict, verify_version
 from ._logging import setup_logging
 from ._module import check_canonical_version, check_path
+from ._pipeline import storage_from_config
 from ._version import __version__
 from .server import serve
 from .server._catalog import sort_entries
 from .server._serve import check_go
-from .storage import Backend, DiskStorage, MemoryStorage
+from .storage import Backend
 
 __all__ = ["main"]
 
@@ -199,16 +200,8 @@ async def _targets(
     return sort_entries(found)
 
 
-def _open_storage(config: Config) -> Backend:
-    """The storage the config names, as the pipeline would open it: the one place the
-    command builds storage outside a pipeline."""
-    if config.storage_type == "memory":
-        return MemoryStorage()
-    return DiskStorage(config.disk_root)
-
-
 async def _verify(config: Config, targets: list[tuple[str, str | None]], *, repair: bool) -> _Tally:
-    storage = _open_storage(config)
+    storage = storage_from_config(config)
     tally = _Tally()
     await storage.ready()
     try:

@@ -1,5 +1,9 @@
 """The pipeline: every component wired together, living in one nursery.
 
+This is the one place that turns the config into components: each component takes
+the values it needs, and the wrappers (pool, single-flight, the validator hook, the
+filter) are chosen here from the config.
+
 ``open_pipeline(config)`` is an async context manager.  Inside it the pipeline's
 nursery runs the shared work (single-flight stashes), so a caller that goes away
 cancels nothing others wait for; leaving the block cancels that work, which kills the
@@ -10,26 +14,32 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import trio
 
 from . import download, stash
-from ._config import Config
-from ._credentials import private_home
-from ._fetcher import Fetcher, GoFetcher
-from ._gocmd import GoRunner
-from ._lister import GoLister, Lister, PooledLister
+from ._config import Config, StorageType
 from ._sumdb import SumDBProxy
 from .download import DownloadProtocol
-from .storage import Backend, storage_from_config
+from .storage import Backend, DiskStorage, MemoryStorage
+from .upstream import (
+    Fetcher,
+    GoFetcher,
+    GoLister,
+    GoProcessRunner,
+    Lister,
+    PooledLister,
+    private_home,
+)
 
 #: Seconds for the pipeline's own HTTP calls (the validator hook, checksum databases).
 HTTP_TIMEOUT = 30.0
 
-__all__ = ["Pipeline", "open_pipeline"]
+__all__ = ["Pipeline", "go_runner", "open_pipeline", "storage_from_config"]
 
 log = logging.getLogger("athens_trio.pipeline")
 
@@ -40,17 +50,45 @@ class Pipeline:
 
     config: Config
     storage: Backend
-    fetcher: Fetcher
-    lister: Lister
     stasher: stash.Stasher
     protocol: DownloadProtocol
-    nursery: trio.Nursery
     #: The GoGetWorkers pool and the ProtocolWorkers pool (for metrics: borrowed tokens
     #: are the slots in use, statistics().tasks_waiting the queue).
     stash_limiter: trio.CapacityLimiter
     protocol_limiter: trio.CapacityLimiter
     #: The checksum database proxy over ``SumDBs`` (None if there are none).
     sumdb: SumDBProxy | None = None
+
+
+#: StorageType → its backend, built from the ``[Storage]`` section.
+_STORAGE: Mapping[StorageType, Callable[[Config], Backend]] = {
+    "memory": lambda config: MemoryStorage(),
+    "disk": lambda config: DiskStorage(config.disk_root),
+}
+
+
+def storage_from_config(config: Config) -> Backend:
+    """The backend ``StorageType`` names (not yet ready: see :meth:`Backend.ready`)."""
+    return _STORAGE[config.storage_type](config)
+
+
+def go_runner(
+    config: Config, environ: Mapping[str, str] | None = None, *, home: Path | None = None
+) -> GoProcessRunner:
+    """The go runner for ``config``: GoBinary, GoBinaryEnvVars, GoGetDir, and the private
+    ``home`` (see :func:`~athens_trio.upstream.private_home`); ``environ`` is what go's
+    passed-through variables come from (default: ours)."""
+    env = config.go_env_overrides()
+    # As Athens: NoSumPatterns reach go as GONOSUMDB unless GoBinaryEnvVars set it.
+    if config.no_sum_patterns and "GONOSUMDB" not in env:
+        env["GONOSUMDB"] = ",".join(config.no_sum_patterns)
+    return GoProcessRunner(
+        config.go_binary,
+        env=env,
+        temp_root=config.go_get_dir or None,
+        home=home,
+        environ=environ,
+    )
 
 
 async def _sweep(storage: Backend) -> None:
@@ -91,10 +129,18 @@ async def open_pipeline(
     try:
         await storage.ready()
         async with contextlib.AsyncExitStack() as stack:
-            home = stack.enter_context(private_home(config))
-            runner = GoRunner(config, home=home)
-            fetcher = fetcher if fetcher is not None else GoFetcher(config, runner)
-            lister = lister if lister is not None else GoLister(config, runner)
+            home = stack.enter_context(
+                private_home(
+                    netrc_path=config.netrc_path,
+                    hgrc_path=config.hgrc_path,
+                    github_token=config.github_token,
+                )
+            )
+            runner = go_runner(config, home=home)
+            if fetcher is None:
+                fetcher = GoFetcher(runner, timeout=config.stash_timeout)
+            if lister is None:
+                lister = GoLister(runner, timeout=config.timeout)
             # One HTTP client for what the pipeline asks over HTTP: the hook, the sumdbs.
             http = await stack.enter_async_context(httpx.AsyncClient(timeout=HTTP_TIMEOUT))
             policy_stash_wrappers: list[stash.Wrapper] = []
@@ -136,16 +182,7 @@ async def open_pipeline(
                 observe_lookup=observe_lookup,
             )
             yield Pipeline(
-                config,
-                storage,
-                fetcher,
-                lister,
-                stasher,
-                protocol,
-                nursery,
-                stash_limiter,
-                protocol_limiter,
-                sumdb,
+                config, storage, stasher, protocol, stash_limiter, protocol_limiter, sumdb
             )
             nursery.cancel_scope.cancel()
     finally:

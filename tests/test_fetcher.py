@@ -1,10 +1,13 @@
-"""The Fetcher and Lister against the real go and the local fixture repos."""
+"""The Fetcher and Lister against the real go and the local fixture repos, and driven
+by a scripted go runner."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -21,8 +24,9 @@ from athens_trio import (
     NotFoundError,
     UpstreamError,
 )
-from athens_trio._gocmd import GoRunner, classify_go_error
+from athens_trio._pipeline import go_runner
 from athens_trio._ziphash import mod_h1
+from athens_trio.upstream import GoResult, GoRunner, classify_go_error
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
@@ -44,6 +48,16 @@ def direct_download(
     )
     result: dict[str, str] = json.loads(done.stdout)
     return result
+
+
+def go_fetcher(config: Config) -> GoFetcher:
+    """The fetcher ``open_pipeline`` would build from ``config``."""
+    return GoFetcher(go_runner(config), timeout=config.stash_timeout)
+
+
+def go_lister(config: Config) -> GoLister:
+    """The lister ``open_pipeline`` would build from ``config``."""
+    return GoLister(go_runner(config), timeout=config.timeout)
 
 
 def leftover(config: Config) -> list[str]:
@@ -73,7 +87,7 @@ async def test_fetch_each_fixture_matches_a_direct_download(
     module = getattr(go_fixtures, fixture)
     version = getattr(go_fixtures, version, version)
     direct = direct_download(go_fixtures, go_binary, tmp_path, f"{module}@{version}")
-    async with GoFetcher(config).fetch(module, version) as fetched:
+    async with go_fetcher(config).fetch(module, version) as fetched:
         assert fetched.module == module
         assert fetched.version == version
         assert json.loads(fetched.info)["Version"] == version
@@ -88,7 +102,7 @@ async def test_fetch_each_fixture_matches_a_direct_download(
 async def test_fetch_query_resolves_to_pseudo_version(
     config: Config, go_fixtures: GoFixtures
 ) -> None:
-    async with GoFetcher(config).fetch(go_fixtures.hello, "main") as fetched:
+    async with go_fetcher(config).fetch(go_fixtures.hello, "main") as fetched:
         assert fetched.version == go_fixtures.hello_main_pseudo
         assert json.loads(fetched.info)["Version"] == go_fixtures.hello_main_pseudo
 
@@ -101,7 +115,7 @@ async def test_fetch_not_found(
     config: Config, go_fixtures: GoFixtures, module: str, version: str
 ) -> None:
     with pytest.raises(NotFoundError):
-        async with GoFetcher(config).fetch(getattr(go_fixtures, module), version):
+        async with go_fetcher(config).fetch(getattr(go_fixtures, module), version):
             pytest.fail("fetched something that does not exist")
     assert leftover(config) == []
 
@@ -120,14 +134,14 @@ async def test_fetch_refuses_bad_input_before_running_go(
 ) -> None:
     config = make_config(tmp_path, "/nonexistent/go", go_fixtures)
     with pytest.raises(error):
-        async with GoFetcher(config).fetch(module, version):
+        async with go_fetcher(config).fetch(module, version):
             pytest.fail("should not get here")
 
 
 async def test_missing_go_binary_is_reported(tmp_path: Path, go_fixtures: GoFixtures) -> None:
     config = make_config(tmp_path, str(tmp_path / "no-go-here"), go_fixtures)
     with pytest.raises(GoBinaryError, match="no-go-here"):
-        async with GoFetcher(config).fetch(go_fixtures.hello, "v1.0.0"):
+        async with go_fetcher(config).fetch(go_fixtures.hello, "v1.0.0"):
             pass
     assert leftover(config) == []
 
@@ -173,7 +187,7 @@ async def test_fetch_timeout_kills_process_group_and_removes_temp_dir(
 ) -> None:
     config = make_config(tmp_path, str(hanging_go(tmp_path)), go_fixtures, stash_timeout=1)
     with pytest.raises(FetchTimeoutError, match="timeout"):
-        async with GoFetcher(config).fetch(go_fixtures.hello, "v1.0.0"):
+        async with go_fetcher(config).fetch(go_fixtures.hello, "v1.0.0"):
             pass
     pids = await wait_for_pids(tmp_path / "pids", 2)
     assert not any(process_alive(pid) for pid in pids)
@@ -187,7 +201,7 @@ async def test_fetch_cancelled_kills_process_group_and_removes_temp_dir(
     async with trio.open_nursery() as nursery:
 
         async def fetch() -> None:
-            async with GoFetcher(config).fetch(go_fixtures.hello, "v1.0.0"):
+            async with go_fetcher(config).fetch(go_fixtures.hello, "v1.0.0"):
                 pass
 
         nursery.start_soon(fetch)
@@ -199,7 +213,7 @@ async def test_fetch_cancelled_kills_process_group_and_removes_temp_dir(
 
 
 async def test_lister_lists_tags_and_latest(config: Config, go_fixtures: GoFixtures) -> None:
-    listed = await GoLister(config).list(go_fixtures.hello)
+    listed = await go_lister(config).list(go_fixtures.hello)
     assert listed.versions == list(go_fixtures.hello_versions)
     assert listed.latest.Version == go_fixtures.hello_versions[-1]
     assert leftover(config) == []
@@ -207,13 +221,13 @@ async def test_lister_lists_tags_and_latest(config: Config, go_fixtures: GoFixtu
 
 async def test_lister_not_found(config: Config, go_fixtures: GoFixtures) -> None:
     with pytest.raises(NotFoundError):
-        await GoLister(config).list(go_fixtures.missing)
+        await go_lister(config).list(go_fixtures.missing)
 
 
 async def test_lister_timeout(tmp_path: Path, go_fixtures: GoFixtures) -> None:
     config = make_config(tmp_path, str(hanging_go(tmp_path)), go_fixtures, timeout=1)
     with pytest.raises(FetchTimeoutError):
-        await GoLister(config).list(go_fixtures.hello)
+        await go_lister(config).list(go_fixtures.hello)
     assert leftover(config) == []
 
 
@@ -281,7 +295,7 @@ def test_go_environment_is_athens_passthrough_then_overrides(tmp_path: Path) -> 
         "GOPROXY": "not ours either",
         "SSH_AUTH_SOCK": str(tmp_path / "no-agent-here"),
     }
-    env = GoRunner(config, environ).environment(tmp_path / "gopath")
+    env = go_runner(config, environ).environment(tmp_path / "gopath")
     assert env["PATH"] == "/bin"
     assert env["HOME"] == "/home/athens"
     assert env["HTTPS_PROXY"] == "http://proxy:3128"
@@ -295,7 +309,73 @@ def test_go_environment_is_athens_passthrough_then_overrides(tmp_path: Path) -> 
 
 
 async def test_go_check(config: Config, tmp_path: Path) -> None:
-    assert (await GoRunner(config).check()).startswith("go version go")
+    assert (await go_runner(config).check()).startswith("go version go")
     missing = Config(go_binary=str(tmp_path / "nope"))
     with pytest.raises(GoBinaryError, match="GO_BINARY_PATH"):
-        await GoRunner(missing).check()
+        await go_runner(missing).check()
+
+
+# --- a scripted go runner -----------------------------------------------------------
+
+
+class ScriptedGo(GoRunner):
+    """A go runner that runs no go: ``answer(args)`` says what go would have, and every
+    run's argv and timeout are recorded (so it can count runs, too)."""
+
+    def __init__(self, answer: Callable[[Sequence[str]], GoResult]) -> None:
+        self.answer = answer
+        self.runs: list[tuple[list[str], float]] = []
+
+    @contextlib.asynccontextmanager
+    async def run(
+        self,
+        args: Sequence[str],
+        *,
+        timeout: float,  # noqa: ASYNC109
+        what: str,
+    ) -> AsyncIterator[GoResult]:
+        self.runs.append((list(args), timeout))
+        yield self.answer(args)
+
+
+async def test_a_scripted_runner_drives_the_fetcher(tmp_path: Path) -> None:
+    """What ``go mod download -json`` prints names its files; the fetcher reads them."""
+    info, mod, zip_file = tmp_path / "v1.2.3.info", tmp_path / "v1.2.3.mod", tmp_path / "v1.2.3.zip"
+    info.write_text('{"Version": "v1.2.3", "Time": "2024-01-02T03:04:05Z", "Origin": {}}')
+    mod.write_text("module example.com/m\n")
+    zip_file.write_bytes(b"PK not really")
+    printed = {
+        "Path": "example.com/m",
+        "Version": "v1.2.3",
+        "Info": str(info),
+        "GoMod": str(mod),
+        "Zip": str(zip_file),
+        "Sum": "h1:zip=",
+        "GoModSum": "h1:mod=",
+    }
+    go = ScriptedGo(lambda args: GoResult(0, json.dumps(printed).encode(), b""))
+    async with GoFetcher(go, timeout=7).fetch("example.com/m", "v1.2") as fetched:
+        assert (fetched.version, fetched.zip_file) == ("v1.2.3", zip_file)
+        assert (fetched.zip_sum, fetched.mod_sum) == ("h1:zip=", "h1:mod=")
+        assert json.loads(fetched.info) == {"Version": "v1.2.3", "Time": "2024-01-02T03:04:05Z"}
+        assert fetched.mod == b"module example.com/m\n"
+    assert go.runs == [(["mod", "download", "-json", "example.com/m@v1.2"], 7)]
+
+
+async def test_a_scripted_runner_drives_the_lister() -> None:
+    """go list's failures are on stderr: classified, never a 404 for a network fault."""
+    stderr = {
+        "example.com/gone": b"go: example.com/gone@latest: unknown revision latest",
+        "example.com/down": b"go: example.com/down@latest: dial tcp: connection refused",
+    }
+    go = ScriptedGo(lambda args: GoResult(1, b"", stderr[args[-1].split("@")[0]]))
+    lister = GoLister(go, timeout=3)
+    with pytest.raises(NotFoundError, match="unknown revision"):
+        await lister.list("example.com/gone")
+    with pytest.raises(UpstreamError, match="connection refused") as caught:
+        await lister.list("example.com/down")
+    assert not isinstance(caught.value, NotFoundError)
+    assert go.runs == [
+        (["list", "-m", "-versions", "-json", "example.com/gone@latest"], 3),
+        (["list", "-m", "-versions", "-json", "example.com/down@latest"], 3),
+    ]

@@ -13,11 +13,15 @@ import trio.testing
 
 from athens_trio import (
     Config,
+    DiskStorage,
     FetchTimeoutError,
     InvalidVersionError,
+    MemoryStorage,
     NotFoundError,
     open_pipeline,
 )
+from athens_trio._config import DiskStorageConfig, StorageConfig
+from athens_trio._pipeline import storage_from_config
 from athens_trio._ziphash import zip_h1
 
 from .conftest import make_config
@@ -251,3 +255,12 @@ async def test_listing_shares_the_go_pool(tmp_path: Path, go_fixtures: GoFixture
         for i in range(12):
             nursery.start_soon(pipeline.protocol.list, f"example.com/m{i}")
     assert SlowLister.peak == 2
+
+
+def test_storage_type_names_the_backend(tmp_path: Path) -> None:
+    assert isinstance(storage_from_config(Config(storage_type="memory")), MemoryStorage)
+    root = tmp_path / "tree"
+    disk = Config(storage=StorageConfig(disk=DiskStorageConfig(root_path=str(root))))
+    storage = storage_from_config(disk)
+    assert isinstance(storage, DiskStorage)
+    assert storage.root == root

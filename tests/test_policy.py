@@ -26,10 +26,10 @@ from athens_trio import (
     ValidatorError,
     open_pipeline,
 )
-from athens_trio._credentials import private_home
-from athens_trio._gocmd import GoRunner
 from athens_trio._module import escape_path
+from athens_trio._pipeline import go_runner
 from athens_trio.download import FilterRule, ModuleFilter, load_download_policy
+from athens_trio.upstream import private_home
 
 from .conftest import make_config
 from .gofixtures import GoFixtures, build_go_fixtures
@@ -373,24 +373,24 @@ async def test_network_modes_when_upstream_fails(tmp_path: Path, go_binary: str)
 
 def test_no_sum_patterns_become_gonosumdb(tmp_path: Path) -> None:
     config = Config(no_sum_patterns=["corp.example/*", "git.corp.io"])
-    env = GoRunner(config, {}).environment(tmp_path)
+    env = go_runner(config, {}).environment(tmp_path)
     assert env["GONOSUMDB"] == "corp.example/*,git.corp.io"
     explicit = Config(no_sum_patterns=["x"], go_binary_env_vars=["GONOSUMDB=mine"])
-    assert GoRunner(explicit, {}).environment(tmp_path)["GONOSUMDB"] == "mine"
+    assert go_runner(explicit, {}).environment(tmp_path)["GONOSUMDB"] == "mine"
 
 
 def test_github_token_goes_to_a_private_netrc(tmp_path: Path) -> None:
     real_home = tmp_path / "home"
     (real_home / ".ssh").mkdir(parents=True)
     config = Config(github_token="s3cret")
-    with private_home(config, {"HOME": str(real_home)}) as home:
+    with private_home(github_token="s3cret", environ={"HOME": str(real_home)}) as home:
         assert home is not None
         netrc = home / ".netrc"
         assert netrc.read_text() == "machine github.com login s3cret\n"
         assert stat.S_IMODE(netrc.stat().st_mode) == 0o600
         assert stat.S_IMODE(home.stat().st_mode) == 0o700
         assert (home / ".ssh").resolve() == (real_home / ".ssh").resolve()
-        env = GoRunner(config, {"HOME": str(real_home)}, home=home).environment(tmp_path)
+        env = go_runner(config, {"HOME": str(real_home)}, home=home).environment(tmp_path)
         assert env["HOME"] == str(home)
         assert env["NETRC"] == str(netrc)
         assert "s3cret" not in " ".join(f"{k}={v}" for k, v in env.items() if k != "NETRC")
@@ -401,15 +401,15 @@ def test_github_token_goes_to_a_private_netrc(tmp_path: Path) -> None:
 def test_netrc_and_hgrc_files_are_copied(tmp_path: Path) -> None:
     (tmp_path / "netrc").write_text("machine git.corp.io login bot password pw\n")
     (tmp_path / "hgrc").write_text("[auth]\n")
-    config = Config(netrc_path=str(tmp_path / "netrc"), hgrc_path=str(tmp_path / "hgrc"))
-    with private_home(config, {}) as home:
+    netrc, hgrc = str(tmp_path / "netrc"), str(tmp_path / "hgrc")
+    with private_home(netrc_path=netrc, hgrc_path=hgrc, environ={}) as home:
         assert home is not None
         assert (home / ".netrc").read_text().startswith("machine git.corp.io")
         assert (home / ".hgrc").read_text() == "[auth]\n"
-    with pytest.raises(ConfigError) as caught, private_home(Config(hgrc_path="/nope"), {}):
+    with pytest.raises(ConfigError) as caught, private_home(hgrc_path="/nope", environ={}):
         pass
     assert caught.value.key == "HGRCPath"
-    with private_home(Config(), {}) as nothing:
+    with private_home(environ={}) as nothing:
         assert nothing is None
 
 

@@ -25,9 +25,7 @@ from .._exceptions import (
     StorageError,
     UpstreamError,
 )
-from .._fetcher import encode_info
 from .._integrity import zip_is_whole
-from .._lister import Lister, UpstreamVersions
 from .._module import (
     check_path,
     check_path_major,
@@ -39,6 +37,7 @@ from .._module import (
 from .._semver import compare, prerelease, sort_versions
 from ..stash import Stasher
 from ..storage import Backend, StoredZip
+from ..upstream import Lister, UpstreamVersions, encode_info
 from ._mode import DownloadPolicy, proxy_path
 
 __all__ = ["DownloadProtocol", "LookupObserver", "NetworkMode", "ProtocolWrapper", "new"]

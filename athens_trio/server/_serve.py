@@ -31,11 +31,9 @@ import trio
 
 from .._config import Config, parse_listen_address
 from .._exceptions import GoBinaryError
-from .._fetcher import Fetcher
-from .._gocmd import GoRunner
-from .._lister import Lister
-from .._pipeline import Pipeline, open_pipeline
+from .._pipeline import Pipeline, go_runner, open_pipeline
 from ..storage import Backend
+from ..upstream import Fetcher, Lister
 from ._app import create_app
 from ._listen import ConnectionLimit, serve_app
 from ._metrics import Metrics, observe_fetches
@@ -77,7 +75,7 @@ async def check_go(config: Config) -> str:
     """``go version`` of the configured go binary, or :class:`~athens_trio.GoBinaryError`."""
     try:
         with trio.fail_after(GO_CHECK_TIMEOUT):
-            return await GoRunner(config).check()
+            return await go_runner(config).check()
     except trio.TooSlowError:
         raise GoBinaryError(
             f"{config.go_binary} version did not answer within {GO_CHECK_TIMEOUT:g} s"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 
-from .._fetcher import Fetcher
 from ..storage import Backend
+from ..upstream import Fetcher
 
 __all__ = ["Stasher", "Wrapper", "new"]
 

@@ -8,11 +8,10 @@ from datetime import datetime
 import msgspec
 import trio
 
-from ._config import Config
-from ._exceptions import UpstreamError
+from .._exceptions import UpstreamError
+from .._module import check_path, check_version_query, is_canonical_version
 from ._fetcher import VersionInfo
 from ._gocmd import GoRunner, classify_go_error
-from ._module import check_path, check_version_query, is_canonical_version
 
 __all__ = ["GoLister", "Lister", "PooledLister", "UpstreamVersions"]
 
@@ -43,21 +42,20 @@ _decoder = msgspec.json.Decoder(_GoListModule)
 
 
 class GoLister(Lister):
-    """Asks ``go list -m [-versions] -json <module>@<query>`` under ``Timeout``."""
+    """Asks ``go list -m [-versions] -json <module>@<query>`` under ``timeout`` seconds
+    (Timeout)."""
 
-    def __init__(self, config: Config, runner: GoRunner | None = None) -> None:
-        self._runner = runner or GoRunner(config)
-        self._timeout = config.timeout
+    def __init__(self, runner: GoRunner, *, timeout: float) -> None:
+        self._runner = runner
+        self._timeout = timeout
 
     async def _go_list(self, module: str, query: str) -> _GoListModule:
         check_path(module)
         check_version_query(query)
         what = f"listing {module}@{query}"
         args = ["list", "-m", "-versions", "-json", f"{module}@{query}"]
-        async with self._runner.workspace() as workspace:
-            result = await self._runner.run(
-                args, workspace=workspace, timeout=self._timeout, what=what
-            )
+        async with self._runner.run(args, timeout=self._timeout, what=what) as result:
+            pass  # go list answers on stdout alone: nothing in its GOPATH is needed
         stderr = result.stderr.decode(errors="replace").strip()
         if result.returncode != 0:
             # Without -e, go list reports failures on stderr only.

@@ -1,14 +1,17 @@
 """Running the go command: its environment, a throwaway GOPATH, and a clean death.
 
-Both the fetcher and the lister run ``go`` here.  Each run gets a fresh temporary
-GOPATH (module cache and build cache inside it), runs in its own process group, and
-is bounded by a timeout.  When the timeout fires or the caller is cancelled the whole
-group is killed with SIGKILL, so git and ssh children die with go, and the temporary
-directory is removed even though the module cache inside it is read-only.
+Both the fetcher and the lister run ``go`` through a :class:`GoRunner`, so a test can
+hand them a scripted one.  The real one, :class:`GoProcessRunner`, gives each run a
+fresh temporary GOPATH (module cache and build cache inside it), runs go in its own
+process group, and bounds it by a timeout.  When the timeout fires or the caller is
+cancelled the whole group is killed with SIGKILL, so git and ssh children die with go,
+and the temporary directory is removed even though the module cache inside it is
+read-only.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import re
@@ -23,10 +26,10 @@ from pathlib import Path
 
 import trio
 
-from ._config import Config
-from ._exceptions import FetchTimeoutError, GoBinaryError, NotFoundError, UpstreamError
+from .._exceptions import FetchTimeoutError, GoBinaryError, NotFoundError, UpstreamError
 
 __all__ = [
+    "GoProcessRunner",
     "GoResult",
     "GoRunner",
     "classify_go_error",
@@ -99,18 +102,42 @@ class GoResult:
     stderr: bytes
 
 
-class GoRunner:
-    """Runs the configured go binary with the configured environment."""
+class GoRunner(abc.ABC):
+    """What the fetcher and the lister need of go: run it, and keep what it wrote
+    (the files its output names) until they are done with it."""
+
+    @abc.abstractmethod
+    def run(
+        self, args: Sequence[str], *, timeout: float, what: str
+    ) -> contextlib.AbstractAsyncContextManager[GoResult]:
+        """Run ``go <args>`` under ``timeout`` seconds; the result's files live until the
+        block exits.  ``what`` names the run in errors.
+
+        ``args`` are passed as argv, never through a shell; callers put ``--`` or a
+        validated ``path@version`` last so nothing can turn into a flag.
+        Raises FetchTimeoutError on timeout, GoBinaryError if go cannot be started.
+        """
+
+
+class GoProcessRunner(GoRunner):
+    """Runs the go binary as a process, each run in a fresh temporary GOPATH.
+
+    ``env`` is what go gets on top of the variables passed through from ``environ``
+    (GoBinaryEnvVars and the like); ``temp_root`` is where the temporary GOPATHs go
+    (None: the system temp dir); ``home`` is the private home holding .netrc/.hgrc.
+    """
 
     def __init__(
         self,
-        config: Config,
-        environ: Mapping[str, str] | None = None,
+        go_binary: str,
         *,
+        env: Mapping[str, str] | None = None,
+        temp_root: str | Path | None = None,
         home: Path | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
-        self.go_binary = config.go_binary
-        self.temp_root = config.go_get_dir or None
+        self.go_binary = go_binary
+        self.temp_root = temp_root
         environ = os.environ if environ is None else environ
         self._base_env = {k: environ[k] for k in _PASSTHROUGH if k in environ}
         if home is not None:
@@ -121,10 +148,7 @@ class GoRunner:
         agent = environ.get("SSH_AUTH_SOCK", "")
         if agent and stat.S_ISSOCK(_stat_mode(agent)):
             self._base_env["SSH_AUTH_SOCK"] = agent
-        self._overrides = config.go_env_overrides()
-        # As Athens: NoSumPatterns reach go as GONOSUMDB unless GoBinaryEnvVars set it.
-        if config.no_sum_patterns and "GONOSUMDB" not in self._overrides:
-            self._overrides["GONOSUMDB"] = ",".join(config.no_sum_patterns)
+        self._overrides = dict(env or {})
 
     def environment(self, gopath: Path) -> dict[str, str]:
         """The go process's whole environment for a run with this GOPATH."""
@@ -178,8 +202,19 @@ class GoRunner:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(remove_tree, directory)
 
-    # The timeout is ours, not the caller's scope, so it becomes FetchTimeoutError.
+    @contextlib.asynccontextmanager
     async def run(
+        self,
+        args: Sequence[str],
+        *,
+        timeout: float,  # noqa: ASYNC109
+        what: str,
+    ) -> AsyncIterator[GoResult]:
+        async with self.workspace() as workspace:
+            yield await self._run_in(args, workspace=workspace, timeout=timeout, what=what)
+
+    # The timeout is ours, not the caller's scope, so it becomes FetchTimeoutError.
+    async def _run_in(
         self,
         args: Sequence[str],
         *,
@@ -187,12 +222,7 @@ class GoRunner:
         timeout: float,  # noqa: ASYNC109
         what: str,
     ) -> GoResult:
-        """Run ``go <args>`` in ``workspace`` under ``timeout`` seconds.
-
-        ``args`` are passed as argv, never through a shell; callers put ``--`` or a
-        validated ``path@version`` last so nothing can turn into a flag.
-        Raises FetchTimeoutError on timeout, GoBinaryError if go cannot be started.
-        """
+        """:meth:`run` in a given ``workspace`` (see :meth:`workspace`)."""
         gopath = workspace / "gopath"
         cwd = workspace / "work"
         await trio.to_thread.run_sync(lambda: cwd.mkdir(parents=True, exist_ok=True))

@@ -14,10 +14,9 @@ from pathlib import Path
 import msgspec
 import trio
 
-from ._config import Config
-from ._exceptions import UpstreamError
+from .._exceptions import UpstreamError
+from .._module import check_path, check_version_query, is_canonical_version
 from ._gocmd import GoRunner, classify_go_error
-from ._module import check_path, check_version_query, is_canonical_version
 
 __all__ = ["FetchedVersion", "Fetcher", "GoFetcher", "VersionInfo", "encode_info"]
 
@@ -79,11 +78,12 @@ _info_decoder = msgspec.json.Decoder(VersionInfo)
 
 
 class GoFetcher(Fetcher):
-    """Runs ``go mod download -json <module>@<version>`` in a temporary GOPATH."""
+    """Runs ``go mod download -json <module>@<version>`` (in a temporary GOPATH, when
+    ``runner`` is the real one) under ``timeout`` seconds (StashTimeout)."""
 
-    def __init__(self, config: Config, runner: GoRunner | None = None) -> None:
-        self._runner = runner or GoRunner(config)
-        self._timeout = config.stash_timeout
+    def __init__(self, runner: GoRunner, *, timeout: float) -> None:
+        self._runner = runner
+        self._timeout = timeout
 
     @contextlib.asynccontextmanager
     async def fetch(self, module: str, version: str) -> AsyncIterator[FetchedVersion]:
@@ -91,13 +91,9 @@ class GoFetcher(Fetcher):
         check_path(module)
         check_version_query(version)
         what = f"fetching {module}@{version}"
-        async with self._runner.workspace() as workspace:
-            result = await self._runner.run(
-                ["mod", "download", "-json", f"{module}@{version}"],
-                workspace=workspace,
-                timeout=self._timeout,
-                what=what,
-            )
+        async with self._runner.run(
+            ["mod", "download", "-json", f"{module}@{version}"], timeout=self._timeout, what=what
+        ) as result:
             try:
                 download = _download_decoder.decode(result.stdout)
             except msgspec.DecodeError:

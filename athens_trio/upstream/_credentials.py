@@ -17,8 +17,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from ._config import Config
-from ._exceptions import ConfigError
+from .._exceptions import ConfigError
 
 __all__ = ["private_home"]
 
@@ -27,20 +26,31 @@ _LINKED = (".gitconfig", ".config", ".ssh", ".git-credentials")
 
 
 @contextlib.contextmanager
-def private_home(config: Config, environ: Mapping[str, str] | None = None) -> Iterator[Path | None]:
-    """A private home for the go process, or None when no credential is configured."""
-    if not (config.netrc_path or config.hgrc_path or config.github_token):
+def private_home(
+    *,
+    netrc_path: str = "",
+    hgrc_path: str = "",
+    github_token: str = "",
+    environ: Mapping[str, str] | None = None,
+) -> Iterator[Path | None]:
+    """A private home for the go process, or None when no credential is given.
+
+    ``netrc_path`` and ``hgrc_path`` name files to copy in (NETRCPath, HGRCPath); a
+    ``github_token`` (GithubToken) becomes the .netrc instead.  ``environ`` supplies the
+    real ``HOME`` whose git and ssh settings are linked in.
+    """
+    if not (netrc_path or hgrc_path or github_token):
         yield None
         return
     environ = os.environ if environ is None else environ
     home = Path(tempfile.mkdtemp(prefix="athens-trio-home-"))  # created 0700
     try:
-        if config.github_token:
-            _write_private(home / ".netrc", f"machine github.com login {config.github_token}\n")
-        elif config.netrc_path:
-            _write_private(home / ".netrc", _read(config.netrc_path, "NETRCPath"))
-        if config.hgrc_path:
-            _write_private(home / ".hgrc", _read(config.hgrc_path, "HGRCPath"))
+        if github_token:
+            _write_private(home / ".netrc", f"machine github.com login {github_token}\n")
+        elif netrc_path:
+            _write_private(home / ".netrc", _read(netrc_path, "NETRCPath"))
+        if hgrc_path:
+            _write_private(home / ".hgrc", _read(hgrc_path, "HGRCPath"))
         real_home = environ.get("HOME")
         if real_home:
             for name in _LINKED:
