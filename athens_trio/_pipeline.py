@@ -24,7 +24,7 @@ from ._gocmd import GoRunner
 from ._lister import GoLister, Lister, PooledLister
 from ._sumdb import SumDBProxy
 from .download import DownloadProtocol
-from .storage import Backend, storage_from_config
+from .storage import Backend, DiskStorage, MemoryStorage, with_integrity
 
 #: Seconds for the pipeline's own HTTP calls (the validator hook, checksum databases).
 HTTP_TIMEOUT = 30.0
@@ -87,7 +87,12 @@ async def open_pipeline(
     module_filter = (
         download.ModuleFilter.from_file(config.filter_file) if config.filter_file else None
     )
-    storage = storage if storage is not None else storage_from_config(config)
+    if storage is None:
+        storage = (
+            MemoryStorage() if config.storage_type == "memory" else DiskStorage(config.disk_root)
+        )
+    # Every read of a go.mod or a zip checked: damage raises, the protocol repairs.
+    storage = with_integrity(storage)
     try:
         await storage.ready()
         async with contextlib.AsyncExitStack() as stack:
