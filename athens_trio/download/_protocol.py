@@ -268,6 +268,9 @@ def new(
     """The download protocol over ``storage``, wrapped by each wrapper in turn (the last
     one outermost), as Athens' ``download.New(opts, addons.WithPool(n))``.
 
+    ``storage`` wrapped by :func:`athens_trio.storage.with_integrity` (the pipeline's
+    is) raises DamagedVersionError for a damaged go.mod or zip; the protocol then
+    repairs the version (remove, fetch again) before serving it.
     ``policy`` is the DownloadMode (sync when None); the async modes start their fetches
     in ``background``, a nursery that outlives the request (the pipeline's).
     ``observe_lookup(endpoint, hit)`` hears of each info/mod/zip lookup in storage: a
