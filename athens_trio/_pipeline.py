@@ -25,7 +25,7 @@ from . import download, stash
 from ._config import Config, StorageType
 from ._sumdb import SumDBProxy
 from .download import DownloadProtocol
-from .storage import Backend, DiskStorage, MemoryStorage
+from .storage import Backend, DiskStorage, MemoryStorage, with_integrity
 from .upstream import (
     Fetcher,
     GoFetcher,
@@ -125,7 +125,10 @@ async def open_pipeline(
     module_filter = (
         download.ModuleFilter.from_file(config.filter_file) if config.filter_file else None
     )
-    storage = storage if storage is not None else storage_from_config(config)
+    if storage is None:
+        storage = storage_from_config(config)
+    # Every read of a go.mod or a zip checked: damage raises, the protocol repairs.
+    storage = with_integrity(storage)
     try:
         await storage.ready()
         async with contextlib.AsyncExitStack() as stack:

@@ -1,17 +1,25 @@
-"""Damaged zips are caught: by their tail when served, by their h1 hash when verified."""
+"""Damage is caught: a go.mod by its hash and a zip by its tail when read through the
+integrity wrapper, a zip by its h1 hash when verified; a repair takes one version's lock."""
 
 from __future__ import annotations
 
 import io
 import os
 import zipfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 
 from athens_trio import Backend, Config, DiskStorage, MemoryStorage, open_pipeline
-from athens_trio._integrity import Verdict, verify_version, zip_is_whole
-from athens_trio._ziphash import zip_h1
+from athens_trio._exceptions import DamagedVersionError
+from athens_trio._integrity import Verdict, verify_version
+from athens_trio._ziphash import mod_h1, zip_h1
+from athens_trio.download._repair import Repair
+from athens_trio.stash import Stasher
+from athens_trio.storage import StoredZip, with_integrity, zip_is_whole
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
@@ -89,15 +97,105 @@ async def test_verify_ok_unrecorded_and_corrupt(tmp_path: Path) -> None:
     assert result.computed == zip_h1(tmp_path / "source.zip")
 
 
-async def test_catalog_lists_every_stored_version(storage: Backend, tmp_path: Path) -> None:
-    expected = set()
-    for module in ("example.com/a", "example.com/B/c", "example.com/a/v2"):
-        for version in ("v1.0.0", "v2.0.0-RC1"):
-            source = tmp_path / "z.zip"
-            source.write_bytes(b"z")
-            await storage.save(module, version, info=INFO, mod=b"m", zip_file=source)
-            expected.add((module, version))
-    assert {entry async for entry in storage.catalog()} == expected
+async def save_checked(storage: Backend, tmp_path: Path, version: str, data: bytes) -> None:
+    source = tmp_path / f"{version}.zip"
+    source.write_bytes(data)
+    await storage.save(
+        MODULE,
+        version,
+        info=INFO,
+        mod=b"m",
+        zip_file=source,
+        zip_sum=zip_h1(source),
+        mod_sum=mod_h1(b"m"),
+    )
+
+
+async def test_the_wrapper_raises_for_a_damaged_go_mod_or_zip(tmp_path: Path) -> None:
+    disk = DiskStorage(tmp_path / "root")
+    checked = with_integrity(disk)
+    assert with_integrity(checked) is checked
+    assert checked.description == disk.description
+    await save_checked(checked, tmp_path, "v1.0.0", make_zip())
+    assert await checked.go_mod(MODULE, "v1.0.0") == b"m"
+    version_dir = disk.root / MODULE / "@v"
+    (version_dir / "v1.0.0.mod").write_bytes(b"n")
+    with pytest.raises(DamagedVersionError, match=r"go\.mod does not match"):
+        await checked.go_mod(MODULE, "v1.0.0")
+    assert await disk.go_mod(MODULE, "v1.0.0") == b"n"  # the plain backend does not check
+    assert (await verify_version(disk, MODULE, "v1.0.0")).verdict is Verdict.CORRUPT
+
+    assert (await checked.zip(MODULE, "v1.0.0")).size > 0
+    zip_path = version_dir / "v1.0.0.zip"
+    os.truncate(zip_path, zip_path.stat().st_size - 1)
+    with pytest.raises(DamagedVersionError, match="zip is damaged"):
+        await checked.zip(MODULE, "v1.0.0")
+
+
+async def test_the_wrapper_checks_a_zip_tail_once(tmp_path: Path) -> None:
+    """The tail is read when a zip is first opened, not on every open after."""
+    reads: list[int] = []
+
+    class CountingZip(StoredZip):
+        def __init__(self, inner: StoredZip) -> None:
+            self._inner = inner
+            self.size = inner.size
+
+        def chunks(self, start: int = 0, stop: int | None = None) -> AsyncIterator[bytes]:
+            reads.append(start)
+            return self._inner.chunks(start, stop)
+
+    class Counting(MemoryStorage):
+        async def zip(self, module: str, version: str) -> StoredZip:
+            return CountingZip(await super().zip(module, version))
+
+    checked = with_integrity(Counting())
+    await save_checked(checked, tmp_path, "v1.0.0", make_zip())
+    for _ in range(3):
+        await checked.zip(MODULE, "v1.0.0")
+    assert len(reads) == 1
+
+
+async def test_repairs_of_different_versions_do_not_wait_for_each_other(
+    tmp_path: Path,
+) -> None:
+    """Each repair holds its version's lock only: v1's repair (its fetch stuck until v2
+    is repaired) does not hold up v2's, which a global lock would deadlock."""
+    storage = MemoryStorage()
+    for version in ("v1.0.0", "v2.0.0"):
+        await save_checked(storage, tmp_path, version, make_zip())
+    damaged = {"v1.0.0", "v2.0.0"}
+    v2_repaired = trio.Event()
+
+    async def read(module: str, version: str) -> str:
+        await trio.lowlevel.checkpoint()
+        if version in damaged:
+            raise DamagedVersionError(f"{module}@{version} is damaged")
+        return version
+
+    class Refetch(Stasher):
+        async def stash(self, module: str, version: str) -> str:
+            if version == "v1.0.0":
+                await v2_repaired.wait()
+            damaged.discard(version)
+            return version
+
+    repair = Repair(storage, Refetch())
+    damage = DamagedVersionError("damaged")
+
+    async def repair_v2() -> None:
+        assert await repair(read, MODULE, "v2.0.0", damage) == "v2.0.0"
+        v2_repaired.set()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(repair, read, MODULE, "v1.0.0", damage)
+            await trio.testing.wait_all_tasks_blocked()
+            assert repair.versions_in_repair() == 1
+            nursery.start_soon(repair_v2)
+    assert repair.versions_in_repair() == 0
+    assert not damaged
+    assert not await storage.exists(MODULE, "v1.0.0")  # removed for the fetch to store again
 
 
 async def test_truncated_zip_is_fetched_again_not_served(

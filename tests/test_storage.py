@@ -1,31 +1,61 @@
-"""One compliance suite that every storage backend passes."""
+"""Every backend passes the compliance suite; the disk backend's own guarantees besides."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import trio
 
-from athens_trio import Backend, DiskStorage, MemoryStorage, NotFoundError
-from athens_trio.storage import CHUNK_SIZE
+from athens_trio import Backend, DiskStorage, MemoryStorage, NotFoundError, StorageError
+from athens_trio.storage import CHUNK_SIZE, compliance
 
 MODULE = "github.com/example/Mixed"
 INFO = b'{"Version":"v1.0.0","Time":"2024-01-02T03:04:05Z"}'
 MOD = b"module github.com/example/Mixed\n"
+VERSION_DIR = Path("github.com", "example", "!mixed", "@v")
 
 
-@pytest.fixture(params=["memory", "disk"])
-async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    backend: Backend = (
-        MemoryStorage() if request.param == "memory" else DiskStorage(tmp_path / "root")
-    )
-    await backend.ready()
-    yield backend
-    await backend.aclose()
+def new_backends(tmp_path: Path) -> dict[str, compliance.BackendFactory]:
+    """Each backend's factory; each call a fresh, empty backend."""
+    roots = (tmp_path / f"root-{n}" for n in itertools.count())
+    return {"memory": MemoryStorage, "disk": lambda: DiskStorage(next(roots))}
+
+
+@pytest.mark.parametrize("backend", ["memory", "disk"])
+@pytest.mark.parametrize("check", compliance.CHECKS.values(), ids=list(compliance.CHECKS))
+async def test_compliance(backend: str, check: compliance.Check, tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    await check(new_backends(tmp_path)[backend], scratch)
+
+
+async def test_a_failing_backend_fails_compliance(tmp_path: Path) -> None:
+    """The suite has teeth: a backend whose second save overwrites the first fails it."""
+
+    class Overwriting(MemoryStorage):
+        async def save(
+            self,
+            module: str,
+            version: str,
+            *,
+            info: bytes,
+            mod: bytes,
+            zip_file: Path,
+            zip_sum: str | None = None,
+            mod_sum: str | None = None,
+        ) -> bool:
+            self._versions.pop((module, version), None)
+            return await super().save(
+                module, version, info=info, mod=mod, zip_file=zip_file, zip_sum=zip_sum
+            )
+
+    with pytest.raises(compliance.ComplianceFailure, match="second save"):
+        await compliance.second_save_is_a_no_op(Overwriting, tmp_path)
 
 
 @pytest.fixture
@@ -40,94 +70,9 @@ def make_zip(tmp_path: Path) -> Callable[[bytes], Path]:
     return make
 
 
-async def read_zip(backend: Backend, module: str, version: str, **span: int) -> bytes:
+async def read_zip(backend: Backend, module: str, version: str) -> bytes:
     stored = await backend.zip(module, version)
-    return b"".join([chunk async for chunk in stored.chunks(**span)])
-
-
-async def test_missing_version_is_not_found(storage: Backend) -> None:
-    assert await storage.list_versions(MODULE) == []
-    assert not await storage.exists(MODULE, "v1.0.0")
-    for read in (storage.info, storage.go_mod, storage.zip):
-        with pytest.raises(NotFoundError):
-            await read(MODULE, "v1.0.0")
-    with pytest.raises(NotFoundError):
-        await storage.delete(MODULE, "v1.0.0")
-
-
-async def test_save_then_read_everything(
-    storage: Backend, make_zip: Callable[[bytes], Path]
-) -> None:
-    zip_bytes = os.urandom(3 * CHUNK_SIZE + 17)
-    assert await storage.save(MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=make_zip(zip_bytes))
-    assert await storage.exists(MODULE, "v1.0.0")
-    assert await storage.info(MODULE, "v1.0.0") == INFO
-    assert await storage.go_mod(MODULE, "v1.0.0") == MOD
-    stored = await storage.zip(MODULE, "v1.0.0")
-    assert stored.size == len(zip_bytes)
-    chunks = [chunk async for chunk in stored.chunks()]
-    assert all(len(c) <= CHUNK_SIZE for c in chunks)
-    assert b"".join(chunks) == zip_bytes
-    assert await storage.list_versions(MODULE) == ["v1.0.0"]
-
-
-async def test_zip_ranges(storage: Backend, make_zip: Callable[[bytes], Path]) -> None:
-    zip_bytes = os.urandom(CHUNK_SIZE + 100)
-    await storage.save(MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=make_zip(zip_bytes))
-    assert await read_zip(storage, MODULE, "v1.0.0", start=10, stop=20) == zip_bytes[10:20]
-    tail = await read_zip(storage, MODULE, "v1.0.0", start=CHUNK_SIZE - 5)
-    assert tail == zip_bytes[CHUNK_SIZE - 5 :]
-    assert await read_zip(storage, MODULE, "v1.0.0", start=5, stop=5) == b""
-
-
-async def test_second_save_is_a_no_op(storage: Backend, make_zip: Callable[[bytes], Path]) -> None:
-    assert await storage.save(MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=make_zip(b"first"))
-    again = await storage.save(
-        MODULE, "v1.0.0", info=b"{}", mod=b"other", zip_file=make_zip(b"second")
-    )
-    assert again is False
-    assert await storage.go_mod(MODULE, "v1.0.0") == MOD
-    assert await read_zip(storage, MODULE, "v1.0.0") == b"first"
-
-
-async def test_concurrent_saves_of_one_version_agree(
-    storage: Backend, make_zip: Callable[[bytes], Path]
-) -> None:
-    results: list[bool] = []
-
-    async def save() -> None:
-        zip_file = make_zip(b"same bytes")
-        results.append(await storage.save(MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=zip_file))
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(8):
-            nursery.start_soon(save)
-    assert sorted(results) == [False] * 7 + [True]
-    assert await read_zip(storage, MODULE, "v1.0.0") == b"same bytes"
-
-
-async def test_versions_are_per_module_and_deletable(
-    storage: Backend, make_zip: Callable[[bytes], Path]
-) -> None:
-    versions = ["v1.0.0", "v1.1.0-RC1", "v2.0.0+incompatible", "v0.0.0-20240102030405-abcdefabcdef"]
-
-    async def save(version: str) -> None:
-        await storage.save(MODULE, version, info=INFO, mod=MOD, zip_file=make_zip(b"z"))
-
-    async with trio.open_nursery() as nursery:
-        for version in versions:
-            nursery.start_soon(save, version)
-    await save_other(storage, make_zip)
-    assert sorted(await storage.list_versions(MODULE)) == sorted(versions)
-    await storage.delete(MODULE, "v1.0.0")
-    assert not await storage.exists(MODULE, "v1.0.0")
-    assert sorted(await storage.list_versions(MODULE)) == sorted(versions[1:])
-    assert await storage.list_versions("github.com/example/other") == ["v9.0.0"]
-
-
-async def save_other(storage: Backend, make_zip: Callable[[bytes], Path]) -> None:
-    other = "github.com/example/other"
-    await storage.save(other, "v9.0.0", info=INFO, mod=MOD, zip_file=make_zip(b"o"))
+    return b"".join([chunk async for chunk in stored.chunks()])
 
 
 # --- disk only: the layout is a GOPROXY tree, and half a save is never a version ------
@@ -153,12 +98,13 @@ async def test_disk_half_written_version_is_not_there(
     tmp_path: Path, make_zip: Callable[[bytes], Path]
 ) -> None:
     root = tmp_path / "root"
-    version_dir = root / "github.com" / "example" / "!mixed" / "@v"
+    version_dir = root / VERSION_DIR
     version_dir.mkdir(parents=True)
-    # What a crash between the .zip and the .info renames leaves behind.
-    (version_dir / "v1.0.0.mod").write_bytes(b"stale")
-    (version_dir / "v1.0.0.zip").write_bytes(b"stale")
+    # What a crash between the .zip and the .info links leaves behind.
+    (version_dir / "v1.0.0.mod").write_bytes(MOD)
+    (version_dir / "v1.0.0.zip").write_bytes(b"zip")
     (version_dir / ".tmp-123456-v1.0.0.info").write_bytes(b"partial")
+    kept = {name: (version_dir / f"v1.0.0.{name}").stat().st_ino for name in ("mod", "zip")}
     storage = DiskStorage(root)
     assert not await storage.exists(MODULE, "v1.0.0")
     assert await storage.list_versions(MODULE) == []
@@ -166,10 +112,90 @@ async def test_disk_half_written_version_is_not_there(
         await storage.go_mod(MODULE, "v1.0.0")
     with pytest.raises(NotFoundError):
         await storage.zip(MODULE, "v1.0.0")
-    # A real save then takes the version over whole.
-    assert await storage.save(MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=make_zip(b"new"))
+    # A save of the same bytes completes the version, keeping the files it found.
+    assert await storage.save(MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=make_zip(b"zip"))
     assert await storage.go_mod(MODULE, "v1.0.0") == MOD
+    assert await read_zip(storage, MODULE, "v1.0.0") == b"zip"
+    assert {n: (version_dir / f"v1.0.0.{n}").stat().st_ino for n in kept} == kept
+
+
+async def test_disk_leftovers_with_other_bytes_stop_a_save_until_abandoned(
+    tmp_path: Path, make_zip: Callable[[bytes], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another save's files without their .info are never replaced while that save may
+    still be running; once an hour old they are abandoned, and the next save removes them."""
+    from athens_trio.storage import _disk
+
+    monkeypatch.setattr(_disk, "_WINNER_WAIT", 0.05)
+    version_dir = tmp_path / "root" / VERSION_DIR
+    version_dir.mkdir(parents=True)
+    stale = version_dir / "v1.0.0.zip"
+    stale.write_bytes(b"another save's zip")
+    storage = DiskStorage(tmp_path / "root")
+    with pytest.raises(StorageError, match="other bytes"):
+        await storage.save(MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=make_zip(b"new"))
+    assert not await storage.exists(MODULE, "v1.0.0")
+    assert stale.read_bytes() == b"another save's zip"
+    assert not [name for name in os.listdir(version_dir) if name.startswith(".")]
+
+    two_hours_ago = time.time() - 7200
+    for leftover in version_dir.iterdir():
+        os.utime(leftover, (two_hours_ago, two_hours_ago))
+    assert await storage.save(MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=make_zip(b"new"))
     assert await read_zip(storage, MODULE, "v1.0.0") == b"new"
+
+
+async def test_disk_two_processes_saving_other_bytes_never_mix(
+    tmp_path: Path, make_zip: Callable[[bytes], Path]
+) -> None:
+    """Two DiskStorage on one root (as two server processes): for each version one save
+    stores every file, the other none, and no stored file is replaced afterwards."""
+    root = tmp_path / "root"
+    one, two = DiskStorage(root), DiskStorage(root)
+    versions = [f"v1.0.{n}" for n in range(30)]
+    winners: dict[str, list[bytes]] = {v: [] for v in versions}
+
+    async def save(storage: DiskStorage, tag: bytes, version: str) -> None:
+        zip_bytes = tag * (CHUNK_SIZE // 8 + len(tag))
+        if await storage.save(
+            MODULE,
+            version,
+            info=INFO + tag,
+            mod=MOD + tag,
+            zip_file=make_zip(zip_bytes),
+            zip_sum=f"h1:{tag.decode()}",
+            mod_sum=f"h1:{tag.decode()}-mod",
+        ):
+            winners[version].append(tag)
+
+    async with trio.open_nursery() as nursery:
+        for version in versions:
+            nursery.start_soon(save, one, b"one", version)
+            nursery.start_soon(save, two, b"two!", version)
+    version_dir = root / VERSION_DIR
+    for version in versions:
+        assert len(winners[version]) == 1, winners
+        tag = winners[version][0]
+        assert (version_dir / f"{version}.info").read_bytes() == INFO + tag
+        assert (version_dir / f"{version}.mod").read_bytes() == MOD + tag
+        assert (version_dir / f"{version}.zip").read_bytes() == tag * (CHUNK_SIZE // 8 + len(tag))
+        assert (version_dir / f"{version}.ziphash").read_text() == f"h1:{tag.decode()}"
+        assert (version_dir / f"{version}.modhash").read_text() == f"h1:{tag.decode()}-mod"
+    assert not [name for name in os.listdir(version_dir) if name.startswith(".")]
+
+
+async def test_disk_a_lost_zip_is_restored_and_nothing_else_replaced(
+    tmp_path: Path, make_zip: Callable[[bytes], Path]
+) -> None:
+    storage = DiskStorage(tmp_path / "root")
+    await storage.save(MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=make_zip(b"zip"))
+    version_dir = tmp_path / "root" / VERSION_DIR
+    kept = {n: (version_dir / f"v1.0.0.{n}").stat().st_ino for n in ("info", "mod")}
+    (version_dir / "v1.0.0.zip").unlink()  # a hand, a failing disk
+    assert not await storage.exists(MODULE, "v1.0.0")
+    assert await storage.save(MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=make_zip(b"zip"))
+    assert await read_zip(storage, MODULE, "v1.0.0") == b"zip"
+    assert {n: (version_dir / f"v1.0.0.{n}").stat().st_ino for n in kept} == kept
 
 
 async def test_disk_save_failure_leaves_nothing(tmp_path: Path) -> None:
@@ -258,10 +284,13 @@ async def test_disk_sweep_removes_only_old_leftovers(
     version_dir = tmp_path / "root" / "github.com" / "example" / "!mixed" / "@v"
     old = version_dir / ".tmp-0123456789ab-v1.1.0.zip"
     fresh = version_dir / ".tmp-ba9876543210-v1.2.0.zip"
-    for leftover in (old, fresh):
+    old_orphan = version_dir / "v1.3.0.mod"  # a killed save's, linked without its .info
+    fresh_orphan = version_dir / "v1.4.0.zip"  # maybe a save going on right now
+    for leftover in (old, fresh, old_orphan, fresh_orphan):
         leftover.write_bytes(b"half a zip")
     two_hours_ago = time.time() - 7200
-    os.utime(old, (two_hours_ago, two_hours_ago))
+    for stale in (old, old_orphan, version_dir / "v1.0.0.mod"):
+        os.utime(stale, (two_hours_ago, two_hours_ago))
 
     config = Config(
         go_binary=go_binary,
@@ -269,8 +298,9 @@ async def test_disk_sweep_removes_only_old_leftovers(
     )
     async with open_pipeline(config):
         with trio.fail_after(10):
-            while old.exists():
+            while old.exists() or old_orphan.exists():
                 await trio.sleep(0.01)
     assert fresh.exists()
+    assert fresh_orphan.exists()
     assert await storage.exists(MODULE, "v1.0.0")
     assert await MemoryStorage().sweep() == 0

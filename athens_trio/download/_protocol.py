@@ -22,10 +22,8 @@ from .._exceptions import (
     InvalidVersionError,
     NotFoundError,
     Redirected,
-    StorageError,
     UpstreamError,
 )
-from .._integrity import zip_is_whole
 from .._module import (
     check_path,
     check_path_major,
@@ -39,6 +37,7 @@ from ..stash import Stasher
 from ..storage import Backend, StoredZip
 from ..upstream import Lister, UpstreamVersions, encode_info
 from ._mode import DownloadPolicy, proxy_path
+from ._repair import Repair
 
 __all__ = ["DownloadProtocol", "LookupObserver", "NetworkMode", "ProtocolWrapper", "new"]
 
@@ -54,9 +53,6 @@ LookupObserver = Callable[[str, bool], None]
 
 def _ignore_lookup(endpoint: str, hit: bool) -> None:
     pass
-
-
-_WHOLE_MEMO_SIZE = 10_000
 
 
 class DownloadProtocol(abc.ABC):
@@ -119,10 +115,7 @@ class _StorageFirst(DownloadProtocol):
         self._network_mode = network_mode
         self._policy = policy
         self._background = background
-        # Zips whose tail was checked, by size: a truncation changes the size, so it
-        # is caught again; the dict keeps insertion order for evicting the oldest.
-        self._whole: dict[tuple[str, str, int], None] = {}
-        self._repairing = trio.Lock()
+        self._repair = Repair(storage, stasher)
 
     async def _upstream_or_storage(self, module: str) -> tuple[UpstreamVersions | None, list[str]]:
         """Upstream's answer (None where NetworkMode lets storage answer alone) and the
@@ -182,22 +175,17 @@ class _StorageFirst(DownloadProtocol):
         module: str,
         version: str,
         endpoint: str,
-        *,
-        observe: bool = True,
     ) -> T:
-        """Storage first (one read, no separate existence check); on a miss, DownloadMode.
-        ``observe``: report the lookup as a hit or a miss (not when looking again)."""
+        """Storage first (one read, no separate existence check); on a miss, DownloadMode."""
         _check_canonical(module, version)
         try:
             found = await read(module, version)
         except NotFoundError:
             pass
         else:
-            if observe:
-                self._observe_lookup(endpoint, True)
+            self._observe_lookup(endpoint, True)
             return found
-        if observe:
-            self._observe_lookup(endpoint, False)
+        self._observe_lookup(endpoint, False)
         await self._on_miss(module, version, endpoint)
         return await read(module, version)
 
@@ -231,63 +219,21 @@ class _StorageFirst(DownloadProtocol):
         self._background.start_soon(stash_quietly, name=f"background stash {module}@{version}")
 
     async def go_mod(self, module: str, version: str) -> bytes:
-        try:
-            return await self._read_or_fetch(self._storage.go_mod, module, version, "mod")
-        except DamagedVersionError as exc:
-            damage = exc
-        async with self._repairing:
-            with contextlib.suppress(DamagedVersionError, NotFoundError):
-                return await self._storage.go_mod(module, version)  # repaired meanwhile
-            log.error("%s; removing the version and fetching it again", damage)
-            await self._fetch_again(module, version)
-        return await self._storage.go_mod(module, version)
+        return await self._read_intact(self._storage.go_mod, module, version, "mod")
 
     async def zip(self, module: str, version: str) -> StoredZip:
-        stored = await self._read_or_fetch(self._storage.zip, module, version, "zip")
-        if await self._is_whole(module, version, stored):
-            return stored
-        # Damaged after it was stored (a crash, a full disk, a hand): never serve it.
-        # One repair at a time (they are rare), and each first looks again: another
-        # request may have repaired it while this one waited.
-        async with self._repairing:
-            stored = await self._read_or_fetch(
-                self._storage.zip, module, version, "zip", observe=False
-            )
-            if await self._is_whole(module, version, stored):
-                return stored
-            log.error(
-                "the stored zip of %s@%s is damaged (%d bytes, structure does not reach its "
-                "end); removing the version and fetching it again",
-                module,
-                version,
-                stored.size,
-            )
-            await self._fetch_again(module, version)
-            stored = await self._storage.zip(module, version)
-            if not await self._is_whole(module, version, stored):
-                raise StorageError(f"{module}@{version}: the zip is damaged even after a re-fetch")
-            return stored
+        return await self._read_intact(self._storage.zip, module, version, "zip")
 
-    async def _fetch_again(self, module: str, version: str) -> None:
-        """Replace a damaged stored version with a fresh fetch (under ``_repairing``)."""
-        with contextlib.suppress(NotFoundError):  # another request got there first
-            await self._storage.delete(module, version)
-        await self._stasher.stash(module, version)
-
-    async def _is_whole(self, module: str, version: str, stored: StoredZip) -> bool:
-        key = (module, version, stored.size)
-        if key in self._whole:
-            return True
+    async def _read_intact(
+        self, read: Callable[[str, str], Awaitable[T]], module: str, version: str, endpoint: str
+    ) -> T:
+        """As :meth:`_read_or_fetch`; a version that storage finds damaged after it was
+        stored (a crash, a full disk, a hand) is never served: it is repaired first."""
         try:
-            whole = await zip_is_whole(stored)
-        except (FileNotFoundError, NotFoundError):
-            return False  # removed under us: the repair path looks again
-        if not whole:
-            return False
-        if len(self._whole) >= _WHOLE_MEMO_SIZE:
-            del self._whole[next(iter(self._whole))]  # the oldest
-        self._whole[key] = None
-        return True
+            return await self._read_or_fetch(read, module, version, endpoint)
+        except DamagedVersionError as exc:
+            damage = exc
+        return await self._repair(read, module, version, damage)
 
 
 def _latest_of(versions: list[str]) -> str:
@@ -321,6 +267,9 @@ def new(
     """The download protocol over ``storage``, wrapped by each wrapper in turn (the last
     one outermost), as Athens' ``download.New(opts, addons.WithPool(n))``.
 
+    ``storage`` wrapped by :func:`athens_trio.storage.with_integrity` (the pipeline's
+    is) raises DamagedVersionError for a damaged go.mod or zip; the protocol then
+    repairs the version (remove, fetch again) before serving it.
     ``policy`` is the DownloadMode (sync when None); the async modes start their fetches
     in ``background``, a nursery that outlives the request (the pipeline's).
     ``observe_lookup(endpoint, hit)`` hears of each info/mod/zip lookup in storage: a

@@ -1,30 +1,44 @@
 """Storage: where modules live.  Once there, always there.
 
-One interface, :class:`Backend`, and its backends, chosen by ``StorageType``:
+The roles a component may ask for (:class:`Reader`, :class:`Saver`, :class:`Deleter`,
+:class:`Cataloger`, :class:`Lifecycle`) and :class:`Backend`, all of them, which each
+backend implements in one module and proves with :mod:`.compliance`:
 
-- ``memory`` — :class:`MemoryStorage`, a dict; gone with the process.
-- ``disk`` — :class:`DiskStorage`, a GOPROXY tree under ``[Storage.Disk] RootPath``.
+- :class:`MemoryStorage`, a dict; gone with the process.
+- :class:`DiskStorage`, a GOPROXY tree under a root directory.
+
+:func:`with_integrity` wraps any backend so that a damaged go.mod or zip is never
+handed out as good (it raises :class:`~athens_trio.DamagedVersionError`).
 """
 
 from __future__ import annotations
 
-from .._config import Config
-from ._backend import CHUNK_SIZE, Backend, StoredZip
+from ._backend import (
+    CHUNK_SIZE,
+    Backend,
+    Cataloger,
+    Deleter,
+    Lifecycle,
+    Reader,
+    Saver,
+    StoredZip,
+)
 from ._disk import DiskStorage
+from ._integrity import check_go_mod, with_integrity, zip_is_whole
 from ._memory import MemoryStorage
 
 __all__ = [
     "CHUNK_SIZE",
     "Backend",
+    "Cataloger",
+    "Deleter",
     "DiskStorage",
+    "Lifecycle",
     "MemoryStorage",
+    "Reader",
+    "Saver",
     "StoredZip",
-    "storage_from_config",
+    "check_go_mod",
+    "with_integrity",
+    "zip_is_whole",
 ]
-
-
-def storage_from_config(config: Config) -> Backend:
-    """The backend ``StorageType`` names, configured from the ``[Storage]`` section."""
-    if config.storage_type == "memory":
-        return MemoryStorage()
-    return DiskStorage(config.disk_root)

@@ -1,4 +1,19 @@
-"""The one storage interface every backend implements."""
+"""The storage roles, and :class:`Backend`, the combination every full backend implements.
+
+As Athens' pkg/storage splits its Backend into Lister, Getter, Checker, Saver, Deleter
+and Cataloger, a component here asks only for the role it uses:
+
+- :class:`Reader` — what a version holds: ``list_versions``, ``exists``, ``info``,
+  ``go_mod``, ``zip`` and the hashes recorded at save time (``zip_sum``, ``mod_sum``);
+- :class:`Saver` — ``save``, create-if-absent: once there, always there;
+- :class:`Deleter` — ``delete``, an operator's action;
+- :class:`Cataloger` — ``catalog``, every stored (module, version);
+- :class:`Lifecycle` — ``ready``, ``sweep`` and ``aclose``, no-ops unless a backend
+  holds something.
+
+A new backend is one module with one subclass of :class:`Backend`, and passes
+:mod:`athens_trio.storage.compliance`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +23,16 @@ from pathlib import Path
 
 import trio
 
-__all__ = ["CHUNK_SIZE", "Backend", "StoredZip"]
+__all__ = [
+    "CHUNK_SIZE",
+    "Backend",
+    "Cataloger",
+    "Deleter",
+    "Lifecycle",
+    "Reader",
+    "Saver",
+    "StoredZip",
+]
 
 # Zips are streamed in chunks this large: big enough that per-chunk overhead (a thread
 # hop, a send) vanishes next to the copy, small enough that 100 clients stay cheap.
@@ -28,21 +52,19 @@ class StoredZip(abc.ABC):
         """Yield bytes ``[start, stop)`` of the zip in chunks of at most CHUNK_SIZE.
 
         Any file handle is opened when iteration starts and closed when it ends or the
-        iterator is closed, so an abandoned response leaks nothing.
+        iterator is closed, so an abandoned response leaks nothing.  A zip removed
+        before iteration starts raises :class:`~athens_trio.NotFoundError`.
         """
 
 
-class Backend(abc.ABC):
-    """Where modules live.  Once a version is there, it is there for good.
+class Reader(abc.ABC):
+    """What is stored of a version.
 
     Module paths and versions reaching a backend have passed the module-identity checks
     (`athens_trio._module`) and versions are canonical; backends may rely on it.
     Reads of a version that is not stored raise :class:`~athens_trio.NotFoundError`;
     backend faults raise :class:`~athens_trio.StorageError`.
     """
-
-    #: A short description for the startup line, e.g. "disk at /var/lib/athens".
-    description: str
 
     @abc.abstractmethod
     async def list_versions(self, module: str) -> list[str]:
@@ -58,7 +80,7 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def go_mod(self, module: str, version: str) -> bytes:
-        """The version's ``go.mod``."""
+        """The version's ``go.mod``, as stored (:mod:`._integrity` checks it)."""
 
     @abc.abstractmethod
     async def zip(self, module: str, version: str) -> StoredZip:
@@ -69,9 +91,11 @@ class Backend(abc.ABC):
         """The ``h1:`` hash of the zip recorded when it was saved (None if none was)."""
 
     @abc.abstractmethod
-    def catalog(self) -> AsyncIterator[tuple[str, str]]:
-        """Every stored (module, version), in no particular order."""
+    async def mod_sum(self, module: str, version: str) -> str | None:
+        """The ``h1:`` hash of the go.mod recorded when it was saved (None if none was)."""
 
+
+class Saver(abc.ABC):
     @abc.abstractmethod
     async def save(
         self,
@@ -85,29 +109,49 @@ class Backend(abc.ABC):
         mod_sum: str | None = None,
     ) -> bool:
         """Store a version atomically: afterwards a reader sees all of it, before it
-        none of it, and never a part.
+        none of it, and never a part or a mix of two saves.
 
         ``zip_file`` is handed over: a backend may move it instead of copying, so the
         caller must not use it afterwards.  ``zip_sum`` and ``mod_sum`` are go's ``h1:``
         hashes of the zip and the go.mod, kept so that later damage can be told from the
-        real thing (a backend that can be damaged checks ``mod_sum`` on every read and
-        raises DamagedVersionError).  Returns False,
-        changing nothing, if the version was already stored (once there, always there:
-        never an overwrite).
+        real thing.  Create-if-absent, file by file: no stored byte is ever replaced.
+        Returns False, changing nothing, if the version was already stored (by an
+        earlier save or a concurrent one that got there first, whose bytes stay).
         """
 
+
+class Deleter(abc.ABC):
     @abc.abstractmethod
     async def delete(self, module: str, version: str) -> None:
-        """Remove a version (an operator's action; the proxy itself never deletes)."""
+        """Remove a version (an operator's action, or a repair of a damaged one)."""
+
+
+class Cataloger(abc.ABC):
+    @abc.abstractmethod
+    def catalog(self) -> AsyncIterator[tuple[str, str]]:
+        """Every stored (module, version), in no particular order."""
+
+
+class Lifecycle:
+    """Start, housekeeping and end; each a no-op unless a backend needs it."""
+
+    #: A short description for the startup line, e.g. "disk at /var/lib/athens".
+    description: str
+
+    async def ready(self) -> None:
+        """Raise :class:`~athens_trio.StorageError` if the backend cannot serve now."""
+        await trio.lowlevel.checkpoint()
 
     async def sweep(self, older_than: float = 3600.0) -> int:
-        """Remove leftovers of saves that were killed mid-way; return how many.  A no-op
-        for backends whose saves leave nothing behind."""
+        """Remove leftovers of saves that were killed mid-way; return how many.  Only
+        what is older than ``older_than`` seconds: another process may be saving now."""
         await trio.lowlevel.checkpoint()
         return 0
 
-    async def ready(self) -> None:  # noqa: B027 - optional hook, a no-op by default
-        """Raise :class:`~athens_trio.StorageError` if the backend cannot serve now."""
-
-    async def aclose(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+    async def aclose(self) -> None:
         """Release whatever the backend holds."""
+        await trio.lowlevel.checkpoint()
+
+
+class Backend(Reader, Saver, Deleter, Cataloger, Lifecycle):
+    """Where modules live: every role.  Once a version is there, it is there for good."""

@@ -11,11 +11,16 @@
 
 so ``GOPROXY=file://<root>`` serves the same files without athens-trio.
 
-Atomicity: each file is written under a dot-prefixed temporary name in the same
-directory, flushed to disk, then renamed into place.  The ``.info`` file goes last and
-is created with ``link`` (which fails if the name exists) rather than rename: its
+Atomicity: each file of a save is written under a dot-prefixed temporary name in the
+same directory and flushed to disk; only then are they given their final names, in one
+fixed order (.mod, .zip, .ziphash, .modhash, and .info last), each with ``link``, which
+fails if the name exists: no stored file is ever replaced.  The ``.info`` file's
 presence is what "this version is stored" means, so a reader never sees a version
-without its ``.mod`` and ``.zip``, and a second save never overwrites the first.
+without its ``.mod`` and ``.zip``.  A save that finds one of its names taken keeps the
+stored file: if it holds the same bytes (a concurrent save of the same fetch, or what a
+killed save left) the save goes on; if not, another save got there first with other
+bytes, the version is that save's, and this one stops before linking anything more.
+So a version's files are always one save's (or identical ones'), never a mix.
 """
 
 from __future__ import annotations
@@ -33,10 +38,9 @@ from pathlib import Path
 
 import trio
 
-from .._exceptions import DamagedVersionError, InvalidPathError, NotFoundError, StorageError
+from .._exceptions import InvalidPathError, NotFoundError, StorageError
 from .._module import escape_path, escape_version, unescape_path, unescape_version
 from .._semver import sort_versions
-from .._ziphash import mod_h1
 from ._backend import CHUNK_SIZE, Backend, StoredZip
 
 __all__ = ["DiskStorage"]
@@ -53,7 +57,13 @@ class _DiskZip(StoredZip):
 
     async def chunks(self, start: int = 0, stop: int | None = None) -> AsyncIterator[bytes]:
         stop = self.size if stop is None else min(stop, self.size)
-        async with await trio.open_file(self._path, "rb", buffering=0) as f:
+        try:
+            opened = await trio.open_file(self._path, "rb", buffering=0)
+        except FileNotFoundError:
+            raise NotFoundError("the zip was removed from storage") from None
+        except OSError as exc:
+            raise StorageError(f"cannot open {self._path}: {exc.strerror}") from exc
+        async with opened as f:
             if start:
                 await f.seek(start)
             remaining = stop - start
@@ -99,8 +109,10 @@ class DiskStorage(Backend):
         ]
 
     async def exists(self, module: str, version: str) -> bool:
-        parts = [self._file(module, version, s) for s in ("info", "mod", "zip")]
-        return await trio.to_thread.run_sync(lambda: all(p.exists() for p in parts))
+        return await trio.to_thread.run_sync(self._whole_sync, module, version)
+
+    def _whole_sync(self, module: str, version: str) -> bool:
+        return all(self._file(module, version, s).exists() for s in ("info", "mod", "zip"))
 
     async def _read(self, module: str, version: str, suffix: str) -> bytes:
         return await trio.to_thread.run_sync(self._read_sync, module, version, suffix)
@@ -113,10 +125,7 @@ class DiskStorage(Backend):
         try:
             if suffix != "info" and not info.exists():
                 raise FileNotFoundError(info)
-            data = path.read_bytes()
-            if suffix == "mod":
-                _check_mod(data, self._file(module, version, "modhash"), module, version)
-            return data
+            return path.read_bytes()
         except FileNotFoundError:
             raise NotFoundError(f"{module}@{version} is not in storage") from None
         except OSError as exc:
@@ -145,12 +154,22 @@ class DiskStorage(Backend):
         return _DiskZip(path, await trio.to_thread.run_sync(stat_sync))
 
     async def zip_sum(self, module: str, version: str) -> str | None:
-        if not await self.exists(module, version):
-            raise NotFoundError(f"{module}@{version} is not in storage")
+        return await trio.to_thread.run_sync(self._recorded_sync, module, version, "ziphash")
+
+    async def mod_sum(self, module: str, version: str) -> str | None:
+        return await trio.to_thread.run_sync(self._recorded_sync, module, version, "modhash")
+
+    def _recorded_sync(self, module: str, version: str, suffix: str) -> str | None:
+        path = self._file(module, version, suffix)
         try:
-            return (await self._read(module, version, "ziphash")).decode().strip() or None
-        except NotFoundError:
-            return None  # saved without one (a tree filled by other means)
+            recorded = path.read_text().strip()
+        except FileNotFoundError:
+            recorded = ""  # saved without one (a tree filled by other means)
+        except OSError as exc:
+            raise StorageError(f"cannot read {path}: {exc.strerror}") from exc
+        if not self._whole_sync(module, version):
+            raise NotFoundError(f"{module}@{version} is not in storage")
+        return recorded or None
 
     async def catalog(self) -> AsyncIterator[tuple[str, str]]:
         for entry in await trio.to_thread.run_sync(self._catalog_sync):
@@ -173,9 +192,10 @@ class DiskStorage(Backend):
         return found
 
     async def sweep(self, older_than: float = 3600.0) -> int:
-        """Remove temporary files that saves killed mid-way (a SIGKILL, a power cut) left
-        in ``@v`` directories; return how many.  Only files older than ``older_than``
-        seconds go: another process sharing the root may be saving right now."""
+        """Remove what saves killed mid-way (a SIGKILL, a power cut) left in ``@v``
+        directories: temporary files, and a version's files without its ``.info`` (never
+        a stored version); return how many.  Only files older than ``older_than`` seconds
+        go: another process sharing the root may be saving right now."""
         # abandon_on_cancel: a closing pipeline need not wait for a long walk to end.
         return await trio.to_thread.run_sync(self._sweep_sync, older_than, abandon_on_cancel=True)
 
@@ -184,14 +204,8 @@ class DiskStorage(Backend):
         removed = 0
         for directory, subdirs, files in os.walk(self.root):
             subdirs[:] = [d for d in subdirs if not d.startswith(".")]
-            if Path(directory).name != "@v":
-                continue
-            for name in files:
-                path = Path(directory) / name
-                with contextlib.suppress(OSError):
-                    if name.startswith(_TEMP_PREFIX) and path.stat().st_mtime < cutoff:
-                        path.unlink()
-                        removed += 1
+            if Path(directory).name == "@v":
+                removed += _remove_leftovers(Path(directory), files, cutoff)
         return removed
 
     async def save(
@@ -231,7 +245,9 @@ class DiskStorage(Backend):
                 (directory / f"{stem}.info").unlink()
             except FileNotFoundError:
                 raise NotFoundError(f"{module}@{version} is not in storage") from None
-            for suffix in ("mod", "zip", "ziphash", "modhash"):
+            # The rest in the reverse of the order saves link them, so that what a
+            # killed delete leaves is what a killed save could have left.
+            for suffix in reversed(_LINK_ORDER):
                 (directory / f"{stem}.{suffix}").unlink(missing_ok=True)
 
         await trio.to_thread.run_sync(delete_sync)
@@ -312,53 +328,120 @@ class _Parts:
     mod_sum: str | None
 
 
-def _check_mod(data: bytes, modhash: Path, module: str, version: str) -> None:
-    """Raise DamagedVersionError if ``data`` is not the go.mod whose hash was recorded."""
+#: The order a save links a version's files in; ``.info`` comes after all of them.
+_LINK_ORDER = ("mod", "zip", "ziphash", "modhash")
+
+#: How long a save that lost a race waits for the winner's ``.info``.  The winner had
+#: every file written before linking the first, so the rest follow in milliseconds.
+_WINNER_WAIT = 5.0
+
+#: Leftovers older than this are surely abandoned (as for ``sweep``'s default).
+_ABANDONED_AFTER = 3600.0
+
+
+def _leftovers(directory: Path, names: list[str]) -> list[Path]:
+    """Temporary files, and version files without their ``.info``, in sweeping order
+    (the reverse of the link order, so a killed sweep leaves what a killed save could)."""
+    temporary = [directory / n for n in names if n.startswith(_TEMP_PREFIX)]
+    present = set(names)
+    orphans = [
+        directory / name
+        for suffix in reversed(_LINK_ORDER)
+        for name in names
+        if not name.startswith(".")
+        and name.endswith(f".{suffix}")
+        and f"{name[: -len(suffix)]}info" not in present
+    ]
+    return temporary + orphans
+
+
+def _remove_leftovers(directory: Path, names: list[str], cutoff: float) -> int:
+    """Remove the leftovers among ``names`` written before ``cutoff``; return how many.
+    (An orphan's mtime is when its temporary file was written, moments before a save
+    linked it.)"""
+    removed = 0
+    for path in _leftovers(directory, names):
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+    return removed
+
+
+def _link_or_keep(temp: Path, final: Path) -> bool:
+    """Give ``temp`` the name ``final`` unless that name is taken; whether it was given."""
     try:
-        recorded = modhash.read_text().strip()
-    except FileNotFoundError:
-        return  # saved without one (a tree filled by other means)
-    if recorded and mod_h1(data) != recorded:
-        raise DamagedVersionError(f"{module}@{version}: go.mod does not match its {recorded}")
+        os.link(temp, final)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            chunk = fa.read(CHUNK_SIZE)
+            if chunk != fb.read(CHUNK_SIZE):
+                return False
+            if not chunk:
+                return True
+
+
+def _wait_for_winner(info: Path, what: str) -> bool:
+    """A concurrent save with other bytes linked first: the version is its.  Wait for its
+    ``.info``, then answer False, as for any version already stored."""
+    deadline = time.monotonic() + _WINNER_WAIT
+    while not info.exists():
+        if time.monotonic() > deadline:
+            raise StorageError(
+                f"{what}: another save left other bytes under its names and no .info; "
+                "the first save after they are an hour old removes them"
+            )
+        time.sleep(0.005)  # a worker thread's poll, bounded by the deadline
+    return False
 
 
 def _save_sync(directory: Path, version: str, parts: _Parts) -> bool:
     stem = escape_version(version)
-    final_info = directory / f"{stem}.info"
-    whole = all((directory / f"{stem}.{s}").exists() for s in ("mod", "zip"))
-    if final_info.exists() and whole:
+    final = {s: directory / f"{stem}.{s}" for s in ("info", *_LINK_ORDER)}
+    stored_info = final["info"].exists()
+    if stored_info and final["mod"].exists() and final["zip"].exists():
         return False
     # A .info whose .mod or .zip was lost (a hand, a failing disk) is no version: this
-    # save makes it whole again, .info included.
-    damaged = final_info.exists()
+    # save makes it whole again, linking what is missing.
     directory.mkdir(parents=True, exist_ok=True)
+    if not stored_info:
+        # What a killed save left an hour ago goes now rather than at the next sweep:
+        # other bytes under these names would stop this save.
+        present = [p.name for p in final.values() if p.exists()]
+        _remove_leftovers(directory, present, time.time() - _ABANDONED_AFTER)
     with _temp_names(directory, stem) as temp:
         _write_durably(temp["mod"], parts.mod)
         _take_zip(parts.zip_file, temp["zip"])
         _write_durably(temp["info"], parts.info)
+        for name, value in (("ziphash", parts.zip_sum), ("modhash", parts.mod_sum)):
+            if value:
+                _write_durably(temp[name], value.encode())
         # Everything that can fail for want of space is written before the version
         # becomes visible, the list included: a full disk fails the save whole.
         listed = sort_versions({*DiskStorage._list_versions_sync(directory), version})
         _write_durably(temp["list"], "".join(f"{v}\n" for v in listed).encode())
-        # .mod, .zip and the hashes may replace leftovers of an interrupted save (they
-        # mean nothing without .info); .info itself is created only if absent.
-        names = ["mod", "zip"]
-        for name, value in (("ziphash", parts.zip_sum), ("modhash", parts.mod_sum)):
-            if value:
-                _write_durably(temp[name], value.encode())
-                names.append(name)
-            else:
-                (directory / f"{stem}.{name}").unlink(missing_ok=True)
-        for name in names:
-            os.replace(temp[name], directory / f"{stem}.{name}")
-        try:
-            if damaged:
-                os.replace(temp["info"], final_info)
-            else:
-                os.link(temp["info"], final_info)
-        except FileExistsError:
-            return False  # another writer finished first; its files are as good as ours
-        os.replace(temp["list"], directory / "list")
+        completed = False  # a lost .mod or .zip of a stored .info linked by this save
+        for name in _LINK_ORDER:
+            if not temp[name].exists():
+                # Saved without this hash.  One stored already was linked after a .mod
+                # and .zip equal to ours (the link order), so it is theirs too: kept.
+                continue
+            if _link_or_keep(temp[name], final[name]):
+                completed |= name in ("mod", "zip")
+            elif not _same_bytes(temp[name], final[name]):
+                return _wait_for_winner(final["info"], f"{directory}/{stem}")
+        if _link_or_keep(temp["info"], final["info"]):
+            os.replace(temp["list"], directory / "list")
+        elif not (stored_info and completed):
+            return False  # stored by a concurrent save, whose files equal ours
         _fsync_dir(directory)
     return True
 

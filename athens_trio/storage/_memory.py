@@ -20,6 +20,7 @@ class _StoredVersion:
     mod: bytes
     zip: bytes
     zip_sum: str | None
+    mod_sum: str | None
 
 
 class _MemoryZip(StoredZip):
@@ -36,7 +37,8 @@ class _MemoryZip(StoredZip):
 
 
 class MemoryStorage(Backend):
-    """Every version in a dict keyed by (module, version).  Saving replaces nothing."""
+    """Every version in a dict keyed by (module, version), all its parts in one entry:
+    the first save of a version stores it whole, later ones change nothing."""
 
     description = "memory"
 
@@ -73,6 +75,10 @@ class MemoryStorage(Backend):
         await trio.lowlevel.checkpoint()
         return self._get(module, version).zip_sum
 
+    async def mod_sum(self, module: str, version: str) -> str | None:
+        await trio.lowlevel.checkpoint()
+        return self._get(module, version).mod_sum
+
     async def catalog(self) -> AsyncIterator[tuple[str, str]]:
         for key in list(self._versions):
             await trio.lowlevel.checkpoint()
@@ -87,7 +93,7 @@ class MemoryStorage(Backend):
         mod: bytes,
         zip_file: Path,
         zip_sum: str | None = None,
-        mod_sum: str | None = None,  # a dict cannot be damaged after the fact
+        mod_sum: str | None = None,
     ) -> bool:
         if (module, version) in self._versions:
             await trio.lowlevel.checkpoint()
@@ -97,7 +103,7 @@ class MemoryStorage(Backend):
         if (module, version) in self._versions:
             return False
         self._versions[module, version] = _StoredVersion(
-            info=info, mod=mod, zip=data, zip_sum=zip_sum
+            info=info, mod=mod, zip=data, zip_sum=zip_sum, mod_sum=mod_sum
         )
         return True
 
