@@ -18,11 +18,11 @@ accept Arabic-Indic and other Unicode digits, which Go never does).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 from typing import NamedTuple
 
 __all__ = [
+    "SortKey",
     "build",
     "canonical",
     "compare",
@@ -31,6 +31,7 @@ __all__ = [
     "major_minor",
     "max_version",
     "prerelease",
+    "sort_key",
     "sort_versions",
 ]
 
@@ -283,12 +284,33 @@ def max_version(v: str, w: str) -> str:
     return v if compare(v, w) > 0 else w
 
 
-def _compare_then_string(v: str, w: str) -> int:
-    result = compare(v, w)
-    if result != 0:
-        return result
-    # Go falls back to strings.Compare (bytes); code point order is UTF-8 byte order.
-    return (v > w) - (v < w)
+#: A version's place in ``semver.Sort`` order (see :func:`sort_key`).
+SortKey = tuple[int, tuple[int, int, int], int, tuple[tuple[int, int, str], ...], str]
+
+
+def _prerelease_key(pre: str) -> tuple[tuple[int, int, str], ...]:
+    # Numeric identifiers (no leading zeros, so value order is Go's length-then-bytes
+    # order) below alphanumeric ones (ASCII order); a longer list wins on a tie.
+    return tuple(
+        (0, int(ident), "") if _is_num(ident) else (1, 0, ident) for ident in pre[1:].split(".")
+    )
+
+
+def sort_key(v: str) -> SortKey:
+    """A key that orders versions as ``semver.Sort`` does: by :func:`compare`, then as
+    strings; invalid versions first.  Each version is parsed once, however many it is
+    compared with."""
+    parsed = _parse(v)
+    if parsed is None:
+        return (0, (0, 0, 0), 0, (), v)
+    # A version without a prerelease (1) sorts above every prerelease of it (0).
+    return (
+        1,
+        (int(parsed.major), int(parsed.minor), int(parsed.patch)),
+        0 if parsed.prerelease else 1,
+        _prerelease_key(parsed.prerelease) if parsed.prerelease else (),
+        v,
+    )
 
 
 def sort_versions(versions: Iterable[str]) -> list[str]:
@@ -296,4 +318,4 @@ def sort_versions(versions: Iterable[str]) -> list[str]:
 
     Invalid versions come first, among themselves in string order.
     """
-    return sorted(versions, key=functools.cmp_to_key(_compare_then_string))
+    return sorted(versions, key=sort_key)

@@ -11,11 +11,14 @@ from __future__ import annotations
 import abc
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 import trio
 
+from .._endpoints import INFO, MOD, ZIP, Endpoint
 from .._exceptions import (
     AthensTrioError,
     DamagedVersionError,
@@ -39,9 +42,17 @@ from .._module import (
 from .._semver import compare, prerelease, sort_versions
 from ..stash import Stasher
 from ..storage import Backend, StoredZip
-from ._mode import DownloadPolicy, proxy_path
+from ._mode import DownloadPolicy
 
-__all__ = ["DownloadProtocol", "LookupObserver", "NetworkMode", "ProtocolWrapper", "new"]
+__all__ = [
+    "DownloadProtocol",
+    "LookupStatistics",
+    "NetworkMode",
+    "ProtocolWrapper",
+    "StorageFirst",
+    "new",
+    "wrap",
+]
 
 NetworkMode = Literal["strict", "offline", "fallback"]
 
@@ -49,12 +60,16 @@ log = logging.getLogger("athens_trio.download")
 
 T = TypeVar("T")
 
-#: Told of each storage lookup of info, mod or zip: (endpoint, hit).
-LookupObserver = Callable[[str, bool], None]
 
+@dataclass(frozen=True)
+class LookupStatistics:
+    """What :meth:`StorageFirst.statistics` returns: storage lookups of info, mod and
+    zip by endpoint name.  A hit was served as stored; a miss went to DownloadMode (a
+    fetch, joined or started), as does every ``.info`` of a query (a branch,
+    ``latest``).  An endpoint appears once it was looked up."""
 
-def _ignore_lookup(endpoint: str, hit: bool) -> None:
-    pass
+    hits: Mapping[str, int]
+    misses: Mapping[str, int]
 
 
 _WHOLE_MEMO_SIZE = 10_000
@@ -102,7 +117,9 @@ def _check_canonical(module: str, version: str) -> None:
         raise NotFoundError(f"{module}@{version}: {exc}") from None
 
 
-class _StorageFirst(DownloadProtocol):
+class StorageFirst(DownloadProtocol):
+    """The download protocol itself (the wrappers add its pool and policies)."""
+
     def __init__(
         self,
         storage: Backend,
@@ -111,10 +128,10 @@ class _StorageFirst(DownloadProtocol):
         network_mode: NetworkMode,
         policy: DownloadPolicy,
         background: trio.Nursery | None,
-        observe_lookup: LookupObserver | None,
     ) -> None:
         self._storage = storage
-        self._observe_lookup = observe_lookup or _ignore_lookup
+        self._hits: Counter[str] = Counter()
+        self._misses: Counter[str] = Counter()
         self._stasher = stasher
         self._lister = lister
         self._network_mode = network_mode
@@ -124,6 +141,13 @@ class _StorageFirst(DownloadProtocol):
         # is caught again; the dict keeps insertion order for evicting the oldest.
         self._whole: dict[tuple[str, str, int], None] = {}
         self._repairing = trio.Lock()
+
+    def statistics(self) -> LookupStatistics:
+        """Storage hits and misses so far, by endpoint."""
+        return LookupStatistics(hits=dict(self._hits), misses=dict(self._misses))
+
+    def _looked_up(self, endpoint: Endpoint, hit: bool) -> None:
+        (self._hits if hit else self._misses)[endpoint.name] += 1
 
     async def _upstream_or_storage(self, module: str) -> tuple[UpstreamVersions | None, list[str]]:
         """Upstream's answer (None where NetworkMode lets storage answer alone) and the
@@ -170,11 +194,11 @@ class _StorageFirst(DownloadProtocol):
             _check_canonical(module, version)
             with contextlib.suppress(NotFoundError):
                 info = await self._storage.info(module, version)
-                self._observe_lookup("info", True)
+                self._looked_up(INFO, True)
                 return info
         # A miss, or a query (branch, commit, "latest", "v1.2"): fetching resolves it.
-        self._observe_lookup("info", False)
-        resolved = await self._on_miss(module, version, "info")
+        self._looked_up(INFO, False)
+        resolved = await self._on_miss(module, version, INFO)
         return await self._storage.info(module, resolved)
 
     async def _read_or_fetch(
@@ -182,7 +206,7 @@ class _StorageFirst(DownloadProtocol):
         read: Callable[[str, str], Awaitable[T]],
         module: str,
         version: str,
-        endpoint: str,
+        endpoint: Endpoint,
         *,
         observe: bool = True,
     ) -> T:
@@ -195,14 +219,14 @@ class _StorageFirst(DownloadProtocol):
             pass
         else:
             if observe:
-                self._observe_lookup(endpoint, True)
+                self._looked_up(endpoint, True)
             return found
         if observe:
-            self._observe_lookup(endpoint, False)
+            self._looked_up(endpoint, False)
         await self._on_miss(module, version, endpoint)
         return await read(module, version)
 
-    async def _on_miss(self, module: str, version: str, endpoint: str) -> str:
+    async def _on_miss(self, module: str, version: str, endpoint: Endpoint) -> str:
         """Stash the version as DownloadMode says; return what it resolved to, or raise
         NotFoundError / Redirected when the mode answers without waiting for it."""
         mode = self._policy.mode_for(module)
@@ -211,9 +235,7 @@ class _StorageFirst(DownloadProtocol):
         if mode in ("async", "async_redirect"):
             self._stash_in_background(module, version)
         if mode in ("redirect", "async_redirect"):
-            location = self._policy.url_for(module).rstrip("/") + proxy_path(
-                module, endpoint, version
-            )
+            location = self._policy.url_for(module).rstrip("/") + endpoint.path(module, version)
             raise Redirected(location, 301, f"{module}@{version} is not stored here")
         raise NotFoundError(
             f"{module}@{version} is not stored here yet (DownloadMode {mode}"
@@ -233,7 +255,7 @@ class _StorageFirst(DownloadProtocol):
 
     async def go_mod(self, module: str, version: str) -> bytes:
         try:
-            return await self._read_or_fetch(self._storage.go_mod, module, version, "mod")
+            return await self._read_or_fetch(self._storage.go_mod, module, version, MOD)
         except DamagedVersionError as exc:
             damage = exc
         async with self._repairing:
@@ -244,7 +266,7 @@ class _StorageFirst(DownloadProtocol):
         return await self._storage.go_mod(module, version)
 
     async def zip(self, module: str, version: str) -> StoredZip:
-        stored = await self._read_or_fetch(self._storage.zip, module, version, "zip")
+        stored = await self._read_or_fetch(self._storage.zip, module, version, ZIP)
         if await self._is_whole(module, version, stored):
             return stored
         # Damaged after it was stored (a crash, a full disk, a hand): never serve it.
@@ -252,7 +274,7 @@ class _StorageFirst(DownloadProtocol):
         # request may have repaired it while this one waited.
         async with self._repairing:
             stored = await self._read_or_fetch(
-                self._storage.zip, module, version, "zip", observe=False
+                self._storage.zip, module, version, ZIP, observe=False
             )
             if await self._is_whole(module, version, stored):
                 return stored
@@ -313,27 +335,26 @@ def new(
     storage: Backend,
     stasher: Stasher,
     lister: Lister,
-    *wrappers: ProtocolWrapper,
+    *,
     network_mode: NetworkMode = "strict",
     policy: DownloadPolicy | None = None,
     background: trio.Nursery | None = None,
-    observe_lookup: LookupObserver | None = None,
-) -> DownloadProtocol:
-    """The download protocol over ``storage``, wrapped by each wrapper in turn (the last
-    one outermost), as Athens' ``download.New(opts, addons.WithPool(n))``.
+) -> StorageFirst:
+    """The download protocol over ``storage``; :func:`wrap` adds the pool and policies,
+    as Athens' ``download.New(opts, addons.WithPool(n))``.
 
     ``policy`` is the DownloadMode (sync when None); the async modes start their fetches
     in ``background``, a nursery that outlives the request (the pipeline's).
-    ``observe_lookup(endpoint, hit)`` hears of each info/mod/zip lookup in storage: a
-    hit was served as stored, a miss went to DownloadMode (a fetch, joined or started).
     """
     policy = policy or DownloadPolicy()
     modes = {policy.mode, *(rule.mode for rule in policy.rules)}
     if modes & {"async", "async_redirect"} and background is None:
         raise ValueError("the async download modes need a background nursery")
-    protocol: DownloadProtocol = _StorageFirst(
-        storage, stasher, lister, network_mode, policy, background, observe_lookup
-    )
-    for wrap in wrappers:
-        protocol = wrap(protocol)
+    return StorageFirst(storage, stasher, lister, network_mode, policy, background)
+
+
+def wrap(protocol: DownloadProtocol, *wrappers: ProtocolWrapper) -> DownloadProtocol:
+    """``protocol`` wrapped by each wrapper in turn (the last one outermost)."""
+    for wrapper in wrappers:
+        protocol = wrapper(protocol)
     return protocol
