@@ -5,7 +5,8 @@ hypercorn.  Routes (all under the ``PathPrefix``):
 
 - ``GET|HEAD /<module>/@v/list`` (text), ``/@v/<version>.info`` (JSON), ``.mod`` (text),
   ``.zip`` (streamed, with ``Range``), ``/<module>/@latest`` (JSON) — the download
-  protocol; what each path means is decided in ``_routing.py``.
+  protocol; what each path means, its content type and its caching are in the endpoint
+  table (``athens_trio/_endpoints.py``), read by ``_routing.py``.
 - ``GET|HEAD /healthz`` (alive), ``/readyz`` (storage answers), ``/version`` (JSON).
 - ``/metrics`` (Prometheus, ``_metrics``), ``/catalog`` and ``/index`` (what storage
   holds, ``_catalog``), ``/`` and ``/robots.txt`` (``_pages``).
@@ -243,8 +244,7 @@ def create_app(pipeline: Pipeline, *, go_version: str, metrics: Metrics | None =
     """The GOPROXY app over ``pipeline``; ``go_version`` is what ``/version`` reports.
 
     ``metrics`` is what ``/metrics`` shows (a fresh :class:`Metrics` bound to the
-    pipeline if None: it then counts requests but sees no fetches or cache hits, which
-    need its wrappers in the pipeline, as ``serve`` puts them)."""
+    pipeline if None; ``serve`` passes one that also sees its connections)."""
     # Imported here, not at the top: athens_trio/__init__.py may import this package.
     from .. import __version__
 
