@@ -1,25 +1,36 @@
 """The exceptions athens-trio raises, and what each one means to a go client.
 
-Exception hierarchy::
+Each class carries its answer: :attr:`~AthensTrioError.status` (the HTTP status a go
+client gets) and :attr:`~AthensTrioError.outcome` (how a fetch that failed with it is
+counted).  The server and the metrics read these; nothing else decides them.
 
-    AthensTrioError
-    ├── ConfigError ............ a config key or environment variable has a bad value
-    ├── GoBinaryError .......... the configured go binary is missing or does not run
-    ├── InvalidRequestError .... malformed input; never reaches go or storage   (HTTP 400)
-    │   ├── InvalidPathError ... a module path (or its escaped form) is not valid
-    │   └── InvalidVersionError  a version (or its escaped form) is not valid
-    ├── NotFoundError .......... the module or version does not exist            (HTTP 404)
-    ├── ForbiddenError ......... policy refuses it: FilterFile or ValidatorHook   (HTTP 403)
-    ├── Redirected ............. policy sends the client elsewhere         (HTTP 301/303)
-    ├── UpstreamError .......... go could not reach or read the VCS / upstream   (HTTP 502)
-    │   └── FetchTimeoutError .. fetching or listing ran past its timeout        (HTTP 504)
-    ├── StorageError ........... the storage backend failed                      (HTTP 500)
-    │   └── DamagedVersionError  a stored file no longer matches its recorded hash
-    └── ValidatorError ......... the ValidatorHook failed or answered nonsense   (HTTP 500)
+Exception hierarchy (HTTP status; fetch outcome where it is not ``error``)::
 
-Only :class:`NotFoundError` may become a 404/410, because that is what makes the go
-command fall through to the next entry of a ``GOPROXY=a,b`` list: a fault must never
-look like "does not exist".
+    AthensTrioError ............... base class                                    500
+    ├── ConfigError ............... a config key or environment variable is bad   500
+    ├── GoBinaryError ............. the configured go binary is missing or broken 500
+    ├── InvalidRequestError ....... malformed input; never reaches go or storage  400
+    │   ├── InvalidPathError ...... a module path (or its escaped form) is bad    400
+    │   └── InvalidVersionError ... a version (or its escaped form) is bad        400
+    ├── NotFoundError ............. the module or version does not exist          404 not_found
+    │   └── NoSuchEndpointError ... the path is no GOPROXY endpoint at all        404 not_found
+    ├── ForbiddenError ............ policy refuses it: FilterFile, ValidatorHook  403
+    ├── Redirected ................ policy sends the client elsewhere     301/303 (its own)
+    ├── RangeNotSatisfiableError .. a Range starts past the end of the zip        416
+    ├── UpstreamError ............. go could not reach or read the VCS            502 upstream_error
+    │   └── FetchTimeoutError ..... fetching or listing ran past its timeout      504 timeout
+    ├── StorageError .............. the storage backend failed                    500
+    │   └── DamagedVersionError ... a stored file no longer matches its hash      500
+    └── ValidatorError ............ the ValidatorHook failed or answered nonsense 500
+
+Anything else (a bug) is a 500 and a fetch outcome ``error``: see :func:`status_of` and
+:func:`outcome_of`.
+
+Only :class:`NotFoundError` may become a 404, because that is what makes the go command
+fall through to the next entry of a ``GOPROXY=a,b`` list: a fault must never look like
+"does not exist".  That is also why an upstream failure is a 502 (we are a gateway to
+the VCS), not a 404: a ``GOPROXY=ours,direct`` client would fall through and get a
+different answer.
 """
 
 from __future__ import annotations
@@ -34,16 +45,25 @@ __all__ = [
     "InvalidPathError",
     "InvalidRequestError",
     "InvalidVersionError",
+    "NoSuchEndpointError",
     "NotFoundError",
+    "RangeNotSatisfiableError",
     "Redirected",
     "StorageError",
     "UpstreamError",
     "ValidatorError",
+    "outcome_of",
+    "status_of",
 ]
 
 
 class AthensTrioError(Exception):
     """Base class of every error athens-trio raises on purpose."""
+
+    #: The HTTP status a go client gets for it (the tree in the module docstring).
+    status: int = 500
+    #: How a fetch that failed with it is counted (``athens_trio_fetches_total``).
+    outcome: str = "error"
 
 
 class ConfigError(AthensTrioError):
@@ -65,6 +85,8 @@ class GoBinaryError(AthensTrioError):
 class InvalidRequestError(AthensTrioError, ValueError):
     """Input that is malformed; it is refused before anything acts on it."""
 
+    status = 400
+
 
 class InvalidPathError(InvalidRequestError):
     """A module path, or its case-escaped form, breaks golang.org/x/mod's rules."""
@@ -77,9 +99,18 @@ class InvalidVersionError(InvalidRequestError):
 class NotFoundError(AthensTrioError):
     """The module, or this version of it, does not exist (upstream or in storage)."""
 
+    status = 404
+    outcome = "not_found"
+
+
+class NoSuchEndpointError(NotFoundError):
+    """The path is none of the GOPROXY endpoints (it has no ``/@v/`` or ``/@latest``)."""
+
 
 class ForbiddenError(AthensTrioError):
     """The operator's policy refuses this module or version (a filter rule, the hook)."""
+
+    status = 403
 
 
 class Redirected(AthensTrioError):
@@ -100,12 +131,31 @@ class Redirected(AthensTrioError):
         return (type(self), (self.location, self.status, self.reason))
 
 
+class RangeNotSatisfiableError(AthensTrioError):
+    """A ``Range`` header whose first byte lies past the end of the representation."""
+
+    status = 416
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"range not satisfiable: the representation has {size} bytes")
+        self.size = size
+
+    def __reduce__(self) -> tuple[type[RangeNotSatisfiableError], tuple[int]]:
+        return (type(self), (self.size,))
+
+
 class UpstreamError(AthensTrioError):
     """go failed for a reason other than "does not exist" (network, VCS, crash)."""
+
+    status = 502
+    outcome = "upstream_error"
 
 
 class FetchTimeoutError(UpstreamError):
     """A go command ran past its timeout and was killed."""
+
+    status = 504
+    outcome = "timeout"
 
 
 class StorageError(AthensTrioError):
@@ -122,3 +172,13 @@ class DamagedVersionError(StorageError):
 
 class ValidatorError(AthensTrioError):
     """The validator hook did not answer 200 or 403: a fault, never a "yes"."""
+
+
+def status_of(error: BaseException) -> int:
+    """The HTTP status ``error`` becomes: its own, or 500 for anything not ours (a bug)."""
+    return error.status if isinstance(error, AthensTrioError) else 500
+
+
+def outcome_of(error: BaseException) -> str:
+    """How a fetch that failed with ``error`` is counted: its own, or ``error``."""
+    return error.outcome if isinstance(error, AthensTrioError) else "error"

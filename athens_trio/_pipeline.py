@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,10 +52,14 @@ class Pipeline:
     storage: Backend
     stasher: stash.Stasher
     protocol: DownloadProtocol
-    #: The GoGetWorkers pool and the ProtocolWorkers pool (for metrics: borrowed tokens
-    #: are the slots in use, statistics().tasks_waiting the queue).
-    stash_limiter: trio.CapacityLimiter
-    protocol_limiter: trio.CapacityLimiter
+    #: The parts whose statistics() the metrics read: the fetches (inside the stasher),
+    #: the single-flight, the GoGetWorkers pool, the ProtocolWorkers pool and the
+    #: protocol's storage lookups.
+    fetches: stash.FetchAndSave
+    singleflight: stash.SingleFlight
+    stash_pool: stash.Pool
+    protocol_pool: download.Pool
+    lookups: download.StorageFirst
     #: The checksum database proxy over ``SumDBs`` (None if there are none).
     sumdb: SumDBProxy | None = None
 
@@ -109,17 +113,8 @@ async def open_pipeline(
     storage: Backend | None = None,
     fetcher: Fetcher | None = None,
     lister: Lister | None = None,
-    stash_wrappers: Sequence[stash.Wrapper] = (),
-    protocol_wrappers: Sequence[download.ProtocolWrapper] = (),
-    observe_lookup: download.LookupObserver | None = None,
 ) -> AsyncIterator[Pipeline]:
-    """Build the pipeline from ``config``; any component may be passed in instead.
-
-    ``stash_wrappers`` wrap the plain stasher inside the pool (they see each real fetch,
-    once); ``protocol_wrappers`` wrap the download protocol outside its pool (they see
-    each call); ``observe_lookup(endpoint, hit)`` hears of each storage hit or miss.
-    The server uses them for metrics.
-    """
+    """Build the pipeline from ``config``; any component may be passed in instead."""
     # The policy files are read now, so a bad one stops the start with its key named.
     policy = download.load_download_policy(config.download_mode, config.download_url)
     module_filter = (
@@ -160,32 +155,42 @@ async def open_pipeline(
 
             nursery = await stack.enter_async_context(trio.open_nursery())
             nursery.start_soon(_sweep, storage, name="sweep storage leftovers")
-            stash_limiter = trio.CapacityLimiter(config.go_get_workers)
-            protocol_limiter = trio.CapacityLimiter(config.protocol_workers)
-            stasher = stash.new(
-                fetcher,
-                storage,
-                *stash_wrappers,
-                stash.with_pool(stash_limiter),
+            stash_pool = stash.with_pool(config.go_get_workers)
+            protocol_pool = download.with_pool(config.protocol_workers)
+            singleflight = stash.with_singleflight(nursery)
+            fetches = stash.FetchAndSave(fetcher, storage)
+            stasher = stash.wrap(
+                fetches,
+                stash_pool,
                 # The hook is asked once per fetch, without holding a go worker.
                 *policy_stash_wrappers,
-                stash.with_singleflight(nursery),
+                singleflight,
             )
-            protocol = download.new(
+            lookups = download.new(
                 storage,
                 stasher,
-                PooledLister(lister, stash_limiter),
-                download.with_pool(protocol_limiter),
-                *protocol_wrappers,
-                # The filter answers first, before anything is looked up.
-                *policy_protocol_wrappers,
+                PooledLister(lister, stash_pool.limiter),
                 network_mode=config.network_mode,
                 policy=policy,
                 background=nursery,
-                observe_lookup=observe_lookup,
+            )
+            protocol = download.wrap(
+                lookups,
+                protocol_pool,
+                # The filter answers first, before anything is looked up.
+                *policy_protocol_wrappers,
             )
             yield Pipeline(
-                config, storage, stasher, protocol, stash_limiter, protocol_limiter, sumdb
+                config,
+                storage,
+                stasher,
+                protocol,
+                fetches,
+                singleflight,
+                stash_pool,
+                protocol_pool,
+                lookups,
+                sumdb,
             )
             nursery.cancel_scope.cancel()
     finally:

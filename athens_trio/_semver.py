@@ -18,11 +18,12 @@ accept Arabic-Indic and other Unicode digits, which Go never does).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 from typing import NamedTuple
 
 __all__ = [
+    "Precedence",
+    "SortKey",
     "build",
     "canonical",
     "compare",
@@ -31,6 +32,7 @@ __all__ = [
     "major_minor",
     "max_version",
     "prerelease",
+    "sort_key",
     "sort_versions",
 ]
 
@@ -214,38 +216,33 @@ def build(v: str) -> str:
     return "" if parsed is None else parsed.build
 
 
-def _compare_int(x: str, y: str) -> int:
-    # Both are decimal strings without leading zeros: the longer one is bigger.
-    if x == y:
-        return 0
-    if len(x) != len(y):
-        return -1 if len(x) < len(y) else 1
-    return -1 if x < y else 1
+#: A version's semver precedence: what :func:`compare` compares (build metadata and
+#: the spelling of a shorthand are not part of it).
+Precedence = tuple[int, tuple[int, int, int], int, tuple[tuple[int, int, str], ...]]
+#: A version's place in ``semver.Sort`` order: its precedence, then its spelling.
+SortKey = tuple[Precedence, str]
 
 
-def _compare_prerelease(x: str, y: str) -> int:
-    # semver.org precedence: a version without a prerelease is greater; identifiers
-    # compare left to right, numerically when both are numbers, numbers below
+def _prerelease_key(pre: str) -> tuple[tuple[int, int, str], ...]:
+    # semver.org: identifiers compare left to right, numerically when both are numbers
+    # (no leading zeros, so value order is Go's length-then-bytes order), numbers below
     # alphanumerics, otherwise in ASCII order; a longer list wins once one runs out.
-    if x == y:
-        return 0
-    if not x:
-        return 1
-    if not y:
-        return -1
-    x_idents = x[1:].split(".")
-    y_idents = y[1:].split(".")
-    for x_ident, y_ident in zip(x_idents, y_idents, strict=False):
-        if x_ident == y_ident:
-            continue
-        x_numeric = _is_num(x_ident)
-        y_numeric = _is_num(y_ident)
-        if x_numeric != y_numeric:
-            return -1 if x_numeric else 1
-        if x_numeric and len(x_ident) != len(y_ident):
-            return -1 if len(x_ident) < len(y_ident) else 1
-        return -1 if x_ident < y_ident else 1
-    return -1 if len(x_idents) < len(y_idents) else 1
+    return tuple(
+        (0, int(ident), "") if _is_num(ident) else (1, 0, ident) for ident in pre[1:].split(".")
+    )
+
+
+def _precedence(v: str) -> Precedence:
+    parsed = _parse(v)
+    if parsed is None:
+        return (0, (0, 0, 0), 0, ())  # below every valid version, equal to each other
+    # A version without a prerelease (1) is greater than every prerelease of it (0).
+    return (
+        1,
+        (int(parsed.major), int(parsed.minor), int(parsed.patch)),
+        0 if parsed.prerelease else 1,
+        _prerelease_key(parsed.prerelease) if parsed.prerelease else (),
+    )
 
 
 def compare(v: str, w: str) -> int:
@@ -254,23 +251,8 @@ def compare(v: str, w: str) -> int:
     An invalid version is less than every valid one, and all invalid versions are equal.
     Build metadata is ignored, so ``compare("v1.0.0+a", "v1.0.0+b") == 0``.
     """
-    parsed_v = _parse(v)
-    parsed_w = _parse(w)
-    if parsed_v is None and parsed_w is None:
-        return 0
-    if parsed_v is None:
-        return -1
-    if parsed_w is None:
-        return 1
-    for x, y in (
-        (parsed_v.major, parsed_w.major),
-        (parsed_v.minor, parsed_w.minor),
-        (parsed_v.patch, parsed_w.patch),
-    ):
-        result = _compare_int(x, y)
-        if result != 0:
-            return result
-    return _compare_prerelease(parsed_v.prerelease, parsed_w.prerelease)
+    x, y = _precedence(v), _precedence(w)
+    return (x > y) - (x < y)
 
 
 def max_version(v: str, w: str) -> str:
@@ -283,12 +265,11 @@ def max_version(v: str, w: str) -> str:
     return v if compare(v, w) > 0 else w
 
 
-def _compare_then_string(v: str, w: str) -> int:
-    result = compare(v, w)
-    if result != 0:
-        return result
-    # Go falls back to strings.Compare (bytes); code point order is UTF-8 byte order.
-    return (v > w) - (v < w)
+def sort_key(v: str) -> SortKey:
+    """A key that orders versions as ``semver.Sort`` does: by :func:`compare`, then as
+    strings (Go's bytes order is code point order in UTF-8); invalid versions first.
+    Each version is parsed once, however many it is compared with."""
+    return (_precedence(v), v)
 
 
 def sort_versions(versions: Iterable[str]) -> list[str]:
@@ -296,4 +277,4 @@ def sort_versions(versions: Iterable[str]) -> list[str]:
 
     Invalid versions come first, among themselves in string order.
     """
-    return sorted(versions, key=functools.cmp_to_key(_compare_then_string))
+    return sorted(versions, key=sort_key)

@@ -25,8 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from athens_trio import Config, DiskStorage, InvalidRequestError
+from athens_trio._endpoints import LATEST, LIST, Endpoint
 from athens_trio._module import escape_path, escape_version
-from athens_trio.server._routing import Endpoint, NoSuchEndpointError, parse_proxy_path
+from athens_trio.server._routing import NoSuchEndpointError, parse_proxy_path
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
@@ -266,12 +267,12 @@ _PATHS = st.one_of(
 
 
 def _encode(endpoint: Endpoint, module: str, version: str | None) -> str:
-    if endpoint is Endpoint.LIST:
+    if endpoint is LIST:
         return f"/{escape_path(module)}/@v/list"
-    if endpoint is Endpoint.LATEST:
+    if endpoint is LATEST:
         return f"/{escape_path(module)}/@latest"
     assert version is not None
-    return f"/{escape_path(module)}/@v/{escape_version(version)}.{endpoint.value}"
+    return f"/{escape_path(module)}/@v/{escape_version(version)}.{endpoint.name}"
 
 
 @settings(max_examples=500, deadline=None)

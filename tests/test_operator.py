@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import io
 import ipaddress
 import json
@@ -36,7 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from athens_trio import MemoryStorage
 from athens_trio._logging import request_id, setup_logging
-from athens_trio._semver import sort_versions
+from athens_trio._semver import compare
 from athens_trio.server import Server, serve
 from athens_trio.server._auth import BasicAuth
 from athens_trio.server._catalog import sort_entries
@@ -568,13 +569,18 @@ _VERSIONS = st.builds(
     st.tuples(*[st.integers(min_value=0, max_value=12)] * 3),
     st.lists(_IDENT, max_size=3),
     st.sampled_from(["", "incompatible", "meta.1"]),
-) | st.sampled_from(["not-a-version", "v1.2.3.4", "latest"])
+) | st.sampled_from(["not-a-version", "v1.2.3.4", "latest", "v1", "v1.2", "v0"])
+
+
+def _go_sort_order(v: str, w: str) -> int:
+    """semver.Sort's comparison: by precedence, then as strings."""
+    return compare(v, w) or (v > w) - (v < w)
 
 
 @given(st.lists(_VERSIONS, max_size=25))
 def test_catalog_order_is_semver_sort(versions: list[str]) -> None:
     ordered = sort_entries(("m", v) for v in versions)
-    assert [v for _, v in ordered] == sort_versions(versions)
+    assert [v for _, v in ordered] == sorted(versions, key=functools.cmp_to_key(_go_sort_order))
 
 
 async def test_index_lists_versions_oldest_first_from_since(

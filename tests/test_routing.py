@@ -1,4 +1,5 @@
-"""The server's pure protocol rules: request paths, ranges, ETags, cache and status."""
+"""The server's pure protocol rules: request paths, ranges, ETags, cache and status,
+and the endpoint table they read."""
 
 from __future__ import annotations
 
@@ -7,31 +8,44 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from athens_trio import (
+    AthensTrioError,
+    ConfigError,
     FetchTimeoutError,
+    ForbiddenError,
     GoBinaryError,
     InvalidPathError,
+    InvalidRequestError,
     InvalidVersionError,
     NotFoundError,
+    Redirected,
     StorageError,
     UpstreamError,
+    ValidatorError,
 )
-from athens_trio._module import escape_path, escape_version
-from athens_trio.server._routing import (
+from athens_trio._endpoints import (
     CACHE_IMMUTABLE,
     CACHE_SHORT,
-    ByteRange,
+    ENDPOINTS,
+    INFO,
+    LATEST,
+    LIST,
+    MOD,
+    ZIP,
     Endpoint,
+    endpoint_of_shape,
+)
+from athens_trio._exceptions import DamagedVersionError, outcome_of, status_of
+from athens_trio._module import escape_path, escape_version
+from athens_trio.server._routing import (
+    ByteRange,
     NoSuchEndpointError,
     ProxyRequest,
     RangeNotSatisfiableError,
-    cache_control,
     content_etag,
     etag_matches,
     if_range_allows,
-    most_severe,
     parse_proxy_path,
     parse_range,
-    status_for,
     zip_etag,
 )
 
@@ -41,26 +55,26 @@ HELLO = "github.com/athens-fixtures/hello"
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
-        (f"/{HELLO}/@v/list", ProxyRequest(Endpoint.LIST, HELLO)),
-        (f"/{HELLO}/@latest", ProxyRequest(Endpoint.LATEST, HELLO)),
-        (f"/{HELLO}/@v/v1.0.0.info", ProxyRequest(Endpoint.INFO, HELLO, "v1.0.0")),
-        (f"/{HELLO}/@v/main.info", ProxyRequest(Endpoint.INFO, HELLO, "main")),
-        (f"/{HELLO}/@v/v1.2.info", ProxyRequest(Endpoint.INFO, HELLO, "v1.2")),
-        (f"/{HELLO}/@v/v1.0.0.mod", ProxyRequest(Endpoint.MOD, HELLO, "v1.0.0")),
-        (f"/{HELLO}/@v/v1.0.0.zip", ProxyRequest(Endpoint.ZIP, HELLO, "v1.0.0")),
+        (f"/{HELLO}/@v/list", ProxyRequest(LIST, HELLO)),
+        (f"/{HELLO}/@latest", ProxyRequest(LATEST, HELLO)),
+        (f"/{HELLO}/@v/v1.0.0.info", ProxyRequest(INFO, HELLO, "v1.0.0")),
+        (f"/{HELLO}/@v/main.info", ProxyRequest(INFO, HELLO, "main")),
+        (f"/{HELLO}/@v/v1.2.info", ProxyRequest(INFO, HELLO, "v1.2")),
+        (f"/{HELLO}/@v/v1.0.0.mod", ProxyRequest(MOD, HELLO, "v1.0.0")),
+        (f"/{HELLO}/@v/v1.0.0.zip", ProxyRequest(ZIP, HELLO, "v1.0.0")),
         (
             "/github.com/!azure/azure-sdk-for-go/@v/v1.0.0-!r!c1.zip",
-            ProxyRequest(Endpoint.ZIP, "github.com/Azure/azure-sdk-for-go", "v1.0.0-RC1"),
+            ProxyRequest(ZIP, "github.com/Azure/azure-sdk-for-go", "v1.0.0-RC1"),
         ),
         (
             "/github.com/x/legacy/@v/v2.0.0+incompatible.mod",
-            ProxyRequest(Endpoint.MOD, "github.com/x/legacy", "v2.0.0+incompatible"),
+            ProxyRequest(MOD, "github.com/x/legacy", "v2.0.0+incompatible"),
         ),
         (
             "/github.com/x/y/v2/@v/v2.0.0.info",
-            ProxyRequest(Endpoint.INFO, "github.com/x/y/v2", "v2.0.0"),
+            ProxyRequest(INFO, "github.com/x/y/v2", "v2.0.0"),
         ),
-        ("/gopkg.in/yaml.v3/@v/list", ProxyRequest(Endpoint.LIST, "gopkg.in/yaml.v3")),
+        ("/gopkg.in/yaml.v3/@v/list", ProxyRequest(LIST, "gopkg.in/yaml.v3")),
     ],
 )
 def test_parse_proxy_path(path: str, expected: ProxyRequest) -> None:
@@ -104,7 +118,7 @@ def test_no_such_endpoint_is_a_404() -> None:
     assert issubclass(NoSuchEndpointError, NotFoundError)
     with pytest.raises(NoSuchEndpointError) as caught:
         parse_proxy_path("/favicon.ico")
-    assert status_for(caught.value) == 404
+    assert status_of(caught.value) == 404
 
 
 _ELEMENT = st.text(
@@ -120,7 +134,7 @@ _ELEMENT = st.text(
     major=st.integers(0, 20),
     minor=st.integers(0, 20),
     pre=st.sampled_from(["", "-rc.1", "-RC1", "-beta"]),
-    endpoint=st.sampled_from([Endpoint.INFO, Endpoint.MOD, Endpoint.ZIP]),
+    endpoint=st.sampled_from([INFO, MOD, ZIP]),
 )
 def test_escaped_paths_round_trip(
     owner: str, name: str, major: int, minor: int, pre: str, endpoint: Endpoint
@@ -131,25 +145,52 @@ def test_escaped_paths_round_trip(
     except InvalidPathError:
         return  # e.g. an element that looks like a Windows short name
     version = f"v{major}.{minor}.0{pre}"
-    path = f"/{escaped}/@v/{escape_version(version)}.{endpoint.value}"
+    path = f"/{escaped}/@v/{escape_version(version)}.{endpoint.name}"
+    assert endpoint.path(module, version) == path
     assert parse_proxy_path(path) == ProxyRequest(endpoint, module, version)
 
 
 @pytest.mark.parametrize(
     ("request_", "expected"),
     [
-        (ProxyRequest(Endpoint.LIST, HELLO), CACHE_SHORT),
-        (ProxyRequest(Endpoint.LATEST, HELLO), CACHE_SHORT),
-        (ProxyRequest(Endpoint.INFO, HELLO, "main"), CACHE_SHORT),
-        (ProxyRequest(Endpoint.INFO, HELLO, "v1.2"), CACHE_SHORT),
-        (ProxyRequest(Endpoint.INFO, HELLO, "v1.0.0"), CACHE_IMMUTABLE),
-        (ProxyRequest(Endpoint.INFO, HELLO, "v0.0.0-20240101000000-0123456789ab"), CACHE_IMMUTABLE),
-        (ProxyRequest(Endpoint.MOD, HELLO, "v1.0.0"), CACHE_IMMUTABLE),
-        (ProxyRequest(Endpoint.ZIP, HELLO, "v1.0.0"), CACHE_IMMUTABLE),
+        (ProxyRequest(LIST, HELLO), CACHE_SHORT),
+        (ProxyRequest(LATEST, HELLO), CACHE_SHORT),
+        (ProxyRequest(INFO, HELLO, "main"), CACHE_SHORT),
+        (ProxyRequest(INFO, HELLO, "v1.2"), CACHE_SHORT),
+        (ProxyRequest(INFO, HELLO, "v1.0.0"), CACHE_IMMUTABLE),
+        (ProxyRequest(INFO, HELLO, "v0.0.0-20240101000000-0123456789ab"), CACHE_IMMUTABLE),
+        (ProxyRequest(MOD, HELLO, "v1.0.0"), CACHE_IMMUTABLE),
+        (ProxyRequest(ZIP, HELLO, "v1.0.0"), CACHE_IMMUTABLE),
     ],
 )
 def test_cache_control(request_: ProxyRequest, expected: str) -> None:
-    assert cache_control(request_) == expected
+    assert request_.endpoint.cache_control(request_.version) == expected
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_each_endpoint_path_parses_back_and_has_its_shape(endpoint: Endpoint) -> None:
+    version = "v1.0.0-RC1" if endpoint.versioned else None
+    path = endpoint.path("github.com/Azure/x", version)
+    assert parse_proxy_path(path) == ProxyRequest(endpoint, "github.com/Azure/x", version)
+    assert endpoint_of_shape(path) is endpoint
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/m/@v/list", LIST),
+        ("/m/@v/v1.0.0.info", INFO),
+        ("/m/@v/v1.0.0.mod", MOD),
+        ("/m/@v/v1.0.0.zip", ZIP),
+        ("/m/@latest", LATEST),
+        ("/m/@v/a/b.info", INFO),  # malformed, but asks .info: labelled so
+        ("/m/latest.info", None),
+        ("/metrics", None),
+        ("/", None),
+    ],
+)
+def test_endpoint_of_shape(path: str, expected: Endpoint | None) -> None:
+    assert endpoint_of_shape(path) is expected
 
 
 @pytest.mark.parametrize(
@@ -186,7 +227,7 @@ def test_parse_range_not_satisfiable(header: str, size: int) -> None:
     with pytest.raises(RangeNotSatisfiableError) as caught:
         parse_range(header, size)
     assert caught.value.size == size
-    assert status_for(caught.value) == 416
+    assert status_of(caught.value) == 416
 
 
 @given(size=st.integers(1, 10_000), first=st.integers(0, 20_000), last=st.integers(0, 20_000))
@@ -224,25 +265,40 @@ def test_etags() -> None:
 
 
 @pytest.mark.parametrize(
-    ("error", "status"),
+    ("error", "status", "outcome"),
     [
-        (NotFoundError("x"), 404),
-        (InvalidPathError("x"), 400),
-        (InvalidVersionError("x"), 400),
-        (UpstreamError("x"), 502),
-        (FetchTimeoutError("x"), 504),
-        (StorageError("x"), 500),
-        (GoBinaryError("x"), 500),
-        (RuntimeError("x"), 500),
+        (NotFoundError("x"), 404, "not_found"),
+        (NoSuchEndpointError("x"), 404, "not_found"),
+        (InvalidRequestError("x"), 400, "error"),
+        (InvalidPathError("x"), 400, "error"),
+        (InvalidVersionError("x"), 400, "error"),
+        (ForbiddenError("x"), 403, "error"),
+        (Redirected("https://elsewhere/m/@v/list", 301, "x"), 301, "error"),
+        (Redirected("https://elsewhere/m/@v/list", 303, "x"), 303, "error"),
+        (RangeNotSatisfiableError(10), 416, "error"),
+        (UpstreamError("x"), 502, "upstream_error"),
+        (FetchTimeoutError("x"), 504, "timeout"),
+        (StorageError("x"), 500, "error"),
+        (DamagedVersionError("x"), 500, "error"),
+        (ValidatorError("x"), 500, "error"),
+        (GoBinaryError("x"), 500, "error"),
+        (ConfigError("Port", "x"), 500, "error"),
+        (AthensTrioError("x"), 500, "error"),
+        (RuntimeError("x"), 500, "error"),
     ],
 )
-def test_status_for(error: Exception, status: int) -> None:
-    assert status_for(error) == status
+def test_each_exception_carries_its_status_and_fetch_outcome(
+    error: Exception, status: int, outcome: str
+) -> None:
+    assert status_of(error) == status
+    assert outcome_of(error) == outcome
 
 
-def test_most_severe_never_hides_a_fault_behind_a_404() -> None:
-    storage = StorageError("disk")
-    group = ExceptionGroup("g", [NotFoundError("x"), ExceptionGroup("h", [storage])])
-    assert most_severe(group) is storage
-    timeout = FetchTimeoutError("slow")
-    assert most_severe(ExceptionGroup("g", [UpstreamError("u"), timeout])) is timeout
+def test_only_does_not_exist_is_a_404() -> None:
+    """404 makes go fall through to the next GOPROXY entry: only NotFoundError may."""
+
+    def subclasses(cls: type[AthensTrioError]) -> list[type[AthensTrioError]]:
+        return [cls, *(sub for direct in cls.__subclasses__() for sub in subclasses(direct))]
+
+    for cls in subclasses(AthensTrioError):
+        assert (cls.status in (404, 410)) == issubclass(cls, NotFoundError), cls

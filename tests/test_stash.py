@@ -217,3 +217,73 @@ async def test_singleflight_distinct_versions_each_fetch_once(tmp_path: Path, wo
                 callers.start_soon(stasher.stash, MODULE, f"v1.0.{i % 5}")
     assert sorted(fetcher.calls) == [f"v1.0.{i}" for i in range(5)]
     assert fetcher.peak <= workers
+
+
+# ---------------------------------------------------------------------------------------
+# statistics()
+# ---------------------------------------------------------------------------------------
+
+
+async def test_fetch_statistics_count_by_outcome_with_durations(tmp_path: Path) -> None:
+    fetcher = ScriptedFetcher(tmp_path)
+    fetches = stash.FetchAndSave(fetcher, MemoryStorage())
+    assert fetches.statistics() == stash.FetchStatistics(in_progress=0, outcomes={})
+
+    fetcher.hold = True
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fetches.stash, MODULE, "v1.0.0")
+        await fetcher.started.wait()
+        assert fetches.statistics().in_progress == 1
+        fetcher.release.set()
+    fetcher.hold = False
+    fetcher.fail_with = NotFoundError("no such version")
+    with pytest.raises(NotFoundError):
+        await fetches.stash(MODULE, "v9.9.9")
+    fetcher.fail_with = UpstreamError("vcs down")
+    with pytest.raises(UpstreamError):
+        await fetches.stash(MODULE, "v9.9.8")
+
+    statistics = fetches.statistics()
+    assert statistics.in_progress == 0
+    assert set(statistics.outcomes) == {"ok", "not_found", "upstream_error"}
+    for tally in statistics.outcomes.values():
+        assert tally.count == 1
+        assert tally.seconds > 0
+        assert len(tally.buckets) == len(stash.FETCH_SECONDS_BOUNDS)
+        # Cumulative and bounded by the count: each took well under the last bound.
+        assert list(tally.buckets) == sorted(tally.buckets)
+        assert tally.buckets[-1] == 1
+
+
+async def test_fetch_statistics_count_a_cancelled_fetch(tmp_path: Path) -> None:
+    fetcher = ScriptedFetcher(tmp_path)
+    fetcher.hold = True
+    fetches = stash.FetchAndSave(fetcher, MemoryStorage())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fetches.stash, MODULE, "v1.0.0")
+        await fetcher.started.wait()
+        nursery.cancel_scope.cancel()
+    statistics = fetches.statistics()
+    assert statistics.in_progress == 0
+    assert statistics.outcomes["cancelled"].count == 1
+
+
+async def test_pool_and_singleflight_statistics(tmp_path: Path) -> None:
+    fetcher = ScriptedFetcher(tmp_path)
+    fetcher.hold = True
+    pool = stash.with_pool(1)
+    assert pool.statistics() == stash.PoolStatistics(in_use=0, size=1, waiting=0)
+    async with trio.open_nursery() as pipeline_nursery:
+        singleflight = stash.with_singleflight(pipeline_nursery)
+        stasher = stash.new(fetcher, MemoryStorage(), pool, singleflight)
+        async with trio.open_nursery() as callers:
+            for _ in range(5):
+                callers.start_soon(stasher.stash, MODULE, "v1.0.0")
+            callers.start_soon(stasher.stash, MODULE, "v2.0.0")
+            await trio.testing.wait_all_tasks_blocked()
+            # Two distinct versions in flight: one fetching, one waiting for the slot.
+            assert singleflight.statistics() == stash.SingleFlightStatistics(in_flight=2, joined=4)
+            assert pool.statistics() == stash.PoolStatistics(in_use=1, size=1, waiting=1)
+            fetcher.release.set()
+    assert singleflight.statistics() == stash.SingleFlightStatistics(in_flight=0, joined=4)
+    assert pool.statistics() == stash.PoolStatistics(in_use=0, size=1, waiting=0)

@@ -4,22 +4,32 @@ wrappers: DownloadMode (what to do on a storage miss) and FilterFile (who is ser
 from __future__ import annotations
 
 from ._filter import FilterRule, ModuleFilter, with_filter
-from ._mode import DownloadPolicy, Mode, load_download_policy, proxy_path
-from ._pool import with_pool
-from ._protocol import DownloadProtocol, LookupObserver, NetworkMode, ProtocolWrapper, new
+from ._mode import DownloadPolicy, Mode, load_download_policy
+from ._pool import Pool, with_pool
+from ._protocol import (
+    DownloadProtocol,
+    LookupStatistics,
+    NetworkMode,
+    ProtocolWrapper,
+    StorageFirst,
+    new,
+    wrap,
+)
 
 __all__ = [
     "DownloadPolicy",
     "DownloadProtocol",
     "FilterRule",
-    "LookupObserver",
+    "LookupStatistics",
     "Mode",
     "ModuleFilter",
     "NetworkMode",
+    "Pool",
     "ProtocolWrapper",
+    "StorageFirst",
     "load_download_policy",
     "new",
-    "proxy_path",
     "with_filter",
     "with_pool",
+    "wrap",
 ]

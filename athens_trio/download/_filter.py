@@ -13,9 +13,9 @@ import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._endpoints import INFO, LATEST, LIST, MOD, ZIP, Endpoint
 from .._exceptions import ConfigError, ForbiddenError, Redirected
 from ..storage import StoredZip
-from ._mode import proxy_path
 from ._protocol import DownloadProtocol, ProtocolWrapper
 
 __all__ = ["FilterRule", "ModuleFilter", "with_filter"]
@@ -150,33 +150,33 @@ class _FilteredProtocol(DownloadProtocol):
         self._filter = module_filter
         self._global_endpoint = global_endpoint.rstrip("/")
 
-    def _check(self, module: str, endpoint: str, version: str | None = None) -> None:
+    def _check(self, module: str, endpoint: Endpoint, version: str | None = None) -> None:
         rule = self._filter.rule(module, version or "")
         if rule is FilterRule.EXCLUDE:
             what = f"{module}@{version}" if version else module
             raise ForbiddenError(f"{what} is excluded by this proxy's filter")
         if rule is FilterRule.DIRECT:
-            location = self._global_endpoint + proxy_path(module, endpoint, version)
+            location = self._global_endpoint + endpoint.path(module, version)
             raise Redirected(location, 303, f"{module} is served by the global endpoint")
 
     async def list(self, module: str) -> list[str]:
-        self._check(module, "list")
+        self._check(module, LIST)
         return await self._inner.list(module)
 
     async def latest(self, module: str) -> bytes:
-        self._check(module, "latest")
+        self._check(module, LATEST)
         return await self._inner.latest(module)
 
     async def info(self, module: str, version: str) -> bytes:
-        self._check(module, "info", version)
+        self._check(module, INFO, version)
         return await self._inner.info(module, version)
 
     async def go_mod(self, module: str, version: str) -> bytes:
-        self._check(module, "mod", version)
+        self._check(module, MOD, version)
         return await self._inner.go_mod(module, version)
 
     async def zip(self, module: str, version: str) -> StoredZip:
-        self._check(module, "zip", version)
+        self._check(module, ZIP, version)
         return await self._inner.zip(module, version)
 
 

@@ -25,24 +25,12 @@ import hcl2
 from hcl2 import SerializationOptions
 
 from .._exceptions import ConfigError
-from .._module import escape_path, escape_version
 from .._patterns import matches_pattern
 
-__all__ = ["DownloadPolicy", "Mode", "load_download_policy", "proxy_path"]
+__all__ = ["DownloadPolicy", "Mode", "load_download_policy"]
 
 Mode = Literal["sync", "async", "redirect", "async_redirect", "none"]
 _MODES: tuple[str, ...] = get_args(Mode)
-
-
-def proxy_path(module: str, endpoint: str, version: str | None = None) -> str:
-    """The GOPROXY path of a request: ``endpoint`` is list, latest, info, mod or zip."""
-    base = "/" + escape_path(module)
-    if endpoint == "list":
-        return base + "/@v/list"
-    if endpoint == "latest":
-        return base + "/@latest"
-    assert version is not None
-    return f"{base}/@v/{escape_version(version)}.{endpoint}"
 
 
 @dataclass(frozen=True)

@@ -9,45 +9,47 @@ from __future__ import annotations
 
 import trio
 
+from ..stash import Slots
 from ..storage import StoredZip
-from ._protocol import DownloadProtocol, ProtocolWrapper
+from ._protocol import DownloadProtocol
 
-__all__ = ["with_pool"]
+__all__ = ["Pool", "with_pool"]
 
 
 class _PooledProtocol(DownloadProtocol):
     def __init__(self, inner: DownloadProtocol, limiter: trio.CapacityLimiter) -> None:
         self._inner = inner
-        self.limiter = limiter
+        self._limiter = limiter
 
     async def list(self, module: str) -> list[str]:
-        async with self.limiter:
+        async with self._limiter:
             return await self._inner.list(module)
 
     async def latest(self, module: str) -> bytes:
-        async with self.limiter:
+        async with self._limiter:
             return await self._inner.latest(module)
 
     async def info(self, module: str, version: str) -> bytes:
-        async with self.limiter:
+        async with self._limiter:
             return await self._inner.info(module, version)
 
     async def go_mod(self, module: str, version: str) -> bytes:
-        async with self.limiter:
+        async with self._limiter:
             return await self._inner.go_mod(module, version)
 
     async def zip(self, module: str, version: str) -> StoredZip:
-        async with self.limiter:
+        async with self._limiter:
             return await self._inner.zip(module, version)
 
 
-def with_pool(workers: int | trio.CapacityLimiter) -> ProtocolWrapper:
-    """Bound concurrent protocol calls by a CapacityLimiter (FIFO-fair)."""
-    limiter = (
-        workers if isinstance(workers, trio.CapacityLimiter) else trio.CapacityLimiter(workers)
-    )
+class Pool(Slots):
+    """A protocol wrapper (call it on a protocol) that bounds concurrent protocol calls
+    by :attr:`limiter` (FIFO-fair); :meth:`statistics` tells its occupancy."""
 
-    def wrap(inner: DownloadProtocol) -> DownloadProtocol:
-        return _PooledProtocol(inner, limiter)
+    def __call__(self, inner: DownloadProtocol) -> DownloadProtocol:
+        return _PooledProtocol(inner, self.limiter)
 
-    return wrap
+
+def with_pool(workers: int | trio.CapacityLimiter) -> Pool:
+    """Bound concurrent protocol calls by a CapacityLimiter of ``workers`` slots."""
+    return Pool(workers)

@@ -11,11 +11,14 @@ from __future__ import annotations
 import abc
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 import trio
 
+from .._endpoints import INFO, MOD, ZIP, Endpoint
 from .._exceptions import (
     AthensTrioError,
     DamagedVersionError,
@@ -36,10 +39,18 @@ from .._semver import compare, prerelease, sort_versions
 from ..stash import Stasher
 from ..storage import Backend, StoredZip
 from ..upstream import Lister, UpstreamVersions, encode_info
-from ._mode import DownloadPolicy, proxy_path
+from ._mode import DownloadPolicy
 from ._repair import Repair
 
-__all__ = ["DownloadProtocol", "LookupObserver", "NetworkMode", "ProtocolWrapper", "new"]
+__all__ = [
+    "DownloadProtocol",
+    "LookupStatistics",
+    "NetworkMode",
+    "ProtocolWrapper",
+    "StorageFirst",
+    "new",
+    "wrap",
+]
 
 NetworkMode = Literal["strict", "offline", "fallback"]
 
@@ -47,12 +58,16 @@ log = logging.getLogger("athens_trio.download")
 
 T = TypeVar("T")
 
-#: Told of each storage lookup of info, mod or zip: (endpoint, hit).
-LookupObserver = Callable[[str, bool], None]
 
+@dataclass(frozen=True)
+class LookupStatistics:
+    """What :meth:`StorageFirst.statistics` returns: storage lookups of info, mod and
+    zip by endpoint name.  A hit was served as stored; a miss went to DownloadMode (a
+    fetch, joined or started), as does every ``.info`` of a query (a branch,
+    ``latest``).  An endpoint appears once it was looked up."""
 
-def _ignore_lookup(endpoint: str, hit: bool) -> None:
-    pass
+    hits: Mapping[str, int]
+    misses: Mapping[str, int]
 
 
 class DownloadProtocol(abc.ABC):
@@ -97,7 +112,9 @@ def _check_canonical(module: str, version: str) -> None:
         raise NotFoundError(f"{module}@{version}: {exc}") from None
 
 
-class _StorageFirst(DownloadProtocol):
+class StorageFirst(DownloadProtocol):
+    """The download protocol itself (the wrappers add its pool and policies)."""
+
     def __init__(
         self,
         storage: Backend,
@@ -106,16 +123,23 @@ class _StorageFirst(DownloadProtocol):
         network_mode: NetworkMode,
         policy: DownloadPolicy,
         background: trio.Nursery | None,
-        observe_lookup: LookupObserver | None,
     ) -> None:
         self._storage = storage
-        self._observe_lookup = observe_lookup or _ignore_lookup
+        self._hits: Counter[str] = Counter()
+        self._misses: Counter[str] = Counter()
         self._stasher = stasher
         self._lister = lister
         self._network_mode = network_mode
         self._policy = policy
         self._background = background
         self._repair = Repair(storage, stasher)
+
+    def statistics(self) -> LookupStatistics:
+        """Storage hits and misses so far, by endpoint."""
+        return LookupStatistics(hits=dict(self._hits), misses=dict(self._misses))
+
+    def _looked_up(self, endpoint: Endpoint, hit: bool) -> None:
+        (self._hits if hit else self._misses)[endpoint.name] += 1
 
     async def _upstream_or_storage(self, module: str) -> tuple[UpstreamVersions | None, list[str]]:
         """Upstream's answer (None where NetworkMode lets storage answer alone) and the
@@ -162,11 +186,11 @@ class _StorageFirst(DownloadProtocol):
             _check_canonical(module, version)
             with contextlib.suppress(NotFoundError):
                 info = await self._storage.info(module, version)
-                self._observe_lookup("info", True)
+                self._looked_up(INFO, True)
                 return info
         # A miss, or a query (branch, commit, "latest", "v1.2"): fetching resolves it.
-        self._observe_lookup("info", False)
-        resolved = await self._on_miss(module, version, "info")
+        self._looked_up(INFO, False)
+        resolved = await self._on_miss(module, version, INFO)
         return await self._storage.info(module, resolved)
 
     async def _read_or_fetch(
@@ -174,7 +198,7 @@ class _StorageFirst(DownloadProtocol):
         read: Callable[[str, str], Awaitable[T]],
         module: str,
         version: str,
-        endpoint: str,
+        endpoint: Endpoint,
     ) -> T:
         """Storage first (one read, no separate existence check); on a miss, DownloadMode."""
         _check_canonical(module, version)
@@ -183,13 +207,13 @@ class _StorageFirst(DownloadProtocol):
         except NotFoundError:
             pass
         else:
-            self._observe_lookup(endpoint, True)
+            self._looked_up(endpoint, True)
             return found
-        self._observe_lookup(endpoint, False)
+        self._looked_up(endpoint, False)
         await self._on_miss(module, version, endpoint)
         return await read(module, version)
 
-    async def _on_miss(self, module: str, version: str, endpoint: str) -> str:
+    async def _on_miss(self, module: str, version: str, endpoint: Endpoint) -> str:
         """Stash the version as DownloadMode says; return what it resolved to, or raise
         NotFoundError / Redirected when the mode answers without waiting for it."""
         mode = self._policy.mode_for(module)
@@ -198,9 +222,7 @@ class _StorageFirst(DownloadProtocol):
         if mode in ("async", "async_redirect"):
             self._stash_in_background(module, version)
         if mode in ("redirect", "async_redirect"):
-            location = self._policy.url_for(module).rstrip("/") + proxy_path(
-                module, endpoint, version
-            )
+            location = self._policy.url_for(module).rstrip("/") + endpoint.path(module, version)
             raise Redirected(location, 301, f"{module}@{version} is not stored here")
         raise NotFoundError(
             f"{module}@{version} is not stored here yet (DownloadMode {mode}"
@@ -219,13 +241,17 @@ class _StorageFirst(DownloadProtocol):
         self._background.start_soon(stash_quietly, name=f"background stash {module}@{version}")
 
     async def go_mod(self, module: str, version: str) -> bytes:
-        return await self._read_intact(self._storage.go_mod, module, version, "mod")
+        return await self._read_intact(self._storage.go_mod, module, version, MOD)
 
     async def zip(self, module: str, version: str) -> StoredZip:
-        return await self._read_intact(self._storage.zip, module, version, "zip")
+        return await self._read_intact(self._storage.zip, module, version, ZIP)
 
     async def _read_intact(
-        self, read: Callable[[str, str], Awaitable[T]], module: str, version: str, endpoint: str
+        self,
+        read: Callable[[str, str], Awaitable[T]],
+        module: str,
+        version: str,
+        endpoint: Endpoint,
     ) -> T:
         """As :meth:`_read_or_fetch`; a version that storage finds damaged after it was
         stored (a crash, a full disk, a hand) is never served: it is repaired first."""
@@ -258,30 +284,29 @@ def new(
     storage: Backend,
     stasher: Stasher,
     lister: Lister,
-    *wrappers: ProtocolWrapper,
+    *,
     network_mode: NetworkMode = "strict",
     policy: DownloadPolicy | None = None,
     background: trio.Nursery | None = None,
-    observe_lookup: LookupObserver | None = None,
-) -> DownloadProtocol:
-    """The download protocol over ``storage``, wrapped by each wrapper in turn (the last
-    one outermost), as Athens' ``download.New(opts, addons.WithPool(n))``.
+) -> StorageFirst:
+    """The download protocol over ``storage``; :func:`wrap` adds the pool and policies,
+    as Athens' ``download.New(opts, addons.WithPool(n))``.
 
     ``storage`` wrapped by :func:`athens_trio.storage.with_integrity` (the pipeline's
     is) raises DamagedVersionError for a damaged go.mod or zip; the protocol then
     repairs the version (remove, fetch again) before serving it.
     ``policy`` is the DownloadMode (sync when None); the async modes start their fetches
     in ``background``, a nursery that outlives the request (the pipeline's).
-    ``observe_lookup(endpoint, hit)`` hears of each info/mod/zip lookup in storage: a
-    hit was served as stored, a miss went to DownloadMode (a fetch, joined or started).
     """
     policy = policy or DownloadPolicy()
     modes = {policy.mode, *(rule.mode for rule in policy.rules)}
     if modes & {"async", "async_redirect"} and background is None:
         raise ValueError("the async download modes need a background nursery")
-    protocol: DownloadProtocol = _StorageFirst(
-        storage, stasher, lister, network_mode, policy, background, observe_lookup
-    )
-    for wrap in wrappers:
-        protocol = wrap(protocol)
+    return StorageFirst(storage, stasher, lister, network_mode, policy, background)
+
+
+def wrap(protocol: DownloadProtocol, *wrappers: ProtocolWrapper) -> DownloadProtocol:
+    """``protocol`` wrapped by each wrapper in turn (the last one outermost)."""
+    for wrapper in wrappers:
+        protocol = wrapper(protocol)
     return protocol

@@ -2,7 +2,8 @@
 
 - :func:`serve` — async context manager: open the pipeline and serve it; see ``_serve``.
 - :func:`create_app` — the ASGI app over an opened :class:`~athens_trio.Pipeline`.
-- ``_routing`` — the protocol's HTTP rules as pure functions (paths, ranges, statuses).
+- ``_routing`` — the protocol's HTTP rules as pure functions (paths, ranges, ETags), by
+  the endpoint table (``athens_trio/_endpoints.py``); statuses are the exceptions' own.
 - ``_envelope`` — around every request: request ID, PathPrefix, basic auth (``_auth``),
   the access line and the request metrics (``_metrics``, also ``/metrics``).
 - ``_listen`` — hypercorn's worker with MaxConnections, KeepAliveTimeout and

@@ -5,7 +5,8 @@ hypercorn.  Routes (all under the ``PathPrefix``):
 
 - ``GET|HEAD /<module>/@v/list`` (text), ``/@v/<version>.info`` (JSON), ``.mod`` (text),
   ``.zip`` (streamed, with ``Range``), ``/<module>/@latest`` (JSON) — the download
-  protocol; what each path means is decided in ``_routing.py``.
+  protocol; what each path means, its content type and its caching are in the endpoint
+  table (``athens_trio/_endpoints.py``), read by ``_routing.py``.
 - ``GET|HEAD /healthz`` (alive), ``/readyz`` (storage answers), ``/version`` (JSON).
 - ``/metrics`` (Prometheus, ``_metrics``), ``/catalog`` and ``/index`` (what storage
   holds, ``_catalog``), ``/`` and ``/robots.txt`` (``_pages``).
@@ -22,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import platform
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from types import TracebackType
 
 import msgspec
@@ -34,14 +35,29 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
+from .._endpoints import (
+    CACHE_IMMUTABLE,
+    CACHE_NONE,
+    CACHE_SHORT,
+    INFO,
+    JSON,
+    LATEST,
+    LIST,
+    MOD,
+    TEXT,
+    ZIP,
+)
 from .._exceptions import (
     GoBinaryError,
     NotFoundError,
+    RangeNotSatisfiableError,
     Redirected,
     StorageError,
     ValidatorError,
+    status_of,
 )
 from .._pipeline import Pipeline
+from ..download import DownloadProtocol
 from ..storage import StoredZip
 from ._auth import BasicAuth
 from ._catalog import (
@@ -60,21 +76,13 @@ from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._metrics import Metrics
 from ._pages import ROBOTS_TXT, home_page, proxy_url
 from ._routing import (
-    CACHE_IMMUTABLE,
-    CACHE_NONE,
-    CACHE_SHORT,
     ByteRange,
-    Endpoint,
     ProxyRequest,
-    RangeNotSatisfiableError,
-    cache_control,
     content_etag,
     etag_matches,
     if_range_allows,
-    most_severe,
     parse_proxy_path,
     parse_range,
-    status_for,
     zip_etag,
 )
 
@@ -83,9 +91,6 @@ __all__ = ["create_app"]
 log = logging.getLogger("athens_trio.server")
 
 HTML = "text/html; charset=utf-8"
-JSON = "application/json"
-TEXT = "text/plain; charset=utf-8"
-ZIP = "application/zip"
 
 #: How long /readyz waits for the storage before it says 503.
 READY_TIMEOUT = 5.0
@@ -150,25 +155,12 @@ class _ProxyApp(QuartTrio):
         await self.envelope(scope, receive, send, super().asgi_app)
 
 
-@contextlib.contextmanager
-def _one_error() -> Iterator[None]:
-    """Let a group of plain errors (from a nursery inside the pipeline) out as the one
-    that decides the status; a group holding a cancellation goes on untouched."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        errors, others = group.split(Exception)
-        if errors is None or others is not None:
-            raise
-        raise most_severe(errors) from group
-
-
 def _text(body: str, status: int = 200, cache: str = CACHE_NONE) -> Response:
     return Response(body, status=status, content_type=TEXT, headers={"Cache-Control": cache})
 
 
 def _error_response(error: Exception) -> Response:
-    status = status_for(error)
+    status = status_of(error)
     if status == 500:
         log.error("%s %r failed", request.method, request.path, exc_info=error)
         if isinstance(error, GoBinaryError | ValidatorError):
@@ -211,18 +203,20 @@ def _zip_response(wanted: ProxyRequest, stored: StoredZip) -> Response:
     assert wanted.version is not None
     etag = zip_etag(wanted.module, wanted.version, stored.size)
     if etag_matches(request.headers.get("If-None-Match"), etag):
-        return _not_modified(etag, CACHE_IMMUTABLE)
-    headers = {"ETag": etag, "Cache-Control": CACHE_IMMUTABLE, "Accept-Ranges": "bytes"}
+        return _not_modified(etag, ZIP.cache)
+    headers = {"ETag": etag, "Cache-Control": ZIP.cache, "Accept-Ranges": "bytes"}
     if request.method == "HEAD":
         # Headers only: the body would be read from storage only to be dropped.
-        response = Response(b"", content_type=ZIP, headers=headers)
+        response = Response(b"", content_type=ZIP.content_type, headers=headers)
         response.content_length = stored.size
         return response
     selected: ByteRange | None = None
     if if_range_allows(request.headers.get("If-Range"), etag):
         selected = parse_range(request.headers.get("Range"), stored.size)
     start, stop = (selected.start, selected.stop) if selected else (0, stored.size)
-    response = Response(_ZipBody(stored, start, stop), content_type=ZIP, headers=headers)
+    response = Response(
+        _ZipBody(stored, start, stop), content_type=ZIP.content_type, headers=headers
+    )
     response.content_length = stop - start
     if selected is not None:
         response.status_code = 206
@@ -233,12 +227,24 @@ def _zip_response(wanted: ProxyRequest, stored: StoredZip) -> Response:
     return response
 
 
+async def _document_for(protocol: DownloadProtocol, wanted: ProxyRequest) -> bytes:
+    """The body of a list, latest, info or mod request (everything but a zip)."""
+    if wanted.endpoint is LIST:
+        return "".join(f"{v}\n" for v in await protocol.list(wanted.module)).encode()
+    if wanted.endpoint is LATEST:
+        return await protocol.latest(wanted.module)
+    assert wanted.version is not None
+    if wanted.endpoint is MOD:
+        return await protocol.go_mod(wanted.module, wanted.version)
+    assert wanted.endpoint is INFO, "a zip is streamed, never held as a document"
+    return await protocol.info(wanted.module, wanted.version)
+
+
 def create_app(pipeline: Pipeline, *, go_version: str, metrics: Metrics | None = None) -> QuartTrio:
     """The GOPROXY app over ``pipeline``; ``go_version`` is what ``/version`` reports.
 
     ``metrics`` is what ``/metrics`` shows (a fresh :class:`Metrics` bound to the
-    pipeline if None: it then counts requests but sees no fetches or cache hits, which
-    need its wrappers in the pipeline, as ``serve`` puts them)."""
+    pipeline if None; ``serve`` passes one that also sees its connections)."""
     # Imported here, not at the top: athens_trio/__init__.py may import this package.
     from .. import __version__
 
@@ -376,18 +382,13 @@ def create_app(pipeline: Pipeline, *, go_version: str, metrics: Metrics | None =
         # The ASGI path as sent (decoded once, PathPrefix cut off): not the converter's
         # value nor request.path, which werkzeug strips of leading slashes.
         wanted = parse_proxy_path(request.scope["path"])
-        cache = cache_control(wanted)
-        with _one_error():
-            if wanted.endpoint is Endpoint.LIST:
-                versions = await protocol.list(wanted.module)
-                return _text("".join(f"{v}\n" for v in versions), cache=cache)
-            if wanted.endpoint is Endpoint.LATEST:
-                return _document(await protocol.latest(wanted.module), JSON, cache)
+        if wanted.endpoint is ZIP:
             assert wanted.version is not None
-            if wanted.endpoint is Endpoint.INFO:
-                return _document(await protocol.info(wanted.module, wanted.version), JSON, cache)
-            if wanted.endpoint is Endpoint.MOD:
-                return _document(await protocol.go_mod(wanted.module, wanted.version), TEXT, cache)
             return _zip_response(wanted, await protocol.zip(wanted.module, wanted.version))
+        return _document(
+            await _document_for(protocol, wanted),
+            wanted.endpoint.content_type,
+            wanted.endpoint.cache_control(wanted.version),
+        )
 
     return app

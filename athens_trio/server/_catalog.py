@@ -23,14 +23,13 @@ in): fine for thousands of versions, slow for millions.
 from __future__ import annotations
 
 import bisect
-import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
 
 import msgspec
 
 from .._exceptions import InvalidRequestError, NotFoundError
+from .._semver import SortKey, sort_key
 from ..storage import Backend
 
 __all__ = [
@@ -47,7 +46,6 @@ __all__ = [
     "parse_count",
     "parse_timestamp",
     "sort_entries",
-    "version_key",
 ]
 
 DEFAULT_PAGE_SIZE = 1000  # Athens' defaultPageSize
@@ -78,30 +76,8 @@ class IndexEntry(msgspec.Struct):
     Timestamp: str
 
 
-_CANONICAL = re.compile(r"v(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?")
-
-VersionKey = tuple[int, tuple[Any, ...], str]
-
-
-def version_key(version: str) -> VersionKey:
-    """A sort key that orders canonical versions (all storage holds) as ``semver.Sort``
-    does: by precedence (a pre-release below its release, pre-release identifiers
-    numeric below alphanumeric, numbers by value), then as strings; anything else
-    sorts first."""
-    match = _CANONICAL.fullmatch(version)
-    if match is None:
-        return (0, (), version)
-    major, minor, patch, pre = match.groups()
-    pre_key: tuple[Any, ...] = (
-        (1,)
-        if pre is None
-        else (0, *((0, int(i), "") if i.isdigit() else (1, 0, i) for i in pre.split(".")))
-    )
-    return (1, (int(major), int(minor), int(patch), pre_key), version)
-
-
-def _entry_key(entry: tuple[str, str]) -> tuple[str, VersionKey]:
-    return entry[0], version_key(entry[1])
+def _entry_key(entry: tuple[str, str]) -> tuple[str, SortKey]:
+    return entry[0], sort_key(entry[1])
 
 
 def sort_entries(entries: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

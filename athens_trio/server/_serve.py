@@ -14,8 +14,7 @@ their temporary directories.  Cancelling the block's scope stops everything at o
 Where and how it listens comes from the config: ``UnixSocket`` (wins over ``Port``),
 ``TLSCertFile``/``TLSKeyFile`` (HTTPS, with HTTP/2 by ALPN), ``KeepAliveTimeout``,
 ``RequestHeaderTimeout``, ``MaxConnections`` and ``ShutdownTimeout`` (see ``_listen``).
-The pipeline gets the metrics' wrappers (``_metrics``): one around the fetches, inside
-the GoGetWorkers pool, and one around the protocol calls.
+The metrics (``_metrics``) read the pipeline's statistics() at scrape time.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from ..storage import Backend
 from ..upstream import Fetcher, Lister
 from ._app import create_app
 from ._listen import ConnectionLimit, serve_app
-from ._metrics import Metrics, observe_fetches
+from ._metrics import Metrics
 
 __all__ = ["GO_CHECK_TIMEOUT", "Server", "check_go", "hypercorn_config", "serve"]
 
@@ -150,8 +149,6 @@ async def serve(
         storage=storage,
         fetcher=fetcher,
         lister=lister,
-        stash_wrappers=[observe_fetches(metrics)],
-        observe_lookup=metrics.observe_lookup,
     ) as pipeline:
         metrics.bind(pipeline, connections)
         app = create_app(pipeline, go_version=go_version, metrics=metrics)

@@ -3,20 +3,41 @@
 ``new(fetcher, storage, with_pool(n), with_singleflight(nursery))`` builds the stasher
 the pipeline uses: the plain fetch-then-save, bounded by the pool, shared by the
 single-flight (outermost, so callers that join an in-flight stash take no pool slot).
+The fetch-then-save (:class:`FetchAndSave`), the pool and the single-flight each tell
+their :meth:`statistics` (frozen dataclasses, as trio's primitives do).
 """
 
 from __future__ import annotations
 
-from ._pool import with_pool
-from ._singleflight import with_singleflight
-from ._stasher import Stasher, Wrapper, new
+from ._pool import Pool, PoolStatistics, Slots, with_pool
+from ._singleflight import SingleFlight, SingleFlightStatistics, with_singleflight
+from ._stasher import (
+    FETCH_SECONDS_BOUNDS,
+    FetchAndSave,
+    FetchStatistics,
+    OutcomeStatistics,
+    Stasher,
+    Wrapper,
+    new,
+    wrap,
+)
 from ._validator import with_validator
 
 __all__ = [
+    "FETCH_SECONDS_BOUNDS",
+    "FetchAndSave",
+    "FetchStatistics",
+    "OutcomeStatistics",
+    "Pool",
+    "PoolStatistics",
+    "SingleFlight",
+    "SingleFlightStatistics",
+    "Slots",
     "Stasher",
     "Wrapper",
     "new",
     "with_pool",
     "with_singleflight",
     "with_validator",
+    "wrap",
 ]

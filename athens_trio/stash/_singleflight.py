@@ -16,9 +16,19 @@ from dataclasses import dataclass, field
 import trio
 
 from .._exceptions import UpstreamError
-from ._stasher import Stasher, Wrapper
+from ._stasher import Stasher
 
-__all__ = ["with_singleflight"]
+__all__ = ["SingleFlight", "SingleFlightStatistics", "with_singleflight"]
+
+
+@dataclass(frozen=True)
+class SingleFlightStatistics:
+    """What :meth:`SingleFlight.statistics` returns."""
+
+    #: Distinct module@version stashes running now (waited on by any number).
+    in_flight: int
+    #: Callers so far that joined a stash another caller had started, sparing a fetch.
+    joined: int
 
 
 @dataclass
@@ -26,33 +36,24 @@ class _InFlight:
     done: trio.Event = field(default_factory=trio.Event)
     version: str | None = None
     error: Exception | None = None
-    waiters: int = 0
 
 
 class _SingleFlightStasher(Stasher):
     def __init__(self, inner: Stasher, nursery: trio.Nursery) -> None:
         self._inner = inner
         self._nursery = nursery
-        self._in_flight: dict[tuple[str, str], _InFlight] = {}
-        #: How many callers joined work that another caller had started.
+        self.in_flight: dict[tuple[str, str], _InFlight] = {}
         self.joined = 0
-
-    def in_flight(self) -> int:
-        return len(self._in_flight)
 
     async def stash(self, module: str, version: str) -> str:
         key = (module, version)
-        entry = self._in_flight.get(key)
+        entry = self.in_flight.get(key)
         if entry is None:
-            entry = self._in_flight[key] = _InFlight()
+            entry = self.in_flight[key] = _InFlight()
             self._nursery.start_soon(self._run, key, entry, name=f"stash {module}@{version}")
         else:
             self.joined += 1
-        entry.waiters += 1
-        try:
-            await entry.done.wait()
-        finally:
-            entry.waiters -= 1
+        await entry.done.wait()
         if entry.error is not None:
             # Each waiter raises its own copy: one exception object raised in many
             # tasks would pile every task's traceback onto it.
@@ -77,14 +78,31 @@ class _SingleFlightStasher(Stasher):
             # while the BaseException itself goes on to the nursery.
             if entry.version is None and entry.error is None:
                 entry.error = UpstreamError("the proxy is shutting down")
-            del self._in_flight[key]
+            del self.in_flight[key]
             entry.done.set()
 
 
-def with_singleflight(nursery: trio.Nursery) -> Wrapper:
+class SingleFlight:
+    """A stash wrapper (call it on one stasher) that shares each stash among its
+    concurrent callers; the work runs in ``nursery``."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        self._wrapped: list[_SingleFlightStasher] = []
+
+    def __call__(self, inner: Stasher) -> Stasher:
+        stasher = _SingleFlightStasher(inner, self._nursery)
+        self._wrapped.append(stasher)
+        return stasher
+
+    def statistics(self) -> SingleFlightStatistics:
+        """Stashes in flight now, and the callers so far that joined one."""
+        return SingleFlightStatistics(
+            in_flight=sum(len(wrapped.in_flight) for wrapped in self._wrapped),
+            joined=sum(wrapped.joined for wrapped in self._wrapped),
+        )
+
+
+def with_singleflight(nursery: trio.Nursery) -> SingleFlight:
     """Share one stash among concurrent callers; the work runs in ``nursery``."""
-
-    def wrap(inner: Stasher) -> Stasher:
-        return _SingleFlightStasher(inner, nursery)
-
-    return wrap
+    return SingleFlight(nursery)
