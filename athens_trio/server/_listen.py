@@ -5,13 +5,15 @@ hypercorn's ``trio.serve`` has no cap on connections and no request-header timeo
 fetch would be cut off, and the request cancelled, mid-response).  :func:`serve_app`
 accepts the connections itself and has hypercorn serve each (``_hypercorn_worker``,
 the one module that uses hypercorn past its documented API, says why); when a
-connection closes is decided in ``_connections``:
+connection closes is decided in ``_connections``.  The limits:
 
 - **MaxConnections**: a semaphore is taken *before* each ``accept``, so at the cap the
   server stops accepting and new connections wait in the kernel's listen queue
   (hypercorn's ``backlog``, 100) until one closes, as Go's ``netutil.LimitListener``.
 - **KeepAliveTimeout**: an idle connection (no request in progress and no byte of the
-  next one) is closed after this many seconds (hypercorn's ``keep_alive_timeout``).
+  next one) is closed after this many seconds (given as hypercorn's
+  ``keep_alive_timeout``; the timer is ``_connections``'), and so is one whose client
+  is gone.
 - **RequestHeaderTimeout**: once the first byte of a request arrives, its headers must be
   complete within this many seconds, or the connection is closed (slowloris).  Also the
   TLS handshake's bound.  The body and the response are not bounded by it: a fetch may
@@ -41,7 +43,6 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.typing import ASGIFramework
 from hypercorn.utils import repr_socket_addr
-from trio_util import wait_any
 
 from ._connections import Requests, serve_connection, track_requests
 from ._hypercorn_worker import open_worker
@@ -173,15 +174,24 @@ async def serve_app(
                 task_status.started(binds)
                 try:
                     async with trio.open_nursery() as accept_nursery:
+
+                        async def stop_accepting_after(
+                            trigger: Callable[[], Awaitable[object]],
+                        ) -> None:
+                            await trigger()
+                            # In the step the trigger returns in, so that no accept
+                            # woken with it runs first; each listener closes as its
+                            # loop ends.
+                            accept_nursery.cancel_scope.cancel()
+
+                        accept_nursery.start_soon(stop_accepting_after, shutdown_trigger)
+                        accept_nursery.start_soon(stop_accepting_after, worker.wait_max_requests)
                         for listener in listeners:
                             accept_nursery.start_soon(
                                 partial(
                                     _accept_loop, listener, connections, handle, connection_nursery
                                 )
                             )
-                        await wait_any(shutdown_trigger, worker.wait_max_requests)
-                        # Stop accepting: each listener closes as its loop ends.
-                        accept_nursery.cancel_scope.cancel()
                 finally:
                     # Idle connections close now; requests in flight get the grace period.
                     await worker.terminate()
