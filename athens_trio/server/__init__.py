@@ -6,8 +6,10 @@
   the endpoint table (``athens_trio/_endpoints.py``); statuses are the exceptions' own.
 - ``_envelope`` — around every request: request ID, PathPrefix, basic auth (``_auth``),
   the access line and the request metrics (``_metrics``, also ``/metrics``).
-- ``_listen`` — hypercorn's worker with MaxConnections, KeepAliveTimeout and
-  RequestHeaderTimeout; TLS (HTTP/2 by ALPN) and unix sockets.
+- ``_listen`` — accepting (MaxConnections), TLS (HTTP/2 by ALPN), unix sockets and the
+  graceful stop; ``_connections`` — when a connection closes (KeepAliveTimeout,
+  RequestHeaderTimeout, the client gone); ``_hypercorn_worker`` — hypercorn serving
+  each connection (the one use of hypercorn past its documented API).
 - ``_catalog`` (``/catalog``, ``/index``) and ``_pages`` (``/``, ``/robots.txt``).
 """
 

@@ -1,22 +1,27 @@
-"""Listening: hypercorn's connection handling with the limits Go's http.Server has.
+"""Listening: hypercorn serving the app, with the limits Go's http.Server has.
 
 hypercorn's ``trio.serve`` has no cap on connections and no request-header timeout
 (its ``read_timeout`` bounds *every* read, so a client waiting in silence for a slow
 fetch would be cut off, and the request cancelled, mid-response).  :func:`serve_app`
-is hypercorn's trio worker loop (its lifespan, its ``TCPServer`` per connection, its
-graceful shutdown), with its own accept loop and connection class:
+accepts the connections itself and has hypercorn serve each (``_hypercorn_worker``,
+the one module that uses hypercorn past its documented API, says why); when a
+connection closes is decided in ``_connections``.  The limits:
 
 - **MaxConnections**: a semaphore is taken *before* each ``accept``, so at the cap the
   server stops accepting and new connections wait in the kernel's listen queue
   (hypercorn's ``backlog``, 100) until one closes, as Go's ``netutil.LimitListener``.
 - **KeepAliveTimeout**: an idle connection (no request in progress and no byte of the
-  next one) is closed after this many seconds (hypercorn's ``keep_alive_timeout``).
+  next one) is closed after this many seconds (given as hypercorn's
+  ``keep_alive_timeout``; the timer is ``_connections``'), and so is one whose client
+  is gone.
 - **RequestHeaderTimeout**: once the first byte of a request arrives, its headers must be
   complete within this many seconds, or the connection is closed (slowloris).  Also the
   TLS handshake's bound.  The body and the response are not bounded by it: a fetch may
   take ``StashTimeout``.
 - **ShutdownTimeout**: on shutdown the listeners close at once, idle connections close,
-  and requests in flight get this long (hypercorn's ``graceful_timeout``).
+  and requests in flight get this long (hypercorn's ``graceful_timeout``).  The stop
+  takes as long as the requests still being served need, no longer: once none is,
+  every connection left is closed, whatever hypercorn still waits for on it.
 
 Where hypercorn binds: ``host:port``, or ``unix:<path>`` (a stale socket file there is
 replaced, and the file is removed again when serving ends); with ``certfile`` and
@@ -25,22 +30,22 @@ replaced, and the file is removed again when serving ends); with ``certfile`` an
 
 from __future__ import annotations
 
+import copy
 import errno
 import logging
+import math
 import os
 import stat
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.events import Closed, RawData
-from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
-from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import ASGIFramework, ConnectionState
-from hypercorn.utils import repr_socket_addr, wrap_app
+from hypercorn.typing import ASGIFramework
+from hypercorn.utils import repr_socket_addr
+
+from ._connections import Requests, serve_connection, track_requests
+from ._hypercorn_worker import open_worker
 
 __all__ = ["ConnectionLimit", "serve_app"]
 
@@ -70,68 +75,10 @@ class ConnectionLimit:
         self._slots.release()
 
 
-class _Connection(TCPServer):
-    """hypercorn's connection with a request-header deadline.
-
-    hypercorn runs ``_idle_timeout`` whenever the connection has no request in progress
-    and cancels it as soon as a request's headers are complete.  Here it waits
-    ``keep_alive_timeout`` for the first byte of the next request, then
-    ``header_timeout`` for the rest of its headers, and closes the connection if either
-    runs out (or at once when the server shuts down).
-
-    A connection the client closes is let go at once (hypercorn would hold it until
-    the keep-alive timer ran out, which matters once connections are counted).
-    """
-
-    def __init__(self, *args: Any, header_timeout: float) -> None:
-        super().__init__(*args)
-        self._header_timeout = header_timeout
-        self._bytes_arrived = trio.Event()
-
-    async def _read_data(self) -> None:
-        # hypercorn's loop, minus its per-read timeout (see the module docstring).
-        while True:
-            try:
-                data = await self.stream.receive_some(MAX_RECV)
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                break
-            self._bytes_arrived.set()
-            await self.protocol.handle(RawData(bytes(data)))
-            if data == b"":
-                break
-        # The client is gone: hypercorn would keep the connection (and its slot) until
-        # the keep-alive timer ran out; nothing is left to keep alive.
-        await self.idle_task.stop()
-        await self.protocol.handle(Closed())
-
-    async def _idle_timeout(self) -> None:
-        self._bytes_arrived = arrived = trio.Event()
-        terminated = self.context.terminated
-        with trio.move_on_after(self.config.keep_alive_timeout):
-            await _either(arrived.wait, terminated.wait)
-        if arrived.is_set() and not terminated.is_set():
-            with trio.move_on_after(self._header_timeout):
-                await terminated.wait()
-        with trio.CancelScope(shield=True):
-            await self._initiate_server_close()
-
-
-async def _either(*waits: Callable[[], Awaitable[object]]) -> None:
-    """Return as soon as any of the ``waits`` returns."""
-    async with trio.open_nursery() as nursery:
-
-        async def wait_then_stop(wait: Callable[[], Awaitable[object]]) -> None:
-            await wait()
-            nursery.cancel_scope.cancel()
-
-        for wait in waits:
-            nursery.start_soon(wait_then_stop, wait)
-
-
 async def _accept_loop(
-    listener: trio.abc.Listener[Any],
+    listener: trio.SocketListener,
     limit: ConnectionLimit,
-    handle: Callable[[trio.abc.Stream], Awaitable[None]],
+    handle: Callable[[trio.SocketStream], Awaitable[None]],
     handler_nursery: trio.Nursery,
 ) -> None:
     async with listener:
@@ -164,24 +111,17 @@ def _remove_socket_file(path: str) -> None:
         pass
 
 
-def _listen(config: HypercornConfig) -> tuple[list[trio.abc.Listener[Any]], list[str]]:
+def _listen(config: HypercornConfig) -> tuple[list[trio.SocketListener], list[str]]:
     """Bind and listen where ``config.bind`` says; the listeners and their URLs."""
     sockets = config.create_sockets()
     bound = [*sockets.secure_sockets, *sockets.insecure_sockets]
+    scheme = "https" if config.ssl_enabled else "http"
     try:
-        ssl_context = config.create_ssl_context() if config.ssl_enabled else None
-        listeners: list[trio.abc.Listener[Any]] = []
+        listeners: list[trio.SocketListener] = []
         binds: list[str] = []
         for sock in bound:
             sock.listen(config.backlog)
-            listener: trio.abc.Listener[Any] = trio.SocketListener(
-                trio.socket.from_stdlib_socket(sock)
-            )
-            scheme = "http"
-            if ssl_context is not None:
-                listener = trio.SSLListener(listener, ssl_context, https_compatible=True)
-                scheme = "https"
-            listeners.append(listener)
+            listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
             binds.append(f"{scheme}://{repr_socket_addr(sock.family, sock.getsockname())}")
     except BaseException:
         for sock in bound:
@@ -202,57 +142,66 @@ async def serve_app(
     """Serve ``app`` as hypercorn's ``trio.serve`` does, with ``connections`` capping the
     open connections and ``header_timeout`` bounding each request's headers; started
     (``nursery.start``) with the bound addresses as URLs.  Returns once
-    ``shutdown_trigger()`` has returned and the requests in flight have finished (or
-    ``config.graceful_timeout`` has passed)."""
-    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
-    lifespan_state: dict[str, Any] = {}
-    lifespan = Lifespan(wrapped, config, lifespan_state)
-    context = WorkerContext(None)
+    ``shutdown_trigger()`` has returned (or hypercorn's ``max_requests`` were served) and
+    the requests in flight have finished, or ``config.graceful_timeout`` has passed."""
+    keep_alive_timeout = config.keep_alive_timeout
+    config = copy.copy(config)
+    # The keep-alive timer is ours (_connections); hypercorn's would run on while a
+    # request's first bytes are in, so it is left to close idle connections at shutdown.
+    config.keep_alive_timeout = math.inf
+    ssl_context = config.create_ssl_context() if config.ssl_enabled else None
     unix_paths = _unix_socket_paths(config.bind)
+    all_requests = Requests()
 
-    async with trio.open_nursery() as lifespan_nursery:
-        await lifespan_nursery.start(lifespan.handle_lifespan)
-        await lifespan.wait_for_startup()
+    async with open_worker(track_requests(app), config) as worker:
         try:
             async with trio.open_nursery() as connection_nursery:
                 listeners, binds = _listen(config)
 
-                async def handle(stream: trio.abc.Stream) -> None:
+                async def handle(stream: trio.SocketStream) -> None:
                     try:
-                        await _Connection(
-                            wrapped,
-                            config,
-                            context,
-                            ConnectionState(lifespan_state.copy()),
+                        await serve_connection(
+                            worker,
                             stream,
+                            all_requests=all_requests,
+                            ssl_context=ssl_context,
+                            keep_alive_timeout=keep_alive_timeout,
                             header_timeout=header_timeout,
-                        ).run()
+                        )
                     finally:
-                        # As trio.serve_listeners: hypercorn's close may be cut short by
-                        # the grace period's cancellation, which must not leave it open.
-                        await trio.aclose_forcefully(stream)
                         connections.release()
 
                 task_status.started(binds)
                 try:
                     async with trio.open_nursery() as accept_nursery:
+
+                        async def stop_accepting_after(
+                            trigger: Callable[[], Awaitable[object]],
+                        ) -> None:
+                            await trigger()
+                            # In the step the trigger returns in, so that no accept
+                            # woken with it runs first; each listener closes as its
+                            # loop ends.
+                            accept_nursery.cancel_scope.cancel()
+
+                        accept_nursery.start_soon(stop_accepting_after, shutdown_trigger)
+                        accept_nursery.start_soon(stop_accepting_after, worker.wait_max_requests)
                         for listener in listeners:
                             accept_nursery.start_soon(
                                 partial(
                                     _accept_loop, listener, connections, handle, connection_nursery
                                 )
                             )
-                        await shutdown_trigger()
-                        # Stop accepting: each listener closes as its loop ends.
-                        accept_nursery.cancel_scope.cancel()
                 finally:
                     # Idle connections close now; requests in flight get the grace period.
-                    await context.terminated.set()
+                    await worker.terminate()
                     connection_nursery.cancel_scope.deadline = (
                         trio.current_time() + config.graceful_timeout
                     )
+                # Only requests being served hold the stop: a connection with none (idle,
+                # or one hypercorn waits on after its client went) is closed with the rest.
+                await all_requests.wait_idle()
+                connection_nursery.cancel_scope.cancel()
         finally:
             for path in unix_paths:
                 _remove_socket_file(path)
-        await lifespan.wait_for_shutdown()
-        lifespan_nursery.cancel_scope.cancel()

@@ -1,0 +1,186 @@
+"""One client connection: hypercorn serves it, this decides when it ends.
+
+hypercorn knows HTTP; what it cannot tell apart is a client waiting in silence for a
+slow response (to be left alone) from one that never finishes its headers (slowloris),
+and it has no notion of a client that is gone while hypercorn still waits on it.  Two
+plain observers give the facts, and :func:`_closing_time` decides from them:
+
+- the *stream* (:class:`WatchedStream`, under TLS if any): bytes arriving, the client
+  gone (end of stream, reset, a failed send);
+- the *app* (:func:`track_requests`, an ASGI front): the requests being served, per
+  connection and in all (the connection's :class:`Requests` reaches the front in the
+  ASGI state hypercorn copies into each request's scope).
+
+A connection is closed when, with no request being served, nothing arrives for
+``KeepAliveTimeout`` seconds, or a request's first bytes arrived but its headers are
+not complete ``RequestHeaderTimeout`` seconds later (with TLS the handshake counts as
+part of the headers), or the client is gone.  A request being served is never cut
+short by these: only the shutdown grace ends it (``_listen``).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import Any
+
+import trio
+from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
+from trio_util import AsyncValue, wait_any
+
+from ._hypercorn_worker import HypercornWorker
+
+__all__ = ["Requests", "WatchedStream", "serve_connection", "track_requests"]
+
+# Where a connection's Requests travels in the ASGI state, from here to the front.
+_STATE_KEY = "athens_trio.connection_requests"
+
+
+class Requests:
+    """Requests being served (on one connection, or on all: ``parent``)."""
+
+    def __init__(self, parent: Requests | None = None) -> None:
+        self.in_flight: AsyncValue[int] = AsyncValue(0)
+        #: How many have started, ever.
+        self.started = 0
+        self._parent = parent
+
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        self.started += 1
+        self._add(1)
+        try:
+            yield
+        finally:
+            self._add(-1)
+
+    def _add(self, n: int) -> None:
+        self.in_flight.value += n
+        if self._parent is not None:
+            self._parent._add(n)
+
+    async def wait_idle(self) -> None:
+        await self.in_flight.wait_value(0)
+
+    async def wait_busy(self) -> None:
+        await self.in_flight.wait_value(lambda n: n > 0)
+
+
+def track_requests(app: ASGIFramework) -> ASGIFramework:
+    """``app``, counting each HTTP request it serves on its connection's :class:`Requests`."""
+
+    async def tracked(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        requests = None
+        if scope["type"] != "lifespan":
+            # The scope's state is this request's own copy: the app never sees the key.
+            requests = scope.get("state", {}).pop(_STATE_KEY, None)
+        if requests is None:
+            await app(scope, receive, send)
+            return
+        with requests.serving():
+            await app(scope, receive, send)
+
+    return tracked
+
+
+class WatchedStream(trio.abc.HalfCloseableStream):
+    """A client's socket stream that notes bytes arriving and the client going."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._stream = stream
+        #: As on trio's SocketStream: hypercorn reads both ends' addresses here.
+        self.socket = stream.socket
+        #: Set once the client is gone: end of stream, reset, or a send that failed.
+        self.gone = trio.Event()
+        self._arrived = trio.Event()
+
+    def arrival(self) -> trio.Event:
+        """An event set when the next bytes arrive from the client."""
+        self._arrived = trio.Event()
+        return self._arrived
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        try:
+            data = await self._stream.receive_some(max_bytes)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.gone.set()
+            raise
+        if data:
+            self._arrived.set()
+        else:
+            self.gone.set()
+        return bytes(data)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.gone.set()
+            raise
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+async def _closing_time(
+    stream: WatchedStream, requests: Requests, keep_alive_timeout: float, header_timeout: float
+) -> None:
+    """Return when the connection should be closed (see the module docstring)."""
+    while True:
+        await requests.wait_idle()
+        if requests.in_flight.value:
+            continue  # the next request started before this task woke
+        started = requests.started
+        if stream.gone.is_set():
+            # Nothing is being served and nobody is there to answer: hypercorn might wait
+            # on for bytes that cannot come (hypercorn's HTTP/1.1 parked on "can read").
+            # A request whose bytes came before the end of stream has started by now:
+            # hypercorn starts it before it reads on, and the front counts it at once.
+            return
+        arrived = stream.arrival()
+        with trio.move_on_after(keep_alive_timeout):
+            await wait_any(arrived.wait, requests.wait_busy, stream.gone.wait)
+        if requests.started != started or stream.gone.is_set():
+            continue
+        if not arrived.is_set():
+            return  # idle for KeepAliveTimeout
+        with trio.move_on_after(header_timeout):
+            await wait_any(requests.wait_busy, stream.gone.wait)
+        if requests.started == started and not stream.gone.is_set():
+            return  # the request's headers took too long
+
+
+async def serve_connection(
+    worker: HypercornWorker,
+    socket_stream: trio.SocketStream,
+    *,
+    all_requests: Requests,
+    ssl_context: ssl.SSLContext | None,
+    keep_alive_timeout: float,
+    header_timeout: float,
+) -> None:
+    """Serve one accepted connection until hypercorn is done with it or it is time to
+    close it; the stream is closed in the end, whatever happened."""
+    watched = WatchedStream(socket_stream)
+    stream: trio.abc.Stream = watched
+    if ssl_context is not None:
+        stream = trio.SSLStream(watched, ssl_context, server_side=True, https_compatible=True)
+    requests = Requests(parent=all_requests)
+    serve: Callable[[], Awaitable[Any]] = partial(
+        worker.serve_connection, stream, {_STATE_KEY: requests}
+    )
+    close = partial(_closing_time, watched, requests, keep_alive_timeout, header_timeout)
+    try:
+        await wait_any(serve, close)
+    finally:
+        # As trio.serve_listeners: hypercorn's close may be cut short by a cancellation,
+        # which must not leave the socket open.
+        await trio.aclose_forcefully(stream)
