@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import httpx
 import trio
@@ -249,12 +250,15 @@ class SumDBClient:
                         raise SumDBUnreachableError(
                             f"{self.name} answered {response.status_code} for /{path}"
                         )
-                    async for chunk in response.aiter_bytes():
-                        body += chunk
-                        if len(body) > limit:
-                            raise MalformedResponseError(
-                                f"{self.name} answered more than {limit} bytes for /{path}"
-                            )
+                    # httpx's aiter_bytes is an async generator: close it when leaving early.
+                    body_chunks = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
+                    async with aclosing(body_chunks) as chunks:
+                        async for chunk in chunks:
+                            body += chunk
+                            if len(body) > limit:
+                                raise MalformedResponseError(
+                                    f"{self.name} answered more than {limit} bytes for /{path}"
+                                )
         except trio.TooSlowError:
             raise SumDBUnreachableError(f"{self.name} did not answer /{path} in time") from None
         except httpx.HTTPError as exc:

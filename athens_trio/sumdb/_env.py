@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 #: The public key of sum.golang.org, as the go command knows it.
-SUM_GOLANG_ORG_KEY = "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ydc4ABoaM3lnMyuAk"
+SUM_GOLANG_ORG_KEY = "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8"
 _KNOWN_KEYS = {"sum.golang.org": SUM_GOLANG_ORG_KEY}
 # GOSUMDB spellings the go command rewrites before parsing.
 _ALIASES = {"sum.golang.google.cn": "sum.golang.org https://sum.golang.google.cn"}
