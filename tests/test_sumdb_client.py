@@ -26,6 +26,7 @@ from athens_trio.sumdb import (
     SignatureError,
     SkippedModuleError,
     SumDBClient,
+    SumDBError,
     SumDBSettings,
     SumDBUnreachableError,
     Tile,
@@ -391,6 +392,35 @@ async def test_forked_tree_is_refused(
                 await each.lookup(module, "v1.0.0")
             assert f"go.sum database tree\n{len(honest)}\n".encode() in info.value.older_note
         assert _state_file(state) == stored
+
+
+async def test_smaller_inconsistent_tree_is_refused(
+    sumdb_binary: Path, tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    """A restarted server with a shorter, different history cannot prove its tree is a
+    prefix of the stored one: an error (it has no tiles of the stored tree), never
+    accepted, and the stored tree stays."""
+    state = tmp_path / "state"
+    async with run_sumdb_server(sumdb_binary, tmp_path, RECORDS) as server:
+        await _client(server, http, state).lookup("example.com/m0", "v1.0.0")
+    stored = _state_file(state)
+    async with run_sumdb_server(sumdb_binary, tmp_path, [RECORDS[0], _OTHER]) as fork:
+        with pytest.raises(SumDBError):
+            await _client(fork, http, state).lookup("example.com/m0", "v1.0.0")
+    assert _state_file(state) == stored
+
+
+async def test_state_written_by_another_client_must_be_consistent(
+    sumdb_binary: Path, tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    state = tmp_path / "state"
+    async with run_sumdb_server(sumdb_binary, tmp_path, RECORDS) as server:
+        first, second = _client(server, http, state), _client(server, http, state)
+        await first.lookup("example.com/m0", "v1.0.0")
+        await server.add([fake_record("example.com/later", "v1.0.0")])
+        await second.lookup("example.com/later", "v1.0.0")  # advances the shared file
+        assert (await first.lookup("example.com/m1", "v1.0.0")).zip_hash in RECORDS[1]
+        assert first.statistics().latest_size == 6
 
 
 async def test_checks_of_downloads(

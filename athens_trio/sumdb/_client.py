@@ -282,9 +282,13 @@ class SumDBClient:
             raise SumDBStateError(
                 f"the stored latest tree of {self.name} does not verify with its key"
             ) from None
-        if self._latest is not None and self._latest.tree.size > signed.tree.size:
-            await self._check_consistent(signed, self._latest)
-            return self._latest
+        if self._latest is not None:
+            # Another client advanced the file (or it went back): either way the two
+            # trees must be consistent, and the newer one wins.
+            older, newer = sorted((signed, self._latest), key=lambda s: s.tree.size)
+            await self._check_consistent(older, newer)
+            if newer is self._latest:
+                return self._latest
         self._latest = signed
         return signed
 
