@@ -24,6 +24,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -133,12 +134,15 @@ func (s *logStore) Signed(ctx context.Context) ([]byte, error) {
 		return nil, err
 	}
 	if s.corrupt {
-		// The last signature line ends "<base64>\n"; flip a bit of a byte near its end.
-		i := bytes.LastIndex(msg, []byte(" ")) + 8
-		msg[i] ^= 0x01
-		if msg[i] == '\n' || msg[i] == '+' || msg[i] == '/' || msg[i] == '=' {
-			msg[i] = 'A'
+		// Flip one bit of the signature itself (past the 4-byte key hash), keeping the
+		// line well-formed base64 so that only the signature check can refuse it.
+		i := bytes.LastIndex(msg, []byte(" ")) + 1
+		sig, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(msg[i:])))
+		if err != nil {
+			return nil, err
 		}
+		sig[len(sig)-1] ^= 0x01
+		msg = append(msg[:i], base64.StdEncoding.EncodeToString(sig)+"\n"...)
 	}
 	return msg, nil
 }
