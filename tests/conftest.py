@@ -11,6 +11,7 @@ from athens_trio import Config
 from athens_trio._config import DiskStorageConfig, StorageConfig
 
 from .gofixtures import GO_BINARY, GoFixtures, build_go_fixtures
+from .sumdbfixtures import sumdb_binary as sumdb_binary  # the checksum database server
 
 
 @pytest.fixture(scope="session")
