@@ -43,11 +43,11 @@ import enum
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -299,6 +299,7 @@ class SizeLimits:
 
 _info_decoder = msgspec.json.Decoder(UpstreamInfo)
 _NOT_EXIST_STATUSES = (404, 410)
+_CLEANUP_SECONDS = 5
 
 
 class _Body(Protocol):
@@ -310,12 +311,14 @@ class _Body(Protocol):
 
 
 class _HttpBody:
-    def __init__(self, response: httpx.Response, chunk: int, what: str, label: str) -> None:
+    def __init__(
+        self, response: httpx.Response, chunks: AsyncIterator[bytes], what: str, label: str
+    ) -> None:
         self.length: int | None = None
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and "content-encoding" not in response.headers:
             self.length = int(declared)
-        self._chunks = response.aiter_bytes(chunk)
+        self._chunks = chunks
         self._what = what
         self._label = label
 
@@ -518,6 +521,7 @@ class GoproxyClient:
                 response = await self._client.send(request, follow_redirects=True, stream=True)
         except httpx.HTTPError as exc:
             raise _http_failure(exc, what, entry.label) from None
+        chunks = cast(AsyncGenerator[bytes, None], response.aiter_bytes(self._chunk))
         try:
             status = response.status_code
             if status in _NOT_EXIST_STATUSES:
@@ -526,9 +530,12 @@ class GoproxyClient:
                 raise UpstreamError(
                     f"{what}: {entry.label} answered {status} {response.reason_phrase}"
                 )
-            yield _HttpBody(response, self._chunk, what, entry.label)
+            yield _HttpBody(response, chunks, what, entry.label)
         finally:
-            await response.aclose()
+            # Shielded, so that a cancelled download still lets go of its connection.
+            with trio.move_on_after(_CLEANUP_SECONDS, shield=True):
+                await response.aclose()
+                await _finish(chunks)
 
     async def _copy(
         self,
@@ -645,6 +652,20 @@ class GoproxyClient:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(temp)
         return size
+
+
+async def _finish(chunks: AsyncGenerator[bytes, None]) -> None:
+    """Run a closed response's body iterator to its end.
+
+    httpx's body iterators are async generators nested several deep, and closing the
+    outer one leaves the inner ones suspended, for the garbage collector to finalise with
+    a ResourceWarning (encode/httpx#3686).  Once the response is closed, one more step
+    fails at the bottom, and the failure ends every one of them.
+    """
+    with contextlib.suppress(Exception):
+        async for _ in chunks:
+            pass
+    await chunks.aclose()
 
 
 def _valid_for(module: str, version: str) -> bool:
