@@ -18,6 +18,7 @@ import trio
 from athens_trio._exceptions import (
     ConfigError,
     FetchTimeoutError,
+    InvalidPathError,
     InvalidVersionError,
     NotFoundError,
     StorageError,
@@ -478,6 +479,10 @@ async def test_bad_answers_are_faults(tmp_path: Path, tree: Path) -> None:
             await client.mod(MODULE, "v1.2")
         with pytest.raises(InvalidVersionError):
             await client.download_zip(MODULE, "main", tmp_path / "x.zip")
+        with pytest.raises(InvalidVersionError):
+            await client_for("off", http).info(MODULE, "-bad")
+        with pytest.raises(InvalidPathError):
+            await client_for("direct", http).list("Example.com/m")
 
 
 async def test_local_write_failures_are_not_upstream_faults(tmp_path: Path, tree: Path) -> None:

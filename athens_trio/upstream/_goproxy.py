@@ -66,6 +66,8 @@ from athens_trio._exceptions import (
 from athens_trio._module import (
     check_canonical_version,
     check_module_version,
+    check_path,
+    check_version_query,
     escape_path,
     escape_version,
     is_canonical_version,
@@ -417,6 +419,7 @@ class GoproxyClient:
 
     async def info(self, module: str, query: str) -> UpstreamInfo:
         """``@v/<query>.info``: ``query`` is a version or anything go resolves (a branch)."""
+        check_version_query(query)
         what = f"{module}@{query}"
         return await self._walk(
             module, what, lambda entry: self._info(entry, module, query, what), self._timeout
@@ -459,6 +462,7 @@ class GoproxyClient:
         attempt: Callable[[PlanEntry], Awaitable[_T]],
         seconds: float,
     ) -> _T:
+        check_path(module)  # refused before anything is asked, even with GOPROXY=off
         best: AthensTrioError | None = None
         seen: list[str] = []
         with trio.move_on_after(seconds) as deadline:
@@ -480,6 +484,7 @@ class GoproxyClient:
                     best = error
                 if not not_exist and not entry.fall_back_on_error:
                     break
+                log.debug("%s; trying the next GOPROXY entry", error)
         if deadline.cancelled_caught:
             raise FetchTimeoutError(f"{what}: the upstream proxies took longer than {seconds}s")
         assert best is not None, "a plan always has an entry"
