@@ -247,6 +247,9 @@ async def test_listing_shares_the_go_pool(tmp_path: Path, go_fixtures: GoFixture
                 ["v1.0.0"], VersionInfo("v1.0.0", datetime(2024, 1, 1, tzinfo=UTC))
             )
 
+        async def resolve(self, module: str, query: str) -> VersionInfo:
+            raise NotImplementedError
+
     config = make_config(tmp_path, "/nonexistent/go", go_fixtures, go_get_workers=2)
     async with (
         open_pipeline(config, lister=SlowLister()) as pipeline,

@@ -11,6 +11,7 @@ import trio
 import trio.testing
 
 from athens_trio import FetchedVersion, Fetcher, MemoryStorage, NotFoundError, UpstreamError, stash
+from athens_trio.upstream import FetchedMod
 
 MODULE = "github.com/example/mod"
 
@@ -58,6 +59,10 @@ class ScriptedFetcher(Fetcher):
             raise
         finally:
             self.running -= 1
+
+    async def fetch_mod(self, module: str, version: str) -> FetchedMod:
+        async with self.fetch(module, version) as fetched:
+            return FetchedMod(module, fetched.version, fetched.info, fetched.mod, "h1:fake")
 
 
 async def test_stasher_fetches_then_saves(tmp_path: Path) -> None:

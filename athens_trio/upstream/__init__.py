@@ -10,11 +10,12 @@ turns the config into them.
 from __future__ import annotations
 
 from ._credentials import private_home
-from ._fetcher import FetchedVersion, Fetcher, GoFetcher, VersionInfo, encode_info
+from ._fetcher import FetchedMod, FetchedVersion, Fetcher, GoFetcher, VersionInfo, encode_info
 from ._gocmd import GoProcessRunner, GoResult, GoRunner, classify_go_error
 from ._lister import GoLister, Lister, PooledLister, UpstreamVersions
 
 __all__ = [
+    "FetchedMod",
     "FetchedVersion",
     "Fetcher",
     "GoFetcher",

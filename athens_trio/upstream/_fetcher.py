@@ -18,7 +18,7 @@ from .._exceptions import UpstreamError
 from .._module import check_path, check_version_query, is_canonical_version
 from ._gocmd import GoRunner, classify_go_error
 
-__all__ = ["FetchedVersion", "Fetcher", "GoFetcher", "VersionInfo", "encode_info"]
+__all__ = ["FetchedMod", "FetchedVersion", "Fetcher", "GoFetcher", "VersionInfo", "encode_info"]
 
 
 class VersionInfo(msgspec.Struct, frozen=True):
@@ -48,16 +48,37 @@ class FetchedVersion:
     mod_sum: str = ""  # go's "h1:" hash of the go.mod
 
 
+@dataclass(frozen=True)
+class FetchedMod:
+    """A version's ``.info`` and ``go.mod``, fetched without its zip."""
+
+    module: str
+    version: str  # canonical
+    info: bytes  # {"Version", "Time"} JSON
+    mod: bytes
+    mod_sum: str  # go's "h1:" hash of the go.mod
+
+
 class Fetcher(abc.ABC):
+    """Takes versions from upstream.  Callers resolve queries first (``Lister.resolve``)
+    and hand a fetcher canonical versions; a query still works where the implementation
+    can resolve it, but nothing relies on that."""
+
     @abc.abstractmethod
     def fetch(
         self, module: str, version: str
     ) -> contextlib.AbstractAsyncContextManager[FetchedVersion]:
-        """Fetch ``module`` at ``version`` (a version or a query such as a branch).
+        """Fetch the whole of ``module`` at ``version``: info, go.mod and zip.
 
         The files live until the block exits.  Raises NotFoundError when the module or
         version does not exist, UpstreamError (FetchTimeoutError) when fetching failed.
         """
+
+    @abc.abstractmethod
+    async def fetch_mod(self, module: str, version: str) -> FetchedMod:
+        """Fetch only the ``.info`` and ``go.mod`` of a canonical ``version``: what a
+        client walking the module graph needs, without building or downloading the
+        zip.  Errors as :meth:`fetch`."""
 
 
 class _GoModDownload(msgspec.Struct):
@@ -121,4 +142,15 @@ class GoFetcher(Fetcher):
                 zip_file=zip_file,
                 zip_sum=download.Sum,
                 mod_sum=download.GoModSum,
+            )
+
+    async def fetch_mod(self, module: str, version: str) -> FetchedMod:
+        # For now the whole version is downloaded and the zip dropped.
+        async with self.fetch(module, version) as fetched:
+            return FetchedMod(
+                module=fetched.module,
+                version=fetched.version,
+                info=fetched.info,
+                mod=fetched.mod,
+                mod_sum=fetched.mod_sum,
             )

@@ -29,6 +29,12 @@ class Lister(abc.ABC):
         """Upstream's tagged versions and latest.  NotFoundError if the module does not
         exist upstream; UpstreamError if upstream could not be asked."""
 
+    @abc.abstractmethod
+    async def resolve(self, module: str, query: str) -> VersionInfo:
+        """The canonical version (and its time) that ``query`` names upstream: a
+        branch, a commit, ``latest``, ``v1.2``, ``>=v1.2.3`` or a canonical version
+        itself (then: whether it exists, and when).  Errors as :meth:`list`."""
+
 
 class _GoListModule(msgspec.Struct):
     Path: str = ""
@@ -77,6 +83,11 @@ class GoLister(Lister):
             versions=listed.Versions, latest=VersionInfo(listed.Version, listed.Time)
         )
 
+    async def resolve(self, module: str, query: str) -> VersionInfo:
+        listed = await self._go_list(module, query)
+        assert listed.Time is not None
+        return VersionInfo(listed.Version, listed.Time)
+
 
 class PooledLister(Lister):
     """A lister whose go runs take a slot of the fetcher's pool, so ``GoGetWorkers``
@@ -90,3 +101,7 @@ class PooledLister(Lister):
     async def list(self, module: str) -> UpstreamVersions:
         async with self._limiter:
             return await self._inner.list(module)
+
+    async def resolve(self, module: str, query: str) -> VersionInfo:
+        async with self._limiter:
+            return await self._inner.resolve(module, query)
