@@ -1,8 +1,11 @@
-"""Fixtures shared by the suite: the go binary, the local git repos, a pipeline config."""
+"""Fixtures shared by the suite: the go binary, the local git repos, the go clients' build
+cache, a pipeline config."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,23 @@ def go_binary() -> str:
 @pytest.fixture(scope="session")
 def go_fixtures(tmp_path_factory: pytest.TempPathFactory) -> GoFixtures:
     return build_go_fixtures(tmp_path_factory.mktemp("repos"))
+
+
+@pytest.fixture(scope="session")
+def go_build_cache(go_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The GOCACHE every client go shares: ``$ATHENS_TRIO_TEST_GOCACHE``, else go's own
+    default build cache (content-addressed, so sharing it is safe, and usually warm),
+    else a directory for this session."""
+    chosen = os.environ.get("ATHENS_TRIO_TEST_GOCACHE")
+    if not chosen:
+        found = subprocess.run(
+            [go_binary, "env", "GOCACHE"], capture_output=True, text=True, check=False
+        )
+        chosen = found.stdout.strip() if found.returncode == 0 else ""
+    if not chosen or chosen == "off" or not os.path.isabs(chosen):
+        return tmp_path_factory.mktemp("gocache")
+    Path(chosen).mkdir(parents=True, exist_ok=True)
+    return Path(chosen)
 
 
 def make_config(

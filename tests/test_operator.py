@@ -46,19 +46,15 @@ from athens_trio.server._metrics import route_label
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
-from .test_server import (
+from .helpers import (
     REPO_ROOT,
     client_env,
-    go_build_cache,
+    go_script,
     hello_path,
     run_go,
-    script,
     served,
     wait_until,
 )
-
-__all__ = ["go_build_cache"]  # the session fixture, shared with test_server
-
 
 # ---------------------------------------------------------------------------------------
 # Helpers
@@ -327,7 +323,7 @@ async def test_metrics_count_cold_and_warm_requests_fetches_and_joins(
     tmp_path: Path, go_fixtures: GoFixtures, go_binary: str
 ) -> None:
     # A go that takes half a second to download: concurrent requests surely overlap.
-    slow = script(
+    slow = go_script(
         tmp_path,
         "slow-go",
         f'case " $* " in *" mod download "*) sleep 0.5 ;; esac\nexec {go_binary} "$@"\n',
@@ -666,7 +662,7 @@ async def closed_within(stream: trio.SocketStream, seconds: float) -> bool:
 async def test_header_timeout_and_keep_alive_close_slow_and_idle_connections(
     tmp_path: Path, go_fixtures: GoFixtures, go_binary: str
 ) -> None:
-    slow = script(
+    slow = go_script(
         tmp_path,
         "slow-go",
         f'case " $* " in *" mod download "*) sleep 2.5 ;; esac\nexec {go_binary} "$@"\n',
