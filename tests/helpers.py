@@ -353,9 +353,7 @@ def recording_go(tmp_path: Path, name: str, body: str) -> tuple[Path, Path]:
         tmp_path,
         name,
         # One printf, so one append: concurrent runs never interleave their records.
-        'if [ "$1" != version ]; then\n'
-        f'  printf "%s\\0" "$@" "\n" >> {runs}\n'
-        "fi\n" + body,
+        f'if [ "$1" != version ]; then\n  printf "%s\\0" "$@" "\n" >> {runs}\nfi\n' + body,
     )
     return wrapper, runs
 

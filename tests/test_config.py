@@ -95,9 +95,7 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
 
 def test_time_settings_take_fractions_of_a_second(tmp_path: Path) -> None:
     text = "Timeout = 0.5\nStashTimeout = 1.5\nShutdownTimeout = 0\nKeepAliveTimeout = 0.2\n"
-    config = load_config(
-        write(tmp_path, text), environ={"ATHENS_REQUEST_HEADER_TIMEOUT": " 0.25 "}
-    )
+    config = load_config(write(tmp_path, text), environ={"ATHENS_REQUEST_HEADER_TIMEOUT": " 0.25 "})
     assert (config.timeout, config.stash_timeout, config.shutdown_timeout) == (0.5, 1.5, 0)
     assert (config.keep_alive_timeout, config.request_header_timeout) == (0.2, 0.25)
 
