@@ -153,7 +153,7 @@ async def test_requester_going_away_does_not_cancel_the_shared_fetch(
 async def test_fetch_timeout_surfaces_and_leaves_nothing(
     tmp_path: Path, go_fixtures: GoFixtures
 ) -> None:
-    config = make_config(tmp_path, str(hanging_go(tmp_path)), go_fixtures, stash_timeout=1)
+    config = make_config(tmp_path, str(hanging_go(tmp_path)), go_fixtures, stash_timeout=0.5)
     async with open_pipeline(config) as pipeline:
         with pytest.raises(FetchTimeoutError):
             await pipeline.protocol.info(go_fixtures.hello, "v1.0.0")
