@@ -68,3 +68,10 @@ def make_config(
 @pytest.fixture
 def config(tmp_path: Path, go_binary: str, go_fixtures: GoFixtures) -> Config:
     return make_config(tmp_path, go_binary, go_fixtures)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first (a stable sort: otherwise in file order), so that with
+    ``-n auto`` they start early and the other workers fill in around them instead of
+    one of them finishing the run alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

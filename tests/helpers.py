@@ -49,6 +49,7 @@ __all__ = [
     "direct_download",
     "direct_downloads",
     "fd_count",
+    "fixture_env_vars",
     "go_downloads",
     "go_runs",
     "go_script",
@@ -152,6 +153,12 @@ async def child_server(
             await process.wait()
             if process.stdout is not None:
                 await process.stdout.aclose()
+
+
+def fixture_env_vars(fixtures: GoFixtures, **extra: str) -> str:
+    """GoBinaryEnvVars for the fixture repositories as ATHENS_GO_BINARY_ENV_VARS
+    (';'-separated)."""
+    return ";".join(f"{k}={v}" for k, v in {**fixtures.go_env, **extra}.items())
 
 
 # ---------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from .helpers import (
     counting_go,
     direct_downloads,
     fd_count,
+    fixture_env_vars,
     go_downloads,
     go_script,
     hello_path,
@@ -565,11 +566,6 @@ async def test_concurrent_requests_for_a_damaged_zip_all_get_good_bytes(
 # ---------------------------------------------------------------------------------------
 # Two server processes on one storage root
 # ---------------------------------------------------------------------------------------
-
-
-def fixture_env_vars(fixtures: GoFixtures, **extra: str) -> str:
-    """GoBinaryEnvVars as ATHENS_GO_BINARY_ENV_VARS (';'-separated)."""
-    return ";".join(f"{k}={v}" for k, v in {**fixtures.go_env, **extra}.items())
 
 
 async def test_two_processes_fetch_one_version_at_once_and_store_it_once(

@@ -36,7 +36,7 @@ from athens_trio.storage import CHUNK_SIZE
 from .conftest import make_config
 from .gofixtures import GoFixtures, _Commit, _make_repo, build_go_fixtures
 from .helpers import (
-    REPO_ROOT,
+    child_env,
     child_server,
     client_env,
     counting_go,
@@ -660,15 +660,7 @@ async def test_shutdown_grace_ends_and_go_is_killed(
 
 
 def command_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
-        "PYTHONPATH": str(REPO_ROOT),
-        "ATHENS_STORAGE_TYPE": "memory",
-        "ATHENS_PORT": "127.0.0.1:0",
-    }
-    env.update(extra)
-    return env
+    return child_env(tmp_path, **{"ATHENS_STORAGE_TYPE": "memory", **extra})
 
 
 async def test_sigterm_exits_zero_and_leaves_no_go_behind(

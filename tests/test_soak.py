@@ -34,6 +34,7 @@ from .helpers import (
     child_env,
     child_server,
     direct_downloads,
+    fixture_env_vars,
     settle,
     tree,
     wait_until,
@@ -218,7 +219,7 @@ async def test_soak(
         ATHENS_DISK_STORAGE_ROOT=str(root),
         ATHENS_GOGET_DIR=str(goget),
         ATHENS_GO_BINARY_PATH=go_binary,
-        ATHENS_GO_BINARY_ENV_VARS=";".join(f"{k}={v}" for k, v in go_fixtures.go_env.items()),
+        ATHENS_GO_BINARY_ENV_VARS=fixture_env_vars(go_fixtures),
         ATHENS_LOG_LEVEL="warn",
     )
 
