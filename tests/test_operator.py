@@ -322,11 +322,17 @@ def test_prefix_request_id_and_route_rules() -> None:
 async def test_metrics_count_cold_and_warm_requests_fetches_and_joins(
     tmp_path: Path, go_fixtures: GoFixtures, go_binary: str
 ) -> None:
-    # A go that takes half a second to download: concurrent requests surely overlap.
+    # A go that takes half a second to download, and downloads v1.1.0 only once the
+    # test opens the gate: the concurrent requests for it surely overlap.
+    gate = tmp_path / "gate"
     slow = go_script(
         tmp_path,
         "slow-go",
-        f'case " $* " in *" mod download "*) sleep 0.5 ;; esac\nexec {go_binary} "$@"\n',
+        f'case " $* " in *" mod download "*) sleep 0.5 ;; esac\n'
+        f'case " $* " in *" mod download "*@v1.1.0*)\n'
+        f"  until [ -e {gate} ]; do sleep 0.01; done ;;\n"
+        "esac\n"
+        f'exec {go_binary} "$@"\n',
     )
     config = make_config(tmp_path, str(slow), go_fixtures)
     async with served(config) as server, httpx.AsyncClient(base_url=server.url) as http:
@@ -375,6 +381,8 @@ async def test_metrics_count_cold_and_warm_requests_fetches_and_joins(
         async with trio.open_nursery() as nursery:
             for _ in range(5):
                 nursery.start_soon(http.get, hello_path(go_fixtures, "v1.1.0.mod"))
+            await wait_until(lambda: server.pipeline.singleflight.statistics().joined == 4)
+            gate.touch()
         joined = await scrape()
         assert value(joined, "athens_trio_fetches_total", outcome="ok") == 2
         assert value(joined, "athens_trio_singleflight_joins_total") == 4
