@@ -10,6 +10,7 @@ first request.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import tomllib
@@ -35,6 +36,9 @@ __all__ = [
 logger = logging.getLogger("athens_trio.config")
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+# Athens' time settings are whole seconds; fractions are accepted too (tests, mostly).
+PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
 StorageType = Literal["memory", "disk"]
 NetworkMode = Literal["strict", "offline", "fallback"]
 LogFormat = Literal["plain", "json"]
@@ -67,12 +71,12 @@ class Config(msgspec.Struct, rename="pascal", forbid_unknown_fields=False, kw_on
     go_get_workers: PositiveInt = 10
     protocol_workers: PositiveInt = 30
     # Seconds.  Timeout bounds upstream listing; StashTimeout bounds one fetch.
-    timeout: PositiveInt = 300
-    stash_timeout: PositiveInt = 600
+    timeout: PositiveSeconds = 300
+    stash_timeout: PositiveSeconds = 600
     # Where the fetcher's temporary GOPATHs go; "" means the system temp dir.
     go_get_dir: str = ""
     # Seconds in-flight requests get to finish once a shutdown starts.
-    shutdown_timeout: Annotated[int, msgspec.Meta(ge=0)] = 60
+    shutdown_timeout: Seconds = 60
     # What list and latest do when upstream fails: strict | offline | fallback.
     network_mode: NetworkMode = "strict"
     log_level: LogLevel = "info"
@@ -99,8 +103,8 @@ class Config(msgspec.Struct, rename="pascal", forbid_unknown_fields=False, kw_on
     basic_auth_user: str = ""
     basic_auth_pass: str = ""
     # Not Athens keys (Go's http.Server has these built in); seconds and counts.
-    keep_alive_timeout: PositiveInt = 5
-    request_header_timeout: PositiveInt = 10
+    keep_alive_timeout: PositiveSeconds = 5
+    request_header_timeout: PositiveSeconds = 10
     max_connections: PositiveInt = 1000
 
     @property
@@ -129,6 +133,10 @@ def _as_int(value: str) -> int:
     return int(value.strip())
 
 
+def _as_seconds(value: str) -> float:
+    return float(value.strip())
+
+
 def _split_commas(value: str) -> list[str]:
     # envconfig's []string: ','-separated.
     return [item.strip() for item in value.split(",") if item.strip()]
@@ -145,10 +153,10 @@ _ENVIRONMENT: list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]
     (("GoBinaryEnvVars",), _split_env_list, ("ATHENS_GO_BINARY_ENV_VARS",)),
     (("GoGetWorkers",), _as_int, ("ATHENS_GOGET_WORKERS",)),
     (("ProtocolWorkers",), _as_int, ("ATHENS_PROTOCOL_WORKERS",)),
-    (("Timeout",), _as_int, ("ATHENS_TIMEOUT",)),
-    (("StashTimeout",), _as_int, ("ATHENS_STASH_TIMEOUT",)),
+    (("Timeout",), _as_seconds, ("ATHENS_TIMEOUT",)),
+    (("StashTimeout",), _as_seconds, ("ATHENS_STASH_TIMEOUT",)),
     (("GoGetDir",), str, ("ATHENS_GOGET_DIR",)),
-    (("ShutdownTimeout",), _as_int, ("ATHENS_SHUTDOWN_TIMEOUT",)),
+    (("ShutdownTimeout",), _as_seconds, ("ATHENS_SHUTDOWN_TIMEOUT",)),
     (("NetworkMode",), str, ("ATHENS_NETWORK_MODE",)),
     (("LogLevel",), str, ("ATHENS_LOG_LEVEL",)),
     (("LogFormat",), str, ("ATHENS_LOG_FORMAT",)),
@@ -168,8 +176,8 @@ _ENVIRONMENT: list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]
     (("TLSKeyFile",), str, ("ATHENS_TLSKEY_FILE",)),
     (("BasicAuthUser",), str, ("ATHENS_BASIC_AUTH_USER", "BASIC_AUTH_USER")),
     (("BasicAuthPass",), str, ("ATHENS_BASIC_AUTH_PASS", "BASIC_AUTH_PASS")),
-    (("KeepAliveTimeout",), _as_int, ("ATHENS_KEEP_ALIVE_TIMEOUT",)),
-    (("RequestHeaderTimeout",), _as_int, ("ATHENS_REQUEST_HEADER_TIMEOUT",)),
+    (("KeepAliveTimeout",), _as_seconds, ("ATHENS_KEEP_ALIVE_TIMEOUT",)),
+    (("RequestHeaderTimeout",), _as_seconds, ("ATHENS_REQUEST_HEADER_TIMEOUT",)),
     (("MaxConnections",), _as_int, ("ATHENS_MAX_CONNECTIONS",)),
 ]
 
@@ -227,6 +235,9 @@ def load_config(
         reason = message[: match.start()] if match else message
         raise ConfigError(key_name(key_path), reason) from exc
 
+    for key, seconds in _seconds(config).items():
+        if not math.isfinite(seconds):
+            raise ConfigError(key_name((key,)), f"{seconds} is not a number of seconds")
     for entry in config.go_binary_env_vars:
         if not _ENV_ENTRY.fullmatch(entry):
             raise ConfigError(
@@ -262,6 +273,17 @@ def load_config(
     if config.path_prefix and not config.path_prefix.startswith("/"):
         raise ConfigError(key_name(("PathPrefix",)), f"{config.path_prefix!r} must start with /")
     return config
+
+
+def _seconds(config: Config) -> dict[str, float]:
+    """The time settings by key (msgspec's bounds let infinity through)."""
+    return {
+        "Timeout": config.timeout,
+        "StashTimeout": config.stash_timeout,
+        "ShutdownTimeout": config.shutdown_timeout,
+        "KeepAliveTimeout": config.keep_alive_timeout,
+        "RequestHeaderTimeout": config.request_header_timeout,
+    }
 
 
 _DOWNLOAD_MODE = re.compile(r"sync|async|redirect|async_redirect|none|file:.+|custom:.+", re.DOTALL)

@@ -1,8 +1,11 @@
-"""Fixtures shared by the suite: the go binary, the local git repos, a pipeline config."""
+"""Fixtures shared by the suite: the go binary, the local git repos, the go clients' build
+cache, a pipeline config."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,23 @@ def go_binary() -> str:
 @pytest.fixture(scope="session")
 def go_fixtures(tmp_path_factory: pytest.TempPathFactory) -> GoFixtures:
     return build_go_fixtures(tmp_path_factory.mktemp("repos"))
+
+
+@pytest.fixture(scope="session")
+def go_build_cache(go_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The GOCACHE every client go shares: ``$ATHENS_TRIO_TEST_GOCACHE``, else go's own
+    default build cache (content-addressed, so sharing it is safe, and usually warm),
+    else a directory for this session."""
+    chosen = os.environ.get("ATHENS_TRIO_TEST_GOCACHE")
+    if not chosen:
+        found = subprocess.run(
+            [go_binary, "env", "GOCACHE"], capture_output=True, text=True, check=False
+        )
+        chosen = found.stdout.strip() if found.returncode == 0 else ""
+    if not chosen or chosen == "off" or not os.path.isabs(chosen):
+        return tmp_path_factory.mktemp("gocache")
+    Path(chosen).mkdir(parents=True, exist_ok=True)
+    return Path(chosen)
 
 
 def make_config(
@@ -48,3 +68,10 @@ def make_config(
 @pytest.fixture
 def config(tmp_path: Path, go_binary: str, go_fixtures: GoFixtures) -> Config:
     return make_config(tmp_path, go_binary, go_fixtures)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first (a stable sort: otherwise in file order), so that with
+    ``-n auto`` they start early and the other workers fill in around them instead of
+    one of them finishing the run alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -1,27 +1,32 @@
-"""Helpers shared by the hostile-input, fault and soak tests.
+"""Helpers shared by the test modules (which import from here, :mod:`.gofixtures`
+and :mod:`.conftest`, never from one another).
 
 A raw HTTP/1.1 client (:func:`raw_request`) that sends the request line and headers
 exactly as given, byte for byte, since httpx normalises what these tests must send
 (dot segments, percent escapes, control bytes); go stand-ins (:func:`go_script`,
-:func:`counting_go`); snapshots of a directory tree, of the open file descriptors and of
-the RSS; and a proxy run as a separate ``python -m athens_trio`` process.
+:func:`counting_go`, :func:`hanging_go`) and a real go client (:func:`run_go`);
+snapshots of a directory tree, of the open file descriptors and of the RSS; the one
+poll loop (:func:`wait_until`, :func:`settle`); and a proxy served in the test's
+nursery (:func:`served`) or run as a separate ``python -m athens_trio`` process.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import re
 import subprocess
 import sys
 import zipfile
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 import athens_trio
@@ -39,19 +44,33 @@ __all__ = [
     "RawResponse",
     "child_env",
     "child_server",
+    "client_env",
     "counting_go",
+    "direct_download",
     "direct_downloads",
     "fd_count",
+    "fixture_env_vars",
+    "go_downloads",
     "go_runs",
     "go_script",
+    "hanging_go",
+    "hello_path",
+    "json_stream",
+    "leftover",
+    "process_alive",
     "raw_exchange",
     "raw_request",
+    "recording_go",
+    "refuses_connections",
     "rss_bytes",
+    "run_go",
     "served",
     "session_processes",
     "settle",
     "store_version",
     "tree",
+    "wait_for_pids",
+    "wait_until",
     "write_zip",
 ]
 
@@ -134,6 +153,12 @@ async def child_server(
             await process.wait()
             if process.stdout is not None:
                 await process.stdout.aclose()
+
+
+def fixture_env_vars(fixtures: GoFixtures, **extra: str) -> str:
+    """GoBinaryEnvVars for the fixture repositories as ATHENS_GO_BINARY_ENV_VARS
+    (';'-separated)."""
+    return ";".join(f"{k}={v}" for k, v in {**fixtures.go_env, **extra}.items())
 
 
 # ---------------------------------------------------------------------------------------
@@ -327,31 +352,145 @@ def go_script(tmp_path: Path, name: str, body: str) -> Path:
     return path
 
 
-def counting_go(tmp_path: Path, go_binary: str, name: str = "counting-go") -> tuple[Path, Path]:
-    """A go that appends its argv (NUL-separated, one run a line) to a file, then is the
-    real go.  ``go version`` is not counted (the CLI asks it once at start)."""
+def recording_go(tmp_path: Path, name: str, body: str) -> tuple[Path, Path]:
+    """A go that appends its argv to a file (see :func:`go_runs`), then runs ``body``
+    (shell).  ``go version`` is not recorded (the CLI asks it once at start)."""
     runs = tmp_path / f"{name}.runs"
     wrapper = go_script(
         tmp_path,
         name,
-        'if [ "$1" != version ]; then\n'
-        f'  printf "%s\\0" "$@" >> {runs}\n'
-        f"  echo >> {runs}\n"
-        "fi\n"
-        f'exec {go_binary} "$@"\n',
+        # One printf, so one append: concurrent runs never interleave their records.
+        f'if [ "$1" != version ]; then\n  printf "%s\\0" "$@" "\n" >> {runs}\nfi\n' + body,
     )
     return wrapper, runs
 
 
+def counting_go(tmp_path: Path, go_binary: str, name: str = "counting-go") -> tuple[Path, Path]:
+    """A go that records its argv (see :func:`go_runs`), then is the real go."""
+    return recording_go(tmp_path, name, f'exec {go_binary} "$@"\n')
+
+
 def go_runs(runs_file: Path) -> list[list[str]]:
-    """Each recorded run's argv (see :func:`counting_go`)."""
+    """Each recorded run's argv (see :func:`counting_go`): NUL-terminated arguments,
+    then a newline and a NUL."""
     if not runs_file.exists():
         return []
     return [
-        line.rstrip("\0").split("\0")
-        for line in runs_file.read_text(errors="surrogateescape").split("\0\n")
-        if line
+        record.split("\0")[:-1]
+        for record in runs_file.read_text(errors="surrogateescape").split("\n\0")
+        if record
     ]
+
+
+def go_downloads(runs_file: Path) -> int:
+    """How many of the recorded runs were ``go mod download``."""
+    return sum(run[:2] == ["mod", "download"] for run in go_runs(runs_file))
+
+
+def hanging_go(tmp_path: Path) -> Path:
+    """A go that starts a child (as go starts git) and then hangs, recording both pids
+    in ``tmp_path / "pids"`` (see :func:`wait_for_pids`)."""
+    pids = tmp_path / "pids"
+    return go_script(
+        tmp_path,
+        "hanging-go",
+        f"echo $$ >> {pids}\n"
+        "sleep 1000 &\n"
+        f"echo $! >> {pids}\n"
+        # Leave something read-only behind, as go's module cache is.
+        'mkdir -p "$GOMODCACHE/cache/x" && touch "$GOMODCACHE/cache/x/f"\n'
+        'chmod -R a-w "$GOMODCACHE"\n'
+        "wait\n",
+    )
+
+
+async def wait_for_pids(path: Path, count: int) -> list[int]:
+    """The first ``count`` pids a go stand-in wrote to ``path``, once it wrote them."""
+
+    def written() -> list[int]:
+        return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+    await wait_until(lambda: len(written()) >= count)
+    return written()[:count]
+
+
+def leftover(config: Config) -> list[str]:
+    """What the fetcher left in GoGetDir (nothing, once every fetch ended)."""
+    return os.listdir(config.go_get_dir)
+
+
+# ---------------------------------------------------------------------------------------
+# The real go as a client
+# ---------------------------------------------------------------------------------------
+
+
+def client_env(
+    tmp_path: Path, fixtures: GoFixtures, gocache: Path, goproxy: str, name: str = "client"
+) -> dict[str, str]:
+    """A go client's whole environment: its own GOPATH and module cache, ``goproxy``."""
+    home = tmp_path / f"{name}-home"
+    gopath = tmp_path / f"{name}-gopath"
+    home.mkdir(exist_ok=True)
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        **fixtures.go_env,
+        "GOPROXY": goproxy,
+        "GOPATH": str(gopath),
+        "GOMODCACHE": str(gopath / "pkg" / "mod"),
+        "GOCACHE": str(gocache),
+        "CGO_ENABLED": "0",
+    }
+
+
+async def run_go(
+    go_binary: str,
+    args: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    check: bool = True,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run go without blocking the event loop the server runs in."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    result = await trio.run_process(
+        [go_binary, *args],
+        cwd=cwd,
+        env=dict(env),
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        pytest.fail(f"go {' '.join(args)} exited {result.returncode}:\n{result.stderr.decode()}")
+    return result
+
+
+def hello_path(fixtures: GoFixtures, tail: str) -> str:
+    """The proxy path of ``tail`` (``list``, ``v1.0.0.info``...) of the hello module."""
+    return f"/{fixtures.hello}/@v/{tail}"
+
+
+def json_stream(data: bytes) -> list[dict[str, Any]]:
+    """The objects of concatenated JSON, as ``go mod download -json`` writes."""
+    decoder = json.JSONDecoder()
+    text, index = data.decode(), 0
+    objects: list[dict[str, Any]] = []
+    while True:
+        while index < len(text) and text[index].isspace():
+            index += 1
+        if index == len(text):
+            return objects
+        obj, index = decoder.raw_decode(text, index)
+        objects.append(obj)
+
+
+def direct_download(
+    fixtures: GoFixtures, go_binary: str, tmp_path: Path, spec: str
+) -> dict[str, str]:
+    """What a plain ``go mod download -json`` (no proxy) reports for ``spec``."""
+    (found,) = direct_downloads(fixtures, go_binary, tmp_path / "direct", [spec]).values()
+    return found
 
 
 def direct_downloads(
@@ -368,16 +507,7 @@ def direct_downloads(
         capture_output=True,
         check=True,
     )
-    decoder = json.JSONDecoder()
-    text, index = done.stdout.decode(), 0
-    results: dict[tuple[str, str], dict[str, Any]] = {}
-    while True:
-        while index < len(text) and text[index].isspace():
-            index += 1
-        if index == len(text):
-            return results
-        obj, index = decoder.raw_decode(text, index)
-        results[(obj["Path"], obj["Version"])] = obj
+    return {(obj["Path"], obj["Version"]): obj for obj in json_stream(done.stdout)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -400,6 +530,15 @@ def tree(root: Path) -> dict[str, int]:
             path = base / name
             found[path.relative_to(root).as_posix()] = path.lstat().st_size
     return found
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
 
 
 def session_processes(session: int) -> list[int]:
@@ -456,10 +595,40 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-async def settle(condition: Callable[[], bool], seconds: float = 10) -> bool:
+# ---------------------------------------------------------------------------------------
+# Waiting for a condition
+# ---------------------------------------------------------------------------------------
+
+Condition = Callable[[], bool] | Callable[[], Awaitable[bool]]
+
+
+async def _holds(condition: Condition) -> bool:
+    result = condition()
+    return await result if inspect.isawaitable(result) else bool(result)
+
+
+async def settle(condition: Condition, seconds: float = 10) -> bool:
     """Poll ``condition`` until it holds or ``seconds`` pass; return whether it held."""
     with trio.move_on_after(seconds):
-        while not condition():
-            await trio.sleep(0.05)
+        while not await _holds(condition):
+            await trio.sleep(0.02)
         return True
-    return condition()
+    return await _holds(condition)
+
+
+async def refuses_connections(url: str) -> bool:
+    """Whether nothing listens at ``url`` (``http://host:port``) any more."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    try:
+        probe = await trio.open_tcp_stream(host, int(port))
+    except OSError:
+        return True
+    await probe.aclose()
+    return False
+
+
+async def wait_until(condition: Condition, seconds: float = 10) -> None:
+    """Poll ``condition`` (a file appearing, a log line, a process gone) until it holds;
+    fail the test if it does not within ``seconds``."""
+    if not await settle(condition, seconds):
+        raise AssertionError(f"still not so after {seconds:g} s: {condition}")

@@ -93,6 +93,13 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     assert config.network_mode == "offline"
 
 
+def test_time_settings_take_fractions_of_a_second(tmp_path: Path) -> None:
+    text = "Timeout = 0.5\nStashTimeout = 1.5\nShutdownTimeout = 0\nKeepAliveTimeout = 0.2\n"
+    config = load_config(write(tmp_path, text), environ={"ATHENS_REQUEST_HEADER_TIMEOUT": " 0.25 "})
+    assert (config.timeout, config.stash_timeout, config.shutdown_timeout) == (0.5, 1.5, 0)
+    assert (config.keep_alive_timeout, config.request_header_timeout) == (0.2, 0.25)
+
+
 def test_athens_prefixed_names_win_and_bare_port_works() -> None:
     config = load_config(
         environ={"ATHENS_GO_BINARY_PATH": "/a/go", "GO_BINARY_PATH": "/b/go", "PORT": "8080"}
@@ -107,6 +114,9 @@ def test_athens_prefixed_names_win_and_bare_port_works() -> None:
         ({"ATHENS_GOGET_WORKERS": "many"}, "ATHENS_GOGET_WORKERS"),
         ({"ATHENS_GOGET_WORKERS": "0"}, "ATHENS_GOGET_WORKERS (GoGetWorkers)"),
         ({"ATHENS_TIMEOUT": "-1"}, "ATHENS_TIMEOUT (Timeout)"),
+        ({"ATHENS_TIMEOUT": "soon"}, "ATHENS_TIMEOUT"),
+        ({"ATHENS_STASH_TIMEOUT": "inf"}, "ATHENS_STASH_TIMEOUT (StashTimeout)"),
+        ({"ATHENS_SHUTDOWN_TIMEOUT": "nan"}, "ATHENS_SHUTDOWN_TIMEOUT (ShutdownTimeout)"),
         ({"ATHENS_STORAGE_TYPE": "mongo"}, "ATHENS_STORAGE_TYPE (StorageType)"),
         ({"ATHENS_NETWORK_MODE": "sometimes"}, "ATHENS_NETWORK_MODE (NetworkMode)"),
         ({"ATHENS_PORT": "three thousand"}, "ATHENS_PORT (Port)"),
@@ -132,6 +142,10 @@ def test_bad_environment_values_name_the_variable(environ: dict[str, str], key: 
         ("[Storage.Disk]\nRootPath = 7", "Storage.Disk.RootPath"),
         ("GoBinaryEnvVars = ['NOEQUALS']", "GoBinaryEnvVars"),
         ("Port = ':99999'", "Port"),
+        ("Timeout = 0", "Timeout"),
+        ("KeepAliveTimeout = -0.5", "KeepAliveTimeout"),
+        ("RequestHeaderTimeout = inf", "RequestHeaderTimeout"),
+        ("ShutdownTimeout = '5s'", "ShutdownTimeout"),
     ],
 )
 def test_bad_file_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:

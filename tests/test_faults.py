@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from athens_trio import DiskStorage
 from athens_trio._config import DiskStorageConfig, StorageConfig
@@ -41,16 +42,20 @@ from .helpers import (
     counting_go,
     direct_downloads,
     fd_count,
-    go_runs,
+    fixture_env_vars,
+    go_downloads,
     go_script,
+    hello_path,
+    process_alive,
     raw_request,
+    refuses_connections,
     served,
     session_processes,
     settle,
     store_version,
     tree,
+    wait_until,
 )
-from .test_fetcher import process_alive
 
 V1, V2 = "v1.0.0", "v1.1.0"
 
@@ -78,10 +83,6 @@ def open_files() -> list[str]:
         except OSError:
             continue  # closed meanwhile (the listing's own descriptor, say)
     return found
-
-
-def hello(fixtures: GoFixtures, tail: str) -> str:
-    return f"/{fixtures.hello}/@v/{tail}"
 
 
 def files_of(root: Path) -> dict[str, int]:
@@ -201,7 +202,7 @@ async def test_go_fault_fails_cleanly_and_the_next_request_retries(
         answers: dict[str, httpx.Response] = {}
 
         async def get(tail: str) -> None:
-            answers[tail] = await http.get(hello(go_fixtures, tail), timeout=60)
+            answers[tail] = await http.get(hello_path(go_fixtures, tail), timeout=60)
 
         # Three clients wait on the one fetch that fails: each gets the fault, none a 404.
         async with trio.open_nursery() as nursery:
@@ -222,7 +223,7 @@ async def test_go_fault_fails_cleanly_and_the_next_request_retries(
 
         # go works again: the same server fetches afresh (no failure was remembered).
         mode_file.write_text("ok")
-        again = await http.get(hello(go_fixtures, f"{V1}.zip"), timeout=60)
+        again = await http.get(hello_path(go_fixtures, f"{V1}.zip"), timeout=60)
         assert again.status_code == 200, again.text
         assert h1_of(again.content, tmp_path) == hello_direct[V1]["Sum"]
     assert os.listdir(config.go_get_dir) == []
@@ -240,7 +241,7 @@ async def test_go_missing_is_a_5xx_that_stores_nothing_and_recovers(
     config = make_config(tmp_path, str(go), go_fixtures)
     async with served(config) as server, httpx.AsyncClient(base_url=server.url) as http:
         for tail in (f"{V1}.zip", f"{V1}.info", "list"):
-            answer = await http.get(hello(go_fixtures, tail), timeout=60)
+            answer = await http.get(hello_path(go_fixtures, tail), timeout=60)
             assert 500 <= answer.status_code < 600, (tail, answer.status_code)
             assert answer.text.strip()
         latest = await http.get(f"/{go_fixtures.hello}/@latest", timeout=60)
@@ -249,7 +250,7 @@ async def test_go_missing_is_a_5xx_that_stores_nothing_and_recovers(
         assert os.listdir(config.go_get_dir) == []
 
         go.symlink_to(go_binary)  # put back
-        again = await http.get(hello(go_fixtures, f"{V1}.zip"), timeout=60)
+        again = await http.get(hello_path(go_fixtures, f"{V1}.zip"), timeout=60)
         assert again.status_code == 200, again.text
         assert h1_of(again.content, tmp_path) == hello_direct[V1]["Sum"]
 
@@ -257,7 +258,7 @@ async def test_go_missing_is_a_5xx_that_stores_nothing_and_recovers(
 async def test_go_missing_answer_names_the_cause(tmp_path: Path, go_fixtures: GoFixtures) -> None:
     config = make_config(tmp_path, str(tmp_path / "no-go-here"), go_fixtures)
     async with served(config) as server, httpx.AsyncClient(base_url=server.url) as http:
-        answer = await http.get(hello(go_fixtures, f"{V1}.info"), timeout=60)
+        answer = await http.get(hello_path(go_fixtures, f"{V1}.info"), timeout=60)
     assert answer.status_code == 500
     assert "go binary" in answer.text.lower()
 
@@ -354,11 +355,11 @@ async def test_disk_full_during_a_save_stores_nothing_and_serves_what_it_has(
     )
     directory = storage_root / go_fixtures.hello / "@v"
     async with served(config) as server, httpx.AsyncClient(base_url=server.url) as http:
-        had = await http.get(hello(go_fixtures, f"{V1}.zip"), timeout=60)
+        had = await http.get(hello_path(go_fixtures, f"{V1}.zip"), timeout=60)
         assert had.status_code == 200
         filler = fill(small_disk, pages_left)
 
-        answer = await http.get(hello(go_fixtures, f"{V2}.zip"), timeout=60)
+        answer = await http.get(hello_path(go_fixtures, f"{V2}.zip"), timeout=60)
         if answer.status_code == 200:
             # The save went through after all: then it must be whole and listed.
             assert h1_of(answer.content, tmp_path) == hello_direct[V2]["Sum"]
@@ -376,13 +377,13 @@ async def test_disk_full_during_a_save_stores_nothing_and_serves_what_it_has(
 
         # The disk still full, what is stored is served as before.
         for tail in (f"{V1}.zip", f"{V1}.mod", f"{V1}.info"):
-            again = await http.get(hello(go_fixtures, tail), timeout=60)
+            again = await http.get(hello_path(go_fixtures, tail), timeout=60)
             assert again.status_code == 200, tail
         assert again.json()["Version"] == V1
-        assert (await http.get(hello(go_fixtures, f"{V1}.zip"))).content == had.content
+        assert (await http.get(hello_path(go_fixtures, f"{V1}.zip"))).content == had.content
 
         filler.unlink()  # room again: the next request stores the version
-        retried = await http.get(hello(go_fixtures, f"{V2}.zip"), timeout=60)
+        retried = await http.get(hello_path(go_fixtures, f"{V2}.zip"), timeout=60)
         assert retried.status_code == 200
         assert h1_of(retried.content, tmp_path) == hello_direct[V2]["Sum"]
         assert_versions_whole(storage_root, directory, {V1, V2})
@@ -425,7 +426,9 @@ async def test_clients_hanging_up_mid_zip_leak_nothing_and_disturb_no_one(
     async with served(config) as server:
         async with httpx.AsyncClient(base_url=server.url) as http:
             assert (await http.get(path)).content == data  # warm: what is lazy is loaded
-        await trio.sleep(0.2)  # and that client's connection closed on both sides
+        # and that client's connection closed on both sides: the server (in this loop)
+        # saw the end of it once every task is idle.
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
         baseline = fd_count()
 
         whole: list[bytes] = []
@@ -520,16 +523,16 @@ async def test_a_damaged_stored_file_is_never_served(
     good_mod = Path(hello_direct[V1]["GoMod"]).read_bytes()
     async with served(config) as server, httpx.AsyncClient(base_url=server.url) as http:
         for tail in ("zip", "mod", "info"):  # stored and served once, as good
-            assert (await http.get(hello(go_fixtures, f"{V1}.{tail}"), timeout=60)).is_success
+            assert (await http.get(hello_path(go_fixtures, f"{V1}.{tail}"), timeout=60)).is_success
         damage(stored)
         for _ in range(2):  # the repair, then what it stored
-            answer = await http.get(hello(go_fixtures, f"{V1}.{suffix}"), timeout=60)
+            answer = await http.get(hello_path(go_fixtures, f"{V1}.{suffix}"), timeout=60)
             assert answer.status_code == 200, answer.text
             if suffix == "zip":
                 assert h1_of(answer.content, tmp_path) == hello_direct[V1]["Sum"]
             else:
                 assert answer.content == good_mod
-    assert len([run for run in go_runs(runs) if run[:2] == ["mod", "download"]]) == 2
+    assert go_downloads(runs) == 2
 
 
 async def test_concurrent_requests_for_a_damaged_zip_all_get_good_bytes(
@@ -541,14 +544,14 @@ async def test_concurrent_requests_for_a_damaged_zip_all_get_good_bytes(
     config = make_config(tmp_path, go_binary, go_fixtures)
     stored = config.disk_root / go_fixtures.hello / "@v" / f"{V1}.zip"
     async with served(config) as server, httpx.AsyncClient(base_url=server.url) as http:
-        assert (await http.get(hello(go_fixtures, f"{V1}.zip"), timeout=60)).is_success
+        assert (await http.get(hello_path(go_fixtures, f"{V1}.zip"), timeout=60)).is_success
         statuses: list[int] = []
         for _ in range(5):
             _truncate(10)(stored)
             answers: list[httpx.Response] = []
 
             async def get(into: list[httpx.Response]) -> None:
-                into.append(await http.get(hello(go_fixtures, f"{V1}.zip"), timeout=60))
+                into.append(await http.get(hello_path(go_fixtures, f"{V1}.zip"), timeout=60))
 
             async with trio.open_nursery() as nursery:
                 for _ in range(16):
@@ -563,11 +566,6 @@ async def test_concurrent_requests_for_a_damaged_zip_all_get_good_bytes(
 # ---------------------------------------------------------------------------------------
 # Two server processes on one storage root
 # ---------------------------------------------------------------------------------------
-
-
-def fixture_env_vars(fixtures: GoFixtures, **extra: str) -> str:
-    """GoBinaryEnvVars as ATHENS_GO_BINARY_ENV_VARS (';'-separated)."""
-    return ";".join(f"{k}={v}" for k, v in {**fixtures.go_env, **extra}.items())
 
 
 async def test_two_processes_fetch_one_version_at_once_and_store_it_once(
@@ -608,7 +606,7 @@ async def test_two_processes_fetch_one_version_at_once_and_store_it_once(
             got = bodies[name] = {}
             async with httpx.AsyncClient(base_url=child.url) as http:
                 for tail in ("zip", "mod", "info"):
-                    answer = await http.get(hello(go_fixtures, f"{V1}.{tail}"), timeout=60)
+                    answer = await http.get(hello_path(go_fixtures, f"{V1}.{tail}"), timeout=60)
                     assert answer.status_code == 200, (name, answer.text, child.log())
                     got[tail] = answer.content
             child.process.send_signal(signal.SIGTERM)
@@ -702,15 +700,7 @@ async def test_sigterm_lets_downloads_in_flight_finish_whole_and_exits_zero(
                     await started.acquire()
                 child.process.send_signal(signal.SIGTERM)
                 # The listener closes; the requests in flight go on.
-                host, port = child.url.removeprefix("http://").rsplit(":", 1)
-                with trio.fail_after(10):
-                    while True:
-                        try:
-                            probe = await trio.open_tcp_stream(host, int(port))
-                        except OSError:
-                            break
-                        await probe.aclose()
-                        await trio.sleep(0.05)
+                await wait_until(lambda: refuses_connections(child.url))
                 go_on.set()
             returncode = await child.process.wait()
         log = child.log()
@@ -741,7 +731,7 @@ async def test_an_unreachable_upstream_proxy_is_502_and_clients_do_not_fall_thro
     config = make_config(tmp_path, go_binary, go_fixtures, go_binary_env_vars=env_vars)
     async with served(config) as server, httpx.AsyncClient(base_url=server.url) as http:
         for tail in (f"{V1}.info", f"{V1}.mod", f"{V1}.zip", "main.info", "list"):
-            answer = await http.get(hello(go_fixtures, tail), timeout=60)
+            answer = await http.get(hello_path(go_fixtures, tail), timeout=60)
             assert answer.status_code == 502, (tail, answer.text)
             assert "connection refused" in answer.text
         latest = await http.get(f"/{go_fixtures.hello}/@latest", timeout=60)
@@ -773,7 +763,7 @@ async def test_an_unreachable_vcs_is_a_fault_not_a_404(
     config = make_config(
         tmp_path, go_binary, go_fixtures, go_binary_env_vars=[f"{k}={v}" for k, v in env.items()]
     )
-    path = f"/{go_fixtures.hello}/{tail}" if tail.startswith("@") else hello(go_fixtures, tail)
+    path = f"/{go_fixtures.hello}/{tail}" if tail.startswith("@") else hello_path(go_fixtures, tail)
     async with served(config) as server, httpx.AsyncClient(base_url=server.url) as http:
         answer = await http.get(path, timeout=60)
     assert answer.status_code == 502, answer.text

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
@@ -30,24 +28,7 @@ from athens_trio.upstream import GoResult, GoRunner, classify_go_error
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
-
-
-def direct_download(
-    fixtures: GoFixtures, go_binary: str, tmp_path: Path, spec: str
-) -> dict[str, str]:
-    """What a plain `go mod download -json` (no proxy) reports for spec."""
-    gopath = tmp_path / "direct-gopath"
-    work = tmp_path / "direct-work"
-    work.mkdir(exist_ok=True)
-    done = subprocess.run(
-        [go_binary, "mod", "download", "-json", spec],
-        cwd=work,
-        env=fixtures.environ(GOPATH=str(gopath), GOCACHE=str(gopath / "cache")),
-        capture_output=True,
-        check=True,
-    )
-    result: dict[str, str] = json.loads(done.stdout)
-    return result
+from .helpers import direct_download, hanging_go, leftover, process_alive, wait_for_pids
 
 
 def go_fetcher(config: Config) -> GoFetcher:
@@ -58,10 +39,6 @@ def go_fetcher(config: Config) -> GoFetcher:
 def go_lister(config: Config) -> GoLister:
     """The lister ``open_pipeline`` would build from ``config``."""
     return GoLister(go_runner(config), timeout=config.timeout)
-
-
-def leftover(config: Config) -> list[str]:
-    return os.listdir(config.go_get_dir)
 
 
 @pytest.mark.parametrize(
@@ -144,42 +121,6 @@ async def test_missing_go_binary_is_reported(tmp_path: Path, go_fixtures: GoFixt
         async with go_fetcher(config).fetch(go_fixtures.hello, "v1.0.0"):
             pass
     assert leftover(config) == []
-
-
-def hanging_go(tmp_path: Path) -> Path:
-    """A 'go' that starts a child (as go starts git) and then hangs, recording both pids."""
-    script = tmp_path / "hanging-go"
-    pids = tmp_path / "pids"
-    script.write_text(
-        "#!/bin/sh\n"
-        f"echo $$ >> {pids}\n"
-        "sleep 1000 &\n"
-        f"echo $! >> {pids}\n"
-        # Leave something read-only behind, as go's module cache is.
-        'mkdir -p "$GOMODCACHE/cache/x" && touch "$GOMODCACHE/cache/x/f"\n'
-        'chmod -R a-w "$GOMODCACHE"\n'
-        "wait\n"
-    )
-    script.chmod(0o755)
-    return script
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
-
-
-async def wait_for_pids(path: Path, count: int) -> list[int]:
-    with trio.fail_after(10):
-        while True:
-            if path.exists():
-                pids = [int(p) for p in path.read_text().split()]
-                if len(pids) >= count:
-                    return pids
-            await trio.sleep(0.02)
 
 
 async def test_fetch_timeout_kills_process_group_and_removes_temp_dir(

@@ -31,7 +31,7 @@ from athens_trio.server._routing import NoSuchEndpointError, parse_proxy_path
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
-from .helpers import counting_go, go_runs, go_script, raw_request, served, tree
+from .helpers import counting_go, go_runs, raw_request, recording_go, served, tree
 
 HELLO = "github.com/athens-fixtures/hello"
 H = b"/" + HELLO.encode()
@@ -322,10 +322,9 @@ async def test_fuzzed_paths_never_5xx_and_go_sees_only_what_the_parser_accepted(
     tmp_path_factory: pytest.TempPathFactory, go_fixtures: GoFixtures, paths: list[str]
 ) -> None:
     work = tmp_path_factory.mktemp("fuzz")
-    recorder = go_script(
+    recorder, recorded = recording_go(
         work,
         "recording-go",
-        f'printf "%s\\0" "$@" >> {work}/runs\necho >> {work}/runs\n'
         'echo \'{"Error": "module lookup disabled: not found"}\'\n'
         "echo 'go: not found' >&2\nexit 1\n",
     )
@@ -333,11 +332,11 @@ async def test_fuzzed_paths_never_5xx_and_go_sees_only_what_the_parser_accepted(
     async with served(config) as server:
         for path in paths:
             target = quote(path, safe="/@!~+-._").encode("ascii")
-            before = len(go_runs(work / "runs"))
+            before = len(go_runs(recorded))
             with trio.fail_after(30):
                 response = await raw_request(server.url, target)
             assert response.status < 500, (path, response.status, response.text)
-            runs = go_runs(work / "runs")[before:]
+            runs = go_runs(recorded)[before:]
             try:
                 wanted = parse_proxy_path(unquote(target.decode()))
             except (InvalidRequestError, NoSuchEndpointError):

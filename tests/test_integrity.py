@@ -23,8 +23,7 @@ from athens_trio.storage import StoredZip, with_integrity, zip_is_whole
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
-from .test_fetcher import direct_download
-from .test_pipeline import counting_go, runs
+from .helpers import counting_go, direct_download, go_downloads
 
 MODULE = "example.com/tiny"
 INFO = b'{"Version":"v1.0.0","Time":"2024-01-02T03:04:05Z"}'
@@ -215,4 +214,4 @@ async def test_truncated_zip_is_fetched_again_not_served(
         served = await pipeline.protocol.zip(go_fixtures.hello, "v1.0.0")
         assert served.path is not None
         assert zip_h1(served.path) == direct["Sum"]
-    assert runs(count) == 2
+    assert go_downloads(count) == 2

@@ -46,19 +46,15 @@ from athens_trio.server._metrics import route_label
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
-from .test_server import (
+from .helpers import (
     REPO_ROOT,
     client_env,
-    go_build_cache,
+    go_script,
     hello_path,
     run_go,
-    script,
     served,
     wait_until,
 )
-
-__all__ = ["go_build_cache"]  # the session fixture, shared with test_server
-
 
 # ---------------------------------------------------------------------------------------
 # Helpers
@@ -326,11 +322,17 @@ def test_prefix_request_id_and_route_rules() -> None:
 async def test_metrics_count_cold_and_warm_requests_fetches_and_joins(
     tmp_path: Path, go_fixtures: GoFixtures, go_binary: str
 ) -> None:
-    # A go that takes half a second to download: concurrent requests surely overlap.
-    slow = script(
+    # A go that takes half a second to download, and downloads v1.1.0 only once the
+    # test opens the gate: the concurrent requests for it surely overlap.
+    gate = tmp_path / "gate"
+    slow = go_script(
         tmp_path,
         "slow-go",
-        f'case " $* " in *" mod download "*) sleep 0.5 ;; esac\nexec {go_binary} "$@"\n',
+        f'case " $* " in *" mod download "*) sleep 0.5 ;; esac\n'
+        f'case " $* " in *" mod download "*@v1.1.0*)\n'
+        f"  until [ -e {gate} ]; do sleep 0.01; done ;;\n"
+        "esac\n"
+        f'exec {go_binary} "$@"\n',
     )
     config = make_config(tmp_path, str(slow), go_fixtures)
     async with served(config) as server, httpx.AsyncClient(base_url=server.url) as http:
@@ -379,6 +381,8 @@ async def test_metrics_count_cold_and_warm_requests_fetches_and_joins(
         async with trio.open_nursery() as nursery:
             for _ in range(5):
                 nursery.start_soon(http.get, hello_path(go_fixtures, "v1.1.0.mod"))
+            await wait_until(lambda: server.pipeline.singleflight.statistics().joined == 4)
+            gate.touch()
         joined = await scrape()
         assert value(joined, "athens_trio_fetches_total", outcome="ok") == 2
         assert value(joined, "athens_trio_singleflight_joins_total") == 4
@@ -666,42 +670,53 @@ async def closed_within(stream: trio.SocketStream, seconds: float) -> bool:
 async def test_header_timeout_and_keep_alive_close_slow_and_idle_connections(
     tmp_path: Path, go_fixtures: GoFixtures, go_binary: str
 ) -> None:
-    slow = script(
+    keep_alive, header = 0.25, 0.75
+    slow = go_script(
         tmp_path,
         "slow-go",
-        f'case " $* " in *" mod download "*) sleep 2.5 ;; esac\nexec {go_binary} "$@"\n',
+        f'case " $* " in *" mod download "*) sleep {header + 0.5} ;; esac\nexec {go_binary} "$@"\n',
     )
     config = make_config(
-        tmp_path, str(slow), go_fixtures, request_header_timeout=2, keep_alive_timeout=1
+        tmp_path,
+        str(slow),
+        go_fixtures,
+        request_header_timeout=header,
+        keep_alive_timeout=keep_alive,
     )
-    async with served(config) as server:
+    async with served(config) as server, trio.open_nursery() as nursery:
+        # A request whose headers came in time may take longer than either: a fetch
+        # that outlasts both while the client says nothing (and the checks below run).
+        fetched: list[int] = []
+
+        async def fetch() -> None:
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                response = await http.get(hello_path(go_fixtures, "v1.0.0.info"), timeout=30)
+                fetched.append(response.status_code)
+
+        nursery.start_soon(fetch)
+
         # Nothing sent: closed once KeepAliveTimeout has passed.
         started = trio.current_time()
         async with await trio.open_tcp_stream("127.0.0.1", server.port) as idle:
             assert await closed_within(idle, 5)
-        assert 0.9 < trio.current_time() - started < 1.9
+        assert keep_alive - 0.05 < trio.current_time() - started < header - 0.05
 
         # Headers begun, never finished: closed RequestHeaderTimeout after their start.
         started = trio.current_time()
         async with await trio.open_tcp_stream("127.0.0.1", server.port) as trickle:
             await trickle.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
             assert await closed_within(trickle, 5)
-        assert 1.9 < trio.current_time() - started < 4
-
-        # A request whose headers came in time may take longer than either: a fetch
-        # of 2.5 s while the client says nothing.
-        async with httpx.AsyncClient(base_url=server.url) as http:
-            fetched = await http.get(hello_path(go_fixtures, "v1.0.0.info"), timeout=30)
-        assert fetched.status_code == 200
+        assert header - 0.05 < trio.current_time() - started < header + 2
+    assert fetched == [200]
 
 
 async def test_a_connection_closes_after_connection_close_or_idle_keep_alive(
     tmp_path: Path, go_fixtures: GoFixtures
 ) -> None:
-    async with served_storage(tmp_path, go_fixtures, MemoryStorage(), keep_alive_timeout=1) as (
-        server,
-        _,
-    ):
+    keep_alive = 0.25
+    async with served_storage(
+        tmp_path, go_fixtures, MemoryStorage(), keep_alive_timeout=keep_alive
+    ) as (server, _):
         for close, within in ((True, 0.5), (False, 3)):
             started = trio.current_time()
             async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
@@ -709,7 +724,7 @@ async def test_a_connection_closes_after_connection_close_or_idle_keep_alive(
                 await stream.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n")
                 assert await closed_within(stream, within), close
             if not close:  # kept alive, then let go once idle for KeepAliveTimeout
-                assert trio.current_time() - started > 0.9
+                assert trio.current_time() - started > keep_alive - 0.05
 
 
 async def test_max_connections_makes_the_next_connection_wait(

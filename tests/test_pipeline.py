@@ -26,23 +26,16 @@ from athens_trio._ziphash import zip_h1
 
 from .conftest import make_config
 from .gofixtures import GoFixtures, build_go_fixtures
-from .test_fetcher import direct_download, hanging_go, leftover, process_alive, wait_for_pids
-
-
-def counting_go(tmp_path: Path, go_binary: str) -> tuple[Path, Path]:
-    """A go wrapper that counts `go mod download` runs, then runs the real go."""
-    script, count = tmp_path / "counting-go", tmp_path / "downloads"
-    script.write_text(
-        "#!/bin/sh\n"
-        f'case "$*" in *"mod download"*) echo "$*" >> {count};; esac\n'
-        f'exec {go_binary} "$@"\n'
-    )
-    script.chmod(0o755)
-    return script, count
-
-
-def runs(count_file: Path) -> int:
-    return len(count_file.read_text().splitlines()) if count_file.exists() else 0
+from .helpers import (
+    counting_go,
+    direct_download,
+    go_downloads,
+    hanging_go,
+    leftover,
+    process_alive,
+    wait_for_pids,
+    wait_until,
+)
 
 
 async def test_protocol_serves_a_version_and_its_zip_hashes_as_go_expects(
@@ -140,7 +133,7 @@ async def test_concurrent_cold_requests_run_one_download(
         async with trio.open_nursery() as nursery:
             for i in range(50):
                 nursery.start_soon(request, "zip" if i % 2 else "mod")
-    assert runs(count) == 1
+    assert go_downloads(count) == 1
     assert len(results) == 50
 
 
@@ -154,18 +147,19 @@ async def test_requester_going_away_does_not_cancel_the_shared_fetch(
             await pipeline.protocol.go_mod(go_fixtures.hello, "v1.0.0")
         # The fetch goes on in the pipeline's nursery; a later request gets its result.
         assert await pipeline.protocol.go_mod(go_fixtures.hello, "v1.0.0")
-    assert runs(count) == 1
+    assert go_downloads(count) == 1
 
 
 async def test_fetch_timeout_surfaces_and_leaves_nothing(
     tmp_path: Path, go_fixtures: GoFixtures
 ) -> None:
-    config = make_config(tmp_path, str(hanging_go(tmp_path)), go_fixtures, stash_timeout=1)
+    config = make_config(tmp_path, str(hanging_go(tmp_path)), go_fixtures, stash_timeout=0.5)
     async with open_pipeline(config) as pipeline:
         with pytest.raises(FetchTimeoutError):
             await pipeline.protocol.info(go_fixtures.hello, "v1.0.0")
         assert not await pipeline.storage.exists(go_fixtures.hello, "v1.0.0")
-    assert not any(process_alive(pid) for pid in await wait_for_pids(tmp_path / "pids", 2))
+    pids = await wait_for_pids(tmp_path / "pids", 2)
+    await wait_until(lambda: not any(process_alive(pid) for pid in pids))
     assert leftover(config) == []
 
 
@@ -186,7 +180,8 @@ async def test_closing_the_pipeline_kills_in_flight_fetches(
         pids = await wait_for_pids(tmp_path / "pids", 2)
         # Leaving the pipeline cancelled its nursery: the waiting request is told why.
     assert [type(e).__name__ for e in failures] == ["UpstreamError"]
-    assert not any(process_alive(pid) for pid in pids)
+    # The group was killed; the processes are gone once the kernel reaped them.
+    await wait_until(lambda: not any(process_alive(pid) for pid in pids))
     assert leftover(config) == []
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
@@ -29,17 +30,16 @@ from athens_trio import (
 from athens_trio._module import escape_path
 from athens_trio._pipeline import go_runner
 from athens_trio.download import FilterRule, ModuleFilter, load_download_policy
+from athens_trio.stash import FetchStatistics
 from athens_trio.upstream import private_home
 
 from .conftest import make_config
 from .gofixtures import GoFixtures, build_go_fixtures
-from .test_pipeline import counting_go, runs
+from .helpers import counting_go, go_downloads, wait_until
 
 
 async def wait_until_stored(storage: Backend, module: str, version: str) -> None:
-    with trio.fail_after(60):
-        while not await storage.exists(module, version):
-            await trio.sleep(0.05)
+    await wait_until(lambda: storage.exists(module, version), 60)
 
 
 # --- DownloadMode -----------------------------------------------------------------
@@ -63,9 +63,7 @@ async def test_background_fetch_failure_is_only_logged(
     async with open_pipeline(config) as pipeline:
         with pytest.raises(NotFoundError):
             await pipeline.protocol.info(go_fixtures.missing, "v1.0.0")
-        with trio.fail_after(60):
-            while "background fetch" not in caplog.text:
-                await trio.sleep(0.05)
+        await wait_until(lambda: "background fetch" in caplog.text, 60)
         # The pipeline lives on: a good request still works (mode async: 404, then stored).
         with pytest.raises(NotFoundError):
             await pipeline.protocol.info(go_fixtures.upper, "v1.0.0")
@@ -90,7 +88,10 @@ async def test_redirect_modes(
             await wait_until_stored(pipeline.storage, go_fixtures.upper, "v1.0.0")
             assert (await pipeline.protocol.zip(go_fixtures.upper, "v1.0.0")).size > 0
         else:
-            await trio.sleep(0.2)
+            # A background fetch, had one started, would be running (or done) once
+            # every task waits: nothing ran, and nothing runs.
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            assert pipeline.fetches.statistics() == FetchStatistics(in_progress=0, outcomes={})
             assert not await pipeline.storage.exists(go_fixtures.upper, "v1.0.0")
 
 
@@ -105,7 +106,7 @@ async def test_none_mode_fetches_nothing_but_serves_what_is_stored(
         assert await pipeline.protocol.go_mod(go_fixtures.hello, "v1.0.0")
         with pytest.raises(NotFoundError, match="DownloadMode none"):
             await pipeline.protocol.go_mod(go_fixtures.hello, "v1.1.0")
-    assert runs(count) == 1
+    assert go_downloads(count) == 1
 
 
 HCL = """
@@ -326,7 +327,7 @@ async def test_validator_hook_allows_refuses_and_fails(
         {"Module": go_fixtures.upper, "Version": "v1.0.0"},
         {"Module": go_fixtures.major_v2, "Version": "v2.0.0"},
     ]
-    assert runs(count) == 1  # only the allowed module was fetched
+    assert go_downloads(count) == 1  # only the allowed module was fetched
 
 
 async def test_unreachable_validator_is_a_fault_not_a_yes(

@@ -13,11 +13,10 @@ import logging
 import os
 import re
 import signal
-import subprocess
 import sys
 import zipfile
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -27,144 +26,32 @@ import trio
 
 import athens_trio
 from athens_trio import (
-    Config,
     MemoryStorage,
     StorageError,
     StoredZip,
 )
-from athens_trio.server import Server, serve
+from athens_trio.server import serve
 from athens_trio.storage import CHUNK_SIZE
 
 from .conftest import make_config
 from .gofixtures import GoFixtures, _Commit, _make_repo, build_go_fixtures
-from .helpers import child_server
-from .test_fetcher import hanging_go, process_alive, wait_for_pids
-
-REPO_ROOT = Path(athens_trio.__file__).resolve().parent.parent
-
-
-# ---------------------------------------------------------------------------------------
-# Helpers
-# ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def go_build_cache(go_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The GOCACHE every client go shares: ``$ATHENS_TRIO_TEST_GOCACHE``, else go's own
-    default build cache (content-addressed, so sharing it is safe, and usually warm),
-    else a directory for this session."""
-    chosen = os.environ.get("ATHENS_TRIO_TEST_GOCACHE")
-    if not chosen:
-        found = subprocess.run(
-            [go_binary, "env", "GOCACHE"], capture_output=True, text=True, check=False
-        )
-        chosen = found.stdout.strip() if found.returncode == 0 else ""
-    if not chosen or chosen == "off" or not os.path.isabs(chosen):
-        return tmp_path_factory.mktemp("gocache")
-    Path(chosen).mkdir(parents=True, exist_ok=True)
-    return Path(chosen)
-
-
-def client_env(
-    tmp_path: Path, fixtures: GoFixtures, gocache: Path, goproxy: str, name: str = "client"
-) -> dict[str, str]:
-    """A go client's whole environment: its own GOPATH and module cache, ``goproxy``."""
-    home = tmp_path / f"{name}-home"
-    gopath = tmp_path / f"{name}-gopath"
-    home.mkdir(exist_ok=True)
-    return {
-        "PATH": os.environ["PATH"],
-        "HOME": str(home),
-        **fixtures.go_env,
-        "GOPROXY": goproxy,
-        "GOPATH": str(gopath),
-        "GOMODCACHE": str(gopath / "pkg" / "mod"),
-        "GOCACHE": str(gocache),
-        "CGO_ENABLED": "0",
-    }
-
-
-async def run_go(
-    go_binary: str,
-    args: Sequence[str],
-    *,
-    cwd: Path,
-    env: Mapping[str, str],
-    check: bool = True,
-) -> subprocess.CompletedProcess[bytes]:
-    """Run go without blocking the event loop the server runs in."""
-    cwd.mkdir(parents=True, exist_ok=True)
-    result = await trio.run_process(
-        [go_binary, *args],
-        cwd=cwd,
-        env=dict(env),
-        capture_stdout=True,
-        capture_stderr=True,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        pytest.fail(f"go {' '.join(args)} exited {result.returncode}:\n{result.stderr.decode()}")
-    return result
-
-
-def json_stream(data: bytes) -> list[dict[str, Any]]:
-    """The objects of `go mod download -json`'s concatenated JSON output."""
-    decoder = json.JSONDecoder()
-    text, index = data.decode(), 0
-    objects: list[dict[str, Any]] = []
-    while True:
-        while index < len(text) and text[index].isspace():
-            index += 1
-        if index == len(text):
-            return objects
-        obj, index = decoder.raw_decode(text, index)
-        objects.append(obj)
-
-
-@asynccontextmanager
-async def served(config: Config, **kwargs: Any) -> AsyncIterator[Server]:
-    """The proxy on 127.0.0.1, on a port the OS picks."""
-    kwargs.setdefault("go_version", "go version (not checked in tests)")
-    kwargs.setdefault("shutdown_timeout", 5)
-    async with serve(config, host="127.0.0.1", port=0, **kwargs) as server:
-        yield server
-
-
-def script(tmp_path: Path, name: str, body: str) -> Path:
-    """An executable shell script standing in for go."""
-    path = tmp_path / name
-    path.write_text("#!/bin/sh\n" + body)
-    path.chmod(0o755)
-    return path
-
-
-def counting_go(tmp_path: Path, go_binary: str) -> tuple[Path, Path]:
-    """A go that records each `go mod download` in a count file, then is the real go."""
-    count = tmp_path / "downloads"
-    wrapper = script(
-        tmp_path,
-        "counting-go",
-        f'case " $* " in *" mod download "*) echo "$*" >> {count} ;; esac\nexec {go_binary} "$@"\n',
-    )
-    return wrapper, count
-
-
-async def wait_until(condition: Callable[[], bool]) -> None:
-    """Poll ``condition`` (a file appearing, a log line) until it holds, for 10 s at most."""
-    with trio.fail_after(10):
-        while True:
-            if condition():
-                return
-            await trio.sleep(0.02)
-
-
-def count_lines(path: Path) -> int:
-    return len(path.read_text().splitlines()) if path.exists() else 0
-
-
-def hello_path(fixtures: GoFixtures, tail: str) -> str:
-    return f"/{fixtures.hello}/@v/{tail}"
-
+from .helpers import (
+    child_env,
+    child_server,
+    client_env,
+    counting_go,
+    go_downloads,
+    go_script,
+    hanging_go,
+    hello_path,
+    json_stream,
+    process_alive,
+    refuses_connections,
+    run_go,
+    served,
+    wait_for_pids,
+    wait_until,
+)
 
 # ---------------------------------------------------------------------------------------
 # A real go client through the proxy
@@ -290,7 +177,7 @@ async def test_thirty_concurrent_cold_requests_run_go_mod_download_once(
             for path in paths:
                 nursery.start_soon(get, path)
 
-    assert count_lines(downloads) == 1
+    assert go_downloads(downloads) == 1
     assert all(len(seen) == 1 for seen in bodies.values())
 
 
@@ -323,7 +210,7 @@ async def test_empty_list_for_a_module_without_tags_lets_go_resolve_latest(
 async def test_proxy_chain_falls_through_on_not_found(
     tmp_path: Path, go_fixtures: GoFixtures, go_binary: str, go_build_cache: Path
 ) -> None:
-    not_found = script(
+    not_found = go_script(
         tmp_path,
         "not-found-go",
         'echo \'{"Error": "module lookup disabled: not found"}\'\n'
@@ -348,7 +235,7 @@ async def test_proxy_chain_falls_through_on_not_found(
 async def test_upstream_fault_is_502_and_the_chain_does_not_fall_through(
     tmp_path: Path, go_fixtures: GoFixtures, go_binary: str, go_build_cache: Path
 ) -> None:
-    offline = script(
+    offline = go_script(
         tmp_path,
         "offline-go",
         'echo \'{"Error": "Get \\"https://github.com/x\\": dial tcp: lookup github.com:'
@@ -717,7 +604,7 @@ async def test_graceful_shutdown_finishes_requests_in_flight_and_refuses_new_one
     tmp_path: Path, go_fixtures: GoFixtures, go_binary: str
 ) -> None:
     started = tmp_path / "started"
-    slow = script(
+    slow = go_script(
         tmp_path,
         "slow-go",
         f'case " $* " in *" mod download "*) touch {started}; sleep 1 ;; esac\n'
@@ -736,14 +623,7 @@ async def test_graceful_shutdown_finishes_requests_in_flight_and_refuses_new_one
             nursery.start_soon(in_flight)
             await wait_until(started.exists)
             server.shutdown()
-            with trio.fail_after(5):
-                while True:  # the listener closes at once...
-                    try:
-                        async with httpx.AsyncClient(base_url=url) as fresh:
-                            await fresh.get("/healthz")
-                    except httpx.ConnectError:
-                        break
-                    await trio.sleep(0.02)
+            await wait_until(lambda: refuses_connections(url), 5)  # the listener closes at once...
             assert statuses == []  # ...while the request in flight goes on
     assert statuses == [200]
 
@@ -780,22 +660,14 @@ async def test_shutdown_grace_ends_and_go_is_killed(
 
 
 def command_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
-        "PYTHONPATH": str(REPO_ROOT),
-        "ATHENS_STORAGE_TYPE": "memory",
-        "ATHENS_PORT": "127.0.0.1:0",
-    }
-    env.update(extra)
-    return env
+    return child_env(tmp_path, **{"ATHENS_STORAGE_TYPE": "memory", **extra})
 
 
 async def test_sigterm_exits_zero_and_leaves_no_go_behind(
     tmp_path: Path, go_fixtures: GoFixtures
 ) -> None:
     pids_file = tmp_path / "pids"
-    hanging = script(
+    hanging = go_script(
         tmp_path,
         "hanging-go",
         'if [ "$1" = version ]; then echo "go version hanging"; exit 0; fi\n'

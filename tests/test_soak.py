@@ -34,8 +34,10 @@ from .helpers import (
     child_env,
     child_server,
     direct_downloads,
+    fixture_env_vars,
     settle,
     tree,
+    wait_until,
 )
 
 REQUESTS = 3000
@@ -184,6 +186,17 @@ def _fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def _sockets(pid: int) -> int:
+    """How many sockets ``pid`` holds (its listeners, then one per open connection)."""
+    found = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            found += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:
+            continue  # closed meanwhile
+    return found
+
+
 def _rss(pid: int) -> int:
     with open(f"/proc/{pid}/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -206,7 +219,7 @@ async def test_soak(
         ATHENS_DISK_STORAGE_ROOT=str(root),
         ATHENS_GOGET_DIR=str(goget),
         ATHENS_GO_BINARY_PATH=go_binary,
-        ATHENS_GO_BINARY_ENV_VARS=";".join(f"{k}={v}" for k, v in go_fixtures.go_env.items()),
+        ATHENS_GO_BINARY_ENV_VARS=fixture_env_vars(go_fixtures),
         ATHENS_LOG_LEVEL="warn",
     )
 
@@ -215,10 +228,11 @@ async def test_soak(
     with trio.fail_after(50):
         async with child_server(tmp_path, "soak", env) as child:
             pid = child.process.pid
+            listening = _sockets(pid)
             warm = KeepAliveClient(child.url)
             assert (await warm.get("/healthz")).status == 200
             await warm.aclose()
-            await trio.sleep(0.5)  # let it see that connection go
+            await wait_until(lambda: _sockets(pid) <= listening)  # it saw that connection go
             fds_before, rss_before = _fds(pid), _rss(pid)
 
             send, receive = trio.open_memory_channel[Want](0)
