@@ -235,10 +235,10 @@ async def test_lister_timeout(tmp_path: Path, go_fixtures: GoFixtures) -> None:
     ("message", "kind"),
     [
         ("github.com/x/y@v1.0.0: invalid version: unknown revision v1.0.0", NotFoundError),
-        (
+        (  # a refusal (no credentials) is a fault, not "does not exist": see _gocmd
             "git ls-remote -q origin in /tmp: exit status 128: fatal: could not read Username "
             "for 'https://github.com': terminal prompts disabled",
-            NotFoundError,
+            UpstreamError,
         ),
         (
             "module github.com/x/y: git ls-remote: fatal: '/r/x/y' does not appear to be a git "
@@ -376,6 +376,6 @@ async def test_a_scripted_runner_drives_the_lister() -> None:
         await lister.list("example.com/down")
     assert not isinstance(caught.value, NotFoundError)
     assert go.runs == [
-        (["list", "-m", "-versions", "-json", "example.com/gone@latest"], 3),
-        (["list", "-m", "-versions", "-json", "example.com/down@latest"], 3),
+        (["list", "-m", "-versions", "-retracted", "-json", "example.com/gone@latest"], 3),
+        (["list", "-m", "-versions", "-retracted", "-json", "example.com/down@latest"], 3),
     ]
