@@ -27,6 +27,7 @@ from athens_trio import (
 from athens_trio._pipeline import go_runner
 from athens_trio._ziphash import mod_h1
 from athens_trio.upstream import GoResult, GoRunner, classify_go_error
+from athens_trio.upstream._gocmd import scrub_paths
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
@@ -282,7 +283,7 @@ async def test_lister_timeout(tmp_path: Path, go_fixtures: GoFixtures) -> None:
 def test_classify_go_error(message: str, kind: type[Exception]) -> None:
     error = classify_go_error(message)
     assert type(error) is kind
-    assert str(error) == message
+    assert str(error) == scrub_paths(message)  # server paths become $WORK
 
 
 def test_go_environment_is_athens_passthrough_then_overrides(tmp_path: Path) -> None:

@@ -104,22 +104,31 @@ PATH_PLACEHOLDER = "$WORK"
 # it resolved to), and URLs (a repository's may differ from the module path).
 _VERSION_TOKEN = re.compile(r"\bv\d+(?:\.\d+)*(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.]+)?")
 _URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
-# The name of our temporary directories, wherever they are (see GoProcessRunner).
-_OUR_TEMP_DIR = re.compile(r"/\S*?athens-trio-[^\s/'\":]+")
+# An absolute filesystem path in go's words (not a URL's path, nor ``i/o``): go names
+# only server paths (its cache, GOPATH, a file:// repository, .netrc), never a client's.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~$])/[^\s'\"():,;]+")
 
 
-def scrub_paths(text: str, private_paths: Sequence[str]) -> str:
-    """``text`` with every server path in it replaced by :data:`PATH_PLACEHOLDER`."""
-    for path in sorted({p for p in private_paths if p and p != "/"}, key=len, reverse=True):
-        text = text.replace(path, PATH_PLACEHOLDER)
-    return _OUR_TEMP_DIR.sub(PATH_PLACEHOLDER, text)
+def scrub_paths(text: str, private_paths: Sequence[str] = ()) -> str:
+    """``text`` with every server path in it replaced by :data:`PATH_PLACEHOLDER`: any
+    absolute path of two elements or more, and anything under ``private_paths``."""
+    roots = tuple(p.rstrip("/") for p in private_paths if p.strip("/"))
+
+    def replace(match: re.Match[str]) -> str:
+        path = match.group()
+        if path.strip("/").count("/") >= 1 or path.startswith(roots):
+            return PATH_PLACEHOLDER
+        return path
+
+    return _ABSOLUTE_PATH.sub(replace, text)
 
 
 def _message_proper(text: str, module: str, query: str) -> str:
     """go's own words in ``text``: without the module path (nor any path it lies
-    under: a repository root), the query, versions and URLs, which are the request's
-    spelling and must not decide the answer (``example.com/timeout`` exists or not)."""
-    text = _URL.sub(" ", text)
+    under: a repository root), the query, versions, URLs and filesystem paths, which
+    spell the request and must not decide the answer (``example.com/timeout`` exists
+    or not, and its repository may be ``/srv/git/timeout``)."""
+    text = _ABSOLUTE_PATH.sub(" ", _URL.sub(" ", text))
     elements = module.split("/") if module else []
     for end in range(len(elements), 0, -1):
         text = text.replace("/".join(elements[:end]), " ")
