@@ -383,3 +383,59 @@ def build_go_fixtures(root: Path) -> GoFixtures:
         incompatible_versions=("v1.0.0", "v2.0.0+incompatible"),
         missing=f"{base}/does-not-exist",
     )
+
+
+@dataclass(frozen=True)
+class FetchFixtures:
+    """More fixture repositories, beside :class:`GoFixtures`' (same root, same git
+    rewriting), for the go fetch path: retractions and a go line from the future."""
+
+    retracting: str
+    """``github.com/athens-fixtures/retracting``: v1.0.0, v1.1.0; v1.2.0 retracts v1.0.0
+    (and v1.2.0 is then latest)."""
+    retracting_versions: tuple[str, ...]
+    future: str
+    """``github.com/athens-fixtures/future``: v1.0.0 and v1.1.0, go.mod says ``go 1.99``;
+    main has one untagged commit after v1.1.0."""
+    future_versions: tuple[str, ...]
+    future_main_pseudo: str
+
+
+def build_fetch_fixtures(fixtures: GoFixtures) -> FetchFixtures:
+    """Add the :class:`FetchFixtures` repositories under ``fixtures.repos_root``."""
+    base = f"github.com/{OWNER}"
+    retracting = f"{base}/retracting"
+    source = "// Package retracting is a test fixture.\npackage retracting\n\nconst V = %d\n"
+    retract = _go_mod(retracting) + "\nretract v1.0.0 // broken\n"
+    _make_repo(
+        fixtures.repos_root,
+        "retracting",
+        [
+            _Commit({"go.mod": _go_mod(retracting), "r.go": source % 0}, "v1.0.0", ("v1.0.0",)),
+            _Commit({"go.mod": _go_mod(retracting), "r.go": source % 1}, "v1.1.0", ("v1.1.0",)),
+            _Commit({"go.mod": retract, "r.go": source % 2}, "v1.2.0", ("v1.2.0",)),
+        ],
+        _EPOCH + 50 * _DAY,
+    )
+
+    future = f"{base}/future"
+    future_mod = f"module {future}\n\ngo 1.99\n"
+    future_go = "// Package future is a test fixture.\npackage future\n\nconst V = %d\n"
+    start = _EPOCH + 60 * _DAY
+    hashes = _make_repo(
+        fixtures.repos_root,
+        "future",
+        [
+            _Commit({"go.mod": future_mod, "f.go": future_go % 0}, "v1.0.0", ("v1.0.0",)),
+            _Commit({"go.mod": future_mod, "f.go": future_go % 1}, "v1.1.0", ("v1.1.0",)),
+            _Commit({"go.mod": future_mod, "f.go": future_go % 2}, "untagged"),
+        ],
+        start,
+    )
+    return FetchFixtures(
+        retracting=retracting,
+        retracting_versions=("v1.0.0", "v1.1.0", "v1.2.0"),
+        future=future,
+        future_versions=("v1.0.0", "v1.1.0"),
+        future_main_pseudo=_pseudo_version("v1.1.0", start + 2 * _DAY, hashes[2]),
+    )

@@ -1,4 +1,5 @@
-"""Fetcher: takes one module version from its VCS with ``go mod download -json``."""
+"""Fetcher: takes one module version from its VCS with ``go mod download -json``, or
+only its go.mod with ``go list -m -json``."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ import trio
 
 from .._exceptions import UpstreamError
 from .._module import check_path, check_version_query, is_canonical_version
-from ._gocmd import GoRunner, classify_go_error
+from .._ziphash import mod_h1
+from ._gocmd import GoRunner, classify_go_error, scrub_paths
+from ._golist import go_list_module
 
 __all__ = ["FetchedMod", "FetchedVersion", "Fetcher", "GoFetcher", "VersionInfo", "encode_info"]
 
@@ -119,11 +122,17 @@ class GoFetcher(Fetcher):
                 download = _download_decoder.decode(result.stdout)
             except msgspec.DecodeError:
                 stderr = result.stderr.decode(errors="replace").strip()
+                tail = scrub_paths(stderr[-2000:], result.private_paths)
                 raise UpstreamError(
-                    f"{what}: go exited {result.returncode} without JSON: {stderr[-2000:]}"
+                    f"{what}: go exited {result.returncode} without JSON: {tail}"
                 ) from None
             if download.Error or result.returncode != 0:
-                raise classify_go_error(download.Error or result.stderr.decode(errors="replace"))
+                raise classify_go_error(
+                    download.Error or result.stderr.decode(errors="replace"),
+                    module=module,
+                    query=version,
+                    private_paths=result.private_paths,
+                )
             if download.Path != module or not is_canonical_version(download.Version):
                 raise UpstreamError(
                     f"{what}: go reported {download.Path}@{download.Version} instead"
@@ -145,12 +154,16 @@ class GoFetcher(Fetcher):
             )
 
     async def fetch_mod(self, module: str, version: str) -> FetchedMod:
-        # For now the whole version is downloaded and the zip dropped.
-        async with self.fetch(module, version) as fetched:
-            return FetchedMod(
-                module=fetched.module,
-                version=fetched.version,
-                info=fetched.info,
-                mod=fetched.mod,
-                mod_sum=fetched.mod_sum,
-            )
+        # go list fetches the go.mod (and the .info's time) but not the zip; the go.mod
+        # hash is go's /go.mod go.sum line, computed here as go would.
+        listed = await go_list_module(
+            self._runner, module, version, timeout=self._timeout, read_mod=True
+        )
+        assert listed.mod is not None
+        return FetchedMod(
+            module=module,
+            version=listed.version,
+            info=encode_info(VersionInfo(Version=listed.version, Time=listed.time)),
+            mod=listed.mod,
+            mod_sum=mod_h1(listed.mod),
+        )

@@ -32,7 +32,9 @@ __all__ = [
     "GoProcessRunner",
     "GoResult",
     "GoRunner",
+    "PATH_PLACEHOLDER",
     "classify_go_error",
+    "scrub_paths",
 ]
 
 # Variables the go process inherits from ours, as Athens passes them: what git, ssh
@@ -65,7 +67,22 @@ _UPSTREAM_FAULTS = re.compile(
     r"|Failed to connect|Couldn't connect to server|Could not resolve host"
     r"|Could not resolve hostname|Connection timed out|Operation timed out"
     r"|SSL certificate problem|gnutls_handshake|Empty reply from server"
-    r"|returned error: 5\d\d|Network is unreachable|No route to host",
+    r"|returned error: 5\d\d|Network is unreachable|No route to host"
+    # go's own refusal to handle a module for a newer go (GOTOOLCHAIN=local)
+    r"|requires go >=",
+    re.IGNORECASE,
+)
+
+# The VCS host refused us: no or wrong credentials (git asks for a username it may not
+# prompt for), or an HTTP 401/403.  A refusal is a fault of ours to fix (NETRCPath,
+# GithubToken), never "does not exist": a 404 would make GOPROXY=ours,direct fall
+# through silently to the client's own credentials and past the proxy, hiding the fault.
+# The price: a host that answers every unknown repository with a login prompt (GitHub
+# does, so as not to reveal private ones) makes a mistyped path a 502 too.
+_UPSTREAM_REFUSALS = re.compile(
+    r"terminal prompts disabled|could not read (?:Username|Password)"
+    r"|Authentication failed|Permission denied|Access denied|\b40[13]\b"
+    r"|Unauthorized|Forbidden|invalid credentials|bad credentials",
     re.IGNORECASE,
 )
 
@@ -73,24 +90,73 @@ _UPSTREAM_FAULTS = re.compile(
 _NOT_FOUND = re.compile(
     r"not found|unknown revision|invalid version|no matching versions|does not exist"
     r"|does not appear to be a git repository|repository .* not found|no such repository"
-    r"|terminal prompts disabled|could not read Username|module declares its path as"
+    r"|module declares its path as"
     r"|malformed module path|invalid pseudo-version|unrecognized import path"
     r"|disallowed version|no secure protocol found|\b404\b|\b410\b|Gone\b"
     r"|has non-.* module path|missing .* at revision|reading .* at revision",
     re.IGNORECASE,
 )
 
+#: What server paths (temporary GOPATHs, GoGetDir, homes) become in error messages.
+PATH_PLACEHOLDER = "$WORK"
 
-def classify_go_error(message: str) -> NotFoundError | UpstreamError:
-    """Map the ``Error`` go reported to "does not exist" or "upstream failed".
+# What the request names, in any sentence go may write: versions (the query's and what
+# it resolved to), and URLs (a repository's may differ from the module path).
+_VERSION_TOKEN = re.compile(r"\bv\d+(?:\.\d+)*(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.]+)?")
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+# An absolute filesystem path in go's words (not a URL's path, nor ``i/o``): go names
+# only server paths (its cache, GOPATH, a file:// repository, .netrc), never a client's.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~$])/[^\s'\"():,;]+")
 
-    Network and host faults win over not-found wording (go wraps both in the same
-    sentence), and anything unrecognised is a fault, never a 404.
+
+def scrub_paths(text: str, private_paths: Sequence[str] = ()) -> str:
+    """``text`` with every server path in it replaced by :data:`PATH_PLACEHOLDER`: any
+    absolute path of two elements or more, and anything under ``private_paths``."""
+    roots = tuple(p.rstrip("/") for p in private_paths if p.strip("/"))
+
+    def replace(match: re.Match[str]) -> str:
+        path = match.group()
+        if path.strip("/").count("/") >= 1 or path.startswith(roots):
+            return PATH_PLACEHOLDER
+        return path
+
+    return _ABSOLUTE_PATH.sub(replace, text)
+
+
+def _message_proper(text: str, module: str, query: str) -> str:
+    """go's own words in ``text``: without the module path (nor any path it lies
+    under: a repository root), the query, versions, URLs and filesystem paths, which
+    spell the request and must not decide the answer (``example.com/timeout`` exists
+    or not, and its repository may be ``/srv/git/timeout``)."""
+    text = _ABSOLUTE_PATH.sub(" ", _URL.sub(" ", text))
+    elements = module.split("/") if module else []
+    for end in range(len(elements), 0, -1):
+        text = text.replace("/".join(elements[:end]), " ")
+    if query:
+        text = text.replace(query, " ")
+    return _VERSION_TOKEN.sub(" ", text)
+
+
+def classify_go_error(
+    message: str,
+    *,
+    module: str = "",
+    query: str = "",
+    private_paths: Sequence[str] = (),
+) -> NotFoundError | UpstreamError:
+    """Map the ``Error`` go reported for ``module@query`` to "does not exist" or
+    "upstream failed", on go's words alone (see :func:`_message_proper`).
+
+    Network and host faults and refusals win over not-found wording (go wraps both in
+    the same sentence), and anything unrecognised is a fault, never a 404.  The
+    exception's message has every server path in ``private_paths`` (and any temporary
+    directory of ours) replaced by :data:`PATH_PLACEHOLDER`.
     """
-    text = message.strip() or "go failed without a message"
-    if _UPSTREAM_FAULTS.search(text):
+    text = scrub_paths(message.strip(), private_paths) or "go failed without a message"
+    words = _message_proper(text, module, query)
+    if _UPSTREAM_FAULTS.search(words) or _UPSTREAM_REFUSALS.search(words):
         return UpstreamError(text)
-    if _NOT_FOUND.search(text):
+    if _NOT_FOUND.search(words):
         return NotFoundError(text)
     return UpstreamError(text)
 
@@ -100,6 +166,9 @@ class GoResult:
     returncode: int
     stdout: bytes
     stderr: bytes
+    #: The server paths the run used (its temporary GOPATH, GoGetDir, HOME): what
+    #: :func:`scrub_paths` keeps out of the messages clients see.
+    private_paths: tuple[str, ...] = ()
 
 
 class GoRunner(abc.ABC):
@@ -225,7 +294,7 @@ class GoProcessRunner(GoRunner):
         """:meth:`run` in a given ``workspace`` (see :meth:`workspace`)."""
         gopath = workspace / "gopath"
         cwd = workspace / "work"
-        await trio.to_thread.run_sync(lambda: cwd.mkdir(parents=True, exist_ok=True))
+        await trio.to_thread.run_sync(_make_work_dir, cwd)
         command = [self.go_binary, *args]
         stdout_path, stderr_path = workspace / "stdout", workspace / "stderr"
         try:
@@ -260,7 +329,29 @@ class GoProcessRunner(GoRunner):
             process.returncode,
             await trio.Path(stdout_path).read_bytes(),
             await trio.Path(stderr_path).read_bytes(),
+            private_paths=self.private_paths(workspace),
         )
+
+    def private_paths(self, workspace: Path) -> tuple[str, ...]:
+        """The server paths a run in ``workspace`` may name in its messages."""
+        paths = [str(workspace), os.path.realpath(workspace)]
+        if self.temp_root is not None:
+            paths += [str(self.temp_root), os.path.realpath(self.temp_root)]
+        if "HOME" in self._base_env:
+            paths.append(self._base_env["HOME"])
+        return tuple(paths)
+
+
+# The main module of every run.  Without it go would look for a go.mod in the parents of
+# the work directory (GoGetDir's), and one found there, with its go line, toolchain,
+# excludes and replacements, would steer the fetch.  The path has no dot in its first
+# element, so no module a client can ask for is ever this main module.
+_DUMMY_GO_MOD = "module athens-trio-fetch\n"
+
+
+def _make_work_dir(cwd: Path) -> None:
+    cwd.mkdir(parents=True, exist_ok=True)
+    (cwd / "go.mod").write_text(_DUMMY_GO_MOD)
 
 
 def _stat_mode(path: str) -> int:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import abc
-from datetime import datetime
 
 import msgspec
 import trio
 
-from .._exceptions import UpstreamError
-from .._module import check_path, check_version_query, is_canonical_version
 from ._fetcher import VersionInfo
-from ._gocmd import GoRunner, classify_go_error
+from ._gocmd import GoRunner
+from ._golist import go_list_module
 
 __all__ = ["GoLister", "Lister", "PooledLister", "UpstreamVersions"]
 
@@ -36,57 +34,32 @@ class Lister(abc.ABC):
         itself (then: whether it exists, and when).  Errors as :meth:`list`."""
 
 
-class _GoListModule(msgspec.Struct):
-    Path: str = ""
-    Version: str = ""
-    Versions: list[str] = msgspec.field(default_factory=list)
-    Time: datetime | None = None
-    Error: dict[str, str] | None = None
-
-
-_decoder = msgspec.json.Decoder(_GoListModule)
-
-
 class GoLister(Lister):
-    """Asks ``go list -m [-versions] -json <module>@<query>`` under ``timeout`` seconds
-    (Timeout)."""
+    """Asks ``go list -m -json <module>@<query>`` under ``timeout`` seconds (Timeout):
+    with ``-versions -retracted`` to list, so retracted versions are listed as upstream
+    proxies list them (go hides them from ``latest`` and from its own choices)."""
 
     def __init__(self, runner: GoRunner, *, timeout: float) -> None:
         self._runner = runner
         self._timeout = timeout
 
-    async def _go_list(self, module: str, query: str) -> _GoListModule:
-        check_path(module)
-        check_version_query(query)
-        what = f"listing {module}@{query}"
-        args = ["list", "-m", "-versions", "-json", f"{module}@{query}"]
-        async with self._runner.run(args, timeout=self._timeout, what=what) as result:
-            pass  # go list answers on stdout alone: nothing in its GOPATH is needed
-        stderr = result.stderr.decode(errors="replace").strip()
-        if result.returncode != 0:
-            # Without -e, go list reports failures on stderr only.
-            raise classify_go_error(stderr or f"{what}: go exited {result.returncode}")
-        try:
-            listed = _decoder.decode(result.stdout)
-        except msgspec.DecodeError:
-            raise UpstreamError(f"{what}: go printed no JSON: {stderr[-2000:]}") from None
-        if listed.Error:
-            raise classify_go_error(listed.Error.get("Err", stderr))
-        if listed.Path != module or not is_canonical_version(listed.Version) or not listed.Time:
-            raise UpstreamError(f"{what}: go answered {listed.Path}@{listed.Version}")
-        return listed
-
     async def list(self, module: str) -> UpstreamVersions:
-        listed = await self._go_list(module, "latest")
-        assert listed.Time is not None
-        return UpstreamVersions(
-            versions=listed.Versions, latest=VersionInfo(listed.Version, listed.Time)
+        listed = await go_list_module(
+            self._runner,
+            module,
+            "latest",
+            flags=("-versions", "-retracted"),
+            timeout=self._timeout,
         )
+        latest = VersionInfo(listed.version, listed.time)
+        if listed.retracted:
+            # -retracted lets @latest pick a retracted version too; ask again without it.
+            latest = await self.resolve(module, "latest")
+        return UpstreamVersions(versions=listed.versions, latest=latest)
 
     async def resolve(self, module: str, query: str) -> VersionInfo:
-        listed = await self._go_list(module, query)
-        assert listed.Time is not None
-        return VersionInfo(listed.Version, listed.Time)
+        listed = await go_list_module(self._runner, module, query, timeout=self._timeout)
+        return VersionInfo(listed.version, listed.time)
 
 
 class PooledLister(Lister):
