@@ -1,0 +1,87 @@
+"""Hardening of the HTTP side: stalled readers, request smuggling, the catalog's own
+lane, secrets and server paths kept out of answers and logs."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import trio
+
+from athens_trio import MemoryStorage
+
+from .conftest import make_config
+from .gofixtures import GoFixtures
+from .helpers import raw_request, served, store_version
+
+MODULE = "example.com/big"
+
+
+async def _small_window_request(port: int, target: str, receive_buffer: int) -> trio.SocketStream:
+    """A connection with a small receive buffer that asks for ``target``."""
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    await sock.connect(("127.0.0.1", port))
+    stream = trio.SocketStream(sock)
+    await stream.send_all(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return stream
+
+
+async def _closed_by_server(stream: trio.SocketStream) -> bool:
+    """Read to the end: whether the server closed (or reset) the connection."""
+    try:
+        while await stream.receive_some(1 << 20):
+            pass
+    except trio.BrokenResourceError:
+        pass
+    return True
+
+
+async def test_clients_that_stop_reading_are_dropped_after_write_timeout(
+    tmp_path: Path, go_fixtures: GoFixtures
+) -> None:
+    storage = MemoryStorage()
+    await store_version(storage, tmp_path, MODULE, "v1.0.0", 8 << 20)
+    config = make_config(
+        tmp_path, "/nonexistent/go", go_fixtures, max_connections=3, write_timeout=1
+    )
+    async with served(config, storage=storage) as server:
+        stalled = [
+            await _small_window_request(server.port, f"/{MODULE}/@v/v1.0.0.zip", 4096)
+            for _ in range(3)
+        ]
+        try:
+            # Every slot is held by a client that reads nothing; once they are dropped
+            # the next connection is served.  Without a write timeout it never is.
+            with trio.fail_after(30):
+                health = await raw_request(server.url, b"/healthz")
+            assert health.status == 200
+            with trio.fail_after(10):
+                for stream in stalled:
+                    assert await _closed_by_server(stream)
+        finally:
+            for stream in stalled:
+                await stream.aclose()
+
+
+async def test_a_slow_reader_that_keeps_reading_gets_the_whole_zip(
+    tmp_path: Path, go_fixtures: GoFixtures
+) -> None:
+    # The timeout bounds a stall, not the response: 4 MiB read in small sips over more
+    # than WriteTimeout seconds arrives whole.
+    storage = MemoryStorage()
+    data = await store_version(storage, tmp_path, MODULE, "v1.0.0", 4 << 20)
+    config = make_config(tmp_path, "/nonexistent/go", go_fixtures, write_timeout=1)
+    async with served(config, storage=storage) as server:
+        stream = await _small_window_request(server.port, f"/{MODULE}/@v/v1.0.0.zip", 65536)
+        received = bytearray()
+        started = trio.current_time()
+        async with stream:
+            with trio.fail_after(60):
+                while len(received) < len(data) or not received.endswith(data):
+                    chunk = await stream.receive_some(64 << 10)
+                    assert chunk, "closed before the zip was whole"
+                    received += chunk
+                    await trio.sleep(0.03)
+        assert trio.current_time() - started > 1
+        assert received.endswith(data)
