@@ -85,3 +85,46 @@ async def test_a_slow_reader_that_keeps_reading_gets_the_whole_zip(
                     await trio.sleep(0.03)
         assert trio.current_time() - started > 1
         assert received.endswith(data)
+
+
+async def _exchange(port: int, request: bytes) -> tuple[bytes, bool]:
+    """Send ``request`` raw; what came back within a few seconds, and whether the
+    server closed the connection."""
+    received = bytearray()
+    closed = False
+    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+        await stream.send_all(request)
+        with trio.move_on_after(3):
+            try:
+                while chunk := await stream.receive_some(65536):
+                    received += chunk
+            except trio.BrokenResourceError:
+                pass
+            closed = True
+    return bytes(received), closed
+
+
+async def test_content_length_with_transfer_encoding_is_400_and_closes(
+    tmp_path: Path, go_fixtures: GoFixtures
+) -> None:
+    # RFC 9112 6.1: a front proxy that frames by Content-Length would see the rest as
+    # the body, this server (by Transfer-Encoding) as a second request: smuggling.
+    config = make_config(tmp_path, "/nonexistent/go", go_fixtures, keep_alive_timeout=30)
+    async with served(config, storage=MemoryStorage()) as server:
+        smuggled = (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        received, closed = await _exchange(server.port, smuggled)
+        assert received.startswith(b"HTTP/1.1 400 "), received
+        assert received.count(b"HTTP/1.1 ") == 1, received
+        assert b"connection: close" in received.lower()
+        assert closed
+        # Either header alone is fine, and the connection is kept.
+        for header in (b"Content-Length: 0\r\n", b"Transfer-Encoding: chunked\r\n"):
+            body = b"0\r\n\r\n" if b"chunked" in header else b""
+            request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n" + body
+            received, closed = await _exchange(server.port, request)
+            assert received.startswith(b"HTTP/1.1 200 "), received
+            assert not closed
