@@ -4,15 +4,18 @@ lane, secrets and server paths kept out of answers and logs."""
 from __future__ import annotations
 
 import socket
+import threading
 from pathlib import Path
 
+import httpx
 import trio
 
-from athens_trio import MemoryStorage
+from athens_trio import DiskStorage, MemoryStorage
+from athens_trio.server._catalog import CATALOG_WAITING, CATALOG_WALKS
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
-from .helpers import raw_request, served, store_version
+from .helpers import raw_request, served, settle, store_version
 
 MODULE = "example.com/big"
 
@@ -128,3 +131,60 @@ async def test_content_length_with_transfer_encoding_is_400_and_closes(
             received, closed = await _exchange(server.port, request)
             assert received.startswith(b"HTTP/1.1 200 "), received
             assert not closed
+
+
+class _HeldWalks(DiskStorage):
+    """Disk storage whose catalog walks block in their thread until released."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.release = threading.Event()
+        self.walking = 0
+
+    def _catalog_sync(self) -> list[tuple[str, str]]:
+        self.walking += 1
+        self.release.wait(60)
+        return super()._catalog_sync()
+
+
+async def test_catalog_walks_keep_to_their_own_lane_and_zips_are_served(
+    tmp_path: Path, go_fixtures: GoFixtures
+) -> None:
+    storage = _HeldWalks(tmp_path / "storage")
+    data = await store_version(storage, tmp_path, MODULE, "v1.0.0", 1 << 20)
+    config = make_config(tmp_path, "/nonexistent/go", go_fixtures)
+    default_threads = trio.to_thread.current_default_thread_limiter()
+    clients = 50
+    async with (
+        served(config, storage=storage) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=60) as http,
+        trio.open_nursery() as nursery,
+    ):
+        statuses: list[int] = []
+        retry_after: set[str | None] = set()
+
+        async def walk(path: str) -> None:
+            response = await http.get(path)
+            statuses.append(response.status_code)
+            if response.status_code == 503:
+                retry_after.add(response.headers.get("Retry-After"))
+
+        try:
+            for n in range(clients):
+                nursery.start_soon(walk, "/index" if n % 2 else "/catalog")
+            refused = clients - CATALOG_WALKS - CATALOG_WAITING
+            assert await settle(
+                lambda: storage.walking == CATALOG_WALKS and len(statuses) == refused
+            )
+            assert statuses == [503] * refused
+            assert retry_after == {"5"}
+            # The walks in progress hold none of the threads storage reads share ...
+            assert default_threads.borrowed_tokens == 0
+            # ... so a stored zip is served while they walk.
+            with trio.fail_after(30):
+                zipped = await http.get(f"/{MODULE}/@v/v1.0.0.zip")
+            assert zipped.content == data
+            assert storage.walking == CATALOG_WALKS
+        finally:
+            storage.release.set()
+    assert sorted(statuses) == [200] * (CATALOG_WALKS + CATALOG_WAITING) + [503] * refused

@@ -65,6 +65,8 @@ from ._catalog import (
     DEFAULT_PAGE_SIZE,
     MAX_INDEX_LIMIT,
     MAX_PAGE_SIZE,
+    CatalogBusyError,
+    CatalogLane,
     Timestamps,
     catalog_page,
     index_entries,
@@ -179,6 +181,8 @@ def _error_response(error: Exception) -> Response:
         response.headers["Content-Range"] = f"bytes */{error.size}"
     if isinstance(error, Redirected):
         response.headers["Location"] = error.location
+    if isinstance(error, CatalogBusyError):
+        response.headers["Retry-After"] = str(error.retry_after)
     return response
 
 
@@ -261,6 +265,7 @@ def create_app(pipeline: Pipeline, *, go_version: str, metrics: Metrics | None =
     app.envelope = Envelope(prefix=config.path_prefix, auth=auth, metrics=metrics)
     prefix = app.envelope.prefix
     timestamps = Timestamps()
+    catalog_lane = CatalogLane()
     app.config.update(MAX_CONTENT_LENGTH=MAX_REQUEST_BODY, PROVIDE_AUTOMATIC_OPTIONS=False)
     app.url_map.converters["anypath"] = _AnyPath
     app.url_map.merge_slashes = False
@@ -323,7 +328,9 @@ def create_app(pipeline: Pipeline, *, go_version: str, metrics: Metrics | None =
             default=DEFAULT_PAGE_SIZE,
             maximum=MAX_PAGE_SIZE,
         )
-        page = await catalog_page(pipeline.storage, request.args.get("token", ""), page_size)
+        page = await catalog_page(
+            pipeline.storage, catalog_lane, request.args.get("token", ""), page_size
+        )
         return Response(
             msgspec.json.encode(page), content_type=JSON, headers={"Cache-Control": CACHE_NONE}
         )
@@ -338,7 +345,7 @@ def create_app(pipeline: Pipeline, *, go_version: str, metrics: Metrics | None =
             default=DEFAULT_INDEX_LIMIT,
             maximum=MAX_INDEX_LIMIT,
         )
-        entries = await index_entries(pipeline.storage, timestamps, since, limit)
+        entries = await index_entries(pipeline.storage, catalog_lane, timestamps, since, limit)
         body = b"".join(msgspec.json.encode(entry) + b"\n" for entry in entries)
         return Response(body, content_type=JSON, headers={"Cache-Control": CACHE_NONE})
 
