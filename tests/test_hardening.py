@@ -3,14 +3,18 @@ lane, secrets and server paths kept out of answers and logs."""
 
 from __future__ import annotations
 
+import logging
+import re
 import socket
 import threading
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from athens_trio import DiskStorage, MemoryStorage
+from athens_trio._redact import redact_url, redact_urls
 from athens_trio.server._catalog import CATALOG_WAITING, CATALOG_WALKS
 
 from .conftest import make_config
@@ -91,19 +95,32 @@ async def test_a_slow_reader_that_keeps_reading_gets_the_whole_zip(
 
 
 async def _exchange(port: int, request: bytes) -> tuple[bytes, bool]:
-    """Send ``request`` raw; what came back within a few seconds, and whether the
-    server closed the connection."""
+    """Send ``request`` raw and read the first response (it has a Content-Length); then
+    up to 2 s more: what came back in all, and whether the server closed the connection."""
     received = bytearray()
     closed = False
     async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
         await stream.send_all(request)
-        with trio.move_on_after(3):
+
+        async def receive() -> None:
+            nonlocal closed
             try:
-                while chunk := await stream.receive_some(65536):
-                    received += chunk
+                chunk = await stream.receive_some(65536)
             except trio.BrokenResourceError:
-                pass
-            closed = True
+                chunk = b""
+            closed = not chunk
+            received.extend(chunk)
+
+        with trio.fail_after(30):
+            while not closed:
+                head, found, body = bytes(received).partition(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                if found and length and len(body) >= int(length[1]):
+                    break
+                await receive()
+        with trio.move_on_after(2):
+            while not closed:
+                await receive()
     return bytes(received), closed
 
 
@@ -114,15 +131,22 @@ async def test_content_length_with_transfer_encoding_is_400_and_closes(
     # the body, this server (by Transfer-Encoding) as a second request: smuggling.
     config = make_config(tmp_path, "/nonexistent/go", go_fixtures, keep_alive_timeout=30)
     async with served(config, storage=MemoryStorage()) as server:
-        smuggled = (
+        ambiguous = (
             b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
-            b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n"
         )
-        received, closed = await _exchange(server.port, smuggled)
+        received, closed = await _exchange(server.port, ambiguous)
         assert received.startswith(b"HTTP/1.1 400 "), received
-        assert received.count(b"HTTP/1.1 ") == 1, received
         assert b"connection: close" in received.lower()
+        assert closed
+        # With a request smuggled behind it, that one is never answered.  (Whether
+        # the 400 itself gets out depends on when h11 sees the bytes after it: the
+        # connection may be closed first.)
+        received, closed = await _exchange(
+            server.port, ambiguous + b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        assert b"HTTP/1.1 200" not in received, received
+        assert received.count(b"HTTP/1.1 ") <= 1, received
         assert closed
         # Either header alone is fine, and the connection is kept.
         for header in (b"Content-Length: 0\r\n", b"Transfer-Encoding: chunked\r\n"):
@@ -188,3 +212,39 @@ async def test_catalog_walks_keep_to_their_own_lane_and_zips_are_served(
         finally:
             storage.release.set()
     assert sorted(statuses) == [200] * (CATALOG_WALKS + CATALOG_WAITING) + [503] * refused
+
+
+def test_redact_url_masks_userinfo_query_and_fragment_only() -> None:
+    assert (
+        redact_url("https://gopher:s3cret@hooks.example/check?token=abc&v#frag")
+        == "https://***@hooks.example/check?token=***&***#***"
+    )
+    assert redact_url("http://127.0.0.1:8080/plain") == "http://127.0.0.1:8080/plain"
+    assert (
+        redact_urls("hook http://u:p@h/x?k=v, and https://h2/y|file:///z")
+        == "hook http://***@h/x?k=***, and https://h2/y|file:///z"
+    )
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_a_failing_validator_hook_never_shows_its_credentials(
+    tmp_path: Path, go_fixtures: GoFixtures, caplog: pytest.LogCaptureFixture
+) -> None:
+    hook = f"http://gopher:hunter2@127.0.0.1:{_closed_port()}/allow?token=t0ps3cret"
+    config = make_config(tmp_path, "/nonexistent/go", go_fixtures, validator_hook=hook)
+    caplog.set_level(logging.DEBUG)
+    async with served(config, storage=MemoryStorage()) as server:
+        answer = await raw_request(server.url, f"/{MODULE}/@v/v1.0.0.info".encode())
+    assert answer.status == 500
+    assert "127.0.0.1" in answer.text  # still says which hook
+    assert "/allow" in answer.text
+    logged = caplog.text
+    assert "/allow" in logged
+    for secret in ("gopher", "hunter2", "t0ps3cret"):
+        assert secret not in answer.text
+        assert secret not in logged
