@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from athens_trio import DiskStorage, MemoryStorage
+from athens_trio._exceptions import UpstreamError
 from athens_trio._redact import redact_url, redact_urls
 from athens_trio.server._catalog import CATALOG_WAITING, CATALOG_WALKS
 
@@ -248,3 +249,20 @@ async def test_a_failing_validator_hook_never_shows_its_credentials(
     for secret in ("gopher", "hunter2", "t0ps3cret"):
         assert secret not in answer.text
         assert secret not in logged
+
+
+async def test_error_bodies_never_show_server_paths(
+    tmp_path: Path, go_fixtures: GoFixtures
+) -> None:
+    config = make_config(tmp_path, "/nonexistent/go", go_fixtures)
+    leaked = f"{config.disk_root}/{MODULE}/@v/v1.0.0.info and {config.go_get_dir}/gopath"
+
+    class Leaky(MemoryStorage):
+        async def info(self, module: str, version: str) -> bytes:
+            raise UpstreamError(f"no such file: {leaked}")
+
+    async with served(config, storage=Leaky()) as server:
+        answer = await raw_request(server.url, f"/{MODULE}/@v/v1.0.0.info".encode())
+    assert answer.status == 502
+    assert str(tmp_path) not in answer.text
+    assert "<server path>" in answer.text
