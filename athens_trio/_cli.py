@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 import trio
@@ -52,6 +51,7 @@ from ._integrity import Verdict, verify_version
 from ._logging import setup_logging
 from ._module import check_canonical_version, check_path
 from ._pipeline import storage_from_config
+from ._redact import MASK, redact_urls
 from ._version import __version__
 from .server import serve
 from .server._catalog import sort_entries
@@ -289,8 +289,6 @@ def _verify_main(args: argparse.Namespace) -> int:
 # config check
 # ---------------------------------------------------------------------------------------
 
-MASK = "***"
-
 # Keys whose whole value is a secret.
 _SECRET_KEYS = frozenset({"GithubToken", "BasicAuthPass"})
 # GoBinaryEnvVars names whose value is (or may carry) a credential.
@@ -298,37 +296,13 @@ _CREDENTIAL_NAME = re.compile(
     r"token|secret|passw|passphrase|pass$|auth|credential|cookie|(api|access|private)_?key",
     re.IGNORECASE,
 )
-# A URL inside a value: GOPROXY-style lists separate theirs with ',' or '|'.
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s,|;]+")
-
-
-def _mask_url(url: str) -> str:
-    """``url`` with its userinfo, query values and fragment masked."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url.partition("://")[0] + "://" + MASK
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
-    query = "&".join(
-        f"{name}={MASK}" if has_value else MASK
-        for name, has_value, _ in (item.partition("=") for item in parts.query.split("&"))
-        if name or has_value
-    )
-    fragment = MASK if parts.fragment else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
-
-
-def _mask_urls(text: str) -> str:
-    return _URL.sub(lambda match: _mask_url(match.group()), text)
 
 
 def _mask_env_entry(entry: str) -> str:
     name, _, value = entry.partition("=")
     if value and _CREDENTIAL_NAME.search(name):
         return f"{name}={MASK}"
-    return f"{name}={_mask_urls(value)}"
+    return f"{name}={redact_urls(value)}"
 
 
 def _masked(value: Any, key: str = "") -> Any:
@@ -344,7 +318,7 @@ def _masked(value: Any, key: str = "") -> Any:
         return MASK if value else ""
     if key == "GoBinaryEnvVars":
         return _mask_env_entry(value)
-    return _mask_urls(value)
+    return redact_urls(value)
 
 
 def _toml_value(value: Any) -> str:

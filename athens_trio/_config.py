@@ -105,6 +105,8 @@ class Config(msgspec.Struct, rename="pascal", forbid_unknown_fields=False, kw_on
     # Not Athens keys (Go's http.Server has these built in); seconds and counts.
     keep_alive_timeout: PositiveSeconds = 5
     request_header_timeout: PositiveSeconds = 10
+    # Per stall, not per response: a zip to a slow client may take longer than this.
+    write_timeout: PositiveSeconds = 60
     max_connections: PositiveInt = 1000
 
     @property
@@ -178,6 +180,7 @@ _ENVIRONMENT: list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]
     (("BasicAuthPass",), str, ("ATHENS_BASIC_AUTH_PASS", "BASIC_AUTH_PASS")),
     (("KeepAliveTimeout",), _as_seconds, ("ATHENS_KEEP_ALIVE_TIMEOUT",)),
     (("RequestHeaderTimeout",), _as_seconds, ("ATHENS_REQUEST_HEADER_TIMEOUT",)),
+    (("WriteTimeout",), _as_seconds, ("ATHENS_WRITE_TIMEOUT",)),
     (("MaxConnections",), _as_int, ("ATHENS_MAX_CONNECTIONS",)),
 ]
 

@@ -22,8 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import platform
+import re
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 from types import TracebackType
 
 import msgspec
@@ -57,6 +61,7 @@ from .._exceptions import (
     status_of,
 )
 from .._pipeline import Pipeline
+from .._redact import redact_urls
 from ..download import DownloadProtocol
 from ..storage import StoredZip
 from ._auth import BasicAuth
@@ -65,6 +70,8 @@ from ._catalog import (
     DEFAULT_PAGE_SIZE,
     MAX_INDEX_LIMIT,
     MAX_PAGE_SIZE,
+    CatalogBusyError,
+    CatalogLane,
     Timestamps,
     catalog_page,
     index_entries,
@@ -159,7 +166,23 @@ def _text(body: str, status: int = 200, cache: str = CACHE_NONE) -> Response:
     return Response(body, status=status, content_type=TEXT, headers={"Cache-Control": cache})
 
 
-def _error_response(error: Exception) -> Response:
+def server_paths(config_paths: list[str]) -> list[str]:
+    """The directories an error body must never show: the given ones, the temporary
+    directory and HOME, resolved, longest first (so a nested one is cut whole)."""
+    found = {*config_paths, tempfile.gettempdir(), os.environ.get("HOME", "")}
+    resolved = {str(Path(p).expanduser().resolve()) for p in found if p} | {p for p in found if p}
+    return sorted((p for p in resolved if p not in ("/", "")), key=len, reverse=True)
+
+
+def scrub_paths(text: str, paths: list[str]) -> str:
+    """``text`` with every server path in ``paths`` (and what follows it up to a space
+    or quote) replaced by ``<server path>``: a last line of defence for error bodies."""
+    for path in paths:
+        text = re.sub(re.escape(path) + r"[^\s'\"]*", "<server path>", text)
+    return text
+
+
+def _error_response(error: Exception, paths: list[str] | None = None) -> Response:
     status = status_of(error)
     if status == 500:
         log.error("%s %r failed", request.method, request.path, exc_info=error)
@@ -174,11 +197,13 @@ def _error_response(error: Exception) -> Response:
     else:
         if status in (502, 504):
             log.warning("%s %r: %s", request.method, request.path, error)
-        response = _text(f"{error}\n", status)
+        response = _text(f"{scrub_paths(redact_urls(str(error)), paths or [])}\n", status)
     if isinstance(error, RangeNotSatisfiableError):
         response.headers["Content-Range"] = f"bytes */{error.size}"
     if isinstance(error, Redirected):
         response.headers["Location"] = error.location
+    if isinstance(error, CatalogBusyError):
+        response.headers["Retry-After"] = str(error.retry_after)
     return response
 
 
@@ -261,6 +286,8 @@ def create_app(pipeline: Pipeline, *, go_version: str, metrics: Metrics | None =
     app.envelope = Envelope(prefix=config.path_prefix, auth=auth, metrics=metrics)
     prefix = app.envelope.prefix
     timestamps = Timestamps()
+    catalog_lane = CatalogLane()
+    error_paths = server_paths([str(config.disk_root), config.go_get_dir])
     app.config.update(MAX_CONTENT_LENGTH=MAX_REQUEST_BODY, PROVIDE_AUTOMATIC_OPTIONS=False)
     app.url_map.converters["anypath"] = _AnyPath
     app.url_map.merge_slashes = False
@@ -285,7 +312,7 @@ def create_app(pipeline: Pipeline, *, go_version: str, metrics: Metrics | None =
 
     @app.errorhandler(Exception)
     async def error(error: Exception) -> Response:
-        return _error_response(error)
+        return _error_response(error, error_paths)
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -323,7 +350,9 @@ def create_app(pipeline: Pipeline, *, go_version: str, metrics: Metrics | None =
             default=DEFAULT_PAGE_SIZE,
             maximum=MAX_PAGE_SIZE,
         )
-        page = await catalog_page(pipeline.storage, request.args.get("token", ""), page_size)
+        page = await catalog_page(
+            pipeline.storage, catalog_lane, request.args.get("token", ""), page_size
+        )
         return Response(
             msgspec.json.encode(page), content_type=JSON, headers={"Cache-Control": CACHE_NONE}
         )
@@ -338,7 +367,7 @@ def create_app(pipeline: Pipeline, *, go_version: str, metrics: Metrics | None =
             default=DEFAULT_INDEX_LIMIT,
             maximum=MAX_INDEX_LIMIT,
         )
-        entries = await index_entries(pipeline.storage, timestamps, since, limit)
+        entries = await index_entries(pipeline.storage, catalog_lane, timestamps, since, limit)
         body = b"".join(msgspec.json.encode(entry) + b"\n" for entry in entries)
         return Response(body, content_type=JSON, headers={"Cache-Control": CACHE_NONE})
 

@@ -17,26 +17,40 @@ stored version never changes); a version whose ``.info`` has no readable time is
 out of the index.
 
 Both read the whole catalog on every request (there is no index of storage to seek
-in): fine for thousands of versions, slow for millions.
+in): fine for thousands of versions, slow for millions.  So they walk in their own lane
+(:class:`CatalogLane`), apart from the proxy's storage reads: at most
+:data:`CATALOG_WALKS` walks at once, in worker threads of their own (walking storage
+and sorting, never on the event loop nor with trio's default thread tokens, which the
+zip and document reads share); up to :data:`CATALOG_WAITING` more wait their turn, and
+beyond those a walk is refused with 503 and ``Retry-After``.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import msgspec
+import trio
 
-from .._exceptions import InvalidRequestError, NotFoundError
+from .._exceptions import AthensTrioError, InvalidRequestError, NotFoundError
 from .._semver import SortKey, sort_key
 from ..storage import Backend
 
 __all__ = [
+    "CATALOG_RETRY_AFTER",
+    "CATALOG_WAITING",
+    "CATALOG_WALKS",
     "DEFAULT_INDEX_LIMIT",
     "DEFAULT_PAGE_SIZE",
     "MAX_INDEX_LIMIT",
     "MAX_PAGE_SIZE",
+    "CatalogBusyError",
+    "CatalogLane",
+    "CatalogLaneStatistics",
     "CatalogPage",
     "IndexEntry",
     "Timestamps",
@@ -53,7 +67,62 @@ MAX_PAGE_SIZE = 10_000
 DEFAULT_INDEX_LIMIT = 2000  # index.golang.org's default and maximum
 MAX_INDEX_LIMIT = 2000
 
+#: Catalog or index walks at once, and worker threads they may use between them.
+CATALOG_WALKS = 2
+#: Walks that may wait for a turn; one more is refused (503).
+CATALOG_WAITING = 8
+#: Seconds a refused walk is told to wait (``Retry-After``).
+CATALOG_RETRY_AFTER = 5
+
 _TOKEN_SEPARATOR = "|"  # Athens' token: "<module>|<version>"; neither may contain "|"
+
+
+class CatalogBusyError(AthensTrioError):
+    """As many catalog walks run and wait as the lane allows: try again later."""
+
+    status = 503
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many catalog walks at once; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class CatalogLaneStatistics:
+    walks_running: int
+    walks_waiting: int
+    threads_borrowed: int
+    #: Walks refused with 503, ever.
+    refused: int
+
+
+class CatalogLane:
+    """Where catalog and index walks run: their own turns and their own threads."""
+
+    def __init__(self, walks: int = CATALOG_WALKS, waiting: int = CATALOG_WAITING) -> None:
+        #: The walks' worker threads (passed to every thread they start).
+        self.threads = trio.CapacityLimiter(walks)
+        self._turns = trio.Semaphore(walks)
+        self._walks = walks
+        self._max_waiting = waiting
+        self._refused = 0
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Wait for a turn to walk (:class:`CatalogBusyError` if too many wait)."""
+        if self._turns.value == 0 and self._turns.statistics().tasks_waiting >= self._max_waiting:
+            self._refused += 1
+            raise CatalogBusyError(CATALOG_RETRY_AFTER)
+        async with self._turns:
+            yield
+
+    def statistics(self) -> CatalogLaneStatistics:
+        return CatalogLaneStatistics(
+            walks_running=self._walks - self._turns.value,
+            walks_waiting=self._turns.statistics().tasks_waiting,
+            threads_borrowed=self.threads.borrowed_tokens,
+            refused=self._refused,
+        )
 
 
 class _CatalogEntry(msgspec.Struct):
@@ -103,10 +172,14 @@ def _parse_token(token: str) -> tuple[str, str] | None:
     return module, version
 
 
-async def catalog_page(storage: Backend, token: str, page_size: int) -> CatalogPage:
+async def catalog_page(
+    storage: Backend, lane: CatalogLane, token: str, page_size: int
+) -> CatalogPage:
     """The ``page_size`` stored versions after ``token`` in catalog order."""
     after = _parse_token(token)
-    entries = sort_entries([entry async for entry in storage.catalog()])
+    async with lane.turn():
+        found = [entry async for entry in storage.catalog(limiter=lane.threads)]
+        entries = await trio.to_thread.run_sync(sort_entries, found, limiter=lane.threads)
     start = 0
     if after is not None:
         start = bisect.bisect_right(entries, _entry_key(after), key=_entry_key)
@@ -168,17 +241,23 @@ class Timestamps:
 
 
 async def index_entries(
-    storage: Backend, timestamps: Timestamps, since: datetime | None, limit: int
+    storage: Backend,
+    lane: CatalogLane,
+    timestamps: Timestamps,
+    since: datetime | None,
+    limit: int,
 ) -> list[IndexEntry]:
     """Stored versions from ``since`` on, oldest first, at most ``limit``."""
-    present = {entry async for entry in storage.catalog()}
-    timestamps.keep_only(present)
-    timed: list[tuple[datetime, str, str]] = []
-    for module, version in present:
-        moment = await timestamps.of(storage, module, version)
-        if moment is not None and (since is None or moment >= since):
-            timed.append((moment, module, version))
-    timed.sort()
+    async with lane.turn():
+        present = {entry async for entry in storage.catalog(limiter=lane.threads)}
+        timestamps.keep_only(present)
+        timed: list[tuple[datetime, str, str]] = []
+        for module, version in present:
+            # Read once per version, then remembered: a walk reads at most one at a time.
+            moment = await timestamps.of(storage, module, version)
+            if moment is not None and (since is None or moment >= since):
+                timed.append((moment, module, version))
+        await trio.to_thread.run_sync(timed.sort, limiter=lane.threads)
     return [
         IndexEntry(module, version, format_timestamp(moment))
         for moment, module, version in timed[:limit]

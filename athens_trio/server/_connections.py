@@ -15,11 +15,16 @@ A connection is closed when, with no request being served, nothing arrives for
 ``KeepAliveTimeout`` seconds, or a request's first bytes arrived but its headers are
 not complete ``RequestHeaderTimeout`` seconds later (with TLS the handshake counts as
 part of the headers), or the client is gone.  A request being served is never cut
-short by these: only the shutdown grace ends it (``_listen``).
+short by these: only the shutdown grace ends it (``_listen``) -- or its client, when
+the client accepts no byte of a send for ``WriteTimeout`` seconds: then the connection
+is aborted, the request with it (a slow reader is fine, one that stopped reading
+would hold its connection, and its slot under MaxConnections, for ever).
 """
 
 from __future__ import annotations
 
+import errno
+import math
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -88,12 +93,15 @@ def track_requests(app: ASGIFramework) -> ASGIFramework:
 class WatchedStream(trio.abc.HalfCloseableStream):
     """A client's socket stream that notes bytes arriving and the client going."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.SocketStream, write_timeout: float = math.inf) -> None:
         self._stream = stream
+        self._write_timeout = write_timeout
         #: As on trio's SocketStream: hypercorn reads both ends' addresses here.
         self.socket = stream.socket
         #: Set once the client is gone: end of stream, reset, or a send that failed.
         self.gone = trio.Event()
+        #: Set once a send took no byte for ``write_timeout`` seconds (and so failed).
+        self.stalled = trio.Event()
         self._arrived = trio.Event()
 
     def arrival(self) -> trio.Event:
@@ -115,10 +123,35 @@ class WatchedStream(trio.abc.HalfCloseableStream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         try:
-            await self._stream.send_all(data)
+            await self._send_bounded(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.gone.set()
             raise
+
+    async def _send_bounded(self, data: bytes | bytearray | memoryview) -> None:
+        # trio's SocketStream.send_all would block for as long as the client reads
+        # nothing; each socket send here returns as soon as *some* bytes are taken, so
+        # the timeout bounds one stall, never the whole (maybe huge, maybe slow) write.
+        if self._stream.socket.did_shutdown_SHUT_WR:
+            raise trio.ClosedResourceError("can't send data after sending EOF")
+        with memoryview(data) as whole:
+            remaining = whole
+            if not remaining:
+                await trio.lowlevel.checkpoint()
+            while remaining:
+                with trio.move_on_after(self._write_timeout):
+                    try:
+                        sent = await self._stream.socket.send(remaining)
+                    except OSError as exc:
+                        if exc.errno == errno.EBADF:
+                            raise trio.ClosedResourceError("the socket was closed") from None
+                        raise trio.BrokenResourceError(exc) from exc
+                    remaining = remaining[sent:]
+                    continue
+                self.stalled.set()
+                raise trio.BrokenResourceError(
+                    f"the client accepted no bytes for {self._write_timeout:g} s"
+                )
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()
@@ -166,10 +199,11 @@ async def serve_connection(
     ssl_context: ssl.SSLContext | None,
     keep_alive_timeout: float,
     header_timeout: float,
+    write_timeout: float,
 ) -> None:
     """Serve one accepted connection until hypercorn is done with it or it is time to
     close it; the stream is closed in the end, whatever happened."""
-    watched = WatchedStream(socket_stream)
+    watched = WatchedStream(socket_stream, write_timeout)
     stream: trio.abc.Stream = watched
     if ssl_context is not None:
         stream = trio.SSLStream(watched, ssl_context, server_side=True, https_compatible=True)
@@ -179,7 +213,9 @@ async def serve_connection(
     )
     close = partial(_closing_time, watched, requests, keep_alive_timeout, header_timeout)
     try:
-        await wait_any(serve, close)
+        # A stalled client is dropped at once, request in flight or not: hypercorn would
+        # otherwise only note the failed send and leave the request running on.
+        await wait_any(serve, close, watched.stalled.wait)
     finally:
         # As trio.serve_listeners: hypercorn's close may be cut short by a cancellation,
         # which must not leave the socket open.

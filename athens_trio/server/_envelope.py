@@ -2,6 +2,10 @@
 
 In order, for each request:
 
+0. **Framing**: an HTTP/1 request with both ``Content-Length`` and ``Transfer-Encoding``
+   is a 400 and its connection is closed (RFC 9112 section 6.1).  h11 accepts it, framing by
+   ``Transfer-Encoding``; a front proxy framing by ``Content-Length`` would see the
+   rest as one body where this server sees a second request (request smuggling).
 1. **Request ID**: the ``Athens-Request-ID`` header if the client sent one, cut to
    printable, log-safe characters and at most :data:`MAX_REQUEST_ID` of them, else a
    fresh ``uuid4().hex``; set as :data:`athens_trio._logging.request_id` for the
@@ -37,7 +41,13 @@ from .._logging import request_id
 from ._auth import CHALLENGE, EXEMPT_PATHS, BasicAuth
 from ._metrics import Metrics, route_label
 
-__all__ = ["MAX_REQUEST_ID", "REQUEST_ID_HEADER", "Envelope", "clean_request_id"]
+__all__ = [
+    "MAX_REQUEST_ID",
+    "REQUEST_ID_HEADER",
+    "Envelope",
+    "ambiguous_framing",
+    "clean_request_id",
+]
 
 access_log = logging.getLogger("athens_trio.access")
 
@@ -65,6 +75,14 @@ def _header(scope: HTTPScope, name: bytes) -> bytes | None:
         if key.lower() == name:
             return value
     return None
+
+
+def ambiguous_framing(scope: HTTPScope) -> bool:
+    """Whether the request's length is told twice, which RFC 9112 says to refuse."""
+    if scope.get("http_version") not in ("1.0", "1.1"):
+        return False  # HTTP/2 frames itself; h2 refuses Transfer-Encoding anyway
+    names = {key.lower() for key, _ in scope["headers"]}
+    return b"content-length" in names and b"transfer-encoding" in names
 
 
 def _loggable_path(scope: HTTPScope) -> str:
@@ -141,6 +159,17 @@ class Envelope:
             await send(message)
 
         try:
+            if ambiguous_framing(scope):
+                await _plain(
+                    scope,
+                    enveloped_send,
+                    400,
+                    "400 Bad Request: both Content-Length and Transfer-Encoding\n",
+                    # The bytes after this request's headers cannot be trusted to be
+                    # the start of the next: h11 closes after this answer.
+                    [(b"connection", b"close")],
+                )
+                return
             path = strip_prefix(scope["path"], self.prefix)
             if path is None:
                 await _plain(scope, enveloped_send, 404, "404 Not Found\n")

@@ -18,6 +18,9 @@ connection closes is decided in ``_connections``.  The limits:
   complete within this many seconds, or the connection is closed (slowloris).  Also the
   TLS handshake's bound.  The body and the response are not bounded by it: a fetch may
   take ``StashTimeout``.
+- **WriteTimeout**: a send to the client that takes no byte for this many seconds
+  aborts the connection.  Go's ``WriteTimeout`` bounds the whole response instead, which
+  would cut off a big zip to a slow but reading client; this bounds a stall.
 - **ShutdownTimeout**: on shutdown the listeners close at once, idle connections close,
   and requests in flight get this long (hypercorn's ``graceful_timeout``).  The stop
   takes as long as the requests still being served need, no longer: once none is,
@@ -136,11 +139,13 @@ async def serve_app(
     *,
     connections: ConnectionLimit,
     header_timeout: float,
+    write_timeout: float,
     shutdown_trigger: Callable[[], Awaitable[object]],
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` as hypercorn's ``trio.serve`` does, with ``connections`` capping the
-    open connections and ``header_timeout`` bounding each request's headers; started
+    open connections, ``header_timeout`` bounding each request's headers and
+    ``write_timeout`` each stalled send; started
     (``nursery.start``) with the bound addresses as URLs.  Returns once
     ``shutdown_trigger()`` has returned (or hypercorn's ``max_requests`` were served) and
     the requests in flight have finished, or ``config.graceful_timeout`` has passed."""
@@ -167,6 +172,7 @@ async def serve_app(
                             ssl_context=ssl_context,
                             keep_alive_timeout=keep_alive_timeout,
                             header_timeout=header_timeout,
+                            write_timeout=write_timeout,
                         )
                     finally:
                         connections.release()

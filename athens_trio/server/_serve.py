@@ -13,7 +13,8 @@ their temporary directories.  Cancelling the block's scope stops everything at o
 
 Where and how it listens comes from the config: ``UnixSocket`` (wins over ``Port``),
 ``TLSCertFile``/``TLSKeyFile`` (HTTPS, with HTTP/2 by ALPN), ``KeepAliveTimeout``,
-``RequestHeaderTimeout``, ``MaxConnections`` and ``ShutdownTimeout`` (see ``_listen``).
+``RequestHeaderTimeout``, ``WriteTimeout``, ``MaxConnections`` and ``ShutdownTimeout``
+(see ``_listen``).
 The metrics (``_metrics``) read the pipeline's statistics() at scrape time.
 """
 
@@ -161,6 +162,7 @@ async def serve(
                     hyper,
                     connections=connections,
                     header_timeout=config.request_header_timeout,
+                    write_timeout=config.write_timeout,
                     shutdown_trigger=stop.wait,
                 )
             )

@@ -16,6 +16,7 @@ import httpx
 import msgspec
 
 from .._exceptions import ForbiddenError, ValidatorError
+from .._redact import redact_url, redact_urls
 from ._stasher import Stasher, Wrapper
 
 __all__ = ["with_validator"]
@@ -27,6 +28,8 @@ class _ValidatedStasher(Stasher):
     def __init__(self, inner: Stasher, hook: str, client: httpx.AsyncClient) -> None:
         self._inner = inner
         self._hook = hook
+        # What messages show: the hook's URL may carry credentials (userinfo, query).
+        self._shown = redact_url(hook)
         self._client = client
 
     async def stash(self, module: str, version: str) -> str:
@@ -36,7 +39,11 @@ class _ValidatedStasher(Stasher):
                 self._hook, content=payload, headers={"Content-Type": "application/json"}
             )
         except httpx.HTTPError as exc:
-            raise ValidatorError(f"validator hook {self._hook} failed: {exc!r}") from exc
+            # httpx may name the URL in its own message too; not chained, so that no
+            # traceback shows the original.
+            raise ValidatorError(
+                f"validator hook {self._shown} failed: {redact_urls(repr(exc))}"
+            ) from None
         reason = response.text.strip()[:500]
         if response.status_code == 403:
             log.warning("validator refused %s@%s: %s", module, version, reason)
@@ -46,7 +53,7 @@ class _ValidatedStasher(Stasher):
             )
         if response.status_code != 200:
             raise ValidatorError(
-                f"validator hook {self._hook} answered {response.status_code} for "
+                f"validator hook {self._shown} answered {response.status_code} for "
                 f"{module}@{version}"
             )
         if reason:

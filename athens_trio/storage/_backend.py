@@ -128,8 +128,11 @@ class Deleter(abc.ABC):
 
 class Cataloger(abc.ABC):
     @abc.abstractmethod
-    def catalog(self) -> AsyncIterator[tuple[str, str]]:
-        """Every stored (module, version), in no particular order."""
+    def catalog(
+        self, *, limiter: trio.CapacityLimiter | None = None
+    ) -> AsyncIterator[tuple[str, str]]:
+        """Every stored (module, version), in no particular order; a walk in worker
+        threads takes them from ``limiter`` (trio's default if None)."""
 
 
 class Lifecycle:

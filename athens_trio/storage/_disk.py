@@ -171,8 +171,10 @@ class DiskStorage(Backend):
             raise NotFoundError(f"{module}@{version} is not in storage")
         return recorded or None
 
-    async def catalog(self) -> AsyncIterator[tuple[str, str]]:
-        for entry in await trio.to_thread.run_sync(self._catalog_sync):
+    async def catalog(
+        self, *, limiter: trio.CapacityLimiter | None = None
+    ) -> AsyncIterator[tuple[str, str]]:
+        for entry in await trio.to_thread.run_sync(self._catalog_sync, limiter=limiter):
             yield entry
 
     def _catalog_sync(self) -> list[tuple[str, str]]:

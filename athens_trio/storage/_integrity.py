@@ -19,6 +19,8 @@ import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import trio
+
 from .._exceptions import DamagedVersionError
 from .._ziphash import mod_h1
 from ._backend import Backend, StoredZip
@@ -143,8 +145,10 @@ class _IntegrityChecked(Backend):
             module, version, info=info, mod=mod, zip_file=zip_file, zip_sum=zip_sum, mod_sum=mod_sum
         )
 
-    def catalog(self) -> AsyncIterator[tuple[str, str]]:
-        return self._inner.catalog()
+    def catalog(
+        self, *, limiter: trio.CapacityLimiter | None = None
+    ) -> AsyncIterator[tuple[str, str]]:
+        return self._inner.catalog(limiter=limiter)
 
     async def ready(self) -> None:
         await self._inner.ready()

@@ -79,7 +79,9 @@ class MemoryStorage(Backend):
         await trio.lowlevel.checkpoint()
         return self._get(module, version).mod_sum
 
-    async def catalog(self) -> AsyncIterator[tuple[str, str]]:
+    async def catalog(
+        self, *, limiter: trio.CapacityLimiter | None = None
+    ) -> AsyncIterator[tuple[str, str]]:
         for key in list(self._versions):
             await trio.lowlevel.checkpoint()
             yield key
