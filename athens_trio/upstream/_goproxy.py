@@ -158,6 +158,11 @@ class ProxyPlan:
     entries: tuple[PlanEntry, ...]
     no_proxy: tuple[str, ...] = ()
 
+    @property
+    def has_proxies(self) -> bool:
+        """Whether any entry is a proxy (else go alone fetches, or nothing does)."""
+        return any(entry.kind is EntryKind.PROXY for entry in self.entries)
+
     def for_module(self, module: str) -> tuple[PlanEntry, ...]:
         """The entries go would try for ``module``: only ``direct`` if GONOPROXY matches."""
         if matches_any(self.no_proxy, module):
