@@ -24,8 +24,9 @@ from pathlib import Path
 
 import trio
 
+from .. import _semver as semver
 from .._exceptions import UpstreamError
-from .._module import check_path, check_version_query
+from .._module import check_path, check_version_query, is_pseudo_version
 from .._ziphash import mod_h1, zip_h1
 from ..sumdb import ChecksumMismatchError, GoSumLines, SumDBClient, SumDBError, check_mod
 from ._fetcher import FetchedMod, FetchedVersion, Fetcher, VersionInfo, encode_info
@@ -148,8 +149,9 @@ class ProxyFetcher(Fetcher):
 
 class ProxyLister(Lister):
     """Lists from the GOPROXYs of ``client``: versions as the upstream lists them
-    (retracted ones included), ``latest`` and queries as its ``@latest`` and ``.info``
-    answer them; ``direct`` lists what goes direct."""
+    (retracted ones included); ``latest`` as go's query picks it from them (the highest
+    release, else the highest pre-release, else the upstream's ``@latest``) and other
+    queries as the upstream's ``.info`` answers them; ``direct`` lists what goes direct."""
 
     def __init__(self, client: GoproxyClient, direct: Lister) -> None:
         self._client = client
@@ -159,23 +161,31 @@ class ProxyLister(Lister):
         if not self._client.plan.goes_direct(module):
             try:
                 versions = await self._client.list(module)
-                latest = await self._client.latest(module)
+                latest = await self._latest(module, versions)
             except UseDirect:
                 pass
             else:
-                return UpstreamVersions(versions, VersionInfo(latest.version, latest.time))
+                return UpstreamVersions(versions, latest)
         return await self._direct.list(module)
 
     async def resolve(self, module: str, query: str) -> VersionInfo:
         if not self._client.plan.goes_direct(module):
             try:
                 if query == "latest":
-                    info = await self._client.latest(module)
-                else:
-                    # A proxy resolves a branch or a commit in .info, as proxy.golang.org.
-                    info = await self._client.info(module, query)
+                    return await self._latest(module, await self._client.list(module))
+                # A proxy resolves a branch or a commit in .info, as proxy.golang.org.
+                info = await self._client.info(module, query)
             except UseDirect:
                 pass
             else:
                 return VersionInfo(info.version, info.time)
         return await self._direct.resolve(module, query)
+
+    async def _latest(self, module: str, versions: list[str]) -> VersionInfo:
+        tagged = [v for v in versions if not is_pseudo_version(v)]
+        releases = [v for v in tagged if not semver.prerelease(v)]
+        if candidates := releases or tagged:
+            info = await self._client.info(module, max(candidates, key=semver.sort_key))
+        else:
+            info = await self._client.latest(module)
+        return VersionInfo(info.version, info.time)
