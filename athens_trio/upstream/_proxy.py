@@ -19,7 +19,7 @@ import contextlib
 import shutil
 import tempfile
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import trio
@@ -181,7 +181,7 @@ class ProxyLister(Lister):
                 return VersionInfo(info.version, info.time)
         return await self._direct.resolve(module, query)
 
-    async def _latest(self, module: str, versions: list[str]) -> VersionInfo:
+    async def _latest(self, module: str, versions: Sequence[str]) -> VersionInfo:
         tagged = [v for v in versions if not is_pseudo_version(v)]
         releases = [v for v in tagged if not semver.prerelease(v)]
         if candidates := releases or tagged:
