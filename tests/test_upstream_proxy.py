@@ -24,6 +24,7 @@ from athens_trio import Config
 from athens_trio._module import escape_path, escape_version
 from athens_trio._pipeline import open_pipeline
 from athens_trio._ziphash import mod_h1, zip_h1
+from athens_trio.sumdb import settings_from_env
 from athens_trio.upstream import ProxyFetcher, ProxyLister
 
 from .conftest import make_config
@@ -96,14 +97,14 @@ def upstream(upstream_tree: tuple[Path, tuple[tuple[str, str], ...]], tmp_path: 
 
 @asynccontextmanager
 async def upstream_servers(
-    upstream: Upstream, sumdb_binary: Path, tmp_path: Path
+    upstream: Upstream, sumdb_binary: Path, tmp_path: Path, *sumdb_flags: str
 ) -> AsyncIterator[tuple[StaticProxy, SumDBServer]]:
-    """The static GOPROXY and the honest checksum database (records taken before any
-    tampering the test does afterwards)."""
+    """The static GOPROXY and the checksum database, honest unless ``sumdb_flags`` say
+    otherwise (records taken before any tampering the test does afterwards)."""
     records = upstream.records()
     async with (
         static_proxy(upstream.root) as proxy,
-        run_sumdb_server(sumdb_binary, tmp_path, records) as sumdb,
+        run_sumdb_server(sumdb_binary, tmp_path, records, *sumdb_flags) as sumdb,
     ):
         yield proxy, sumdb
 
@@ -232,6 +233,41 @@ async def test_tampered_upstream_is_refused_while_the_sumdb_is_honest(
     assert "checksum mismatch" in got[f"{base}.zip"].text
     stored = tmp_path / "storage" / escape_path(fx.hello)
     assert not [p for p in stored.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("-sign-other-key",), "not signed by key"),
+        (("-tamper", "github.com/athens-fixtures/hello@v1.0.0"), "not the one in its signed"),
+    ],
+)
+async def test_what_a_lying_database_says_is_refused(
+    tmp_path: Path,
+    go_binary: str,
+    go_fixtures: GoFixtures,
+    upstream: Upstream,
+    sumdb_binary: Path,
+    flags: tuple[str, ...],
+    message: str,
+) -> None:
+    fx = go_fixtures
+    async with upstream_servers(upstream, sumdb_binary, tmp_path, *flags) as (proxy, sumdb):
+        config = proxy_config(tmp_path, go_binary, fx, f"{proxy.url},direct", sumdb)
+        async with served(config) as server:
+            path = f"/{fx.hello}/@v/v1.0.0.zip"
+            (response,) = (await get_all(server.url, [path])).values()
+    assert response.status_code == 502
+    assert f"{fx.hello}@v1.0.0" in response.text
+    assert message in response.text
+    assert not (tmp_path / "storage" / escape_path(fx.hello)).exists()
+
+
+def test_goflags_insecure_turns_the_database_off() -> None:
+    assert settings_from_env({"GOFLAGS": "-mod=mod -insecure"}).database is None
+    assert settings_from_env({"GOFLAGS": "--insecure=true"}).database is None
+    assert settings_from_env({"GOFLAGS": "-insecure -insecure=false"}).database is not None
+    assert settings_from_env({"GOFLAGS": "-mod=mod"}).database is not None
 
 
 @pytest.mark.parametrize(
