@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,20 +27,31 @@ from ._config import Config, StorageType
 from ._sumdb import SumDBProxy
 from .download import DownloadProtocol
 from .storage import Backend, DiskStorage, MemoryStorage, with_integrity
+from .sumdb import SumDBClient, settings_from_env
 from .upstream import (
     Fetcher,
     GoFetcher,
     GoLister,
     GoProcessRunner,
+    GoproxyClient,
     Lister,
     PooledLister,
+    ProxyFetcher,
+    ProxyLister,
+    ProxyPlan,
+    SumCheck,
+    plan_from_env,
     private_home,
 )
+
+#: Where, under a disk storage's root, the checksum database client keeps the newest tree
+#: it verified (a leading dot: no module path element has one, and storage skips it).
+SUMDB_STATE_DIR = ".sumdb"
 
 #: Seconds for the pipeline's own HTTP calls (the validator hook, checksum databases).
 HTTP_TIMEOUT = 30.0
 
-__all__ = ["Pipeline", "go_runner", "open_pipeline", "storage_from_config"]
+__all__ = ["Pipeline", "go_env", "go_runner", "open_pipeline", "storage_from_config"]
 
 log = logging.getLogger("athens_trio.pipeline")
 
@@ -76,22 +88,81 @@ def storage_from_config(config: Config) -> Backend:
     return _STORAGE[config.storage_type](config)
 
 
-def go_runner(
-    config: Config, environ: Mapping[str, str] | None = None, *, home: Path | None = None
-) -> GoProcessRunner:
-    """The go runner for ``config``: GoBinary, GoBinaryEnvVars, GoGetDir, and the private
-    ``home`` (see :func:`~athens_trio.upstream.private_home`); ``environ`` is what go's
-    passed-through variables come from (default: ours)."""
+def go_env(config: Config) -> dict[str, str]:
+    """The environment go gets on top of the passed-through variables; what the upstream
+    proxies and the checksum database are read from too."""
     env = config.go_env_overrides()
     # As Athens: NoSumPatterns reach go as GONOSUMDB unless GoBinaryEnvVars set it.
     if config.no_sum_patterns and "GONOSUMDB" not in env:
         env["GONOSUMDB"] = ",".join(config.no_sum_patterns)
+    return env
+
+
+def go_runner(
+    config: Config,
+    environ: Mapping[str, str] | None = None,
+    *,
+    home: Path | None = None,
+    direct: bool = False,
+) -> GoProcessRunner:
+    """The go runner for ``config``: GoBinary, GoBinaryEnvVars, GoGetDir, and the private
+    ``home`` (see :func:`~athens_trio.upstream.private_home`); ``environ`` is what go's
+    passed-through variables come from (default: ours).  ``direct`` runs go with
+    ``GOPROXY=direct``: for what the upstream proxies hand over to go."""
+    env = go_env(config)
+    if direct:
+        env["GOPROXY"] = "direct"
     return GoProcessRunner(
         config.go_binary,
         env=env,
         temp_root=config.go_get_dir or None,
         home=home,
         environ=environ,
+    )
+
+
+def _upstream(
+    config: Config,
+    plan: ProxyPlan,
+    http: httpx.AsyncClient,
+    home: Path | None,
+    sumdb_state: Path | None,
+    stack: contextlib.ExitStack | contextlib.AsyncExitStack,
+) -> tuple[Fetcher, Lister]:
+    """The fetcher and the lister: go alone (GOPROXY=direct, Athens' default), or the
+    upstream proxies GOPROXY names, handing over to go (run with GOPROXY=direct) where
+    the walk goes direct."""
+    if not plan.has_proxies:
+        runner = go_runner(config, home=home)
+        return (
+            GoFetcher(runner, timeout=config.stash_timeout),
+            GoLister(runner, timeout=config.timeout),
+        )
+    runner = go_runner(config, home=home, direct=True)
+    client = GoproxyClient(
+        plan, http, timeout=config.timeout, download_timeout=config.stash_timeout
+    )
+    settings = settings_from_env(go_env(config))
+    sumdb: SumDBClient | None = None
+    if settings.database is not None:
+        if sumdb_state is None:
+            # Memory storage forgets the modules at exit; the tree it verified goes too.
+            sumdb_state = Path(
+                stack.enter_context(
+                    tempfile.TemporaryDirectory(
+                        prefix="athens-sumdb-", dir=config.go_get_dir or None
+                    )
+                )
+            )
+        sumdb = SumDBClient(settings, http, sumdb_state, timeout=HTTP_TIMEOUT)
+    return (
+        ProxyFetcher(
+            client,
+            GoFetcher(runner, timeout=config.stash_timeout),
+            SumCheck(sumdb),
+            temp_root=config.go_get_dir or None,
+        ),
+        ProxyLister(client, GoLister(runner, timeout=config.timeout)),
     )
 
 
@@ -122,6 +193,8 @@ async def open_pipeline(
     )
     if storage is None:
         storage = storage_from_config(config)
+    # The checksum database client's state lives with the modules it vouched for.
+    sumdb_state = storage.root / SUMDB_STATE_DIR if isinstance(storage, DiskStorage) else None
     # Every read of a go.mod or a zip checked: damage raises, the protocol repairs.
     storage = with_integrity(storage)
     try:
@@ -134,13 +207,14 @@ async def open_pipeline(
                     github_token=config.github_token,
                 )
             )
-            runner = go_runner(config, home=home)
-            if fetcher is None:
-                fetcher = GoFetcher(runner, timeout=config.stash_timeout)
-            if lister is None:
-                lister = GoLister(runner, timeout=config.timeout)
-            # One HTTP client for what the pipeline asks over HTTP: the hook, the sumdbs.
+            # One HTTP client for what the pipeline asks over HTTP: the hook, the sumdbs,
+            # the upstream proxies.
             http = await stack.enter_async_context(httpx.AsyncClient(timeout=HTTP_TIMEOUT))
+            plan = plan_from_env(go_env(config))
+            if fetcher is None or lister is None:
+                upstream = _upstream(config, plan, http, home, sumdb_state, stack)
+                fetcher = fetcher or upstream[0]
+                lister = lister or upstream[1]
             policy_stash_wrappers: list[stash.Wrapper] = []
             if config.validator_hook:
                 policy_stash_wrappers.append(stash.with_validator(config.validator_hook, http))

@@ -52,10 +52,10 @@ class Context:
         return "trio + httpx generator (STAND-IN: wrk missing)"
 
     def athens_trio(
-        self, workdir: Path, storage: Path, go_binary: str | None = None
+        self, workdir: Path, storage: Path, go_binary: str | None = None, goproxy: str = "direct"
     ) -> contextlib.AbstractAsyncContextManager[Server]:
         return run_athens_trio(
-            workdir, storage, self.go_env, go_binary or self.tools.go, self.sizes
+            workdir, storage, self.go_env, go_binary or self.tools.go, self.sizes, goproxy
         )
 
     def reference(

@@ -34,6 +34,7 @@ from ._report import render_markdown, render_summary, render_table, write_chart,
 from ._results import ScenarioResult
 from ._sizes import FULL, QUICK
 from ._tools import find_tools, machine_info, source_revision
+from ._upstream import run_upstream
 
 __all__ = ["SCENARIOS", "main"]
 
@@ -44,6 +45,7 @@ SCENARIOS: dict[str, Callable[[Context, ScenarioResult], Awaitable[None]]] = {
     "herd": run_herd,
     "memory": run_memory,
     "graph": run_graph,
+    "upstream": run_upstream,
     "athens": run_athens,
 }
 

@@ -164,8 +164,10 @@ async def run_athens_trio(
     go_env: GoEnv,
     go_binary: str,
     sizes: Sizes,
+    goproxy: str = "direct",
 ) -> AsyncIterator[Server]:
-    """athens-trio on ``storage`` (disk), fetching through ``go_binary`` from the fixtures."""
+    """athens-trio on ``storage`` (disk), fetching through ``go_binary`` from the fixtures,
+    or from the upstream proxies ``goproxy`` names (its GoBinaryEnvVars' GOPROXY)."""
     port = free_port()
     goget = workdir / "goget"
     goget.mkdir(parents=True, exist_ok=True)
@@ -176,7 +178,9 @@ async def run_athens_trio(
         ATHENS_STORAGE_TYPE="disk",
         ATHENS_DISK_STORAGE_ROOT=str(storage),
         GO_BINARY_PATH=go_binary,
-        ATHENS_GO_BINARY_ENV_VARS=";".join(f"{k}={v}" for k, v in go_env.server_vars().items()),
+        ATHENS_GO_BINARY_ENV_VARS=";".join(
+            f"{k}={v}" for k, v in {**go_env.server_vars(), "GOPROXY": goproxy}.items()
+        ),
         ATHENS_GOGET_WORKERS=str(sizes.goget_workers),
         ATHENS_PROTOCOL_WORKERS=str(sizes.protocol_workers),
         ATHENS_STASH_TIMEOUT=str(sizes.stash_timeout),

@@ -91,6 +91,22 @@ class SumDBSettings:
 
 
 def settings_from_env(env: Mapping[str, str]) -> SumDBSettings:
-    """Settings from GOSUMDB, GONOSUMDB and GOPRIVATE, with the go command's defaults."""
+    """Settings from GOSUMDB, GONOSUMDB and GOPRIVATE, with the go command's defaults.
+
+    ``-insecure`` in GOFLAGS turns the database off, as it did in the go commands that
+    had the flag (later ones refuse it)."""
     nosumdb = env.get("GONOSUMDB") or env.get("GOPRIVATE", "")
-    return SumDBSettings(parse_gosumdb(env.get("GOSUMDB", "")), parse_nosumdb(nosumdb))
+    database = parse_gosumdb(env.get("GOSUMDB", ""))
+    if _insecure(env.get("GOFLAGS", "")):
+        database = None
+    return SumDBSettings(database, parse_nosumdb(nosumdb))
+
+
+def _insecure(goflags: str) -> bool:
+    """Whether GOFLAGS sets ``-insecure`` (last setting wins, as go's flag parsing)."""
+    insecure = False
+    for flag in goflags.split():
+        name, _, value = flag.lstrip("-").partition("=")
+        if name == "insecure" and flag.startswith("-"):
+            insecure = value.lower() in ("", "1", "t", "true")
+    return insecure

@@ -1,6 +1,7 @@
 """Upstream: where modules come from.
 
-The Fetcher and the Lister of Athens' diagram, and what they stand on: the go runner
+The Fetcher and the Lister of Athens' diagram, and what they stand on: the upstream
+GOPROXYs (with every download checked against the checksum database), the go runner
 (a throwaway GOPATH per run, its own process group, a clean death) and the private
 home that carries the credentials for private modules.  Nothing here reads the
 Config: each piece takes the values it needs, and ``open_pipeline`` (``_pipeline.py``)
@@ -12,9 +13,27 @@ from __future__ import annotations
 from ._credentials import private_home
 from ._fetcher import FetchedMod, FetchedVersion, Fetcher, GoFetcher, VersionInfo, encode_info
 from ._gocmd import GoProcessRunner, GoResult, GoRunner, classify_go_error
+from ._goproxy import (
+    CHUNK_BYTES,
+    DEFAULT_GOPROXY,
+    EntryKind,
+    GoproxyClient,
+    PlanEntry,
+    ProxyOffError,
+    ProxyPlan,
+    SizeLimits,
+    UpstreamInfo,
+    UseDirect,
+    parse_goproxy,
+    plan_from_env,
+)
 from ._lister import GoLister, Lister, PooledLister, UpstreamVersions
+from ._proxy import ProxyFetcher, ProxyLister, SumCheck
 
 __all__ = [
+    "CHUNK_BYTES",
+    "DEFAULT_GOPROXY",
+    "EntryKind",
     "FetchedMod",
     "FetchedVersion",
     "Fetcher",
@@ -23,11 +42,23 @@ __all__ = [
     "GoProcessRunner",
     "GoResult",
     "GoRunner",
+    "GoproxyClient",
     "Lister",
+    "PlanEntry",
     "PooledLister",
+    "ProxyFetcher",
+    "ProxyLister",
+    "ProxyOffError",
+    "ProxyPlan",
+    "SizeLimits",
+    "SumCheck",
+    "UpstreamInfo",
     "UpstreamVersions",
+    "UseDirect",
     "VersionInfo",
     "classify_go_error",
     "encode_info",
+    "parse_goproxy",
+    "plan_from_env",
     "private_home",
 ]

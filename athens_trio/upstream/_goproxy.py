@@ -158,6 +158,11 @@ class ProxyPlan:
     entries: tuple[PlanEntry, ...]
     no_proxy: tuple[str, ...] = ()
 
+    @property
+    def has_proxies(self) -> bool:
+        """Whether any entry is a proxy (else go alone fetches, or nothing does)."""
+        return any(entry.kind is EntryKind.PROXY for entry in self.entries)
+
     def for_module(self, module: str) -> tuple[PlanEntry, ...]:
         """The entries go would try for ``module``: only ``direct`` if GONOPROXY matches."""
         if matches_any(self.no_proxy, module):
@@ -356,7 +361,28 @@ def _http_failure(exc: httpx.HTTPError, what: str, label: str) -> UpstreamError:
     # never carries userinfo anyway (it goes in the Authorization header).
     if isinstance(exc, httpx.TimeoutException):
         return FetchTimeoutError(f"{what}: {label} timed out ({type(exc).__name__})")
-    return UpstreamError(f"{what}: {label} failed: {type(exc).__name__}: {exc}")
+    message = f"{what}: {label} failed: {type(exc).__name__}: {exc}"
+    if (errno := _socket_errno(exc)) is not None:
+        # The socket's own reason, in go's words ("connect: connection refused").
+        message += f" ({os.strerror(errno).lower()})"
+    return UpstreamError(message)
+
+
+def _socket_errno(exc: BaseException) -> int | None:
+    """The errno of the first OSError in ``exc``'s causes (trio groups one per address)."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno is not None:
+            return current.errno
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return None
 
 
 class GoproxyClient:

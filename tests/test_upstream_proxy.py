@@ -1,0 +1,397 @@
+"""athens-trio in front of upstream GOPROXYs, every download proven by a checksum database.
+
+The upstream is a static GOPROXY tree (:mod:`tests.staticproxy`) holding what go itself
+downloaded from the fixture repositories; the checksum database is golang.org/x/mod's
+real server (:mod:`tests.sumdbfixtures`) logging those versions' go.sum lines.  Both on
+127.0.0.1; go, where the walk goes ``direct``, reaches only the fixture repositories.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from athens_trio import Config
+from athens_trio._module import escape_path, escape_version
+from athens_trio._pipeline import open_pipeline
+from athens_trio._ziphash import mod_h1, zip_h1
+from athens_trio.sumdb import settings_from_env
+from athens_trio.upstream import ProxyFetcher, ProxyLister
+
+from .conftest import make_config
+from .gofixtures import GoFixtures
+from .helpers import direct_downloads, served
+from .staticproxy import StaticProxy, static_proxy
+from .sumdbfixtures import SumDBServer, run_sumdb_server
+from .test_server import client_env, run_go
+from .test_server import go_build_cache as go_build_cache  # the shared GOCACHE fixture
+
+# ---------------------------------------------------------------------------------------
+# The upstream: a GOPROXY tree of what go downloaded, and a sumdb vouching for it
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Upstream:
+    root: Path  # the GOPROXY tree (this test's copy)
+    versions: tuple[tuple[str, str], ...]  # (module, version) in the tree
+
+    def file(self, module: str, version: str, ext: str) -> Path:
+        return self.root / escape_path(module) / "@v" / f"{escape_version(version)}.{ext}"
+
+    def records(self) -> list[str]:
+        """The go.sum lines of every version, as the checksum database logs them."""
+        return [
+            f"{m} {v} {zip_h1(self.file(m, v, 'zip'))}\n"
+            f"{m} {v}/go.mod {mod_h1(self.file(m, v, 'mod').read_bytes())}\n"
+            for m, v in self.versions
+        ]
+
+
+def _specs(fx: GoFixtures) -> list[str]:
+    return [
+        *(f"{fx.hello}@{v}" for v in fx.hello_versions),
+        f"{fx.consumer}@{fx.consumer_version}",
+        f"{fx.upper}@{fx.upper_version}",
+    ]
+
+
+@pytest.fixture(scope="session")
+def upstream_tree(
+    go_fixtures: GoFixtures, go_binary: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, tuple[tuple[str, str], ...]]:
+    """go's download cache of the fixture versions: a GOPROXY tree (with .info files
+    reduced to Version and Time, as a proxy serves them)."""
+    work = tmp_path_factory.mktemp("upstream")
+    found = direct_downloads(go_fixtures, go_binary, work, _specs(go_fixtures))
+    root = work / "gopath" / "pkg" / "mod" / "cache" / "download"
+    for info in root.rglob("*.info"):
+        data = json.loads(info.read_text())
+        info.write_text(
+            json.dumps({"Version": data["Version"], "Time": data["Time"]}, separators=(",", ":"))
+        )
+    for lock in root.rglob("*.lock"):
+        lock.unlink()
+    shutil.rmtree(root / "cache" / "vcs", ignore_errors=True)
+    return root, tuple(sorted(found))
+
+
+@pytest.fixture
+def upstream(upstream_tree: tuple[Path, tuple[tuple[str, str], ...]], tmp_path: Path) -> Upstream:
+    root, versions = upstream_tree
+    copy = tmp_path / "upstream"
+    shutil.copytree(root, copy)
+    for path in copy.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return Upstream(copy, versions)
+
+
+@asynccontextmanager
+async def upstream_servers(
+    upstream: Upstream, sumdb_binary: Path, tmp_path: Path, *sumdb_flags: str
+) -> AsyncIterator[tuple[StaticProxy, SumDBServer]]:
+    """The static GOPROXY and the checksum database, honest unless ``sumdb_flags`` say
+    otherwise (records taken before any tampering the test does afterwards)."""
+    records = upstream.records()
+    async with (
+        static_proxy(upstream.root) as proxy,
+        run_sumdb_server(sumdb_binary, tmp_path, records, *sumdb_flags) as sumdb,
+    ):
+        yield proxy, sumdb
+
+
+def proxy_config(
+    tmp_path: Path,
+    go_binary: str,
+    fx: GoFixtures,
+    goproxy: str,
+    sumdb: SumDBServer | None,
+    **env: str,
+) -> Config:
+    """athens-trio with GOPROXY=``goproxy`` and GOSUMDB the local database (or off)."""
+    go_env = {
+        **fx.go_env,
+        "GOPROXY": goproxy,
+        "GOSUMDB": sumdb.gosumdb if sumdb else "off",
+        **env,
+    }
+    return make_config(
+        tmp_path, go_binary, fx, go_binary_env_vars=[f"{k}={v}" for k, v in go_env.items()]
+    )
+
+
+def zips(proxy: StaticProxy) -> list[str]:
+    return [p for p in proxy.paths() if p.endswith(".zip")]
+
+
+def tamper_zip(path: Path) -> None:
+    """Rewrite a module zip with one file's content changed: still a valid zip."""
+    with zipfile.ZipFile(path) as old:
+        entries = [(info.filename, old.read(info)) for info in old.infolist()]
+    path.unlink()
+    with zipfile.ZipFile(path, "w") as new:
+        for index, (name, data) in enumerate(entries):
+            new.writestr(name, data + b"\n// tampered\n" if index == len(entries) - 1 else data)
+
+
+async def get_all(url: str, paths: Sequence[str]) -> dict[str, httpx.Response]:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        return {path: await http.get(path) for path in paths}
+
+
+# ---------------------------------------------------------------------------------------
+# Served through athens-trio
+# ---------------------------------------------------------------------------------------
+
+
+async def test_the_pipeline_uses_the_upstream_proxies_only_when_goproxy_names_one(
+    tmp_path: Path, go_binary: str, go_fixtures: GoFixtures
+) -> None:
+    fx = go_fixtures
+    async with open_pipeline(make_config(tmp_path, go_binary, fx)) as pipeline:
+        assert not isinstance(pipeline.fetches._fetcher, ProxyFetcher)
+    config = proxy_config(tmp_path, go_binary, fx, "http://127.0.0.1:9,direct", None)
+    async with open_pipeline(config) as pipeline:
+        assert isinstance(pipeline.fetches._fetcher, ProxyFetcher)
+
+
+async def test_info_mod_zip_list_are_the_upstreams_bytes_verified(
+    tmp_path: Path,
+    go_binary: str,
+    go_fixtures: GoFixtures,
+    upstream: Upstream,
+    sumdb_binary: Path,
+) -> None:
+    fx = go_fixtures
+    async with upstream_servers(upstream, sumdb_binary, tmp_path) as (proxy, sumdb):
+        config = proxy_config(tmp_path, go_binary, fx, f"{proxy.url},direct", sumdb)
+        async with served(config) as server:
+            for module, version in upstream.versions:
+                base = f"/{escape_path(module)}/@v/{escape_version(version)}"
+                got = await get_all(server.url, [f"{base}.info", f"{base}.mod", f"{base}.zip"])
+                for path, response in got.items():
+                    assert response.status_code == 200, (path, response.text)
+                    ext = path.rpartition(".")[2]
+                    assert response.content == upstream.file(module, version, ext).read_bytes()
+            listed = await get_all(server.url, [f"/{escape_path(fx.hello)}/@v/list"])
+            assert sorted(next(iter(listed.values())).text.split()) == sorted(fx.hello_versions)
+    # One zip per version: each fetched once, and verified (sumdb state kept on disk).
+    assert len(zips(proxy)) == len(upstream.versions)
+    assert list((tmp_path / "storage" / ".sumdb").glob("*.latest"))
+
+
+async def test_fetch_mod_takes_no_zip_from_the_upstream(
+    tmp_path: Path,
+    go_binary: str,
+    go_fixtures: GoFixtures,
+    upstream: Upstream,
+    sumdb_binary: Path,
+) -> None:
+    fx = go_fixtures
+    async with upstream_servers(upstream, sumdb_binary, tmp_path) as (proxy, sumdb):
+        config = proxy_config(tmp_path, go_binary, fx, f"{proxy.url},direct", sumdb)
+        async with open_pipeline(config) as pipeline:
+            fetcher = pipeline.fetches._fetcher
+            fetched = await fetcher.fetch_mod(fx.hello, "v1.1.0")
+        assert fetched.mod == upstream.file(fx.hello, "v1.1.0", "mod").read_bytes()
+        assert fetched.mod_sum == mod_h1(fetched.mod)
+        assert not zips(proxy)
+        assert any(p.endswith("v1.1.0.mod") for p in proxy.paths())
+
+
+@pytest.mark.parametrize("part", ["zip", "mod"])
+async def test_tampered_upstream_is_refused_while_the_sumdb_is_honest(
+    tmp_path: Path,
+    go_binary: str,
+    go_fixtures: GoFixtures,
+    upstream: Upstream,
+    sumdb_binary: Path,
+    part: str,
+) -> None:
+    fx = go_fixtures
+    async with upstream_servers(upstream, sumdb_binary, tmp_path) as (proxy, sumdb):
+        if part == "zip":
+            tamper_zip(upstream.file(fx.hello, "v1.0.0", "zip"))
+        else:
+            upstream.file(fx.hello, "v1.0.0", "mod").write_text(f"module {fx.hello}\n// evil\n")
+        config = proxy_config(tmp_path, go_binary, fx, f"{proxy.url},direct", sumdb)
+        async with served(config) as server:
+            base = f"/{fx.hello}/@v/v1.0.0"
+            got = await get_all(server.url, [f"{base}.zip", f"{base}.mod", f"{base}.info"])
+    for path, response in got.items():
+        assert response.status_code == 502, (path, response.text)
+    assert f"{fx.hello}@v1.0.0" in got[f"{base}.zip"].text
+    assert "checksum mismatch" in got[f"{base}.zip"].text
+    stored = tmp_path / "storage" / escape_path(fx.hello)
+    assert not [p for p in stored.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("-sign-other-key",), "not signed by key"),
+        (("-tamper", "github.com/athens-fixtures/hello@v1.0.0"), "not the one in its signed"),
+    ],
+)
+async def test_what_a_lying_database_says_is_refused(
+    tmp_path: Path,
+    go_binary: str,
+    go_fixtures: GoFixtures,
+    upstream: Upstream,
+    sumdb_binary: Path,
+    flags: tuple[str, ...],
+    message: str,
+) -> None:
+    fx = go_fixtures
+    async with upstream_servers(upstream, sumdb_binary, tmp_path, *flags) as (proxy, sumdb):
+        config = proxy_config(tmp_path, go_binary, fx, f"{proxy.url},direct", sumdb)
+        async with served(config) as server:
+            path = f"/{fx.hello}/@v/v1.0.0.zip"
+            (response,) = (await get_all(server.url, [path])).values()
+    assert response.status_code == 502
+    assert f"{fx.hello}@v1.0.0" in response.text
+    assert message in response.text
+    assert not (tmp_path / "storage" / escape_path(fx.hello)).exists()
+
+
+def test_goflags_insecure_turns_the_database_off() -> None:
+    assert settings_from_env({"GOFLAGS": "-mod=mod -insecure"}).database is None
+    assert settings_from_env({"GOFLAGS": "--insecure=true"}).database is None
+    assert settings_from_env({"GOFLAGS": "-insecure -insecure=false"}).database is not None
+    assert settings_from_env({"GOFLAGS": "-mod=mod"}).database is not None
+
+
+@pytest.mark.parametrize(
+    "setting", [{"GOSUMDB": "off"}, {"GONOSUMDB": "github.com/athens-fixtures/hello"}]
+)
+async def test_unchecked_modules_are_stored_as_the_upstream_serves_them(
+    tmp_path: Path,
+    go_binary: str,
+    go_fixtures: GoFixtures,
+    upstream: Upstream,
+    sumdb_binary: Path,
+    setting: dict[str, str],
+) -> None:
+    fx = go_fixtures
+    async with upstream_servers(upstream, sumdb_binary, tmp_path) as (proxy, sumdb):
+        tampered = upstream.file(fx.hello, "v1.0.0", "zip")
+        tamper_zip(tampered)
+        config = proxy_config(tmp_path, go_binary, fx, f"{proxy.url},direct", sumdb, **setting)
+        async with served(config) as server:
+            got = await get_all(server.url, [f"/{fx.hello}/@v/v1.0.0.zip"])
+    (response,) = got.values()
+    assert response.status_code == 200, response.text
+    assert response.content == tampered.read_bytes()
+    # Nothing was looked up (a lookup stores the tree it verified).
+    assert not list((tmp_path / "storage" / ".sumdb").glob("*.latest"))
+
+
+async def test_fallthrough_to_go_on_not_found_on_error_and_for_gonoproxy(
+    tmp_path: Path,
+    go_binary: str,
+    go_fixtures: GoFixtures,
+    upstream: Upstream,
+    sumdb_binary: Path,
+) -> None:
+    fx = go_fixtures
+    major = f"/{fx.major}/@v/{fx.major_v1_version}"
+    async with upstream_servers(upstream, sumdb_binary, tmp_path) as (proxy, _):
+        # Not on the upstream (404): ',' goes on to direct, go fetches from the repos.
+        config = proxy_config(tmp_path / "a", go_binary, fx, f"{proxy.url},direct", None)
+        async with served(config) as server:
+            got = await get_all(server.url, [f"{major}.zip", f"/{fx.major}/@v/list"])
+        assert [r.status_code for r in got.values()] == [200, 200]
+        assert any(fx.major in p for p in proxy.paths())
+
+        # The upstream fails (500): ',' stops there, '|' goes on to direct.
+        proxy.faults[f"{escape_path(fx.hello)}/@v/v1.0.0.info"] = 500
+        hello = f"/{fx.hello}/@v/v1.0.0.zip"
+        config = proxy_config(tmp_path / "b", go_binary, fx, f"{proxy.url},direct", None)
+        async with served(config) as server:
+            assert (await get_all(server.url, [hello]))[hello].status_code == 502
+        config = proxy_config(tmp_path / "c", go_binary, fx, f"{proxy.url}|direct", None)
+        async with served(config) as server:
+            assert (await get_all(server.url, [hello]))[hello].status_code == 200
+
+        # GONOPROXY: straight to go, the upstream never asked.
+        proxy.seen.clear()
+        config = proxy_config(
+            tmp_path / "d", go_binary, fx, f"{proxy.url},off", None, GONOPROXY=fx.upper
+        )
+        upper = f"/{escape_path(fx.upper)}/@v/{fx.upper_version}"
+        async with served(config) as server:
+            got = await get_all(server.url, [f"{upper}.zip", f"{upper}.info"])
+        assert [r.status_code for r in got.values()] == [200, 200]
+        assert proxy.paths() == []
+
+
+async def test_lister_lists_and_resolves_from_the_upstream(
+    tmp_path: Path,
+    go_binary: str,
+    go_fixtures: GoFixtures,
+    upstream: Upstream,
+    sumdb_binary: Path,
+) -> None:
+    fx = go_fixtures
+    # A version listed but gone (say, retracted and removed), and a pre-release.
+    listing = "v1.1.0\nv1.0.0\nv0.9.0\nv1.2.0-rc.1\n"
+    (upstream.root / escape_path(fx.hello) / "@v" / "list").write_text(listing)
+    async with upstream_servers(upstream, sumdb_binary, tmp_path) as (proxy, sumdb):
+        config = proxy_config(tmp_path, go_binary, fx, f"{proxy.url},direct", sumdb)
+        async with open_pipeline(config) as pipeline:
+            lister = pipeline.lookups._lister._inner  # type: ignore[attr-defined]
+            assert isinstance(lister, ProxyLister)
+            listed = await lister.list(fx.hello)
+            # As the upstream lists them (a retracted or vanished one included).
+            assert listed.versions == listing.split()
+            assert listed.latest.Version == "v1.1.0"
+            assert (await lister.resolve(fx.hello, "v1.0.0")).Version == "v1.0.0"
+            assert (await lister.resolve(fx.hello, "latest")).Version == "v1.1.0"
+    assert not zips(proxy)
+
+
+# ---------------------------------------------------------------------------------------
+# A real go client, verifying go.sum against the same database
+# ---------------------------------------------------------------------------------------
+
+
+async def test_go_builds_a_consumer_through_an_upstream_backed_proxy(
+    tmp_path: Path,
+    go_binary: str,
+    go_fixtures: GoFixtures,
+    upstream: Upstream,
+    sumdb_binary: Path,
+    go_build_cache: Path,
+) -> None:
+    fx = go_fixtures
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "go.mod").write_text(
+        f"module example.com/app\n\ngo 1.21\n\nrequire {fx.consumer} {fx.consumer_version}\n"
+    )
+    (app / "main.go").write_text(
+        f'package main\n\nimport (\n\t"fmt"\n\n\t"{fx.consumer}"\n)\n\n'
+        "func main() { fmt.Println(consumer.Greeting()) }\n"
+    )
+    async with upstream_servers(upstream, sumdb_binary, tmp_path) as (proxy, sumdb):
+        config = proxy_config(tmp_path, go_binary, fx, f"{proxy.url},direct", sumdb)
+        async with served(config) as server:
+            env = client_env(tmp_path, fx, go_build_cache, server.url)
+            env.update(GOSUMDB=sumdb.gosumdb, GONOSUMDB="", GOFLAGS="-mod=mod")
+            await run_go(go_binary, ["build", "-o", "app", "."], cwd=app, env=env)
+    ran = await trio.run_process([str(app / "app")], capture_stdout=True)
+    assert ran.stdout.decode() == f"consumer says: {fx.hello_texts['v1.1.0']}\n"
+    go_sum = set((app / "go.sum").read_text().splitlines())
+    records = {line for record in upstream.records() for line in record.splitlines()}
+    assert {line for line in go_sum if fx.consumer in line} <= records
+    assert f"{fx.consumer} {fx.consumer_version} " in "\n".join(go_sum)
+    assert len(zips(proxy)) >= 1
