@@ -34,6 +34,7 @@ from athens_trio import Backend, Config
 from athens_trio._module import escape_path
 from athens_trio._ziphash import zip_h1
 from athens_trio.server import Server, serve
+from athens_trio.upstream import GoResult, GoRunner
 
 from .gofixtures import GoFixtures
 
@@ -632,3 +633,23 @@ async def wait_until(condition: Condition, seconds: float = 10) -> None:
     fail the test if it does not within ``seconds``."""
     if not await settle(condition, seconds):
         raise AssertionError(f"still not so after {seconds:g} s: {condition}")
+
+
+class ScriptedGo(GoRunner):
+    """A go runner that runs no go: ``answer(args)`` says what go would have, and every
+    run's argv and timeout are recorded (so it can count runs, too)."""
+
+    def __init__(self, answer: Callable[[Sequence[str]], GoResult]) -> None:
+        self.answer = answer
+        self.runs: list[tuple[list[str], float]] = []
+
+    @contextlib.asynccontextmanager
+    async def run(
+        self,
+        args: Sequence[str],
+        *,
+        timeout: float,  # noqa: ASYNC109
+        what: str,
+    ) -> AsyncIterator[GoResult]:
+        self.runs.append((list(args), timeout))
+        yield self.answer(args)

@@ -3,9 +3,7 @@ by a scripted go runner."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -24,12 +22,19 @@ from athens_trio import (
 )
 from athens_trio._pipeline import go_runner
 from athens_trio._ziphash import mod_h1
-from athens_trio.upstream import GoResult, GoRunner, classify_go_error
+from athens_trio.upstream import GoResult, classify_go_error
 from athens_trio.upstream._gocmd import scrub_paths
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
-from .helpers import direct_download, hanging_go, leftover, process_alive, wait_for_pids
+from .helpers import (
+    ScriptedGo,
+    direct_download,
+    hanging_go,
+    leftover,
+    process_alive,
+    wait_for_pids,
+)
 
 
 def go_fetcher(config: Config) -> GoFetcher:
@@ -257,27 +262,7 @@ async def test_go_check(config: Config, tmp_path: Path) -> None:
         await go_runner(missing).check()
 
 
-# --- a scripted go runner -----------------------------------------------------------
-
-
-class ScriptedGo(GoRunner):
-    """A go runner that runs no go: ``answer(args)`` says what go would have, and every
-    run's argv and timeout are recorded (so it can count runs, too)."""
-
-    def __init__(self, answer: Callable[[Sequence[str]], GoResult]) -> None:
-        self.answer = answer
-        self.runs: list[tuple[list[str], float]] = []
-
-    @contextlib.asynccontextmanager
-    async def run(
-        self,
-        args: Sequence[str],
-        *,
-        timeout: float,  # noqa: ASYNC109
-        what: str,
-    ) -> AsyncIterator[GoResult]:
-        self.runs.append((list(args), timeout))
-        yield self.answer(args)
+# --- a scripted go runner (tests/helpers.ScriptedGo) --------------------------------
 
 
 async def test_a_scripted_runner_drives_the_fetcher(tmp_path: Path) -> None:

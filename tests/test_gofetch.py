@@ -18,7 +18,7 @@ from athens_trio.upstream._gocmd import PATH_PLACEHOLDER, scrub_paths
 
 from .conftest import make_config
 from .gofixtures import FetchFixtures, GoFixtures, build_fetch_fixtures
-from .test_fetcher import ScriptedGo, direct_download, leftover
+from .helpers import ScriptedGo, direct_download, leftover
 
 
 @pytest.fixture(scope="session")

@@ -29,11 +29,9 @@ from athens_trio.upstream import ProxyFetcher, ProxyLister
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
-from .helpers import direct_downloads, served
+from .helpers import client_env, direct_downloads, run_go, served
 from .staticproxy import StaticProxy, static_proxy
 from .sumdbfixtures import SumDBServer, run_sumdb_server
-from .test_server import client_env, run_go
-from .test_server import go_build_cache as go_build_cache  # the shared GOCACHE fixture
 
 # ---------------------------------------------------------------------------------------
 # The upstream: a GOPROXY tree of what go downloaded, and a sumdb vouching for it
