@@ -86,7 +86,10 @@ async def test_info_query_resolves_and_stores_the_pseudo_version(
     async with open_pipeline(config) as pipeline:
         info = json.loads(await pipeline.protocol.info(go_fixtures.hello, "main"))
         assert info["Version"] == go_fixtures.hello_main_pseudo
-        assert await pipeline.storage.exists(go_fixtures.hello, go_fixtures.hello_main_pseudo)
+        # Stored as its canonical version, without the zip nobody asked for.
+        stored = await pipeline.storage.list_versions(go_fixtures.hello)
+        assert stored == [go_fixtures.hello_main_pseudo]
+        assert not await pipeline.storage.exists(go_fixtures.hello, go_fixtures.hello_main_pseudo)
         assert await pipeline.protocol.go_mod(go_fixtures.hello, go_fixtures.hello_main_pseudo)
 
 
@@ -140,7 +143,8 @@ async def test_concurrent_cold_requests_run_one_download(
         async with trio.open_nursery() as nursery:
             for i in range(50):
                 nursery.start_soon(request, "zip" if i % 2 else "mod")
-    assert runs(count) == 1
+    # One fetch per part (the go.mod part, asked first, and the whole version).
+    assert runs(count) == 2
     assert len(results) == 50
 
 

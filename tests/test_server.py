@@ -290,7 +290,8 @@ async def test_thirty_concurrent_cold_requests_run_go_mod_download_once(
             for path in paths:
                 nursery.start_soon(get, path)
 
-    assert count_lines(downloads) == 1
+    # One fetch per part: the go.mod part (.info, .mod) and the whole version (.zip).
+    assert count_lines(downloads) == 2
     assert all(len(seen) == 1 for seen in bodies.values())
 
 
@@ -683,6 +684,12 @@ class BrokenStorage(MemoryStorage):
         raise StorageError("/var/lib/athens: input/output error")
 
     async def exists(self, module: str, version: str) -> bool:
+        raise StorageError("/var/lib/athens: input/output error")
+
+    async def info(self, module: str, version: str) -> bytes:
+        raise StorageError("/var/lib/athens: input/output error")
+
+    async def go_mod(self, module: str, version: str) -> bytes:
         raise StorageError("/var/lib/athens: input/output error")
 
 
