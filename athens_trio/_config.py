@@ -73,6 +73,9 @@ class Config(msgspec.Struct, rename="pascal", forbid_unknown_fields=False, kw_on
     # Seconds.  Timeout bounds upstream listing; StashTimeout bounds one fetch.
     timeout: PositiveSeconds = 300
     stash_timeout: PositiveSeconds = 600
+    # Not an Athens key.  Seconds a list, @latest or query resolution is remembered
+    # (the max-age its answer carries); "does not exist" for at most 10 s; 0: never.
+    list_cache_ttl: Annotated[int, msgspec.Meta(ge=0)] = 60
     # Where the fetcher's temporary GOPATHs go; "" means the system temp dir.
     go_get_dir: str = ""
     # Seconds in-flight requests get to finish once a shutdown starts.
@@ -157,6 +160,7 @@ _ENVIRONMENT: list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]
     (("ProtocolWorkers",), _as_int, ("ATHENS_PROTOCOL_WORKERS",)),
     (("Timeout",), _as_seconds, ("ATHENS_TIMEOUT",)),
     (("StashTimeout",), _as_seconds, ("ATHENS_STASH_TIMEOUT",)),
+    (("ListCacheTTL",), _as_int, ("ATHENS_LIST_CACHE_TTL",)),
     (("GoGetDir",), str, ("ATHENS_GOGET_DIR",)),
     (("ShutdownTimeout",), _as_seconds, ("ATHENS_SHUTDOWN_TIMEOUT",)),
     (("NetworkMode",), str, ("ATHENS_NETWORK_MODE",)),

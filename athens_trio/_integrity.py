@@ -18,7 +18,7 @@ from pathlib import Path
 
 import trio
 
-from ._exceptions import DamagedVersionError
+from ._exceptions import DamagedVersionError, NotFoundError
 from ._ziphash import zip_h1
 from .storage import Reader, StoredZip, check_go_mod
 
@@ -48,13 +48,22 @@ class VerifyResult:
 
 async def verify_version(storage: Reader, module: str, version: str) -> VerifyResult:
     """Recompute the stored zip's ``h1:`` hash and compare it with the recorded one
-    (a go.mod that does not match its recorded hash makes the version corrupt too)."""
-    recorded = await storage.zip_sum(module, version)
+    (a go.mod that does not match its recorded hash makes the version corrupt too).  A
+    version stored without its zip (a client asked only for its go.mod) is OK when its
+    go.mod is; NotFoundError if the version is not stored at all."""
     try:
         mod = await storage.go_mod(module, version)
         check_go_mod(module, version, mod, await storage.mod_sum(module, version))
-        stored = await storage.zip(module, version)  # a checked storage checks its tail
     except DamagedVersionError as exc:
+        return VerifyResult(module, version, Verdict.CORRUPT, None, None, str(exc))
+    try:
+        recorded = await storage.zip_sum(module, version)
+        stored = await storage.zip(module, version)  # a checked storage checks its tail
+    except NotFoundError:
+        await storage.info(module, version)  # still stored: then it has no zip
+        return VerifyResult(module, version, Verdict.OK, None, None, "go.mod only, no zip")
+    except DamagedVersionError as exc:
+        recorded = await storage.zip_sum(module, version)
         return VerifyResult(module, version, Verdict.CORRUPT, recorded, None, str(exc))
     try:
         if stored.path is not None:

@@ -72,6 +72,8 @@ class Pipeline:
     stash_pool: stash.Pool
     protocol_pool: download.Pool
     lookups: download.StorageFirst
+    #: Listings and query resolutions, shared and remembered (ListCacheTTL).
+    resolutions: download.CachedLister
     #: The checksum database proxy over ``SumDBs`` (None if there are none).
     sumdb: SumDBProxy | None = None
 
@@ -222,10 +224,10 @@ async def open_pipeline(
                 SumDBProxy(config.sum_dbs, config.no_sum_patterns, http) if config.sum_dbs else None
             )
             policy_protocol_wrappers: list[download.ProtocolWrapper] = []
+            filter_check: download.FilterCheck | None = None
             if module_filter is not None:
-                policy_protocol_wrappers.append(
-                    download.with_filter(module_filter, config.global_endpoint)
-                )
+                filter_check = download.FilterCheck(module_filter, config.global_endpoint)
+                policy_protocol_wrappers.append(download.with_filter(filter_check))
 
             nursery = await stack.enter_async_context(trio.open_nursery())
             nursery.start_soon(_sweep, storage, name="sweep storage leftovers")
@@ -240,13 +242,21 @@ async def open_pipeline(
                 *policy_stash_wrappers,
                 singleflight,
             )
+            resolutions = download.CachedLister(
+                PooledLister(lister, stash_pool.limiter),
+                nursery,
+                ttl=config.list_cache_ttl,
+                negative_ttl=download.negative_ttl_for(config.list_cache_ttl),
+            )
             lookups = download.new(
                 storage,
                 stasher,
-                PooledLister(lister, stash_pool.limiter),
+                resolutions,
                 network_mode=config.network_mode,
                 policy=policy,
                 background=nursery,
+                # The filter's version rules, on the version a query resolves to.
+                version_check=filter_check,
             )
             protocol = download.wrap(
                 lookups,
@@ -264,6 +274,7 @@ async def open_pipeline(
                 stash_pool,
                 protocol_pool,
                 lookups,
+                resolutions,
                 sumdb,
             )
             nursery.cancel_scope.cancel()

@@ -18,7 +18,7 @@ from athens_trio._exceptions import DamagedVersionError
 from athens_trio._integrity import Verdict, verify_version
 from athens_trio._ziphash import mod_h1, zip_h1
 from athens_trio.download._repair import Repair
-from athens_trio.stash import Stasher
+from athens_trio.stash import Part, Stasher
 from athens_trio.storage import StoredZip, with_integrity, zip_is_whole
 
 from .conftest import make_config
@@ -173,22 +173,21 @@ async def test_repairs_of_different_versions_do_not_wait_for_each_other(
         return version
 
     class Refetch(Stasher):
-        async def stash(self, module: str, version: str) -> str:
+        async def stash(self, module: str, version: str, part: Part) -> None:
             if version == "v1.0.0":
                 await v2_repaired.wait()
             damaged.discard(version)
-            return version
 
     repair = Repair(storage, Refetch())
     damage = DamagedVersionError("damaged")
 
     async def repair_v2() -> None:
-        assert await repair(read, MODULE, "v2.0.0", damage) == "v2.0.0"
+        assert await repair(read, MODULE, "v2.0.0", "zip", damage) == "v2.0.0"
         v2_repaired.set()
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(repair, read, MODULE, "v1.0.0", damage)
+            nursery.start_soon(repair, read, MODULE, "v1.0.0", "zip", damage)
             await trio.testing.wait_all_tasks_blocked()
             assert repair.versions_in_repair() == 1
             nursery.start_soon(repair_v2)

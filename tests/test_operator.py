@@ -348,17 +348,18 @@ async def test_metrics_count_cold_and_warm_requests_fetches_and_joins(
         assert value(before, "athens_trio_pool_size", pool="protocol") == config.protocol_workers
         assert value(before, "athens_trio_connections_max") == config.max_connections
 
-        cold = await http.get(hello_path(go_fixtures, "v1.0.0.info"))  # fetches
+        # (The zip first: an .info miss fetches only the go.mod part.)
+        cold = await http.get(hello_path(go_fixtures, "v1.0.0.zip"))  # fetches
         assert cold.status_code == 200
-        warm = await http.get(hello_path(go_fixtures, "v1.0.0.zip"))  # from storage
+        warm = await http.get(hello_path(go_fixtures, "v1.0.0.info"))  # from storage
         assert warm.status_code == 200
         after = await scrape()
         assert value(after, "athens_trio_fetches_total", outcome="ok") == 1
         assert value(after, "athens_trio_fetch_duration_seconds_count", outcome="ok") == 1
         assert value(after, "athens_trio_fetch_duration_seconds_sum", outcome="ok") >= 0.5
-        assert value(after, "athens_trio_cache_misses_total", endpoint="info") == 1
-        assert value(after, "athens_trio_cache_hits_total", endpoint="zip") == 1
-        assert value(after, "athens_trio_cache_hits_total", endpoint="info") == 0
+        assert value(after, "athens_trio_cache_misses_total", endpoint="zip") == 1
+        assert value(after, "athens_trio_cache_hits_total", endpoint="info") == 1
+        assert value(after, "athens_trio_cache_hits_total", endpoint="zip") == 0
         for route in ("info", "zip"):
             assert (
                 value(
@@ -371,7 +372,7 @@ async def test_metrics_count_cold_and_warm_requests_fetches_and_joins(
                 == 1
             )
         assert value(after, "athens_trio_http_response_bytes_total", route="zip") == len(
-            warm.content
+            cold.content
         )
         assert value(after, "athens_trio_http_request_duration_seconds_count", route="info") == 1
         assert value(after, "athens_trio_connections_open") >= 1

@@ -30,6 +30,7 @@ from .helpers import (
     counting_go,
     direct_download,
     go_downloads,
+    go_runs,
     hanging_go,
     leftover,
     process_alive,
@@ -79,7 +80,10 @@ async def test_info_query_resolves_and_stores_the_pseudo_version(
     async with open_pipeline(config) as pipeline:
         info = json.loads(await pipeline.protocol.info(go_fixtures.hello, "main"))
         assert info["Version"] == go_fixtures.hello_main_pseudo
-        assert await pipeline.storage.exists(go_fixtures.hello, go_fixtures.hello_main_pseudo)
+        # Stored as its canonical version, without the zip nobody asked for.
+        stored = await pipeline.storage.list_versions(go_fixtures.hello)
+        assert stored == [go_fixtures.hello_main_pseudo]
+        assert not await pipeline.storage.exists(go_fixtures.hello, go_fixtures.hello_main_pseudo)
         assert await pipeline.protocol.go_mod(go_fixtures.hello, go_fixtures.hello_main_pseudo)
 
 
@@ -133,7 +137,10 @@ async def test_concurrent_cold_requests_run_one_download(
         async with trio.open_nursery() as nursery:
             for i in range(50):
                 nursery.start_soon(request, "zip" if i % 2 else "mod")
+    # One fetch per part at most: the go.mod part (go list, no zip) and the whole
+    # version (the one go mod download); a .mod asked while the zip is fetched joins it.
     assert go_downloads(count) == 1
+    assert len(go_runs(count)) <= 2
     assert len(results) == 50
 
 

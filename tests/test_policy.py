@@ -39,7 +39,13 @@ from .helpers import counting_go, go_downloads, wait_until
 
 
 async def wait_until_stored(storage: Backend, module: str, version: str) -> None:
-    await wait_until(lambda: storage.exists(module, version), 60)
+    """Until the version is stored (listed: its go.mod part at least; an ``.info`` or
+    ``.mod`` miss stores no zip)."""
+
+    async def listed() -> bool:
+        return version in await storage.list_versions(module)
+
+    await wait_until(listed, 60)
 
 
 # --- DownloadMode -----------------------------------------------------------------

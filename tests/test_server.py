@@ -41,6 +41,7 @@ from .helpers import (
     client_env,
     counting_go,
     go_downloads,
+    go_runs,
     go_script,
     hanging_go,
     hello_path,
@@ -177,7 +178,10 @@ async def test_thirty_concurrent_cold_requests_run_go_mod_download_once(
             for path in paths:
                 nursery.start_soon(get, path)
 
+    # One fetch per part at most: the go.mod part (.info, .mod: go list, no zip) and the
+    # whole version (.zip: the one go mod download).
     assert go_downloads(downloads) == 1
+    assert len(go_runs(downloads)) <= 2
     assert all(len(seen) == 1 for seen in bodies.values())
 
 
@@ -570,6 +574,12 @@ class BrokenStorage(MemoryStorage):
         raise StorageError("/var/lib/athens: input/output error")
 
     async def exists(self, module: str, version: str) -> bool:
+        raise StorageError("/var/lib/athens: input/output error")
+
+    async def info(self, module: str, version: str) -> bytes:
+        raise StorageError("/var/lib/athens: input/output error")
+
+    async def go_mod(self, module: str, version: str) -> bytes:
         raise StorageError("/var/lib/athens: input/output error")
 
 

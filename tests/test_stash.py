@@ -11,6 +11,7 @@ import trio
 import trio.testing
 
 from athens_trio import FetchedVersion, Fetcher, MemoryStorage, NotFoundError, UpstreamError, stash
+from athens_trio._ziphash import mod_h1
 from athens_trio.upstream import FetchedMod
 
 MODULE = "github.com/example/mod"
@@ -53,6 +54,7 @@ class ScriptedFetcher(Fetcher):
                 mod=b"module " + module.encode(),
                 zip_file=zip_file,
                 zip_sum="h1:fake",
+                mod_sum=mod_h1(b"module " + module.encode()),
             )
         except trio.Cancelled:
             self.cancelled += 1
@@ -62,21 +64,31 @@ class ScriptedFetcher(Fetcher):
 
     async def fetch_mod(self, module: str, version: str) -> FetchedMod:
         async with self.fetch(module, version) as fetched:
-            return FetchedMod(module, fetched.version, fetched.info, fetched.mod, "h1:fake")
+            return FetchedMod(module, fetched.version, fetched.info, fetched.mod, fetched.mod_sum)
 
 
 async def test_stasher_fetches_then_saves(tmp_path: Path) -> None:
     storage = MemoryStorage()
     stasher = stash.new(ScriptedFetcher(tmp_path), storage)
-    assert await stasher.stash(MODULE, "v1.2.0") == "v1.2.0"
+    await stasher.stash(MODULE, "v1.2.0", "zip")
     assert await storage.go_mod(MODULE, "v1.2.0") == b"module " + MODULE.encode()
+    assert await storage.exists(MODULE, "v1.2.0")
 
 
-async def test_query_resolves_to_the_canonical_version(tmp_path: Path) -> None:
+async def test_a_mod_stash_stores_no_zip_and_a_zip_stash_completes_it(tmp_path: Path) -> None:
+    """(Replaces the query test: stashes take canonical versions, resolved before.)"""
     storage = MemoryStorage()
-    stasher = stash.new(ScriptedFetcher(tmp_path), storage)
-    assert await stasher.stash(MODULE, "main") == "v1.0.0"
+    fetcher = ScriptedFetcher(tmp_path)
+    stasher = stash.new(fetcher, storage)
+    await stasher.stash(MODULE, "v1.0.0", "mod")
     assert await storage.list_versions(MODULE) == ["v1.0.0"]
+    assert await storage.mod_sum(MODULE, "v1.0.0") == mod_h1(b"module " + MODULE.encode())
+    assert not await storage.exists(MODULE, "v1.0.0")
+    await stasher.stash(MODULE, "v1.0.0", "mod")  # stored: no fetch
+    await stasher.stash(MODULE, "v1.0.0", "zip")
+    assert await storage.exists(MODULE, "v1.0.0")
+    await stasher.stash(MODULE, "v1.0.0", "zip")  # stored: no fetch
+    assert fetcher.calls == ["v1.0.0", "v1.0.0"]
 
 
 async def test_wrappers_apply_in_order(tmp_path: Path) -> None:
@@ -85,16 +97,16 @@ async def test_wrappers_apply_in_order(tmp_path: Path) -> None:
     def tag(name: str) -> stash.Wrapper:
         def wrap(inner: stash.Stasher) -> stash.Stasher:
             class Tagged(stash.Stasher):
-                async def stash(self, module: str, version: str) -> str:
+                async def stash(self, module: str, version: str, part: stash.Part) -> None:
                     order.append(name)
-                    return await inner.stash(module, version)
+                    await inner.stash(module, version, part)
 
             return Tagged()
 
         return wrap
 
     stasher = stash.new(ScriptedFetcher(tmp_path), MemoryStorage(), tag("inner"), tag("outer"))
-    await stasher.stash(MODULE, "v1.0.0")
+    await stasher.stash(MODULE, "v1.0.0", "zip")
     assert order == ["outer", "inner"]
 
 
@@ -103,7 +115,7 @@ async def test_pool_bounds_concurrent_fetches(tmp_path: Path) -> None:
     stasher = stash.new(fetcher, MemoryStorage(), stash.with_pool(3))
     async with trio.open_nursery() as nursery:
         for i in range(20):
-            nursery.start_soon(stasher.stash, MODULE, f"v1.0.{i}")
+            nursery.start_soon(stasher.stash, MODULE, f"v1.0.{i}", "zip")
     assert len(fetcher.calls) == 20
     assert fetcher.peak == 3
 
@@ -118,7 +130,8 @@ async def test_singleflight_runs_one_fetch_for_fifty_callers(tmp_path: Path) -> 
         )
 
         async def call() -> None:
-            results.append(await stasher.stash(MODULE, "v1.0.0"))
+            await stasher.stash(MODULE, "v1.0.0", "zip")
+            results.append("v1.0.0")
 
         async with trio.open_nursery() as callers:
             for _ in range(50):
@@ -139,10 +152,11 @@ async def test_singleflight_first_caller_cancelled_others_still_served(tmp_path:
         with trio.CancelScope() as first_caller:
 
             async def second() -> None:
-                second_result.append(await stasher.stash(MODULE, "v1.0.0"))
+                await stasher.stash(MODULE, "v1.0.0", "zip")
+                second_result.append("v1.0.0")
 
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(stasher.stash, MODULE, "v1.0.0")  # the first caller
+                nursery.start_soon(stasher.stash, MODULE, "v1.0.0", "zip")  # the first caller
                 await fetcher.started.wait()
                 pipeline_nursery.start_soon(second)
                 await trio.testing.wait_all_tasks_blocked()
@@ -163,7 +177,7 @@ async def test_singleflight_error_reaches_every_waiter_then_retries(tmp_path: Pa
 
         async def call() -> None:
             try:
-                await stasher.stash(MODULE, "v1.0.0")
+                await stasher.stash(MODULE, "v1.0.0", "zip")
             except NotFoundError as exc:
                 errors.append(exc)
 
@@ -177,7 +191,7 @@ async def test_singleflight_error_reaches_every_waiter_then_retries(tmp_path: Pa
         assert all(str(e) == "no such module" for e in errors)
         # The entry is gone: the next request fetches again.
         fetcher.fail_with = None
-        assert await stasher.stash(MODULE, "v1.0.0") == "v1.0.0"
+        await stasher.stash(MODULE, "v1.0.0", "zip")
     assert fetcher.calls == ["v1.0.0", "v1.0.0"]
 
 
@@ -194,7 +208,7 @@ async def test_singleflight_pipeline_closing_fails_waiters_cleanly(tmp_path: Pat
 
                 async def waiter() -> None:
                     try:
-                        await stasher.stash(MODULE, "v1.0.0")
+                        await stasher.stash(MODULE, "v1.0.0", "zip")
                     except UpstreamError as exc:
                         errors.append(exc)
 
@@ -219,7 +233,7 @@ async def test_singleflight_distinct_versions_each_fetch_once(tmp_path: Path, wo
         )
         async with trio.open_nursery() as callers:
             for i in range(30):
-                callers.start_soon(stasher.stash, MODULE, f"v1.0.{i % 5}")
+                callers.start_soon(stasher.stash, MODULE, f"v1.0.{i % 5}", "zip")
     assert sorted(fetcher.calls) == [f"v1.0.{i}" for i in range(5)]
     assert fetcher.peak <= workers
 
@@ -236,17 +250,17 @@ async def test_fetch_statistics_count_by_outcome_with_durations(tmp_path: Path) 
 
     fetcher.hold = True
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(fetches.stash, MODULE, "v1.0.0")
+        nursery.start_soon(fetches.stash, MODULE, "v1.0.0", "zip")
         await fetcher.started.wait()
         assert fetches.statistics().in_progress == 1
         fetcher.release.set()
     fetcher.hold = False
     fetcher.fail_with = NotFoundError("no such version")
     with pytest.raises(NotFoundError):
-        await fetches.stash(MODULE, "v9.9.9")
+        await fetches.stash(MODULE, "v9.9.9", "zip")
     fetcher.fail_with = UpstreamError("vcs down")
     with pytest.raises(UpstreamError):
-        await fetches.stash(MODULE, "v9.9.8")
+        await fetches.stash(MODULE, "v9.9.8", "zip")
 
     statistics = fetches.statistics()
     assert statistics.in_progress == 0
@@ -265,7 +279,7 @@ async def test_fetch_statistics_count_a_cancelled_fetch(tmp_path: Path) -> None:
     fetcher.hold = True
     fetches = stash.FetchAndSave(fetcher, MemoryStorage())
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(fetches.stash, MODULE, "v1.0.0")
+        nursery.start_soon(fetches.stash, MODULE, "v1.0.0", "zip")
         await fetcher.started.wait()
         nursery.cancel_scope.cancel()
     statistics = fetches.statistics()
@@ -283,8 +297,8 @@ async def test_pool_and_singleflight_statistics(tmp_path: Path) -> None:
         stasher = stash.new(fetcher, MemoryStorage(), pool, singleflight)
         async with trio.open_nursery() as callers:
             for _ in range(5):
-                callers.start_soon(stasher.stash, MODULE, "v1.0.0")
-            callers.start_soon(stasher.stash, MODULE, "v2.0.0")
+                callers.start_soon(stasher.stash, MODULE, "v1.0.0", "zip")
+            callers.start_soon(stasher.stash, MODULE, "v2.0.0", "zip")
             await trio.testing.wait_all_tasks_blocked()
             # Two distinct versions in flight: one fetching, one waiting for the slot.
             assert singleflight.statistics() == stash.SingleFlightStatistics(in_flight=2, joined=4)

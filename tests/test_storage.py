@@ -112,11 +112,13 @@ async def test_disk_half_written_version_is_not_there(
         await storage.go_mod(MODULE, "v1.0.0")
     with pytest.raises(NotFoundError):
         await storage.zip(MODULE, "v1.0.0")
-    # A save of the same bytes completes the version, keeping the files it found.
-    assert await storage.save(MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=make_zip(b"zip"))
+    # A save of the same bytes completes the version, keeping the go.mod it found; a
+    # zip without its .info is no save in progress (zips are linked after the .info)
+    # and is replaced by the save's own.
+    assert await storage.save(MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=make_zip(b"new"))
     assert await storage.go_mod(MODULE, "v1.0.0") == MOD
-    assert await read_zip(storage, MODULE, "v1.0.0") == b"zip"
-    assert {n: (version_dir / f"v1.0.0.{n}").stat().st_ino for n in kept} == kept
+    assert await read_zip(storage, MODULE, "v1.0.0") == b"new"
+    assert (version_dir / "v1.0.0.mod").stat().st_ino == kept["mod"]
 
 
 async def test_disk_leftovers_with_other_bytes_stop_a_save_until_abandoned(
@@ -129,13 +131,14 @@ async def test_disk_leftovers_with_other_bytes_stop_a_save_until_abandoned(
     monkeypatch.setattr(_disk, "_WINNER_WAIT", 0.05)
     version_dir = tmp_path / "root" / VERSION_DIR
     version_dir.mkdir(parents=True)
-    stale = version_dir / "v1.0.0.zip"
-    stale.write_bytes(b"another save's zip")
+    # (A .mod: the go.mod part is linked before the .info; a zip part never is.)
+    stale = version_dir / "v1.0.0.mod"
+    stale.write_bytes(b"another save's go.mod")
     storage = DiskStorage(tmp_path / "root")
     with pytest.raises(StorageError, match="other bytes"):
         await storage.save(MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=make_zip(b"new"))
     assert not await storage.exists(MODULE, "v1.0.0")
-    assert stale.read_bytes() == b"another save's zip"
+    assert stale.read_bytes() == b"another save's go.mod"
     assert not [name for name in os.listdir(version_dir) if name.startswith(".")]
 
     two_hours_ago = time.time() - 7200
@@ -143,6 +146,7 @@ async def test_disk_leftovers_with_other_bytes_stop_a_save_until_abandoned(
         os.utime(leftover, (two_hours_ago, two_hours_ago))
     assert await storage.save(MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=make_zip(b"new"))
     assert await read_zip(storage, MODULE, "v1.0.0") == b"new"
+    assert await storage.go_mod(MODULE, "v1.0.0") == MOD
 
 
 async def test_disk_two_processes_saving_other_bytes_never_mix(
@@ -198,15 +202,18 @@ async def test_disk_a_lost_zip_is_restored_and_nothing_else_replaced(
     assert {n: (version_dir / f"v1.0.0.{n}").stat().st_ino for n in kept} == kept
 
 
-async def test_disk_save_failure_leaves_nothing(tmp_path: Path) -> None:
+async def test_disk_save_failure_leaves_nothing_of_the_failed_part(tmp_path: Path) -> None:
+    """The go.mod part and the zip part are saved one after the other: a failing zip
+    leaves a go.mod-only version and no trace of the zip."""
     storage = DiskStorage(tmp_path / "root")
     with pytest.raises(Exception, match="No such file"):
         await storage.save(
             MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=tmp_path / "does-not-exist.zip"
         )
     assert not await storage.exists(MODULE, "v1.0.0")
+    assert await storage.go_mod(MODULE, "v1.0.0") == MOD
     version_dir = tmp_path / "root" / "github.com" / "example" / "!mixed" / "@v"
-    assert list(version_dir.iterdir()) == []
+    assert sorted(p.name for p in version_dir.iterdir()) == ["list", "v1.0.0.info", "v1.0.0.mod"]
 
 
 async def test_disk_tree_serves_go_with_goproxy_file(
@@ -252,6 +259,34 @@ async def test_disk_tree_serves_go_with_goproxy_file(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert b'"Version": "v1.2.3"' in done.stdout
+
+    # A go.mod-only version: go reads its go.mod; its zip is a 404 (athens-trio fetches
+    # it on demand; a file:// tree cannot).
+    await storage.save_mod(
+        module,
+        "v1.3.0",
+        info=b'{"Version":"v1.3.0","Time":"2024-02-02T03:04:05Z"}',
+        mod=f"module {module}\n".encode(),
+    )
+    assert (tmp_path / "root" / module / "@v" / "list").read_text() == "v1.2.3\nv1.3.0\n"
+
+    async def go(*args: str) -> tuple[int, bytes]:
+        ran = await trio.run_process(
+            [go_binary, *args],
+            cwd=work,
+            env=env,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+        return ran.returncode, ran.stdout + ran.stderr
+
+    listed = await go("list", "-m", "-json", f"{module}@v1.3.0")
+    assert listed[0] == 0, listed
+    assert b'"Version": "v1.3.0"' in listed[1]
+    downloaded = await go("mod", "download", "-json", f"{module}@v1.3.0")
+    assert downloaded[0] != 0
+    assert b"v1.3.0.zip" in downloaded[1], downloaded
 
 
 async def test_disk_save_copies_across_filesystems(

@@ -1,6 +1,8 @@
 """Athens' FilterFile: which modules (and versions) this proxy serves at all.
 
-Rules decide per module before anything else: ``-`` excludes (403), ``+`` includes,
+Rules decide per module before anything else (and again, for a query, on the version
+it resolved to: :class:`FilterCheck` is also the protocol's ``version_check``):
+``-`` excludes (403), ``+`` includes,
 ``D`` sends the client to ``GlobalEndpoint`` (303 See Other); the deepest matching path
 prefix that says something wins, a bare sign sets the default, and a rule may be limited
 to versions (``- github.com/a v1,~v2.1.0,<v0.5.0``).  The semantics are those of
@@ -18,7 +20,7 @@ from .._exceptions import ConfigError, ForbiddenError, Redirected
 from ..storage import StoredZip
 from ._protocol import DownloadProtocol, ProtocolWrapper
 
-__all__ = ["FilterRule", "ModuleFilter", "with_filter"]
+__all__ = ["FilterCheck", "FilterRule", "ModuleFilter", "with_filter"]
 
 
 class FilterRule(enum.Enum):
@@ -142,48 +144,65 @@ def _matches(version: str, qualifier: str) -> bool:
     return False
 
 
-class _FilteredProtocol(DownloadProtocol):
-    def __init__(
-        self, inner: DownloadProtocol, module_filter: ModuleFilter, global_endpoint: str
-    ) -> None:
-        self._inner = inner
+class FilterCheck:
+    """The filter applied: ``check(module, version, endpoint, asked)`` returns if the
+    filter serves ``module`` at ``version`` ("" for list and latest), else raises
+    ForbiddenError (403) or Redirected (303 to ``global_endpoint``, for what the client
+    ``asked``).  A :data:`~athens_trio.download.VersionCheck`."""
+
+    def __init__(self, module_filter: ModuleFilter, global_endpoint: str) -> None:
         self._filter = module_filter
         self._global_endpoint = global_endpoint.rstrip("/")
 
-    def _check(self, module: str, endpoint: Endpoint, version: str | None = None) -> None:
-        rule = self._filter.rule(module, version or "")
+    def __call__(self, module: str, version: str, endpoint: Endpoint, asked: str = "") -> None:
+        rule = self._filter.rule(module, version)
         if rule is FilterRule.EXCLUDE:
             what = f"{module}@{version}" if version else module
             raise ForbiddenError(f"{what} is excluded by this proxy's filter")
         if rule is FilterRule.DIRECT:
-            location = self._global_endpoint + endpoint.path(module, version)
+            location = self._global_endpoint + endpoint.path(module, asked or version or None)
             raise Redirected(location, 303, f"{module} is served by the global endpoint")
 
+
+class _FilteredProtocol(DownloadProtocol):
+    def __init__(self, inner: DownloadProtocol, check: FilterCheck) -> None:
+        self._inner = inner
+        self._check = check
+
     async def list(self, module: str) -> list[str]:
-        self._check(module, LIST)
+        self._check(module, "", LIST)
         return await self._inner.list(module)
 
     async def latest(self, module: str) -> bytes:
-        self._check(module, LATEST)
+        self._check(module, "", LATEST)
         return await self._inner.latest(module)
 
     async def info(self, module: str, version: str) -> bytes:
-        self._check(module, INFO, version)
+        self._check(module, version, INFO)
         return await self._inner.info(module, version)
 
     async def go_mod(self, module: str, version: str) -> bytes:
-        self._check(module, MOD, version)
+        self._check(module, version, MOD)
         return await self._inner.go_mod(module, version)
 
     async def zip(self, module: str, version: str) -> StoredZip:
-        self._check(module, ZIP, version)
+        self._check(module, version, ZIP)
         return await self._inner.zip(module, version)
 
 
-def with_filter(module_filter: ModuleFilter, global_endpoint: str) -> ProtocolWrapper:
-    """Refuse (403) or redirect (303 to ``global_endpoint``) as the filter says."""
+def with_filter(
+    module_filter: ModuleFilter | FilterCheck, global_endpoint: str = ""
+) -> ProtocolWrapper:
+    """Refuse (403) or redirect (303 to ``global_endpoint``) as the filter says, before
+    anything is looked up.  (A query's resolved version is checked by the protocol:
+    give it the same :class:`FilterCheck` as ``version_check``.)"""
+    check = (
+        module_filter
+        if isinstance(module_filter, FilterCheck)
+        else FilterCheck(module_filter, global_endpoint)
+    )
 
     def wrap(inner: DownloadProtocol) -> DownloadProtocol:
-        return _FilteredProtocol(inner, module_filter, global_endpoint)
+        return _FilteredProtocol(inner, check)
 
     return wrap

@@ -1,15 +1,20 @@
 """The download protocol: list, latest, info, mod and zip, storage first.
 
-A stored version is served from storage.  On a miss the stasher fetches and saves it
-(sync mode: the caller waits), then it is served from storage, so what a client gets
-is always what storage holds.  ``list`` and ``latest`` ask upstream through the lister
-and merge what storage has, as ``NetworkMode`` says.
+Every request is first made a canonical version: a canonical version is one already;
+a query (a branch, a commit, ``latest``, ``v1.2``) is resolved by the lister.  Then
+policy is checked on that version (the filter's version rules for a query; the
+filter's check of a canonical version ran before anything; DownloadMode on a miss; the
+validator hook inside the fetch).  Then a stored version is served from storage (a
+stored branch target costs no fetch); on a miss the stasher fetches and saves only the
+part asked for (``.info``/``.mod``: the go.mod part; ``.zip``: the whole version), and
+it is served from storage, so what a client gets is always what storage holds.
+``list`` and ``latest`` ask upstream through the lister and merge what storage has, as
+``NetworkMode`` says.
 """
 
 from __future__ import annotations
 
 import abc
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -36,7 +41,7 @@ from .._module import (
     split_path_version,
 )
 from .._semver import compare, prerelease, sort_versions
-from ..stash import Stasher
+from ..stash import Part, Stasher
 from ..storage import Backend, StoredZip
 from ..upstream import Lister, UpstreamVersions, encode_info
 from ._mode import DownloadPolicy
@@ -48,6 +53,7 @@ __all__ = [
     "NetworkMode",
     "ProtocolWrapper",
     "StorageFirst",
+    "VersionCheck",
     "new",
     "wrap",
 ]
@@ -59,12 +65,22 @@ log = logging.getLogger("athens_trio.download")
 T = TypeVar("T")
 
 
+#: A policy check of a resolved version: ``check(module, version, endpoint, asked)``
+#: raises ForbiddenError or Redirected (towards ``asked``, what the client asked for)
+#: where the version may not be served here.
+VersionCheck = Callable[[str, str, Endpoint, str], None]
+
+
+def _part_of(endpoint: Endpoint) -> Part:
+    return "zip" if endpoint is ZIP else "mod"
+
+
 @dataclass(frozen=True)
 class LookupStatistics:
     """What :meth:`StorageFirst.statistics` returns: storage lookups of info, mod and
-    zip by endpoint name.  A hit was served as stored; a miss went to DownloadMode (a
-    fetch, joined or started), as does every ``.info`` of a query (a branch,
-    ``latest``).  An endpoint appears once it was looked up."""
+    zip by endpoint name, of the canonical version asked for or resolved to.  A hit
+    was served as stored; a miss went to DownloadMode (a fetch, joined or started).  An
+    endpoint appears once it was looked up."""
 
     hits: Mapping[str, int]
     misses: Mapping[str, int]
@@ -123,8 +139,10 @@ class StorageFirst(DownloadProtocol):
         network_mode: NetworkMode,
         policy: DownloadPolicy,
         background: trio.Nursery | None,
+        version_check: VersionCheck | None = None,
     ) -> None:
         self._storage = storage
+        self._version_check = version_check
         self._hits: Counter[str] = Counter()
         self._misses: Counter[str] = Counter()
         self._stasher = stasher
@@ -184,14 +202,12 @@ class StorageFirst(DownloadProtocol):
         check_version_query(version)
         if is_canonical_version(version):
             _check_canonical(module, version)
-            with contextlib.suppress(NotFoundError):
-                info = await self._storage.info(module, version)
-                self._looked_up(INFO, True)
-                return info
-        # A miss, or a query (branch, commit, "latest", "v1.2"): fetching resolves it.
-        self._looked_up(INFO, False)
-        resolved = await self._on_miss(module, version, INFO)
-        return await self._storage.info(module, resolved)
+            return await self._read_or_fetch(self._storage.info, module, version, INFO)
+        # A query: resolved first, then checked and served as its canonical version.
+        resolved = (await self._lister.resolve(module, version)).Version
+        if self._version_check is not None:
+            self._version_check(module, resolved, INFO, version)
+        return await self._read_or_fetch(self._storage.info, module, resolved, INFO, version)
 
     async def _read_or_fetch(
         self,
@@ -199,9 +215,10 @@ class StorageFirst(DownloadProtocol):
         module: str,
         version: str,
         endpoint: Endpoint,
+        asked: str | None = None,
     ) -> T:
-        """Storage first (one read, no separate existence check); on a miss, DownloadMode."""
-        _check_canonical(module, version)
+        """Storage first (one read, no separate existence check); on a miss, DownloadMode.
+        ``version`` is canonical; ``asked`` is what the client asked for (a query)."""
         try:
             found = await read(module, version)
         except NotFoundError:
@@ -210,31 +227,34 @@ class StorageFirst(DownloadProtocol):
             self._looked_up(endpoint, True)
             return found
         self._looked_up(endpoint, False)
-        await self._on_miss(module, version, endpoint)
+        await self._on_miss(module, version, endpoint, asked or version)
         return await read(module, version)
 
-    async def _on_miss(self, module: str, version: str, endpoint: Endpoint) -> str:
-        """Stash the version as DownloadMode says; return what it resolved to, or raise
-        NotFoundError / Redirected when the mode answers without waiting for it."""
+    async def _on_miss(self, module: str, version: str, endpoint: Endpoint, asked: str) -> None:
+        """Stash the part of the canonical ``version`` that ``endpoint`` serves, as
+        DownloadMode says; raise NotFoundError / Redirected (towards what the client
+        ``asked``) when the mode answers without waiting for it."""
         mode = self._policy.mode_for(module)
+        part = _part_of(endpoint)
         if mode == "sync":
-            return await self._stasher.stash(module, version)
+            await self._stasher.stash(module, version, part)
+            return
         if mode in ("async", "async_redirect"):
-            self._stash_in_background(module, version)
+            self._stash_in_background(module, version, part)
         if mode in ("redirect", "async_redirect"):
-            location = self._policy.url_for(module).rstrip("/") + endpoint.path(module, version)
-            raise Redirected(location, 301, f"{module}@{version} is not stored here")
+            location = self._policy.url_for(module).rstrip("/") + endpoint.path(module, asked)
+            raise Redirected(location, 301, f"{module}@{asked} is not stored here")
         raise NotFoundError(
-            f"{module}@{version} is not stored here yet (DownloadMode {mode}"
+            f"{module}@{asked} is not stored here yet (DownloadMode {mode}"
             + (": fetching it now, ask again soon)" if mode == "async" else ")")
         )
 
-    def _stash_in_background(self, module: str, version: str) -> None:
+    def _stash_in_background(self, module: str, version: str, part: Part) -> None:
         assert self._background is not None, "async download modes need a nursery"
 
         async def stash_quietly() -> None:
             try:
-                await self._stasher.stash(module, version)
+                await self._stasher.stash(module, version, part)
             except AthensTrioError as exc:  # nobody is waiting: the log is the answer
                 log.warning("background fetch of %s@%s failed: %s", module, version, exc)
 
@@ -255,11 +275,12 @@ class StorageFirst(DownloadProtocol):
     ) -> T:
         """As :meth:`_read_or_fetch`; a version that storage finds damaged after it was
         stored (a crash, a full disk, a hand) is never served: it is repaired first."""
+        _check_canonical(module, version)
         try:
             return await self._read_or_fetch(read, module, version, endpoint)
         except DamagedVersionError as exc:
             damage = exc
-        return await self._repair(read, module, version, damage)
+        return await self._repair(read, module, version, _part_of(endpoint), damage)
 
 
 def _latest_of(versions: list[str]) -> str:
@@ -288,6 +309,7 @@ def new(
     network_mode: NetworkMode = "strict",
     policy: DownloadPolicy | None = None,
     background: trio.Nursery | None = None,
+    version_check: VersionCheck | None = None,
 ) -> StorageFirst:
     """The download protocol over ``storage``; :func:`wrap` adds the pool and policies,
     as Athens' ``download.New(opts, addons.WithPool(n))``.
@@ -297,12 +319,15 @@ def new(
     repairs the version (remove, fetch again) before serving it.
     ``policy`` is the DownloadMode (sync when None); the async modes start their fetches
     in ``background``, a nursery that outlives the request (the pipeline's).
+    ``version_check`` (the filter's, :class:`~athens_trio.download.FilterCheck`) is
+    asked about the version a query resolved to before it is served or fetched.
+    ``lister`` answers queries too: give it a :class:`~athens_trio.download.CachedLister`.
     """
     policy = policy or DownloadPolicy()
     modes = {policy.mode, *(rule.mode for rule in policy.rules)}
     if modes & {"async", "async_redirect"} and background is None:
         raise ValueError("the async download modes need a background nursery")
-    return StorageFirst(storage, stasher, lister, network_mode, policy, background)
+    return StorageFirst(storage, stasher, lister, network_mode, policy, background, version_check)
 
 
 def wrap(protocol: DownloadProtocol, *wrappers: ProtocolWrapper) -> DownloadProtocol:

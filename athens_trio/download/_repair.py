@@ -19,7 +19,7 @@ from typing import TypeVar
 import trio
 
 from .._exceptions import DamagedVersionError, NotFoundError
-from ..stash import Stasher
+from ..stash import Part, Stasher
 from ..storage import Deleter
 
 __all__ = ["Repair"]
@@ -70,17 +70,19 @@ class Repair:
         read: Callable[[str, str], Awaitable[T]],
         module: str,
         version: str,
+        part: Part,
         damage: DamagedVersionError,
     ) -> T:
         """``read`` of the version once repaired (``damage`` is what the first read
-        raised).  Still damaged after a fresh fetch raises DamagedVersionError."""
+        raised; ``part`` is what ``read`` needs fetched again).  Still damaged after a
+        fresh fetch raises DamagedVersionError."""
         async with self._locks.holding(module, version):
             with contextlib.suppress(DamagedVersionError, NotFoundError):
                 return await read(module, version)  # repaired while this one waited
             log.error("%s; removing the version and fetching it again", damage)
             with contextlib.suppress(NotFoundError):  # an operator got there first
                 await self._storage.delete(module, version)
-            await self._stasher.stash(module, version)
+            await self._stasher.stash(module, version, part)
             return await read(module, version)
 
     def versions_in_repair(self) -> int:

@@ -10,12 +10,13 @@ their :meth:`statistics` (frozen dataclasses, as trio's primitives do).
 from __future__ import annotations
 
 from ._pool import Pool, PoolStatistics, Slots, with_pool
-from ._singleflight import SingleFlight, SingleFlightStatistics, with_singleflight
+from ._singleflight import Flights, SingleFlight, SingleFlightStatistics, with_singleflight
 from ._stasher import (
     FETCH_SECONDS_BOUNDS,
     FetchAndSave,
     FetchStatistics,
     OutcomeStatistics,
+    Part,
     Stasher,
     Wrapper,
     new,
@@ -27,7 +28,9 @@ __all__ = [
     "FETCH_SECONDS_BOUNDS",
     "FetchAndSave",
     "FetchStatistics",
+    "Flights",
     "OutcomeStatistics",
+    "Part",
     "Pool",
     "PoolStatistics",
     "SingleFlight",

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import trio
 
-from ._stasher import Stasher
+from ._stasher import Part, Stasher
 
 __all__ = ["Pool", "PoolStatistics", "Slots", "with_pool"]
 
@@ -50,9 +50,9 @@ class _PooledStasher(Stasher):
         self._inner = inner
         self._limiter = limiter
 
-    async def stash(self, module: str, version: str) -> str:
+    async def stash(self, module: str, version: str, part: Part) -> None:
         async with self._limiter:
-            return await self._inner.stash(module, version)
+            await self._inner.stash(module, version, part)
 
 
 class Pool(Slots):

@@ -1,9 +1,13 @@
-"""Stasher: fetch a version, then save it.  Wrappers add the pool and single-flight.
+"""Stasher: fetch a part of a version, then save it.  Wrappers add the pool and
+single-flight.
 
+A stash is keyed by the canonical version and the part asked for: ``mod`` (its
+``.info`` and go.mod, what a client walking the module graph needs; no zip is built)
+or ``zip`` (the whole version: its go.mod part too, if absent).
 :class:`FetchAndSave` is where each real fetch happens (inside the GoGetWorkers pool,
 behind the single-flight: never once per request that joined it), so it is what counts
 them (:meth:`FetchAndSave.statistics`) and logs one line per fetch on
-``athens_trio.fetch``: module, version, the version it resolved to, seconds, outcome.
+``athens_trio.fetch``: module, version, part, seconds, outcome.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
-from .._exceptions import outcome_of
+from .._exceptions import NotFoundError, UpstreamError, outcome_of
+from .._ziphash import mod_h1
 from ..storage import Backend
 from ..upstream import Fetcher
 
@@ -24,6 +30,7 @@ __all__ = [
     "FetchAndSave",
     "FetchStatistics",
     "OutcomeStatistics",
+    "Part",
     "Stasher",
     "Wrapper",
     "new",
@@ -38,11 +45,15 @@ fetch_log = logging.getLogger("athens_trio.fetch")
 FETCH_SECONDS_BOUNDS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
+#: What a stash makes present: a version's ``.info`` and go.mod, or the whole of it.
+Part = Literal["mod", "zip"]
+
+
 class Stasher(abc.ABC):
     @abc.abstractmethod
-    async def stash(self, module: str, version: str) -> str:
-        """Make ``module`` at ``version`` (a version or a query) present in storage and
-        return the canonical version it resolved to."""
+    async def stash(self, module: str, version: str, part: Part) -> None:
+        """Make ``part`` of ``module`` at the canonical ``version`` present in storage
+        (``zip``: the whole version).  NotFoundError if it does not exist upstream."""
 
 
 Wrapper = Callable[[Stasher], Stasher]
@@ -110,16 +121,19 @@ class FetchAndSave(Stasher):
             outcomes={name: tally.snapshot() for name, tally in self._outcomes.items()},
         )
 
-    async def stash(self, module: str, version: str) -> str:
+    async def stash(self, module: str, version: str, part: Part) -> None:
+        if await self._stored(module, version, part):
+            return  # stored by another stash meanwhile: no fetch
         started = time.perf_counter()
         outcome = "cancelled"
-        resolved: str | None = None
         problem = ""
         self._in_progress += 1
         try:
-            resolved = await self._fetch_and_save(module, version)
+            if part == "mod":
+                await self._fetch_and_save_mod(module, version)
+            else:
+                await self._fetch_and_save_whole(module, version)
             outcome = "ok"
-            return resolved
         except Exception as exc:
             outcome = outcome_of(exc)
             problem = str(exc)
@@ -128,40 +142,64 @@ class FetchAndSave(Stasher):
             seconds = time.perf_counter() - started
             self._in_progress -= 1
             self._outcomes.setdefault(outcome, _Outcome()).add(seconds)
-            _log_fetch(module, version, resolved, seconds, outcome, problem)
+            _log_fetch(module, version, part, seconds, outcome, problem)
 
-    async def _fetch_and_save(self, module: str, version: str) -> str:
+    async def _stored(self, module: str, version: str, part: Part) -> bool:
+        if part == "zip":
+            return await self._storage.exists(module, version)
+        try:
+            await self._storage.go_mod(module, version)  # a .info whose .mod was lost: no
+        except NotFoundError:
+            return False
+        return True
+
+    async def _fetch_and_save_mod(self, module: str, version: str) -> None:
+        fetched = await self._fetcher.fetch_mod(module, version)
+        _check_fetched(module, version, fetched.version, fetched.mod, fetched.mod_sum)
+        await self._storage.save_mod(
+            module, version, info=fetched.info, mod=fetched.mod, mod_sum=fetched.mod_sum or None
+        )
+
+    async def _fetch_and_save_whole(self, module: str, version: str) -> None:
         async with self._fetcher.fetch(module, version) as fetched:
-            # A query may resolve to a version someone stored already: keep theirs.
-            if not await self._storage.exists(module, fetched.version):
-                await self._storage.save(
-                    module,
-                    fetched.version,
-                    info=fetched.info,
-                    mod=fetched.mod,
-                    zip_file=fetched.zip_file,
-                    zip_sum=fetched.zip_sum,
-                    mod_sum=fetched.mod_sum or None,
-                )
-            return fetched.version
+            _check_fetched(module, version, fetched.version, fetched.mod, fetched.mod_sum)
+            # Its go.mod part if absent, then its zip; what is stored stays.
+            await self._storage.save(
+                module,
+                version,
+                info=fetched.info,
+                mod=fetched.mod,
+                zip_file=fetched.zip_file,
+                zip_sum=fetched.zip_sum,
+                mod_sum=fetched.mod_sum or None,
+            )
+
+
+def _check_fetched(module: str, version: str, fetched: str, mod: bytes, mod_sum: str) -> None:
+    """What upstream handed over is the version asked for, and its go.mod the one go
+    hashed (and checked against the checksum database, where one is used)."""
+    if fetched != version:
+        raise UpstreamError(f"fetching {module}@{version}: upstream answered {fetched}")
+    if mod_sum and mod_h1(mod) != mod_sum:
+        raise UpstreamError(f"fetching {module}@{version}: its go.mod does not match {mod_sum}")
 
 
 def _log_fetch(
-    module: str, version: str, resolved: str | None, seconds: float, outcome: str, problem: str
+    module: str, version: str, part: Part, seconds: float, outcome: str, problem: str
 ) -> None:
     fields = {
         "module": module,
         "version": version,
-        "resolved": resolved,
+        "part": part,
         "duration_ms": round(seconds * 1000, 1),
         "outcome": outcome,
     }
     if outcome == "ok":
         fetch_log.info(
-            "fetched %s@%s (%s) in %.2fs",
+            "fetched %s of %s@%s in %.2fs",
+            part,
             module,
             version,
-            resolved,
             seconds,
             extra={"fields": fields},
         )
@@ -169,7 +207,8 @@ def _log_fetch(
     level = logging.INFO if outcome in ("not_found", "cancelled") else logging.WARNING
     fetch_log.log(
         level,
-        "fetch of %s@%s: %s after %.2fs%s",
+        "fetch of %s of %s@%s: %s after %.2fs%s",
+        part,
         module,
         version,
         outcome,

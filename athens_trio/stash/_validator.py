@@ -4,7 +4,8 @@ As Athens' ``ValidatorHook`` (``ATHENS_PROXY_VALIDATOR``): a POST of
 ``{"Module": ..., "Version": ...}`` as JSON; 200 allows, 403 refuses (the client gets
 403, with the hook's answer logged), anything else, or no answer, is a fault (500):
 a broken hook never lets a module through.  Checked once per fetch, inside the
-single-flight, so a herd of requests asks the hook once; stored versions are served
+single-flight, with the canonical version a query resolved to (never the query), so a
+herd of requests asks the hook once; stored versions are served
 without asking (they were allowed when they were fetched).
 """
 
@@ -17,7 +18,7 @@ import msgspec
 
 from .._exceptions import ForbiddenError, ValidatorError
 from .._redact import redact_url, redact_urls
-from ._stasher import Stasher, Wrapper
+from ._stasher import Part, Stasher, Wrapper
 
 __all__ = ["with_validator"]
 
@@ -32,7 +33,7 @@ class _ValidatedStasher(Stasher):
         self._shown = redact_url(hook)
         self._client = client
 
-    async def stash(self, module: str, version: str) -> str:
+    async def stash(self, module: str, version: str, part: Part) -> None:
         payload = msgspec.json.encode({"Module": module, "Version": version})
         try:
             response = await self._client.post(
@@ -58,7 +59,7 @@ class _ValidatedStasher(Stasher):
             )
         if reason:
             log.info("validator allowed %s@%s: %s", module, version, reason)
-        return await self._inner.stash(module, version)
+        await self._inner.stash(module, version, part)
 
 
 def with_validator(hook: str, client: httpx.AsyncClient) -> Wrapper:

@@ -5,7 +5,8 @@ and Cataloger, a component here asks only for the role it uses:
 
 - :class:`Reader` — what a version holds: ``list_versions``, ``exists``, ``info``,
   ``go_mod``, ``zip`` and the hashes recorded at save time (``zip_sum``, ``mod_sum``);
-- :class:`Saver` — ``save``, create-if-absent: once there, always there;
+- :class:`Saver` — ``save_mod`` (a version's info and go.mod) and ``save_zip`` (its
+  zip, later or never), each create-if-absent: once there, always there;
 - :class:`Deleter` — ``delete``, an operator's action;
 - :class:`Cataloger` — ``catalog``, every stored (module, version);
 - :class:`Lifecycle` — ``ready``, ``sweep`` and ``aclose``, no-ops unless a backend
@@ -72,7 +73,9 @@ class Reader(abc.ABC):
 
     @abc.abstractmethod
     async def exists(self, module: str, version: str) -> bool:
-        """Whether the whole version (info, mod and zip) is stored."""
+        """Whether the whole version (info, mod and zip) is stored.  A version saved
+        without its zip (``save_mod`` alone) is stored, listed and served, but not whole:
+        reading its zip raises NotFoundError until ``save_zip``."""
 
     @abc.abstractmethod
     async def info(self, module: str, version: str) -> bytes:
@@ -96,7 +99,30 @@ class Reader(abc.ABC):
 
 
 class Saver(abc.ABC):
+    """Saves a version in two parts, each atomic and create-if-absent: its go.mod part
+    (``.info`` and ``go.mod``, what a client walking the module graph asks for) and its
+    zip part.  A reader sees a part whole or not at all, never a part of one or a mix of
+    two saves; no stored byte is ever replaced."""
+
     @abc.abstractmethod
+    async def save_mod(
+        self, module: str, version: str, *, info: bytes, mod: bytes, mod_sum: str | None = None
+    ) -> bool:
+        """Store a version's ``.info`` and ``go.mod`` (and go's ``h1:`` hash of the
+        go.mod, kept so that later damage can be told from the real thing).  From then
+        on the version is stored: listed, its info and go.mod served.  Returns False,
+        changing nothing, if they were stored already (by an earlier save or a
+        concurrent one that got there first, whose bytes stay)."""
+
+    @abc.abstractmethod
+    async def save_zip(
+        self, module: str, version: str, *, zip_file: Path, zip_sum: str | None = None
+    ) -> bool:
+        """Store the zip of a version whose go.mod part is stored (NotFoundError if it
+        is not).  ``zip_file`` is handed over: a backend may move it instead of copying,
+        so the caller must not use it afterwards.  Returns False, changing nothing, if
+        the zip was stored already."""
+
     async def save(
         self,
         module: str,
@@ -108,16 +134,23 @@ class Saver(abc.ABC):
         zip_sum: str | None = None,
         mod_sum: str | None = None,
     ) -> bool:
-        """Store a version atomically: afterwards a reader sees all of it, before it
-        none of it, and never a part or a mix of two saves.
+        """Store the whole version: its go.mod part if absent, then its zip if absent.
+        Returns whether anything was stored.  A stored go.mod part with other bytes than
+        these is another save's version: then nothing is stored, so a version's parts
+        are never two saves' mix."""
+        stored_mod = await self.save_mod(module, version, info=info, mod=mod, mod_sum=mod_sum)
+        if not stored_mod and (
+            await self.info(module, version) != info or await self.go_mod(module, version) != mod
+        ):
+            return False
+        return await self.save_zip(module, version, zip_file=zip_file, zip_sum=zip_sum)
 
-        ``zip_file`` is handed over: a backend may move it instead of copying, so the
-        caller must not use it afterwards.  ``zip_sum`` and ``mod_sum`` are go's ``h1:``
-        hashes of the zip and the go.mod, kept so that later damage can be told from the
-        real thing.  Create-if-absent, file by file: no stored byte is ever replaced.
-        Returns False, changing nothing, if the version was already stored (by an
-        earlier save or a concurrent one that got there first, whose bytes stay).
-        """
+    # ``save`` reads what is stored; every Saver is a Reader too.
+    @abc.abstractmethod
+    async def info(self, module: str, version: str) -> bytes: ...
+
+    @abc.abstractmethod
+    async def go_mod(self, module: str, version: str) -> bytes: ...
 
 
 class Deleter(abc.ABC):

@@ -11,16 +11,21 @@
 
 so ``GOPROXY=file://<root>`` serves the same files without athens-trio.
 
-Atomicity: each file of a save is written under a dot-prefixed temporary name in the
-same directory and flushed to disk; only then are they given their final names, in one
-fixed order (.mod, .zip, .ziphash, .modhash, and .info last), each with ``link``, which
-fails if the name exists: no stored file is ever replaced.  The ``.info`` file's
-presence is what "this version is stored" means, so a reader never sees a version
-without its ``.mod`` and ``.zip``.  A save that finds one of its names taken keeps the
-stored file: if it holds the same bytes (a concurrent save of the same fetch, or what a
-killed save left) the save goes on; if not, another save got there first with other
-bytes, the version is that save's, and this one stops before linking anything more.
-So a version's files are always one save's (or identical ones'), never a mix.
+Atomicity: a version is stored in two parts, each saved on its own: its go.mod part
+(``.mod``, ``.modhash`` and ``.info``: what a client walking the module graph needs) and
+its zip part (``.ziphash`` and ``.zip``), which may come later or never.  Each file of a
+part is written under a dot-prefixed temporary name in the same directory and flushed to
+disk; only then are they given their final names, in one fixed order with the part's
+marker last (``.info`` for the go.mod part, ``.zip`` for the zip part), each with
+``link``, which fails if the name exists: no stored file is ever replaced.  The
+``.info`` file's presence is what "this version is stored" means (it is listed and
+served), so a reader never sees a version without its ``.mod``; the ``.zip`` file's
+presence is what "its zip is stored" means, and a zip part is saved only after the
+go.mod part.  A save that finds one of its names taken keeps the stored file: if it
+holds the same bytes (a concurrent save of the same fetch, or what a killed save left)
+the save goes on; if not, another save got there first with other bytes, the part is
+that save's, and this one stops before linking anything more.  So a part's files are
+always one save's (or identical ones'), never a mix.
 """
 
 from __future__ import annotations
@@ -33,7 +38,6 @@ import secrets
 import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import trio
@@ -167,7 +171,9 @@ class DiskStorage(Backend):
             recorded = ""  # saved without one (a tree filled by other means)
         except OSError as exc:
             raise StorageError(f"cannot read {path}: {exc.strerror}") from exc
-        if not self._whole_sync(module, version):
+        # The hash of a part that is not stored (yet) is no hash of anything.
+        part = ("info", "mod", "zip") if suffix == "ziphash" else ("info", "mod")
+        if not all(self._file(module, version, s).exists() for s in part):
             raise NotFoundError(f"{module}@{version} is not in storage")
         return recorded or None
 
@@ -210,32 +216,32 @@ class DiskStorage(Backend):
                 removed += _remove_leftovers(Path(directory), files, cutoff)
         return removed
 
-    async def save(
-        self,
-        module: str,
-        version: str,
-        *,
-        info: bytes,
-        mod: bytes,
-        zip_file: Path,
-        zip_sum: str | None = None,
-        mod_sum: str | None = None,
+    async def save_mod(
+        self, module: str, version: str, *, info: bytes, mod: bytes, mod_sum: str | None = None
     ) -> bool:
         directory = self._version_dir(module)
         try:
             saved = await trio.to_thread.run_sync(
-                _save_sync,
-                directory,
-                version,
-                _Parts(
-                    info=info, mod=mod, zip_file=Path(zip_file), zip_sum=zip_sum, mod_sum=mod_sum
-                ),
+                _save_mod_sync, directory, version, info, mod, mod_sum
             )
         except OSError as exc:
             raise StorageError(f"cannot save {module}@{version}: {exc}") from exc
         if saved:
             await self._update_list(module)
         return saved
+
+    async def save_zip(
+        self, module: str, version: str, *, zip_file: Path, zip_sum: str | None = None
+    ) -> bool:
+        directory = self._version_dir(module)
+        try:
+            return await trio.to_thread.run_sync(
+                _save_zip_sync, directory, version, Path(zip_file), zip_sum
+            )
+        except _ModPartMissing:
+            raise NotFoundError(f"{module}@{version}: its go.mod is not stored") from None
+        except OSError as exc:
+            raise StorageError(f"cannot save {module}@{version}: {exc}") from exc
 
     async def delete(self, module: str, version: str) -> None:
         directory = self._version_dir(module)
@@ -321,17 +327,17 @@ def _take_zip(source: Path, target: Path) -> None:
         os.close(fd)
 
 
-@dataclass(frozen=True)
-class _Parts:
-    info: bytes
-    mod: bytes
-    zip_file: Path
-    zip_sum: str | None
-    mod_sum: str | None
+#: Each part's files in the order a save links them: the last, the part's marker,
+#: makes the part visible.  The go.mod part comes first; the zip part needs it.
+_MOD_PART = ("mod", "modhash", "info")
+_ZIP_PART = ("ziphash", "zip")
+#: A version's files but its ``.info``, in link order (a delete goes the other way).
+_LINK_ORDER = (*_MOD_PART[:-1], *_ZIP_PART)
 
 
-#: The order a save links a version's files in; ``.info`` comes after all of them.
-_LINK_ORDER = ("mod", "zip", "ziphash", "modhash")
+class _ModPartMissing(Exception):
+    """A zip part saved before its version's go.mod part."""
+
 
 #: How long a save that lost a race waits for the winner's ``.info``.  The winner had
 #: every file written before linking the first, so the rest follow in milliseconds.
@@ -342,17 +348,22 @@ _ABANDONED_AFTER = 3600.0
 
 
 def _leftovers(directory: Path, names: list[str]) -> list[Path]:
-    """Temporary files, and version files without their ``.info``, in sweeping order
-    (the reverse of the link order, so a killed sweep leaves what a killed save could)."""
+    """Temporary files, a version's files without its ``.info``, and a ``.ziphash``
+    without its ``.zip``, in sweeping order (the reverse of the link order, so a killed
+    sweep leaves what a killed save could)."""
     temporary = [directory / n for n in names if n.startswith(_TEMP_PREFIX)]
     present = set(names)
+
+    def orphan(name: str, suffix: str) -> bool:
+        stem = name[: -len(suffix)]
+        marker = "zip" if suffix == "ziphash" else "info"
+        return f"{stem}info" not in present or f"{stem}{marker}" not in present
+
     orphans = [
         directory / name
         for suffix in reversed(_LINK_ORDER)
         for name in names
-        if not name.startswith(".")
-        and name.endswith(f".{suffix}")
-        and f"{name[: -len(suffix)]}info" not in present
+        if not name.startswith(".") and name.endswith(f".{suffix}") and orphan(name, suffix)
     ]
     return temporary + orphans
 
@@ -391,61 +402,96 @@ def _same_bytes(a: Path, b: Path) -> bool:
                 return True
 
 
-def _wait_for_winner(info: Path, what: str) -> bool:
-    """A concurrent save with other bytes linked first: the version is its.  Wait for its
-    ``.info``, then answer False, as for any version already stored."""
+def _wait_for_winner(marker: Path, what: str) -> bool:
+    """A concurrent save with other bytes linked first: the part is its.  Wait for its
+    marker, then answer False, as for any part already stored."""
     deadline = time.monotonic() + _WINNER_WAIT
-    while not info.exists():
+    while not marker.exists():
         if time.monotonic() > deadline:
             raise StorageError(
-                f"{what}: another save left other bytes under its names and no .info; "
-                "the first save after they are an hour old removes them"
+                f"{what}: another save left other bytes under its names and no "
+                f"{marker.suffix}; the first save after they are an hour old removes them"
             )
         time.sleep(0.005)  # a worker thread's poll, bounded by the deadline
     return False
 
 
-def _save_sync(directory: Path, version: str, parts: _Parts) -> bool:
+def _link_part(directory: Path, stem: str, temp: dict[str, Path], part: tuple[str, ...]) -> bool:
+    """Link a part's files written under ``temp`` names, its marker last; whether this
+    save stored the part (or made a stored marker's part whole again)."""
+    *files, marker = part
+    final = {s: directory / f"{stem}.{s}" for s in part}
+    marker_stored = final[marker].exists()
+    completed = False  # a lost .mod of a stored .info linked by this save
+    for name in files:
+        if not temp[name].exists():
+            # Saved without this hash.  One stored already was linked before a .mod
+            # or .zip equal to ours (the link order), so it is theirs too: kept.
+            continue
+        if _link_or_keep(temp[name], final[name]):
+            completed |= name == "mod"
+        elif not _same_bytes(temp[name], final[name]):
+            return _wait_for_winner(final[marker], f"{directory}/{stem}")
+    if _link_or_keep(temp[marker], final[marker]):
+        return True
+    return marker_stored and completed  # else stored by a concurrent save, equal to ours
+
+
+def _save_mod_sync(
+    directory: Path, version: str, info: bytes, mod: bytes, mod_sum: str | None
+) -> bool:
     stem = escape_version(version)
-    final = {s: directory / f"{stem}.{s}" for s in ("info", *_LINK_ORDER)}
-    stored_info = final["info"].exists()
-    if stored_info and final["mod"].exists() and final["zip"].exists():
+    stored_info = (directory / f"{stem}.info").exists()
+    if stored_info and (directory / f"{stem}.mod").exists():
         return False
-    # A .info whose .mod or .zip was lost (a hand, a failing disk) is no version: this
-    # save makes it whole again, linking what is missing.
+    # A .info whose .mod was lost (a hand, a failing disk) is no version: this save
+    # makes it whole again, linking what is missing.
     directory.mkdir(parents=True, exist_ok=True)
     if not stored_info:
         # What a killed save left an hour ago goes now rather than at the next sweep:
         # other bytes under these names would stop this save.
-        present = [p.name for p in final.values() if p.exists()]
+        names = [f"{stem}.{s}" for s in _LINK_ORDER]
+        present = [n for n in names if (directory / n).exists()]
         _remove_leftovers(directory, present, time.time() - _ABANDONED_AFTER)
+        # A zip part is linked only once the .info is there: one without it is what a
+        # killed delete (or an older athens-trio's killed save) left, never a save in
+        # progress, and must not become this version's zip.
+        for suffix in reversed(_ZIP_PART):
+            (directory / f"{stem}.{suffix}").unlink(missing_ok=True)
     with _temp_names(directory, stem) as temp:
-        _write_durably(temp["mod"], parts.mod)
-        _take_zip(parts.zip_file, temp["zip"])
-        _write_durably(temp["info"], parts.info)
-        for name, value in (("ziphash", parts.zip_sum), ("modhash", parts.mod_sum)):
-            if value:
-                _write_durably(temp[name], value.encode())
+        _write_durably(temp["mod"], mod)
+        _write_durably(temp["info"], info)
+        if mod_sum:
+            _write_durably(temp["modhash"], mod_sum.encode())
         # Everything that can fail for want of space is written before the version
         # becomes visible, the list included: a full disk fails the save whole.
         listed = sort_versions({*DiskStorage._list_versions_sync(directory), version})
         _write_durably(temp["list"], "".join(f"{v}\n" for v in listed).encode())
-        completed = False  # a lost .mod or .zip of a stored .info linked by this save
-        for name in _LINK_ORDER:
-            if not temp[name].exists():
-                # Saved without this hash.  One stored already was linked after a .mod
-                # and .zip equal to ours (the link order), so it is theirs too: kept.
-                continue
-            if _link_or_keep(temp[name], final[name]):
-                completed |= name in ("mod", "zip")
-            elif not _same_bytes(temp[name], final[name]):
-                return _wait_for_winner(final["info"], f"{directory}/{stem}")
-        if _link_or_keep(temp["info"], final["info"]):
+        saved = _link_part(directory, stem, temp, _MOD_PART)
+        if saved and not stored_info:
             os.replace(temp["list"], directory / "list")
-        elif not (stored_info and completed):
-            return False  # stored by a concurrent save, whose files equal ours
-        _fsync_dir(directory)
-    return True
+        if saved:
+            _fsync_dir(directory)
+    return saved
+
+
+def _save_zip_sync(directory: Path, version: str, zip_file: Path, zip_sum: str | None) -> bool:
+    stem = escape_version(version)
+    if (directory / f"{stem}.zip").exists():
+        return False
+    if not (directory / f"{stem}.info").exists():
+        raise _ModPartMissing
+    if (directory / f"{stem}.ziphash").exists():
+        # A .ziphash a killed save left an hour ago goes now (other bytes would stop us).
+        _remove_leftovers(directory, [f"{stem}.ziphash"], time.time() - _ABANDONED_AFTER)
+    with _temp_names(directory, stem) as temp:
+        _take_zip(zip_file, temp["zip"])
+        if zip_sum:
+            _write_durably(temp["ziphash"], zip_sum.encode())
+        saved = _link_part(directory, stem, temp, _ZIP_PART)
+        if saved:
+            _fsync_dir(directory)
+    return saved
 
 
 def _fsync_dir(directory: Path) -> None:

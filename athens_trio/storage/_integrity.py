@@ -130,20 +130,15 @@ class _IntegrityChecked(Backend):
     async def mod_sum(self, module: str, version: str) -> str | None:
         return await self._inner.mod_sum(module, version)
 
-    async def save(
-        self,
-        module: str,
-        version: str,
-        *,
-        info: bytes,
-        mod: bytes,
-        zip_file: Path,
-        zip_sum: str | None = None,
-        mod_sum: str | None = None,
+    async def save_mod(
+        self, module: str, version: str, *, info: bytes, mod: bytes, mod_sum: str | None = None
     ) -> bool:
-        return await self._inner.save(
-            module, version, info=info, mod=mod, zip_file=zip_file, zip_sum=zip_sum, mod_sum=mod_sum
-        )
+        return await self._inner.save_mod(module, version, info=info, mod=mod, mod_sum=mod_sum)
+
+    async def save_zip(
+        self, module: str, version: str, *, zip_file: Path, zip_sum: str | None = None
+    ) -> bool:
+        return await self._inner.save_zip(module, version, zip_file=zip_file, zip_sum=zip_sum)
 
     def catalog(
         self, *, limiter: trio.CapacityLimiter | None = None

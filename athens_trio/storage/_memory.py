@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,9 @@ __all__ = ["MemoryStorage"]
 class _StoredVersion:
     info: bytes
     mod: bytes
-    zip: bytes
-    zip_sum: str | None
     mod_sum: str | None
+    zip: bytes | None = None  # None: saved without its zip (yet)
+    zip_sum: str | None = None
 
 
 class _MemoryZip(StoredZip):
@@ -37,8 +38,8 @@ class _MemoryZip(StoredZip):
 
 
 class MemoryStorage(Backend):
-    """Every version in a dict keyed by (module, version), all its parts in one entry:
-    the first save of a version stores it whole, later ones change nothing."""
+    """Every version in a dict keyed by (module, version), its parts in one entry: the
+    first save of each part stores it, later ones change nothing."""
 
     description = "memory"
 
@@ -57,7 +58,8 @@ class MemoryStorage(Backend):
 
     async def exists(self, module: str, version: str) -> bool:
         await trio.lowlevel.checkpoint()
-        return (module, version) in self._versions
+        stored = self._versions.get((module, version))
+        return stored is not None and stored.zip is not None
 
     async def info(self, module: str, version: str) -> bytes:
         await trio.lowlevel.checkpoint()
@@ -69,11 +71,17 @@ class MemoryStorage(Backend):
 
     async def zip(self, module: str, version: str) -> StoredZip:
         await trio.lowlevel.checkpoint()
-        return _MemoryZip(self._get(module, version).zip)
+        return _MemoryZip(self._get_zipped(module, version).zip or b"")
+
+    def _get_zipped(self, module: str, version: str) -> _StoredVersion:
+        stored = self._get(module, version)
+        if stored.zip is None:
+            raise NotFoundError(f"{module}@{version}: its zip is not in storage")
+        return stored
 
     async def zip_sum(self, module: str, version: str) -> str | None:
         await trio.lowlevel.checkpoint()
-        return self._get(module, version).zip_sum
+        return self._get_zipped(module, version).zip_sum
 
     async def mod_sum(self, module: str, version: str) -> str | None:
         await trio.lowlevel.checkpoint()
@@ -86,27 +94,27 @@ class MemoryStorage(Backend):
             await trio.lowlevel.checkpoint()
             yield key
 
-    async def save(
-        self,
-        module: str,
-        version: str,
-        *,
-        info: bytes,
-        mod: bytes,
-        zip_file: Path,
-        zip_sum: str | None = None,
-        mod_sum: str | None = None,
+    async def save_mod(
+        self, module: str, version: str, *, info: bytes, mod: bytes, mod_sum: str | None = None
     ) -> bool:
+        await trio.lowlevel.checkpoint()
         if (module, version) in self._versions:
+            return False
+        self._versions[module, version] = _StoredVersion(info=info, mod=mod, mod_sum=mod_sum)
+        return True
+
+    async def save_zip(
+        self, module: str, version: str, *, zip_file: Path, zip_sum: str | None = None
+    ) -> bool:
+        if self._get(module, version).zip is not None:
             await trio.lowlevel.checkpoint()
             return False
         data = await trio.Path(zip_file).read_bytes()
-        # Checked again: another save may have finished while the zip was read.
-        if (module, version) in self._versions:
+        # Checked again: another save may have finished (or a delete) while it was read.
+        stored = self._get(module, version)
+        if stored.zip is not None:
             return False
-        self._versions[module, version] = _StoredVersion(
-            info=info, mod=mod, zip=data, zip_sum=zip_sum, mod_sum=mod_sum
-        )
+        self._versions[module, version] = dataclasses.replace(stored, zip=data, zip_sum=zip_sum)
         return True
 
     async def delete(self, module: str, version: str) -> None:

@@ -305,6 +305,80 @@ async def sweep_keeps_stored_versions(new_backend: BackendFactory, scratch: Path
         await _expect_stored(backend, MODULE, "v1.0.0", _Bytes(INFO, MOD, b"z"))
 
 
+async def go_mod_only_then_zip(new_backend: BackendFactory, scratch: Path) -> None:
+    """A version saved without its zip is stored (listed, its info and go.mod served)
+    but not whole; its zip, saved later, completes it; neither part is ever replaced."""
+    zips = _Zips(scratch)
+    async with _opened(new_backend) as backend:
+        await _expect_not_found(
+            backend.save_zip(MODULE, "v1.0.0", zip_file=zips(b"z")), "a zip before its go.mod"
+        )
+        saved = await backend.save_mod(MODULE, "v1.0.0", info=INFO, mod=MOD, mod_sum="h1:m=")
+        _expect(saved is True, "the first save_mod returns True")
+        _expect(not await backend.exists(MODULE, "v1.0.0"), "a zip-less version is not whole")
+        _expect(await backend.info(MODULE, "v1.0.0") == INFO, "info of a zip-less version")
+        _expect(await backend.go_mod(MODULE, "v1.0.0") == MOD, "go.mod of a zip-less version")
+        _expect(await backend.mod_sum(MODULE, "v1.0.0") == "h1:m=", "its go.mod hash")
+        await _expect_not_found(backend.zip(MODULE, "v1.0.0"), "zip of a zip-less version")
+        await _expect_not_found(backend.zip_sum(MODULE, "v1.0.0"), "zip hash, zip-less")
+        _expect(await backend.list_versions(MODULE) == ["v1.0.0"], "a zip-less version listed")
+        catalog = [entry async for entry in backend.catalog()]
+        _expect(catalog == [(MODULE, "v1.0.0")], "a zip-less version in the catalog")
+        again = await backend.save_mod(MODULE, "v1.0.0", info=b"{}", mod=b"other")
+        _expect(again is False, "a second save_mod returns False")
+        saved = await backend.save_zip(MODULE, "v1.0.0", zip_file=zips(b"zip"), zip_sum="h1:z=")
+        _expect(saved is True, "the first save_zip returns True")
+        again = await backend.save_zip(MODULE, "v1.0.0", zip_file=zips(b"other"))
+        _expect(again is False, "a second save_zip returns False")
+        await _expect_stored(backend, MODULE, "v1.0.0", _Bytes(INFO, MOD, b"zip", "h1:z=", "h1:m="))
+        _expect(await backend.exists(MODULE, "v1.0.0"), "whole once its zip is saved")
+
+
+async def concurrent_go_mod_and_zip_saves(new_backend: BackendFactory, scratch: Path) -> None:
+    """save_mod and whole saves of the same versions at once (a ``.mod`` and a ``.zip``
+    of one version asked together): each part stored, and a reader meanwhile sees
+    info and go.mod together or neither, and the zip whole or not at all."""
+    zips = _Zips(scratch)
+    versions = [f"v1.0.{n}" for n in range(10)]
+    zip_bytes = b"zip" * (CHUNK_SIZE // 2)
+    problems: list[str] = []
+    async with _opened(new_backend) as backend:
+
+        async def save_mod(version: str) -> None:
+            await backend.save_mod(MODULE, version, info=INFO, mod=MOD)
+
+        async def save(version: str) -> None:
+            await backend.save(MODULE, version, info=INFO, mod=MOD, zip_file=zips(zip_bytes))
+
+        async def read_all_the_while(done: trio.Event) -> None:
+            while not done.is_set():
+                for version in versions:
+                    try:
+                        info = await backend.info(MODULE, version)
+                    except NotFoundError:
+                        continue
+                    if info != INFO or await backend.go_mod(MODULE, version) != MOD:
+                        problems.append(f"{version}: info without its go.mod")
+                    with contextlib.suppress(NotFoundError):
+                        if await _read_zip(backend, MODULE, version) != zip_bytes:
+                            problems.append(f"{version}: part of a zip")
+                await trio.lowlevel.checkpoint()
+
+        done = trio.Event()
+        async with trio.open_nursery() as reading:
+            reading.start_soon(read_all_the_while, done)
+            async with trio.open_nursery() as saving:
+                for version in versions:
+                    for _ in range(2):
+                        saving.start_soon(save_mod, version)
+                        saving.start_soon(save, version)
+            done.set()
+        for version in versions:
+            _expect(await backend.exists(MODULE, version), f"{version} whole in the end")
+            _expect(await _read_zip(backend, MODULE, version) == zip_bytes, f"{version}'s zip")
+    _expect(not problems, f"a reader saw half a part: {problems[:3]}")
+
+
 #: Every check, by name.
 CHECKS: dict[str, Check] = {
     check.__name__: check
@@ -319,6 +393,8 @@ CHECKS: dict[str, Check] = {
         versions_are_per_module_and_deletable,
         catalog_lists_every_stored_version,
         sweep_keeps_stored_versions,
+        go_mod_only_then_zip,
+        concurrent_go_mod_and_zip_saves,
     )
 }
 
