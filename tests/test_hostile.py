@@ -346,6 +346,8 @@ async def test_fuzzed_paths_never_5xx_and_go_sees_only_what_the_parser_accepted(
                 # Fixed words, then exactly the module@query the parser accepted.
                 assert argv[:-1] in (
                     ["mod", "download", "-json"],
+                    ["list", "-m", "-json"],
+                    ["list", "-m", "-versions", "-retracted", "-json"],
                     ["list", "-m", "-versions", "-json"],
                 ), argv
                 module, _, query = argv[-1].rpartition("@")
