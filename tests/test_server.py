@@ -242,8 +242,11 @@ async def test_upstream_fault_is_502_and_the_chain_does_not_fall_through(
     offline = go_script(
         tmp_path,
         "offline-go",
+        # go mod download says it in its JSON; go list (the go.mod part) on stderr.
         'echo \'{"Error": "Get \\"https://github.com/x\\": dial tcp: lookup github.com:'
-        " no such host\"}'\nexit 1\n",
+        " no such host\"}'\n"
+        "echo 'go: Get https://github.com/x: dial tcp: lookup github.com: no such host' >&2\n"
+        "exit 1\n",
     )
     config = make_config(tmp_path, str(offline), go_fixtures)
     async with (
