@@ -50,3 +50,9 @@ def matches_pattern(pattern: str, module: str) -> bool:
 
 def matches_any(patterns: list[str] | tuple[str, ...], module: str) -> bool:
     return any(matches_pattern(p, module) for p in patterns if p)
+
+
+def split_patterns(value: str) -> tuple[str, ...]:
+    """The globs of a GOPRIVATE-style list (GONOPROXY, GONOSUMDB): comma-separated,
+    a trailing slash ignored, empty entries skipped, as go reads them."""
+    return tuple(p.rstrip("/") for p in value.split(",") if p.rstrip("/"))

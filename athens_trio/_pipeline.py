@@ -62,7 +62,6 @@ class Pipeline:
 
     config: Config
     storage: Backend
-    stasher: stash.Stasher
     protocol: DownloadProtocol
     #: The parts whose statistics() the metrics read: the fetches (inside the stasher),
     #: the single-flight, the GoGetWorkers pool, the ProtocolWorkers pool and the
@@ -72,8 +71,6 @@ class Pipeline:
     stash_pool: stash.Pool
     protocol_pool: download.Pool
     lookups: download.StorageFirst
-    #: Listings and query resolutions, shared and remembered (ListCacheTTL).
-    resolutions: download.CachedLister
     #: The checksum database proxy over ``SumDBs`` (None if there are none).
     sumdb: SumDBProxy | None = None
 
@@ -267,14 +264,12 @@ async def open_pipeline(
             yield Pipeline(
                 config,
                 storage,
-                stasher,
                 protocol,
                 fetches,
                 singleflight,
                 stash_pool,
                 protocol_pool,
                 lookups,
-                resolutions,
                 sumdb,
             )
             nursery.cancel_scope.cancel()

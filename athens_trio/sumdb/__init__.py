@@ -24,7 +24,6 @@ from ._env import (
     GoSumDB,
     SumDBSettings,
     parse_gosumdb,
-    parse_nosumdb,
     settings_from_env,
 )
 from ._errors import (
@@ -68,7 +67,6 @@ __all__ = [
     "check_mod",
     "check_zip",
     "parse_gosumdb",
-    "parse_nosumdb",
     "parse_tile_path",
     "parse_verifier_key",
     "settings_from_env",

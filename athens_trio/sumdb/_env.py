@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .._exceptions import ConfigError
-from .._patterns import matches_pattern
+from .._patterns import matches_pattern, split_patterns
 from ._note import Verifier, parse_verifier_key
 
 __all__ = [
@@ -22,7 +22,6 @@ __all__ = [
     "GoSumDB",
     "SumDBSettings",
     "parse_gosumdb",
-    "parse_nosumdb",
     "settings_from_env",
 ]
 
@@ -70,11 +69,6 @@ def parse_gosumdb(value: str) -> GoSumDB | None:
     return GoSumDB(verifier=verifier, url=url.rstrip("/"))
 
 
-def parse_nosumdb(value: str) -> tuple[str, ...]:
-    """The globs of a GONOSUMDB/GOPRIVATE list (empty entries and trailing slashes dropped)."""
-    return tuple(p.rstrip("/") for p in value.split(",") if p.rstrip("/"))
-
-
 @dataclass(frozen=True)
 class SumDBSettings:
     """The database to check modules against (None: GOSUMDB=off) and the globs of
@@ -99,7 +93,7 @@ def settings_from_env(env: Mapping[str, str]) -> SumDBSettings:
     database = parse_gosumdb(env.get("GOSUMDB", ""))
     if _insecure(env.get("GOFLAGS", "")):
         database = None
-    return SumDBSettings(database, parse_nosumdb(nosumdb))
+    return SumDBSettings(database, split_patterns(nosumdb))
 
 
 def _insecure(goflags: str) -> bool:

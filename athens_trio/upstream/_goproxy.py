@@ -74,7 +74,8 @@ from athens_trio._module import (
     is_pseudo_version,
     pseudo_version_time,
 )
-from athens_trio._patterns import matches_any
+from athens_trio._patterns import matches_any, split_patterns
+from athens_trio._redact import redact_url
 
 __all__ = [
     "CHUNK_BYTES",
@@ -209,9 +210,7 @@ def parse_goproxy(
         entries.append(_parse_proxy_url(text, fall_back, config_key))
     if not entries:
         raise ConfigError(config_key, "GOPROXY list is not the empty string, but has no entries")
-    # go's globs: comma-separated, a trailing slash ignored, empty ones skipped.
-    patterns = tuple(p.rstrip("/") for p in gonoproxy.split(",") if p.rstrip("/"))
-    return ProxyPlan(tuple(entries), patterns)
+    return ProxyPlan(tuple(entries), split_patterns(gonoproxy))
 
 
 def _parse_proxy_url(text: str, fall_back: bool, config_key: str) -> PlanEntry:
@@ -219,7 +218,7 @@ def _parse_proxy_url(text: str, fall_back: bool, config_key: str) -> PlanEntry:
     if any(c in text for c in ".:/") and ":/" not in text and not text.startswith("/"):
         text = "https://" + text
     parts = urlsplit(text)
-    shown = _redact(text)
+    shown = redact_url(text)
 
     def refuse(reason: str) -> ConfigError:
         return ConfigError(config_key, f"GOPROXY entry {shown!r}: {reason}")
@@ -252,15 +251,6 @@ def _parse_proxy_url(text: str, fall_back: bool, config_key: str) -> PlanEntry:
     if not parts.scheme:
         raise refuse("invalid proxy URL missing scheme")
     raise refuse("invalid proxy URL scheme (must be https, http, file)")
-
-
-def _redact(url: str) -> str:
-    """``url`` without its userinfo, for messages."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    authority, slash, path = rest.partition("/")
-    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
 
 
 # ---------------------------------------------------------------------------------------
