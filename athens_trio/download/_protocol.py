@@ -9,7 +9,9 @@ stored branch target costs no fetch); on a miss the stasher fetches and saves on
 part asked for (``.info``/``.mod``: the go.mod part; ``.zip``: the whole version), and
 it is served from storage, so what a client gets is always what storage holds.
 ``list`` and ``latest`` ask upstream through the lister and merge what storage has, as
-``NetworkMode`` says.
+``NetworkMode`` says.  Where nothing may be asked upstream (NetworkMode ``offline``, or
+DownloadMode ``none`` for the module: a read-only mirror), ``list``, ``latest`` and
+queries are answered from storage alone.
 """
 
 from __future__ import annotations
@@ -40,12 +42,13 @@ from .._module import (
     is_pseudo_version,
     split_path_version,
 )
-from .._semver import compare, prerelease, sort_versions
+from .._semver import sort_versions
 from ..stash import Part, Stasher
 from ..storage import Backend, StoredZip
 from ..upstream import Lister, UpstreamVersions, encode_info
 from ._mode import DownloadPolicy
 from ._repair import Repair
+from ._resolution import latest_stored, resolve_stored
 
 __all__ = [
     "DownloadProtocol",
@@ -167,7 +170,8 @@ class StorageFirst(DownloadProtocol):
         stored = await self._storage.list_versions(module)
         upstream: UpstreamVersions | None = None
         error: NotFoundError | UpstreamError | None = None
-        if self._network_mode != "offline":
+        storage_only = self._storage_only(module)
+        if storage_only is None:
             try:
                 upstream = await self._lister.list(module)
             except (NotFoundError, UpstreamError) as exc:
@@ -180,8 +184,18 @@ class StorageFirst(DownloadProtocol):
             ):
                 raise error
         elif upstream is None and not stored:
-            raise NotFoundError(f"{module}: no versions in storage (NetworkMode offline)")
+            raise NotFoundError(f"{module}: no versions in storage ({storage_only})")
         return upstream, stored
+
+    def _storage_only(self, module: str) -> str | None:
+        """Why nothing about ``module`` may be asked upstream (then storage answers
+        alone), or None: NetworkMode offline, or DownloadMode none, a read-only mirror,
+        whose list or query must not name a version it would refuse to fetch."""
+        if self._network_mode == "offline":
+            return "NetworkMode offline"
+        if self._policy.mode_for(module) == "none":
+            return "DownloadMode none"
+        return None
 
     async def list(self, module: str) -> list[str]:
         upstream, stored = await self._upstream_or_storage(module)
@@ -195,7 +209,9 @@ class StorageFirst(DownloadProtocol):
         upstream, stored = await self._upstream_or_storage(module)
         if upstream is not None:
             return encode_info(upstream.latest)
-        return await self._storage.info(module, _latest_of(stored))
+        latest = latest_stored(stored)
+        assert latest is not None, "storage answers alone only when it holds versions"
+        return await self._storage.info(module, latest)
 
     async def info(self, module: str, version: str) -> bytes:
         check_path(module)
@@ -204,7 +220,12 @@ class StorageFirst(DownloadProtocol):
             _check_canonical(module, version)
             return await self._read_or_fetch(self._storage.info, module, version, INFO)
         # A query: resolved first, then checked and served as its canonical version.
-        resolved = (await self._lister.resolve(module, version)).Version
+        storage_only = self._storage_only(module)
+        if storage_only is None:
+            resolved = (await self._lister.resolve(module, version)).Version
+        else:
+            stored = await self._storage.list_versions(module)
+            resolved = resolve_stored(module, version, stored, storage_only)
         if self._version_check is not None:
             self._version_check(module, resolved, INFO, version)
         return await self._read_or_fetch(self._storage.info, module, resolved, INFO, version)
@@ -281,24 +302,6 @@ class StorageFirst(DownloadProtocol):
         except DamagedVersionError as exc:
             damage = exc
         return await self._repair(read, module, version, _part_of(endpoint), damage)
-
-
-def _latest_of(versions: list[str]) -> str:
-    """Go's idea of latest among stored versions: the highest release, else the highest
-    pre-release, else the newest pseudo-version."""
-
-    def highest(candidates: list[str]) -> str | None:
-        best: str | None = None
-        for v in candidates:
-            if best is None or compare(v, best) > 0:
-                best = v
-        return best
-
-    releases = [v for v in versions if not is_pseudo_version(v) and not prerelease(v)]
-    pre = [v for v in versions if not is_pseudo_version(v)]
-    choice = highest(releases) or highest(pre) or highest(versions)
-    assert choice is not None, "called with stored versions only"
-    return choice
 
 
 def new(

@@ -7,20 +7,32 @@ not exist" for ``negative_ttl`` (shorter: a module or tag pushed just now shows 
 soon), and never a fault.  Concurrent identical questions run one go, in the
 pipeline's nursery, as the stash single-flight does: a caller that goes away cancels
 nothing the others wait for.
+
+Where nothing may be asked upstream (NetworkMode ``offline``; DownloadMode ``none``,
+a read-only mirror), :func:`resolve_stored` answers a query from the stored versions
+alone, with go's rules for choosing among versions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import trio
 
 from .._exceptions import NotFoundError
+from .._module import is_pseudo_version, pseudo_version_rev
+from .._semver import canonical, compare, is_valid, prerelease
 from ..stash import Flights
 from ..upstream import Lister, UpstreamVersions, VersionInfo
 
-__all__ = ["CachedLister", "ResolutionStatistics", "negative_ttl_for"]
+__all__ = [
+    "CachedLister",
+    "ResolutionStatistics",
+    "latest_stored",
+    "negative_ttl_for",
+    "resolve_stored",
+]
 
 #: Answers remembered at most, the oldest forgotten first: the memory stays bounded
 #: whatever clients ask for.
@@ -131,3 +143,79 @@ class CachedLister(Lister):
             del self._remembered[next(iter(self._remembered))]
         # A stale answer costs one lookup to find; expired ones go as the oldest do.
         self._remembered[key] = _Remembered(trio.current_time() + ttl, answer)
+
+
+# --- resolving from storage alone -------------------------------------------------------
+
+_COMPARISONS = ("<=", ">=", "<", ">")  # the two-character ones first
+_HEX = frozenset("0123456789abcdef")
+#: The shortest commit hash go takes for a revision (git's default abbreviation).
+_MIN_HASH = 7
+
+
+def _choose(candidates: Iterable[str], *, lowest: bool = False) -> str | None:
+    """go's choice among matching tagged versions: a release if there is one, else a
+    pre-release; the highest (``lowest``: the lowest, as for ``>`` and ``>=``)."""
+    found = list(candidates)
+    releases = [v for v in found if not prerelease(v)]
+    pool = releases or found
+    best: str | None = None
+    for v in pool:
+        if best is None or (compare(v, best) < 0 if lowest else compare(v, best) > 0):
+            best = v
+    return best
+
+
+def latest_stored(stored: Sequence[str]) -> str | None:
+    """go's ``latest`` among ``stored``: the highest release, else the highest
+    pre-release, else (only pseudo-versions stored) the newest pseudo-version."""
+    tagged = [v for v in stored if not is_pseudo_version(v)]
+    return _choose(tagged) or _choose(stored)
+
+
+def resolve_stored(module: str, query: str, stored: Sequence[str], why: str) -> str:
+    """The canonical version ``query`` (not canonical itself) names among the ``stored``
+    versions of ``module``, as go would choose among them; NotFoundError (saying
+    ``why`` nothing upstream was asked) when none matches.
+
+    ``latest`` (and ``upgrade``/``patch``, which are ``latest`` without a main module
+    requiring the module), a semver prefix (``v1``, ``v1.2``: the highest match), a
+    comparison (``<v1.2.0``, ``<=``: the highest; ``>``, ``>=``: the lowest), a
+    non-canonical spelling of a version, and a commit hash (of a stored pseudo-version)
+    are answered.  A branch or tag name cannot be: only upstream knows its commit.
+    """
+    tagged = [v for v in stored if not is_pseudo_version(v)]
+    chosen: str | None
+    if query in ("latest", "upgrade", "patch"):
+        chosen = latest_stored(stored)
+    elif query.startswith(_COMPARISONS):
+        op = next(op for op in _COMPARISONS if query.startswith(op))
+        bound = query[len(op) :]
+        if not is_valid(bound):
+            chosen = None
+        else:
+            wanted = {"<": (-1,), "<=": (-1, 0), ">": (1,), ">=": (1, 0)}[op]
+            chosen = _choose(
+                (v for v in tagged if compare(v, bound) in wanted), lowest=op.startswith(">")
+            )
+    elif is_valid(query) and query.count(".") < 2 and not prerelease(query):
+        # A prefix: v1 means v1.*, v1.2 means v1.2.*.
+        chosen = _choose(v for v in tagged if v.startswith(query + "."))
+    elif is_valid(query):
+        exact = canonical(query)
+        chosen = exact if exact in stored else None
+    elif len(query) >= _MIN_HASH and set(query) <= _HEX:
+        # A pseudo-version names its commit by the first 12 digits of its hash.
+        chosen = _choose(
+            v
+            for v in stored
+            if is_pseudo_version(v)
+            and (query.startswith(rev := pseudo_version_rev(v)) or rev.startswith(query))
+        )
+    else:
+        raise NotFoundError(
+            f"{module}@{query}: a branch or tag is resolved upstream, which {why} forbids"
+        )
+    if chosen is None:
+        raise NotFoundError(f"{module}@{query}: no stored version matches ({why})")
+    return chosen
