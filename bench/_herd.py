@@ -1,8 +1,10 @@
 """Scenario ``herd``: C clients ask for one cold version at the same instant.
 
 athens-trio's go binary is a wrapper script that logs every invocation, then runs go:
-however many clients ask, ``go mod download`` must run once per version.  Each client
-GETs the version's ``.info``, ``.mod`` and ``.zip`` in turn (as go does).  Compared
+however many clients ask, go must run once per part of the version fetched: one ``go
+list -m`` for the go.mod part (``.info``, ``.mod``) and one ``go mod download`` for the
+zip.  Each client GETs the version's ``.info``, ``.mod`` and ``.zip`` in turn (as go
+does).  Compared
 with one client alone on another cold version: the time until every client had its
 ``.info`` (the shared fetch plus the wait for it) and the time until every client had
 everything (which adds serving C times the three files).
@@ -11,6 +13,7 @@ everything (which adds serving C times the three files).
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
 
 import trio
@@ -20,7 +23,7 @@ from ._fixtures import Tag, make_repo
 from ._load import BurstResult, burst
 from ._results import Row, ScenarioResult, ratio
 
-__all__ = ["count_downloads", "run_herd", "write_counting_go"]
+__all__ = ["PART_COMMANDS", "count_runs", "run_herd", "write_counting_go"]
 
 
 def write_counting_go(path: Path, go: str, log: Path) -> Path:
@@ -35,13 +38,21 @@ def write_counting_go(path: Path, go: str, log: Path) -> Path:
     return path
 
 
-def count_downloads(log: Path, module: str) -> int:
-    """How many ``go mod download`` runs the wrapper saw for ``module``."""
-    return sum(
-        1
-        for line in log.read_text().splitlines()
-        if "mod download" in line and line.split()[-1].startswith(f"{module}@")
-    )
+#: The go command that fetches each part of a version: ``mod`` (its ``.info`` and
+#: go.mod, no zip) and ``zip`` (the whole version).
+PART_COMMANDS: Mapping[str, str] = {"mod": "list -m", "zip": "mod download"}
+
+
+def count_runs(log: Path, module: str) -> dict[str, int]:
+    """How many go runs the wrapper saw fetch each part of ``module``."""
+    runs = dict.fromkeys(PART_COMMANDS, 0)
+    for line in log.read_text().splitlines():
+        if not line.split()[-1].startswith(f"{module}@"):
+            continue
+        for part, command in PART_COMMANDS.items():
+            if line.startswith(command + " "):
+                runs[part] += 1
+    return runs
 
 
 async def run_herd(ctx: Context, result: ScenarioResult) -> None:
@@ -74,18 +85,18 @@ async def run_herd(ctx: Context, result: ScenarioResult) -> None:
             runs[count] = await burst(
                 server.url, sequence(modules[f"herd-c{count}"]), clients=count, timeout=timeout
             )
-    single_runs = count_downloads(log, modules["herd-single"])
+    single_runs = count_runs(log, modules["herd-single"])
     result.add(
         Row(
             case="1 client",
             metric="s",
             values={"single": single.seconds},
-            details={**single.details(), "go_mod_download_runs": single_runs},
+            details={**single.details(), "go_runs_per_part": single_runs},
         )
     )
     result.add(Row(case="1 client", metric="s to .info", values={"single": single.first_seconds}))
     for count, run in runs.items():
-        downloads = count_downloads(log, modules[f"herd-c{count}"])
+        herd_runs = count_runs(log, modules[f"herd-c{count}"])
         result.add(
             Row(
                 case=f"{count} clients",
@@ -94,7 +105,7 @@ async def run_herd(ctx: Context, result: ScenarioResult) -> None:
                 ratio_name="herd / single",
                 ratio=ratio(run.seconds, single.seconds),
                 better="lower",
-                details={**run.details(), "go_mod_download_runs": downloads},
+                details={**run.details(), "go_runs_per_part": herd_runs},
             )
         )
         result.add(
@@ -112,13 +123,17 @@ async def run_herd(ctx: Context, result: ScenarioResult) -> None:
             Row(
                 case=f"{count} clients",
                 metric="go runs",
-                values={"herd": downloads, "single": single_runs},
-                details={"want": 1},
+                values={"herd": sum(herd_runs.values()), "single": sum(single_runs.values())},
+                details={"want": dict.fromkeys(PART_COMMANDS, 1), "herd": herd_runs},
             )
         )
         result.add(Row(case=f"{count} clients", metric="errors", values={"herd": run.errors}))
-        if downloads != 1:
-            result.notes.append(f"{count} clients: go mod download ran {downloads} times (want 1)")
+        for part, runs_of_part in herd_runs.items():
+            if runs_of_part != 1:
+                result.notes.append(
+                    f"{count} clients: go {PART_COMMANDS[part]} ({part} part) ran"
+                    f" {runs_of_part} times (want 1)"
+                )
         if run.errors:
             result.notes.append(
                 f"{count} clients: {run.errors} failed, e.g. {run.error_samples[:2]}"

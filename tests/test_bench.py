@@ -20,7 +20,7 @@ import pytest
 
 from bench._athens import athens_layout
 from bench._fixtures import write_module_zip
-from bench._herd import count_downloads, write_counting_go
+from bench._herd import count_runs, write_counting_go
 from bench._load import parse_wrk_output, wrk_script
 from bench._report import format_value, render_markdown, render_table
 from bench._results import Row, ScenarioResult
@@ -145,15 +145,19 @@ def test_athens_layout_links_the_same_files(tmp_path: Path) -> None:
     assert (target / "source.zip").samefile(versions / "v1.0.0.zip")
 
 
-def test_counting_go_counts_downloads_per_module(tmp_path: Path) -> None:
+def test_counting_go_counts_runs_per_part_and_module(tmp_path: Path) -> None:
     log = tmp_path / "runs.log"
     wrapper = write_counting_go(tmp_path / "go", "/bin/true", log)
-    for args in (["version"], ["mod", "download", "-json", "example.com/a@v1.0.0"]):
+    for args in (
+        ["version"],
+        ["mod", "download", "-json", "example.com/a@v1.0.0"],
+        ["list", "-m", "-json", "example.com/a@v1.0.0"],
+        ["mod", "download", "-json", "example.com/ab@v1.0.0"],
+    ):
         subprocess.run([str(wrapper), *args], check=True)
-    subprocess.run([str(wrapper), "mod", "download", "-json", "example.com/ab@v1.0.0"], check=True)
-    assert count_downloads(log, "example.com/a") == 1
-    assert count_downloads(log, "example.com/ab") == 1
-    assert count_downloads(log, "example.com/c") == 0
+    assert count_runs(log, "example.com/a") == {"mod": 1, "zip": 1}
+    assert count_runs(log, "example.com/ab") == {"mod": 0, "zip": 1}
+    assert count_runs(log, "example.com/c") == {"mod": 0, "zip": 0}
 
 
 def test_table_shows_values_and_ratios() -> None:
