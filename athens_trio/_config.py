@@ -75,7 +75,7 @@ class Config(msgspec.Struct, rename="pascal", forbid_unknown_fields=False, kw_on
     stash_timeout: PositiveSeconds = 600
     # Not an Athens key.  Seconds a list, @latest or query resolution is remembered
     # (the max-age its answer carries); "does not exist" for at most 10 s; 0: never.
-    list_cache_ttl: Annotated[int, msgspec.Meta(ge=0)] = 60
+    list_cache_ttl: Annotated[int, msgspec.Meta(ge=0)] = field(name="ListCacheTTL", default=60)
     # Where the fetcher's temporary GOPATHs go; "" means the system temp dir.
     go_get_dir: str = ""
     # Seconds in-flight requests get to finish once a shutdown starts.

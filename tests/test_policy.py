@@ -7,14 +7,11 @@ import base64
 import json
 import shutil
 import stat
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from athens_trio import (
     Backend,
@@ -36,6 +33,7 @@ from athens_trio.upstream import private_home
 from .conftest import make_config
 from .gofixtures import GoFixtures, build_go_fixtures
 from .helpers import counting_go, go_runs, wait_until
+from .validatorhook import start_hook
 
 
 async def wait_until_stored(storage: Backend, module: str, version: str) -> None:
@@ -267,39 +265,6 @@ async def test_filter_through_the_pipeline(
 
 
 # --- ValidatorHook ----------------------------------------------------------------
-
-Answer = Callable[[dict[str, str]], tuple[int, bytes]]
-
-
-async def start_hook(nursery: trio.Nursery, answer: Answer, seen: list[dict[str, str]]) -> str:
-    """A local HTTP service standing in for the operator's validator."""
-
-    async def app(
-        scope: dict[str, object], receive: Callable[..., object], send: Callable[..., object]
-    ) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                event = await receive()  # type: ignore[misc]
-                await send({"type": event["type"] + ".complete"})  # type: ignore[misc]
-                if event["type"] == "lifespan.shutdown":
-                    return
-        body = b""
-        while True:
-            message = await receive()  # type: ignore[misc]
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        request = json.loads(body)
-        seen.append(request)
-        status, reply = answer(request)
-        await send({"type": "http.response.start", "status": status, "headers": []})  # type: ignore[misc]
-        await send({"type": "http.response.body", "body": reply})  # type: ignore[misc]
-
-    config = HypercornConfig()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    binds: list[str] = await nursery.start(hypercorn_serve, app, config)
-    return binds[0] + "/validate"
 
 
 async def test_validator_hook_allows_refuses_and_fails(

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import trio
 
 from .._exceptions import NotFoundError
-from .._module import is_pseudo_version, pseudo_version_rev
-from .._semver import canonical, compare, is_valid, prerelease
+from .._module import canonical_version, is_pseudo_version, pseudo_version_rev
+from .._semver import compare, is_valid, prerelease
 from ..stash import Flights
 from ..upstream import Lister, UpstreamVersions, VersionInfo
 
@@ -147,21 +147,18 @@ class CachedLister(Lister):
 
 # --- resolving from storage alone -------------------------------------------------------
 
-_COMPARISONS = ("<=", ">=", "<", ">")  # the two-character ones first
 _HEX = frozenset("0123456789abcdef")
 #: The shortest commit hash go takes for a revision (git's default abbreviation).
 _MIN_HASH = 7
 
 
-def _choose(candidates: Iterable[str], *, lowest: bool = False) -> str | None:
-    """go's choice among matching tagged versions: a release if there is one, else a
-    pre-release; the highest (``lowest``: the lowest, as for ``>`` and ``>=``)."""
+def _choose(candidates: Iterable[str]) -> str | None:
+    """go's choice among matching versions: the highest release if there is one, else
+    the highest pre-release."""
     found = list(candidates)
-    releases = [v for v in found if not prerelease(v)]
-    pool = releases or found
     best: str | None = None
-    for v in pool:
-        if best is None or (compare(v, best) < 0 if lowest else compare(v, best) > 0):
+    for v in [v for v in found if not prerelease(v)] or found:
+        if best is None or compare(v, best) > 0:
             best = v
     return best
 
@@ -180,29 +177,22 @@ def resolve_stored(module: str, query: str, stored: Sequence[str], why: str) -> 
 
     ``latest`` (and ``upgrade``/``patch``, which are ``latest`` without a main module
     requiring the module), a semver prefix (``v1``, ``v1.2``: the highest match), a
-    comparison (``<v1.2.0``, ``<=``: the highest; ``>``, ``>=``: the lowest), a
     non-canonical spelling of a version, and a commit hash (of a stored pseudo-version)
     are answered.  A branch or tag name cannot be: only upstream knows its commit.
+    (Comparisons, ``<v1.2.0``, never reach a proxy: go resolves them from ``list``.)
+    A ``+incompatible`` version counts as any other: go passes over them for ``latest``
+    when the latest compatible version has a go.mod, which storage cannot tell from
+    the go.mod go makes up for a module without one.
     """
     tagged = [v for v in stored if not is_pseudo_version(v)]
     chosen: str | None
     if query in ("latest", "upgrade", "patch"):
         chosen = latest_stored(stored)
-    elif query.startswith(_COMPARISONS):
-        op = next(op for op in _COMPARISONS if query.startswith(op))
-        bound = query[len(op) :]
-        if not is_valid(bound):
-            chosen = None
-        else:
-            wanted = {"<": (-1,), "<=": (-1, 0), ">": (1,), ">=": (1, 0)}[op]
-            chosen = _choose(
-                (v for v in tagged if compare(v, bound) in wanted), lowest=op.startswith(">")
-            )
     elif is_valid(query) and query.count(".") < 2 and not prerelease(query):
         # A prefix: v1 means v1.*, v1.2 means v1.2.*.
         chosen = _choose(v for v in tagged if v.startswith(query + "."))
     elif is_valid(query):
-        exact = canonical(query)
+        exact = canonical_version(query)
         chosen = exact if exact in stored else None
     elif len(query) >= _MIN_HASH and set(query) <= _HEX:
         # A pseudo-version names its commit by the first 12 digits of its hash.

@@ -164,7 +164,7 @@ class FetchAndSave(Stasher):
         async with self._fetcher.fetch(module, version) as fetched:
             _check_fetched(module, version, fetched.version, fetched.mod, fetched.mod_sum)
             # Its go.mod part if absent, then its zip; what is stored stays.
-            await self._storage.save(
+            saved = await self._storage.save(
                 module,
                 version,
                 info=fetched.info,
@@ -172,6 +172,13 @@ class FetchAndSave(Stasher):
                 zip_file=fetched.zip_file,
                 zip_sum=fetched.zip_sum,
                 mod_sum=fetched.mod_sum or None,
+            )
+        if not saved and not await self._storage.exists(module, version):
+            # A stored go.mod part other than this fetch's: storage keeps its own and
+            # never pairs it with this zip.  Upstream disagrees with itself: a fault.
+            raise UpstreamError(
+                f"fetching {module}@{version}: upstream's .info or go.mod differs from"
+                " the stored one; its zip is not stored"
             )
 
 
