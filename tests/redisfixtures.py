@@ -67,6 +67,7 @@ class RedisServer:
     port: int
     process: subprocess.Popen[bytes]
     directory: Path
+    binary: str
 
     @property
     def endpoint(self) -> str:
@@ -80,6 +81,12 @@ class RedisServer:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(timeout=30)
+
+    def restart(self) -> None:
+        """Stop it, and start it again on the same port (empty: nothing is saved)."""
+        self.stop()
+        self.process = _launch(self.binary, self.directory, None)
+        self._wait_ready(b"PONG", "PING")
 
     def _wait_ready(self, ready: bytes, *command: str) -> None:
         deadline = time.monotonic() + START_SECONDS
@@ -96,10 +103,12 @@ class RedisServer:
         raise RuntimeError(f"redis on port {self.port} did not answer {command}")
 
 
-def _launch(binary: str, directory: Path, conf: str) -> subprocess.Popen[bytes]:
+def _launch(binary: str, directory: Path, conf: str | None) -> subprocess.Popen[bytes]:
+    """``binary`` on ``conf`` (None: the one it ran on before)."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "redis.conf").write_text(conf)
-    with open(directory / "log", "wb") as log:
+    if conf is not None:
+        (directory / "redis.conf").write_text(conf)
+    with open(directory / "log", "ab") as log:
         return subprocess.Popen(
             [binary, str(directory / "redis.conf")],
             cwd=directory,
@@ -121,7 +130,9 @@ def start_redis(directory: Path) -> Iterator[RedisServer]:
     """A redis-server on a free port, its files under ``directory``."""
     binary = redis_binary("redis-server")
     port = free_port()
-    server = RedisServer(port, _launch(binary, directory, _base_conf(port, directory)), directory)
+    server = RedisServer(
+        port, _launch(binary, directory, _base_conf(port, directory)), directory, binary
+    )
     try:
         server._wait_ready(b"PONG", "PING")
         yield server
@@ -142,7 +153,7 @@ def start_sentinel(directory: Path, master: RedisServer) -> Iterator[RedisServer
         f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master.port} 1\n"
         f"sentinel down-after-milliseconds {MASTER_NAME} 60000\n"
     )
-    server = RedisServer(port, _launch(binary, directory, conf), directory)
+    server = RedisServer(port, _launch(binary, directory, conf), directory, binary)
     try:
         server._wait_ready(
             str(master.port).encode(), "SENTINEL", "get-master-addr-by-name", MASTER_NAME

@@ -354,6 +354,77 @@ async def test_an_unreachable_redis_at_start_is_a_warning_not_a_failure(
     assert len(unreachable_warnings(caplog)) == 1, caplog.text
 
 
+@pytest.mark.slow
+async def test_a_redis_that_never_answers_costs_one_deadline_not_a_hang(
+    tmp_path: Path, go_binary: str, go_fixtures: GoFixtures, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="athens_trio.singleflight")
+    wrapper, runs = counting_go(tmp_path, go_binary)
+    # Connections are taken (the kernel's backlog) and never answered.
+    silent = trio.socket.socket()
+    await silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    host, port = silent.getsockname()
+    config = make_config(
+        tmp_path,
+        str(wrapper),
+        go_fixtures,
+        single_flight_type="redis",
+        single_flight=SingleFlightConfig(
+            redis=RedisSingleFlightConfig(
+                endpoint=f"{host}:{port}",
+                lock_config=RedisLockConfig(ttl=30, timeout=1, max_retries=10),
+            )
+        ),
+    )
+    sizes: list[int] = []
+    with silent:
+        async with replicas(config, 1) as pipelines:
+            with trio.fail_after(30):  # the fetch, plus one deadline (1 s)
+                await fetch_zip(pipelines[0], go_fixtures.hello, V1, sizes)
+            statistics = stats(pipelines)[0]
+    assert len(sizes) == 1
+    assert go_downloads(runs) == 1
+    assert statistics.fallbacks == 1
+    assert len(unreachable_warnings(caplog)) == 1, caplog.text
+
+
+@pytest.mark.slow
+async def test_after_an_outage_replicas_share_fetches_again(
+    tmp_path: Path,
+    go_binary: str,
+    go_fixtures: GoFixtures,
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="athens_trio.singleflight")
+    wrapper, runs = counting_go(tmp_path, go_binary)
+    config = redis_config(tmp_path, str(wrapper), go_fixtures, redis_server.endpoint)
+    module = go_fixtures.hello
+    sizes: list[int] = []
+    async with replicas(config) as pipelines:
+        redis_server.stop()
+        # The listeners notice first; requests then go local without asking Redis.
+        await wait_until(lambda: not any(s.reachable for s in stats(pipelines)))
+        async with trio.open_nursery() as nursery:
+            for i in range(10):
+                nursery.start_soon(fetch_zip, pipelines[i % 2], module, V1, sizes)
+        during = go_downloads(runs)
+        redis_server.restart()
+        await wait_until(lambda: all(s.reachable for s in stats(pipelines)))
+        async with trio.open_nursery() as nursery:
+            for i in range(10):
+                nursery.start_soon(fetch_zip, pipelines[i % 2], module, V2, sizes)
+    assert len(sizes) == 20
+    assert 1 <= during <= 2  # one per replica at most, while Redis was away
+    assert go_downloads(runs) == during + 1  # one across both, once it was back
+    assert len(unreachable_warnings(caplog)) == 2, caplog.text  # once per replica
+    again = [
+        r for r in caplog.records if r.levelno == logging.INFO and "answers again" in r.getMessage()
+    ]
+    assert len(again) == 2, caplog.text
+
+
 # ---------------------------------------------------------------------------------------
 # Redis Sentinel
 # ---------------------------------------------------------------------------------------

@@ -271,7 +271,17 @@ class RedisLock:
             if outcome is None:  # the lease ran out under its holder
                 dead_holders += 1
                 if dead_holders > self._settings.max_retries:
-                    raise RedisUnreachable(f"{dead_holders} holders of {key} died")
+                    # Replicas die fetching it (a zip too big for their memory?): one
+                    # more try here, without the lock, rather than a failed request.
+                    log.warning(
+                        "%d holders of the single-flight lock on %s died (MaxRetries is "
+                        "%d): fetching it here without the lock",
+                        dead_holders,
+                        key,
+                        self._settings.max_retries,
+                    )
+                    await self._local(inner, module, version, part)
+                    return
 
     async def _wait(self, key: str, watch: _Watch) -> str | None:
         """Until the lock is free: the holder's outcome, or None if its lease ran out
@@ -378,6 +388,7 @@ class RedisLock:
     def _answered(self) -> None:
         if not self._reachable:
             self._reachable = True
+            self._retry_at = -math.inf
             log.info(
                 "Redis at %s answers again: one fetch per version across replicas", self._where
             )
@@ -391,15 +402,20 @@ class RedisLock:
                 ignore_subscribe_messages=True
             )
             try:
-                await trio.to_thread.run_sync(pubsub.psubscribe, _CHANNEL_PREFIX + "*")
+                # Abandoned if cancelled: a Redis that never answers must not hold up
+                # the pipeline's close for the call's deadline.
+                await trio.to_thread.run_sync(
+                    pubsub.psubscribe, _CHANNEL_PREFIX + "*", abandon_on_cancel=True
+                )
                 while True:
                     message = await trio.to_thread.run_sync(
                         functools.partial(pubsub.get_message, timeout=LISTEN_WAIT)
                     )
                     if message is not None:
                         self._deliver(message)
+                    self._answered()
             except (redis.exceptions.RedisError, OSError) as exc:
-                log.debug("single-flight listener: %s", exc)
+                self._unreachable(exc)
             finally:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(pubsub.close)
