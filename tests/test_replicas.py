@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from athens_trio import Config, ConfigError, load_config, open_pipeline
+from athens_trio import Config, ConfigError, NotFoundError, load_config, open_pipeline
 from athens_trio._config import (
     RedisLockConfig,
     RedisSentinelSingleFlightConfig,
@@ -222,6 +222,31 @@ async def test_a_herd_on_two_replicas_runs_go_once_per_version_and_part(
     assert sum(s.waited for s in statistics) >= 1  # a replica waited for the other
     assert all(s.fallbacks == 0 and s.reachable for s in statistics)
     assert all(s.held == s.waiting == 0 for s in statistics)
+
+
+@pytest.mark.slow
+async def test_a_version_that_does_not_exist_is_a_404_on_every_replica_from_one_go_run(
+    tmp_path: Path, go_binary: str, go_fixtures: GoFixtures, redis_server: RedisServer
+) -> None:
+    wrapper, runs, gate = gated_go(tmp_path, go_binary)
+    config = redis_config(tmp_path, str(wrapper), go_fixtures, redis_server.endpoint)
+    missing: list[str] = []
+
+    async def info(pipeline: Pipeline) -> None:
+        with pytest.raises(NotFoundError):
+            await pipeline.protocol.info(go_fixtures.hello, "v1.9.9")
+        missing.append("404")
+
+    async with replicas(config) as pipelines:
+        async with trio.open_nursery() as nursery:
+            for i in range(10):
+                nursery.start_soon(info, pipelines[i % 2])
+            await wait_until(lambda: one_holds_one_waits(pipelines))
+            gate.touch()
+        statistics = stats(pipelines)
+    assert len(missing) == 10
+    assert len(go_runs(runs)) == 1, go_runs(runs)
+    assert sum(s.woken for s in statistics) == 1
 
 
 @pytest.mark.slow

@@ -188,6 +188,7 @@ class RedisLock:
         self._settings = settings
         self._where = where  # for the log: host:port or the sentinel master, no secret
         self._on_close = on_close
+        self._nursery = nursery
         self._limiter = trio.CapacityLimiter(REDIS_THREADS)
         self._refresh = client.register_script(_REFRESH)
         self._release = client.register_script(_RELEASE)
@@ -308,19 +309,20 @@ class RedisLock:
     ) -> None:
         self._held += 1
         outcome = _RELEASED
+        # The refresher runs beside the stash in the pipeline's nursery (where the stash
+        # itself runs), not in a nursery of ours: the stash's error reaches its callers
+        # as itself, not inside an exception group.
+        keeping = trio.CancelScope()
+        self._nursery.start_soon(self._keep, key, token, keeping, name=f"refresh lock {key}")
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._keep, key, token)
-                try:
-                    if not await is_stored(self._storage, module, version, part):
-                        await inner.stash(module, version, part)
-                    outcome = _STORED
-                except NotFoundError as exc:
-                    outcome = f"{_NOT_FOUND}:{exc}"
-                    raise
-                finally:
-                    nursery.cancel_scope.cancel()
+            if not await is_stored(self._storage, module, version, part):
+                await inner.stash(module, version, part)
+            outcome = _STORED
+        except NotFoundError as exc:
+            outcome = f"{_NOT_FOUND}:{exc}"
+            raise
         finally:
+            keeping.cancel()
             self._held -= 1
             # Unreachable: the lease runs out instead.
             with trio.CancelScope(shield=True), contextlib.suppress(RedisUnreachable):
@@ -332,9 +334,13 @@ class RedisLock:
                     )
                 )
 
-    async def _keep(self, key: str, token: str) -> None:
-        """Refresh the lease while the stash runs."""
+    async def _keep(self, key: str, token: str, scope: trio.CancelScope) -> None:
+        """Refresh the lease until ``scope`` is cancelled (the stash ended)."""
         ttl_ms = math.ceil(self._settings.ttl * 1000)
+        with scope:
+            await self._keep_refreshing(key, token, ttl_ms)
+
+    async def _keep_refreshing(self, key: str, token: str, ttl_ms: int) -> None:
         while True:
             await trio.sleep(self._settings.refresh_every)
             try:
