@@ -24,7 +24,13 @@ from athens_trio._config import (
     SingleFlightConfig,
 )
 from athens_trio._pipeline import Pipeline
-from athens_trio.stash import RedisLock, RedisLockStatistics
+from athens_trio.stash import (
+    LockSettings,
+    RedisLock,
+    RedisLockStatistics,
+    redis_client,
+    sentinel_client,
+)
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
@@ -70,9 +76,16 @@ def redis_config(
 
 
 @contextlib.asynccontextmanager
-async def replicas(config: Config, count: int = 2) -> AsyncIterator[list[Pipeline]]:
+async def replicas(
+    config: Config, count: int = 2, *, subscribed: bool = True
+) -> AsyncIterator[list[Pipeline]]:
+    """``count`` pipelines on ``config``; ``subscribed``: once each hears the holders'
+    messages (Redis is up)."""
     async with contextlib.AsyncExitStack() as stack:
-        yield [await stack.enter_async_context(open_pipeline(config)) for _ in range(count)]
+        pipelines = [await stack.enter_async_context(open_pipeline(config)) for _ in range(count)]
+        if subscribed:
+            await wait_until(lambda: all(s.subscribed for s in stats(pipelines)), 30)
+        yield pipelines
 
 
 def lock_of(pipeline: Pipeline) -> RedisLock:
@@ -190,6 +203,19 @@ def test_athens_singleflight_keys_and_variables(tmp_path: Path) -> None:
 def test_a_bad_singleflight_value_names_its_variable(environ: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         load_config(None, environ=environ)
+
+
+def test_a_bad_redis_endpoint_names_its_key() -> None:
+    settings = LockSettings(ttl=30, timeout=15, max_retries=10)
+    with pytest.raises(ConfigError, match=r"SingleFlight\.Redis\.Endpoint"):
+        redis_client("no-port-here:x", "", settings)
+    with pytest.raises(ConfigError, match=r"SingleFlight\.Redis\.Password"):
+        redis_client("redis://:one@127.0.0.1:6379/0", "two", settings)
+    with pytest.raises(ConfigError, match=r"SingleFlight\.RedisSentinel\.Endpoints"):
+        sentinel_client([], "m", settings)
+    client, where = redis_client("redis://:secret@127.0.0.1:6379/0", "", settings)
+    client.close()
+    assert "secret" not in where
 
 
 # ---------------------------------------------------------------------------------------
@@ -366,7 +392,7 @@ async def test_an_unreachable_redis_at_start_is_a_warning_not_a_failure(
     config = redis_config(tmp_path, str(wrapper), go_fixtures, f"127.0.0.1:{free_port()}")
     module = go_fixtures.hello
     sizes: list[int] = []
-    async with replicas(config, 1) as pipelines:
+    async with replicas(config, 1, subscribed=False) as pipelines:
         async with trio.open_nursery() as nursery:
             for _ in range(5):
                 nursery.start_soon(fetch_zip, pipelines[0], module, V1, sizes)
@@ -404,7 +430,7 @@ async def test_a_redis_that_never_answers_costs_one_deadline_not_a_hang(
     )
     sizes: list[int] = []
     with silent:
-        async with replicas(config, 1) as pipelines:
+        async with replicas(config, 1, subscribed=False) as pipelines:
             with trio.fail_after(30):  # the fetch, plus one deadline (1 s)
                 await fetch_zip(pipelines[0], go_fixtures.hello, V1, sizes)
             statistics = stats(pipelines)[0]

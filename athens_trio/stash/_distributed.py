@@ -148,6 +148,8 @@ class RedisLockStatistics:
     fallbacks: int
     #: Whether Redis answered the last call (False during an outage).
     reachable: bool
+    #: Whether the listener is subscribed to the holders' messages (else waiters poll).
+    subscribed: bool
 
 
 class RedisUnreachable(Exception):
@@ -194,6 +196,7 @@ class RedisLock:
         self._release = client.register_script(_RELEASE)
         self._watches: dict[str, set[_Watch]] = {}
         self._reachable = True
+        self._subscribed = False
         self._retry_at = -math.inf
         self._held = self._waiting = 0
         self._acquired = self._waited = self._woken = 0
@@ -215,6 +218,7 @@ class RedisLock:
             lock_checks=self._lock_checks,
             fallbacks=self._fallbacks,
             reachable=self._reachable,
+            subscribed=self._subscribed,
         )
 
     async def aclose(self) -> None:
@@ -413,6 +417,7 @@ class RedisLock:
                 await trio.to_thread.run_sync(
                     pubsub.psubscribe, _CHANNEL_PREFIX + "*", abandon_on_cancel=True
                 )
+                self._subscribed = True
                 while True:
                     message = await trio.to_thread.run_sync(
                         functools.partial(pubsub.get_message, timeout=LISTEN_WAIT)
@@ -423,6 +428,7 @@ class RedisLock:
             except (redis.exceptions.RedisError, OSError) as exc:
                 self._unreachable(exc)
             finally:
+                self._subscribed = False
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(pubsub.close)
             # Waiters poll meanwhile; a listener that cannot connect tries again later.
