@@ -136,7 +136,7 @@ class RedisLockStatistics:
     waiting: int
     #: Locks taken so far.
     acquired: int
-    #: Stashes so far that found another replica's lock and waited for it.
+    #: Times so far a stash found another replica's lock and waited for it.
     waited: int
     #: Waits ended by the holder's message (the rest by polling).
     woken: int
@@ -258,10 +258,10 @@ class RedisLock:
         while True:
             token = secrets.token_hex(16)
             ttl_ms = math.ceil(self._settings.ttl * 1000)
-            taken = self._client.set
-            if await self._call(
-                functools.partial(taken, _LOCK_PREFIX + key, token, nx=True, px=ttl_ms)
-            ):
+            take = functools.partial(
+                self._client.set, _LOCK_PREFIX + key, token, nx=True, px=ttl_ms
+            )
+            if await self._call(take):
                 self._acquired += 1
                 if dead_holders:
                     self._takeovers += 1
