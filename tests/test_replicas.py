@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
@@ -34,7 +36,19 @@ from athens_trio.stash import (
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
-from .helpers import counting_go, go_downloads, go_runs, recording_go, wait_until
+from .helpers import (
+    child_env,
+    child_server,
+    counting_go,
+    fixture_env_vars,
+    go_downloads,
+    go_runs,
+    go_script,
+    recording_go,
+    session_processes,
+    wait_for_pids,
+    wait_until,
+)
 from .redisfixtures import (
     MASTER_NAME,
     RedisServer,
@@ -512,3 +526,106 @@ async def test_a_herd_on_two_replicas_through_a_sentinel_runs_go_once(
     assert go_downloads(runs) == 1
     assert sum(s.acquired for s in statistics) == 1
     assert all(s.fallbacks == 0 and s.reachable for s in statistics)
+
+
+# ---------------------------------------------------------------------------------------
+# athens-trio processes, configured by Athens' variables
+# ---------------------------------------------------------------------------------------
+
+
+def replica_env(
+    tmp_path: Path, name: str, go: Path, fixtures: GoFixtures, redis: RedisServer, **extra: str
+) -> dict[str, str]:
+    goget = tmp_path / f"goget-{name}"
+    goget.mkdir()
+    return child_env(
+        tmp_path,
+        ATHENS_STORAGE_TYPE="disk",
+        ATHENS_DISK_STORAGE_ROOT=str(tmp_path / "shared-storage"),
+        ATHENS_GOGET_DIR=str(goget),
+        ATHENS_GO_BINARY_PATH=str(go),
+        ATHENS_GO_BINARY_ENV_VARS=fixture_env_vars(fixtures),
+        ATHENS_SINGLE_FLIGHT_TYPE="redis",
+        ATHENS_REDIS_ENDPOINT=redis.endpoint,
+        **extra,
+    )
+
+
+@pytest.mark.slow
+async def test_three_processes_thirty_clients_one_go_run(
+    tmp_path: Path, go_binary: str, go_fixtures: GoFixtures, redis_server: RedisServer
+) -> None:
+    wrapper, runs = counting_go(tmp_path, go_binary)
+    path = f"/{go_fixtures.hello}/@v/{V1}.zip"
+    bodies: list[bytes] = []
+    async with contextlib.AsyncExitStack() as stack:
+        children = [
+            await stack.enter_async_context(
+                child_server(
+                    tmp_path,
+                    name,
+                    replica_env(tmp_path, name, wrapper, go_fixtures, redis_server),
+                )
+            )
+            for name in ("a", "b", "c")
+        ]
+
+        async def get(url: str) -> None:
+            async with httpx.AsyncClient(base_url=url) as http:
+                answer = await http.get(path, timeout=120)
+                assert answer.status_code == 200, answer.text
+                bodies.append(answer.content)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(30):
+                nursery.start_soon(get, children[i % 3].url)
+    assert len(bodies) == 30
+    assert len(set(bodies)) == 1
+    assert go_downloads(runs) == 1
+
+
+@pytest.mark.slow
+async def test_a_process_killed_holding_the_lock_is_taken_over(
+    tmp_path: Path, go_binary: str, go_fixtures: GoFixtures, redis_server: RedisServer
+) -> None:
+    # a's go is the real one (athens-trio asks it its version at start) but hangs
+    # fetching, with a child, as go with git.
+    pids = tmp_path / "pids"
+    hangs = go_script(
+        tmp_path,
+        "hangs-fetching-go",
+        f'case " $* " in *" mod download "*)\n'
+        f"  echo $$ >> {pids}; sleep 1000 & wait;;\n"
+        f'esac\nexec {go_binary} "$@"\n',
+    )
+    wrapper, runs = counting_go(tmp_path, go_binary)
+    path = f"/{go_fixtures.hello}/@v/{V1}.zip"
+    ttl = {"ATHENS_REDIS_LOCK_TTL": "1"}
+    async with (
+        child_server(
+            tmp_path, "a", replica_env(tmp_path, "a", hangs, go_fixtures, redis_server, **ttl)
+        ) as holder,
+        child_server(
+            tmp_path, "b", replica_env(tmp_path, "b", wrapper, go_fixtures, redis_server, **ttl)
+        ) as other,
+        httpx.AsyncClient() as http,
+    ):
+        answers: list[httpx.Response] = []
+
+        async def get(url: str) -> None:
+            with contextlib.suppress(httpx.HTTPError):  # a's client loses its server
+                answers.append(await http.get(url + path, timeout=120))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(get, holder.url)
+            go_pid = (await wait_for_pids(pids, 1))[0]  # a holds the lock
+            nursery.start_soon(get, other.url)
+            holder.process.kill()  # lease and all: nothing releases the lock
+            await holder.process.wait()
+            for pid in session_processes(go_pid):  # its orphaned go, for tidiness
+                os.kill(pid, signal.SIGKILL)
+            died = trio.current_time()
+    took = trio.current_time() - died
+    assert [answer.status_code for answer in answers] == [200], [a.text for a in answers]
+    assert go_downloads(runs) == 1  # b's go, after the lease (1 s) ran out
+    assert took < 60, took
