@@ -97,9 +97,11 @@ class SingleFlightConfig(msgspec.Struct, rename="pascal", forbid_unknown_fields=
     )
 
 
-def _lock_variables(
-    section: str,
-) -> list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]]:
+#: An environment variable's entry: the key path it sets, its parser, its names.
+_Variable = tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]
+
+
+def _lock_variables(section: str) -> list[_Variable]:
     # Athens reads the same ATHENS_REDIS_LOCK_* variables into both sections.
     return [
         (("SingleFlight", section, "LockConfig", "TTL"), int, ("ATHENS_REDIS_LOCK_TTL",)),
@@ -112,7 +114,7 @@ def _lock_variables(
     ]
 
 
-_SINGLE_FLIGHT_ENVIRONMENT: list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]] = [
+_SINGLE_FLIGHT_ENVIRONMENT: list[_Variable] = [
     (("SingleFlightType",), str, ("ATHENS_SINGLE_FLIGHT_TYPE",)),
     (("SingleFlight", "Redis", "Endpoint"), str, ("ATHENS_REDIS_ENDPOINT",)),
     (("SingleFlight", "Redis", "Password"), str, ("ATHENS_REDIS_PASSWORD",)),
