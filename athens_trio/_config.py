@@ -59,6 +59,86 @@ class StorageConfig(msgspec.Struct, rename="pascal", forbid_unknown_fields=False
     disk: DiskStorageConfig = msgspec.field(default_factory=DiskStorageConfig)
 
 
+# --- [SingleFlight]: one fetch per version across replicas (Athens' keys and variables) ---
+SingleFlightType = Literal["memory", "redis", "redis-sentinel"]
+
+
+class RedisLockConfig(msgspec.Struct, rename="pascal", forbid_unknown_fields=False):
+    # Athens' names, seconds.  TTL is the lock's lease, refreshed while the fetch runs
+    # (Athens' lock is not refreshed, hence its 900): a dead holder's lock is taken over
+    # within it.  Timeout bounds each Redis call.  MaxRetries bounds how many dead
+    # holders a waiter outlives, never how long it waits for a live one.
+    ttl: PositiveInt = field(name="TTL", default=30)
+    timeout: PositiveInt = 15
+    max_retries: PositiveInt = 10
+
+
+class RedisSingleFlightConfig(msgspec.Struct, rename="pascal", forbid_unknown_fields=False):
+    # host:port or redis[s]://[user:password@]host:port/db
+    endpoint: str = "127.0.0.1:6379"
+    password: str = ""
+    lock_config: RedisLockConfig = msgspec.field(default_factory=RedisLockConfig)
+
+
+class RedisSentinelSingleFlightConfig(msgspec.Struct, rename="pascal", forbid_unknown_fields=False):
+    endpoints: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1:26379"])
+    master_name: str = "redis-1"
+    sentinel_password: str = ""
+    redis_username: str = ""
+    redis_password: str = ""
+    db: Annotated[int, msgspec.Meta(ge=0)] = field(name="DB", default=0)
+    lock_config: RedisLockConfig = msgspec.field(default_factory=RedisLockConfig)
+
+
+class SingleFlightConfig(msgspec.Struct, rename="pascal", forbid_unknown_fields=False):
+    redis: RedisSingleFlightConfig = msgspec.field(default_factory=RedisSingleFlightConfig)
+    redis_sentinel: RedisSentinelSingleFlightConfig = msgspec.field(
+        default_factory=RedisSentinelSingleFlightConfig
+    )
+
+
+#: An environment variable's entry: the key path it sets, its parser, its names.
+_Variable = tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]
+
+
+def _lock_variables(section: str) -> list[_Variable]:
+    # Athens reads the same ATHENS_REDIS_LOCK_* variables into both sections.
+    return [
+        (("SingleFlight", section, "LockConfig", "TTL"), int, ("ATHENS_REDIS_LOCK_TTL",)),
+        (("SingleFlight", section, "LockConfig", "Timeout"), int, ("ATHENS_REDIS_LOCK_TIMEOUT",)),
+        (
+            ("SingleFlight", section, "LockConfig", "MaxRetries"),
+            int,
+            ("ATHENS_REDIS_LOCK_MAX_RETRIES",),
+        ),
+    ]
+
+
+_SINGLE_FLIGHT_ENVIRONMENT: list[_Variable] = [
+    (("SingleFlightType",), str, ("ATHENS_SINGLE_FLIGHT_TYPE",)),
+    (("SingleFlight", "Redis", "Endpoint"), str, ("ATHENS_REDIS_ENDPOINT",)),
+    (("SingleFlight", "Redis", "Password"), str, ("ATHENS_REDIS_PASSWORD",)),
+    *_lock_variables("Redis"),
+    (
+        ("SingleFlight", "RedisSentinel", "Endpoints"),
+        lambda value: [item.strip() for item in value.split(",") if item.strip()],
+        ("ATHENS_REDIS_SENTINEL_ENDPOINTS",),
+    ),
+    (("SingleFlight", "RedisSentinel", "MasterName"), str, ("ATHENS_REDIS_SENTINEL_MASTER_NAME",)),
+    (
+        ("SingleFlight", "RedisSentinel", "SentinelPassword"),
+        str,
+        ("ATHENS_REDIS_SENTINEL_PASSWORD",),
+    ),
+    (("SingleFlight", "RedisSentinel", "RedisUsername"), str, ("ATHENS_REDIS_USERNAME",)),
+    # As Athens: one variable for the plain Redis's password and the sentinel master's.
+    (("SingleFlight", "RedisSentinel", "RedisPassword"), str, ("ATHENS_REDIS_PASSWORD",)),
+    (("SingleFlight", "RedisSentinel", "DB"), int, ("ATHENS_REDIS_SENTINEL_DB",)),
+    *_lock_variables("RedisSentinel"),
+]
+# --- end of [SingleFlight] ---
+
+
 class Config(msgspec.Struct, rename="pascal", forbid_unknown_fields=False, kw_only=True):
     """What athens-trio reads from ``athens.toml``; the field names map to Athens' keys."""
 
@@ -111,6 +191,10 @@ class Config(msgspec.Struct, rename="pascal", forbid_unknown_fields=False, kw_on
     # Per stall, not per response: a zip to a slow client may take longer than this.
     write_timeout: PositiveSeconds = 60
     max_connections: PositiveInt = 1000
+
+    # --- [SingleFlight] (see SingleFlightConfig) ---
+    single_flight_type: SingleFlightType = "memory"
+    single_flight: SingleFlightConfig = msgspec.field(default_factory=SingleFlightConfig)
 
     @property
     def disk_root(self) -> Path:
@@ -187,6 +271,7 @@ _ENVIRONMENT: list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]
     (("WriteTimeout",), _as_seconds, ("ATHENS_WRITE_TIMEOUT",)),
     (("MaxConnections",), _as_int, ("ATHENS_MAX_CONNECTIONS",)),
 ]
+_ENVIRONMENT += _SINGLE_FLIGHT_ENVIRONMENT
 
 _ERROR_PATH = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`$")
 

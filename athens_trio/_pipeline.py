@@ -73,6 +73,8 @@ class Pipeline:
     lookups: download.StorageFirst
     #: The checksum database proxy over ``SumDBs`` (None if there are none).
     sumdb: SumDBProxy | None = None
+    #: The lock shared by replicas (``SingleFlightType`` redis or redis-sentinel), or None.
+    redis_lock: stash.RedisLock | None = None
 
 
 #: StorageType → its backend, built from the ``[Storage]`` section.
@@ -165,6 +167,32 @@ def _upstream(
     )
 
 
+def _redis_lock(config: Config, storage: Backend, nursery: trio.Nursery) -> stash.RedisLock | None:
+    """The lock ``SingleFlightType`` names, on ``[SingleFlight.Redis]`` or
+    ``[SingleFlight.RedisSentinel]``; None for ``memory`` (this process alone)."""
+    section = config.single_flight
+    if config.single_flight_type == "redis":
+        lock = section.redis.lock_config
+        settings = stash.LockSettings(lock.ttl, lock.timeout, lock.max_retries)
+        client, where = stash.redis_client(section.redis.endpoint, section.redis.password, settings)
+        return stash.RedisLock(client, storage, nursery, settings, where=where)
+    if config.single_flight_type == "redis-sentinel":
+        sentinel = section.redis_sentinel
+        lock = sentinel.lock_config
+        settings = stash.LockSettings(lock.ttl, lock.timeout, lock.max_retries)
+        client, where, close = stash.sentinel_client(
+            sentinel.endpoints,
+            sentinel.master_name,
+            settings,
+            sentinel_password=sentinel.sentinel_password,
+            username=sentinel.redis_username,
+            password=sentinel.redis_password,
+            db=sentinel.db,
+        )
+        return stash.RedisLock(client, storage, nursery, settings, where=where, on_close=close)
+    return None
+
+
 async def _sweep(storage: Backend) -> None:
     """Clear what killed saves left behind, in the background (a big tree takes a while)."""
     try:
@@ -226,17 +254,27 @@ async def open_pipeline(
                 filter_check = download.FilterCheck(module_filter, config.global_endpoint)
                 policy_protocol_wrappers.append(download.with_filter(filter_check))
 
+            # Closed once the nursery is done: its listener uses the connections.
+            lock_closer = contextlib.AsyncExitStack()
+            stack.push_async_exit(lock_closer)
             nursery = await stack.enter_async_context(trio.open_nursery())
             nursery.start_soon(_sweep, storage, name="sweep storage leftovers")
             stash_pool = stash.with_pool(config.go_get_workers)
             protocol_pool = download.with_pool(config.protocol_workers)
             singleflight = stash.with_singleflight(nursery)
+            # Across replicas: inside the local single-flight (one Redis lock per
+            # replica per version), outside the hook and the pool (a waiter takes
+            # no go worker, and only the lock's holder asks the hook).
+            redis_lock = _redis_lock(config, storage, nursery)
+            if redis_lock is not None:
+                lock_closer.push_async_callback(redis_lock.aclose)
             fetches = stash.FetchAndSave(fetcher, storage)
             stasher = stash.wrap(
                 fetches,
                 stash_pool,
                 # The hook is asked once per fetch, without holding a go worker.
                 *policy_stash_wrappers,
+                *([redis_lock] if redis_lock is not None else []),
                 singleflight,
             )
             resolutions = download.CachedLister(
@@ -271,6 +309,7 @@ async def open_pipeline(
                 protocol_pool,
                 lookups,
                 sumdb,
+                redis_lock,
             )
             nursery.cancel_scope.cancel()
     finally:

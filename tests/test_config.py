@@ -64,7 +64,9 @@ def test_an_athens_toml_loads_unchanged(tmp_path: Path, caplog: pytest.LogCaptur
     assert config.network_mode == "fallback"
     assert config.log_level == "debug"
     assert "CloudRuntime" in caplog.text
-    assert "SingleFlightType" in caplog.text
+    # Read now (tests/test_replicas.py), no longer ignored.
+    assert config.single_flight_type == "memory"
+    assert "SingleFlightType" not in caplog.text
 
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:

@@ -5,10 +5,19 @@ the pipeline uses: the plain fetch-then-save, bounded by the pool, shared by the
 single-flight (outermost, so callers that join an in-flight stash take no pool slot).
 The fetch-then-save (:class:`FetchAndSave`), the pool and the single-flight each tell
 their :meth:`statistics` (frozen dataclasses, as trio's primitives do).
+Across replicas, :class:`RedisLock` goes just inside the single-flight: one stash per
+version among all the replicas sharing a Redis.
 """
 
 from __future__ import annotations
 
+from ._distributed import (
+    LockSettings,
+    RedisLock,
+    RedisLockStatistics,
+    redis_client,
+    sentinel_client,
+)
 from ._pool import Pool, PoolStatistics, Slots, with_pool
 from ._singleflight import Flights, SingleFlight, SingleFlightStatistics, with_singleflight
 from ._stasher import (
@@ -19,6 +28,7 @@ from ._stasher import (
     Part,
     Stasher,
     Wrapper,
+    is_stored,
     new,
     wrap,
 )
@@ -28,17 +38,23 @@ __all__ = [
     "FETCH_SECONDS_BOUNDS",
     "FetchAndSave",
     "FetchStatistics",
+    "LockSettings",
     "Flights",
     "OutcomeStatistics",
     "Part",
     "Pool",
     "PoolStatistics",
+    "RedisLock",
+    "RedisLockStatistics",
     "SingleFlight",
     "SingleFlightStatistics",
     "Slots",
     "Stasher",
     "Wrapper",
+    "is_stored",
     "new",
+    "redis_client",
+    "sentinel_client",
     "with_pool",
     "with_singleflight",
     "with_validator",

@@ -33,6 +33,7 @@ __all__ = [
     "Part",
     "Stasher",
     "Wrapper",
+    "is_stored",
     "new",
     "wrap",
 ]
@@ -122,7 +123,7 @@ class FetchAndSave(Stasher):
         )
 
     async def stash(self, module: str, version: str, part: Part) -> None:
-        if await self._stored(module, version, part):
+        if await is_stored(self._storage, module, version, part):
             return  # stored by another stash meanwhile: no fetch
         started = time.perf_counter()
         outcome = "cancelled"
@@ -143,15 +144,6 @@ class FetchAndSave(Stasher):
             self._in_progress -= 1
             self._outcomes.setdefault(outcome, _Outcome()).add(seconds)
             _log_fetch(module, version, part, seconds, outcome, problem)
-
-    async def _stored(self, module: str, version: str, part: Part) -> bool:
-        if part == "zip":
-            return await self._storage.exists(module, version)
-        try:
-            await self._storage.go_mod(module, version)  # a .info whose .mod was lost: no
-        except NotFoundError:
-            return False
-        return True
 
     async def _fetch_and_save_mod(self, module: str, version: str) -> None:
         fetched = await self._fetcher.fetch_mod(module, version)
@@ -180,6 +172,18 @@ class FetchAndSave(Stasher):
                 f"fetching {module}@{version}: upstream's .info or go.mod differs from"
                 " the stored one; its zip is not stored"
             )
+
+
+async def is_stored(storage: Backend, module: str, version: str, part: Part) -> bool:
+    """Whether ``part`` of ``module@version`` is in ``storage`` already (a stash of it
+    would fetch nothing)."""
+    if part == "zip":
+        return await storage.exists(module, version)
+    try:
+        await storage.go_mod(module, version)  # a .info whose .mod was lost: no
+    except NotFoundError:
+        return False
+    return True
 
 
 def _check_fetched(module: str, version: str, fetched: str, mod: bytes, mod_sum: str) -> None:
