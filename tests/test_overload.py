@@ -22,10 +22,12 @@ import h2.connection
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from athens_trio import Config, DiskStorage, load_config
 from athens_trio._exceptions import ConfigError
 from athens_trio.server import Server
+from athens_trio.stash import Flights
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
@@ -262,12 +264,15 @@ async def h2_reset_flood(server: Server, paths: list[str], batch: int = 50) -> N
 async def test_an_http2_reset_flood_starts_a_bounded_number_of_fetches(
     tmp_path: Path, go_fixtures: GoFixtures
 ) -> None:
-    grace = 1.0
+    grace = 2.0
     config = hanging_config(
         tmp_path, go_fixtures, go_get_workers=2, go_get_queue=3, abandoned_fetch_grace=grace
     )
     async with served(config) as server:
+        flood_started = trio.current_time()
         await h2_reset_flood(server, [cold(go_fixtures, i) for i in range(400)])
+        # Fetches given up make room for new ones: at most 5 per grace, ever.
+        windows = 1 + int((trio.current_time() - flood_started) / grace)
         singleflight = server.pipeline.singleflight
         stash_pool = server.pipeline.stash_pool
         # Never more fetches than the go workers and their queue hold...
@@ -277,8 +282,8 @@ async def test_an_http2_reset_flood_starts_a_bounded_number_of_fetches(
         pids = go_pids(tmp_path)
         await wait_until(lambda: not any(process_alive(pid) for pid in pids))
         started = server.pipeline.fetches.statistics().outcomes["cancelled"].count
-        assert 1 <= started <= 2 + 3
-        assert len(pids) <= 2 * (2 + 3)
+        assert 1 <= started <= (2 + 3) * windows
+        assert len(pids) <= 2 * started  # go and its child, per fetch started
         statistics = stash_pool.statistics()
         assert statistics.in_use == statistics.waiting == 0
         # Every stream's request did start (a miss each); the queue bound refused most
@@ -345,3 +350,61 @@ def test_overload_settings_load_from_athens_variables() -> None:
         load_config(environ={"ATHENS_GOGET_QUEUE": "-1"})
     with pytest.raises(ConfigError, match="AbandonedFetchGrace"):
         load_config(environ={"ATHENS_ABANDONED_FETCH_GRACE": "nan"})
+
+
+# ---------------------------------------------------------------------------------------
+# The single-flight's grace, in virtual time
+# ---------------------------------------------------------------------------------------
+
+
+async def test_work_nobody_waits_for_is_cancelled_after_the_grace_exactly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    cancelled_at: list[float] = []
+    outcomes: list[str] = []
+
+    async def work() -> str:
+        try:
+            await trio.sleep(1000)
+        except trio.Cancelled:
+            cancelled_at.append(trio.current_time())
+            raise
+        return "done"
+
+    async def waiter(flights: Flights[str, str], after: float) -> None:
+        with trio.move_on_after(after):
+            outcomes.append(await flights.run("key", work, name="work"))
+
+    async with trio.open_nursery() as pipeline_nursery:
+        flights: Flights[str, str] = Flights(pipeline_nursery, abandon_after=5)
+        await waiter(flights, 1)  # leaves at t+1: cancelled at t+6
+        left = trio.current_time()
+        # A caller coming back within the grace keeps it going...
+        await trio.sleep(4)
+        assert flights.running("key")
+        await waiter(flights, 3)  # ...until it leaves too, at t+8: cancelled at t+13
+        assert cancelled_at == []
+        await trio.sleep(10)
+        assert cancelled_at == [left + 4 + 3 + 5]
+        assert (flights.joined, flights.abandoned, flights.in_flight) == (1, 1, {})
+        # Waited for to its end: never given up.
+        await waiter(flights, 2000)
+        assert outcomes == ["done"]
+        assert flights.abandoned == 1
+
+
+async def test_singleflight_without_a_grace_runs_work_to_its_end(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    finished: list[bool] = []
+
+    async def work() -> None:
+        await trio.sleep(1000)
+        finished.append(True)
+
+    async with trio.open_nursery() as pipeline_nursery:
+        flights: Flights[str, None] = Flights(pipeline_nursery)
+        with trio.move_on_after(1):
+            await flights.run("key", work, name="work")
+    assert finished == [True]
+    assert flights.abandoned == 0
