@@ -195,6 +195,17 @@ class Config(msgspec.Struct, rename="pascal", forbid_unknown_fields=False, kw_on
     # --- [SingleFlight] (see SingleFlightConfig) ---
     single_flight_type: SingleFlightType = "memory"
     single_flight: SingleFlightConfig = msgspec.field(default_factory=SingleFlightConfig)
+    # --- overload: bounded queues, abandoned fetches (not Athens keys) ---
+    # Requests for uncached modules that may wait for a ProtocolWorkers slot (what
+    # storage answers takes none); one more is answered 503 with Retry-After.
+    protocol_queue: Annotated[int, msgspec.Meta(ge=0)] = 1000
+    # Fetches that may wait for a GoGetWorkers slot; one more: 503 with Retry-After.
+    go_get_queue: Annotated[int, msgspec.Meta(ge=0)] = 100
+    # Background fetches (DownloadMode async, async_redirect) queued or running; a miss
+    # beyond them starts none (logged and counted).
+    background_fetch_queue: Annotated[int, msgspec.Meta(ge=0)] = 100
+    # Seconds a fetch goes on once no client waits for it; then it is cancelled.
+    abandoned_fetch_grace: Seconds = 5
 
     @property
     def disk_root(self) -> Path:
@@ -270,6 +281,10 @@ _ENVIRONMENT: list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]
     (("RequestHeaderTimeout",), _as_seconds, ("ATHENS_REQUEST_HEADER_TIMEOUT",)),
     (("WriteTimeout",), _as_seconds, ("ATHENS_WRITE_TIMEOUT",)),
     (("MaxConnections",), _as_int, ("ATHENS_MAX_CONNECTIONS",)),
+    (("ProtocolQueue",), _as_int, ("ATHENS_PROTOCOL_QUEUE",)),
+    (("GoGetQueue",), _as_int, ("ATHENS_GOGET_QUEUE",)),
+    (("BackgroundFetchQueue",), _as_int, ("ATHENS_BACKGROUND_FETCH_QUEUE",)),
+    (("AbandonedFetchGrace",), _as_seconds, ("ATHENS_ABANDONED_FETCH_GRACE",)),
 ]
 _ENVIRONMENT += _SINGLE_FLIGHT_ENVIRONMENT
 
@@ -375,6 +390,7 @@ def _seconds(config: Config) -> dict[str, float]:
         "ShutdownTimeout": config.shutdown_timeout,
         "KeepAliveTimeout": config.keep_alive_timeout,
         "RequestHeaderTimeout": config.request_header_timeout,
+        "AbandonedFetchGrace": config.abandoned_fetch_grace,
     }
 
 

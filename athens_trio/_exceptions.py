@@ -19,6 +19,7 @@ Exception hierarchy (HTTP status; fetch outcome where it is not ``error``)::
     ├── RangeNotSatisfiableError .. a Range starts past the end of the zip        416
     ├── UpstreamError ............. go could not reach or read the VCS            502 upstream_error
     │   └── FetchTimeoutError ..... fetching or listing ran past its timeout      504 timeout
+    ├── OverloadedError ........... too many fetches waiting; ``Retry-After``     503 overloaded
     ├── StorageError .............. the storage backend failed                    500
     │   └── DamagedVersionError ... a stored file no longer matches its hash      500
     └── ValidatorError ............ the ValidatorHook failed or answered nonsense 500
@@ -47,6 +48,7 @@ __all__ = [
     "InvalidVersionError",
     "NoSuchEndpointError",
     "NotFoundError",
+    "OverloadedError",
     "RangeNotSatisfiableError",
     "Redirected",
     "StorageError",
@@ -156,6 +158,23 @@ class FetchTimeoutError(UpstreamError):
 
     status = 504
     outcome = "timeout"
+
+
+class OverloadedError(AthensTrioError):
+    """As many fetches (or upstream calls) run and wait as their pool allows; the
+    client is told to come back after :attr:`retry_after` seconds rather than queued
+    without bound."""
+
+    status = 503
+    outcome = "overloaded"
+
+    def __init__(self, what: str, retry_after: int) -> None:
+        super().__init__(f"too many {what} at once; retry in {retry_after} s")
+        self.what = what
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[type[OverloadedError], tuple[str, int]]:
+        return (type(self), (self.what, self.retry_after))
 
 
 class StorageError(AthensTrioError):

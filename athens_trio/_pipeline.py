@@ -259,9 +259,12 @@ async def open_pipeline(
             stack.push_async_exit(lock_closer)
             nursery = await stack.enter_async_context(trio.open_nursery())
             nursery.start_soon(_sweep, storage, name="sweep storage leftovers")
-            stash_pool = stash.with_pool(config.go_get_workers)
-            protocol_pool = download.with_pool(config.protocol_workers)
-            singleflight = stash.with_singleflight(nursery)
+            stash_pool = stash.with_pool(config.go_get_workers, queue=config.go_get_queue)
+            protocol_pool = download.with_pool(config.protocol_workers, queue=config.protocol_queue)
+            # A fetch nobody waits for any more is cancelled after the grace.
+            singleflight = stash.with_singleflight(
+                nursery, abandon_after=config.abandoned_fetch_grace
+            )
             # Across replicas: inside the local single-flight (one Redis lock per
             # replica per version), outside the hook and the pool (a waiter takes
             # no go worker, and only the lock's holder asks the hook).
@@ -292,6 +295,7 @@ async def open_pipeline(
                 background=nursery,
                 # The filter's version rules, on the version a query resolves to.
                 version_check=filter_check,
+                background_queue=config.background_fetch_queue,
             )
             protocol = download.wrap(
                 lookups,

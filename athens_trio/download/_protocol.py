@@ -12,14 +12,21 @@ it is served from storage, so what a client gets is always what storage holds.
 ``NetworkMode`` says.  Where nothing may be asked upstream (NetworkMode ``offline``, or
 DownloadMode ``none`` for the module: a read-only mirror), ``list``, ``latest`` and
 queries are answered from storage alone.
+
+What storage answers alone never waits for upstream work: with the protocol pool
+(:meth:`StorageFirst.pool_misses`), only the calls that go upstream (a fetch, a
+repair, a list, a query's resolution) take one of its slots, so a stored version is
+served whatever the misses are doing.  The async modes' background fetches are
+bounded apart (``background_queue``): beyond it a miss starts none (logged, counted).
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -43,7 +50,7 @@ from .._module import (
     split_path_version,
 )
 from .._semver import sort_versions
-from ..stash import Part, Stasher
+from ..stash import Part, Slots, Stasher
 from ..storage import Backend, StoredZip
 from ..upstream import Lister, UpstreamVersions, encode_info
 from ._mode import DownloadPolicy
@@ -83,10 +90,14 @@ class LookupStatistics:
     """What :meth:`StorageFirst.statistics` returns: storage lookups of info, mod and
     zip by endpoint name, of the canonical version asked for or resolved to.  A hit
     was served as stored; a miss went to DownloadMode (a fetch, joined or started).  An
-    endpoint appears once it was looked up."""
+    endpoint appears once it was looked up.  And the async modes' background fetches."""
 
     hits: Mapping[str, int]
     misses: Mapping[str, int]
+    #: Background fetches (DownloadMode async, async_redirect) queued or running now.
+    background: int = 0
+    #: Background fetches not started because ``background_queue`` were pending.
+    background_dropped: int = 0
 
 
 class DownloadProtocol(abc.ABC):
@@ -143,6 +154,7 @@ class StorageFirst(DownloadProtocol):
         policy: DownloadPolicy,
         background: trio.Nursery | None,
         version_check: VersionCheck | None = None,
+        background_queue: int | None = None,
     ) -> None:
         self._storage = storage
         self._version_check = version_check
@@ -153,11 +165,35 @@ class StorageFirst(DownloadProtocol):
         self._network_mode = network_mode
         self._policy = policy
         self._background = background
+        self._background_queue = background_queue
+        self._background_pending = 0
+        self._background_dropped = 0
         self._repair = Repair(storage, stasher)
+        self._miss_slots: Slots | None = None
 
     def statistics(self) -> LookupStatistics:
-        """Storage hits and misses so far, by endpoint."""
-        return LookupStatistics(hits=dict(self._hits), misses=dict(self._misses))
+        """Storage hits and misses so far, by endpoint, and the background fetches."""
+        return LookupStatistics(
+            hits=dict(self._hits),
+            misses=dict(self._misses),
+            background=self._background_pending,
+            background_dropped=self._background_dropped,
+        )
+
+    def pool_misses(self, slots: Slots) -> None:
+        """From now on, what goes upstream (a fetch, a repair, a list, a resolution)
+        holds one of ``slots`` (OverloadedError when they and their queue are full);
+        what storage answers alone takes none.  The protocol pool calls this."""
+        self._miss_slots = slots
+
+    @contextlib.asynccontextmanager
+    async def _upstream_turn(self) -> AsyncIterator[None]:
+        """A slot of the protocol pool (if any) for a call that goes upstream."""
+        if self._miss_slots is None:
+            yield
+            return
+        async with self._miss_slots.slot():
+            yield
 
     def _looked_up(self, endpoint: Endpoint, hit: bool) -> None:
         (self._hits if hit else self._misses)[endpoint.name] += 1
@@ -173,7 +209,8 @@ class StorageFirst(DownloadProtocol):
         storage_only = self._storage_only(module)
         if storage_only is None:
             try:
-                upstream = await self._lister.list(module)
+                async with self._upstream_turn():
+                    upstream = await self._lister.list(module)
             except (NotFoundError, UpstreamError) as exc:
                 error = exc
 
@@ -222,7 +259,8 @@ class StorageFirst(DownloadProtocol):
         # A query: resolved first, then checked and served as its canonical version.
         storage_only = self._storage_only(module)
         if storage_only is None:
-            resolved = (await self._lister.resolve(module, version)).Version
+            async with self._upstream_turn():
+                resolved = (await self._lister.resolve(module, version)).Version
         else:
             stored = await self._storage.list_versions(module)
             resolved = resolve_stored(module, version, stored, storage_only)
@@ -258,7 +296,8 @@ class StorageFirst(DownloadProtocol):
         mode = self._policy.mode_for(module)
         part = _part_of(endpoint)
         if mode == "sync":
-            await self._stasher.stash(module, version, part)
+            async with self._upstream_turn():
+                await self._stasher.stash(module, version, part)
             return
         if mode in ("async", "async_redirect"):
             self._stash_in_background(module, version, part)
@@ -272,13 +311,27 @@ class StorageFirst(DownloadProtocol):
 
     def _stash_in_background(self, module: str, version: str, part: Part) -> None:
         assert self._background is not None, "async download modes need a nursery"
+        queue = self._background_queue
+        if queue is not None and self._background_pending >= queue:
+            # Dropped, not queued: the client was answered already, and asks again.
+            self._background_dropped += 1
+            log.warning(
+                "background fetch of %s@%s dropped: %d are pending (BackgroundFetchQueue)",
+                module,
+                version,
+                self._background_pending,
+            )
+            return
 
         async def stash_quietly() -> None:
             try:
                 await self._stasher.stash(module, version, part)
             except AthensTrioError as exc:  # nobody is waiting: the log is the answer
                 log.warning("background fetch of %s@%s failed: %s", module, version, exc)
+            finally:
+                self._background_pending -= 1
 
+        self._background_pending += 1
         self._background.start_soon(stash_quietly, name=f"background stash {module}@{version}")
 
     async def go_mod(self, module: str, version: str) -> bytes:
@@ -301,7 +354,8 @@ class StorageFirst(DownloadProtocol):
             return await self._read_or_fetch(read, module, version, endpoint)
         except DamagedVersionError as exc:
             damage = exc
-        return await self._repair(read, module, version, _part_of(endpoint), damage)
+        async with self._upstream_turn():  # a repair fetches again
+            return await self._repair(read, module, version, _part_of(endpoint), damage)
 
 
 def new(
@@ -313,6 +367,7 @@ def new(
     policy: DownloadPolicy | None = None,
     background: trio.Nursery | None = None,
     version_check: VersionCheck | None = None,
+    background_queue: int | None = None,
 ) -> StorageFirst:
     """The download protocol over ``storage``; :func:`wrap` adds the pool and policies,
     as Athens' ``download.New(opts, addons.WithPool(n))``.
@@ -325,12 +380,23 @@ def new(
     ``version_check`` (the filter's, :class:`~athens_trio.download.FilterCheck`) is
     asked about the version a query resolved to before it is served or fetched.
     ``lister`` answers queries too: give it a :class:`~athens_trio.download.CachedLister`.
+    ``background_queue`` bounds the background fetches pending at once (None: no
+    bound); beyond it a miss starts none.
     """
     policy = policy or DownloadPolicy()
     modes = {policy.mode, *(rule.mode for rule in policy.rules)}
     if modes & {"async", "async_redirect"} and background is None:
         raise ValueError("the async download modes need a background nursery")
-    return StorageFirst(storage, stasher, lister, network_mode, policy, background, version_check)
+    return StorageFirst(
+        storage,
+        stasher,
+        lister,
+        network_mode,
+        policy,
+        background,
+        version_check,
+        background_queue,
+    )
 
 
 def wrap(protocol: DownloadProtocol, *wrappers: ProtocolWrapper) -> DownloadProtocol:

@@ -54,6 +54,7 @@ from .._endpoints import (
 from .._exceptions import (
     GoBinaryError,
     NotFoundError,
+    OverloadedError,
     RangeNotSatisfiableError,
     Redirected,
     StorageError,
@@ -202,7 +203,7 @@ def _error_response(error: Exception, paths: list[str] | None = None) -> Respons
         response.headers["Content-Range"] = f"bytes */{error.size}"
     if isinstance(error, Redirected):
         response.headers["Location"] = error.location
-    if isinstance(error, CatalogBusyError):
+    if isinstance(error, (CatalogBusyError, OverloadedError)):
         response.headers["Retry-After"] = str(error.retry_after)
     return response
 

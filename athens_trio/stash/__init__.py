@@ -3,8 +3,11 @@
 ``new(fetcher, storage, with_pool(n), with_singleflight(nursery))`` builds the stasher
 the pipeline uses: the plain fetch-then-save, bounded by the pool, shared by the
 single-flight (outermost, so callers that join an in-flight stash take no pool slot).
-The fetch-then-save (:class:`FetchAndSave`), the pool and the single-flight each tell
-their :meth:`statistics` (frozen dataclasses, as trio's primitives do).
+The pool bounds the stashes waiting too (``queue``: one more is refused with
+:class:`~athens_trio.OverloadedError`), and the single-flight cancels a stash nobody
+waits for once ``abandon_after`` seconds passed.  The fetch-then-save
+(:class:`FetchAndSave`), the pool and the single-flight each tell their
+:meth:`statistics` (frozen dataclasses, as trio's primitives do).
 Across replicas, :class:`RedisLock` goes just inside the single-flight: one stash per
 version among all the replicas sharing a Redis.
 """
