@@ -50,9 +50,19 @@ from ._exceptions import AthensTrioError, ConfigError, GoBinaryError, NotFoundEr
 from ._integrity import Verdict, verify_version
 from ._logging import setup_logging
 from ._module import check_canonical_version, check_path
-from ._pipeline import storage_from_config
+from ._pipeline import open_pipeline, storage_from_config
 from ._redact import MASK, redact_urls
 from ._version import __version__
+from .ops import (
+    DEFAULT_WARM_CONCURRENCY,
+    Need,
+    Warm,
+    WarmStatistics,
+    parse_go_mod,
+    parse_go_sum,
+    parse_module_version,
+    show_progress,
+)
 from .server import serve
 from .server._catalog import sort_entries
 from .server._serve import check_go
@@ -286,6 +296,114 @@ def _verify_main(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# Operators' tools: warm (and, below, export/import, gc)
+# ---------------------------------------------------------------------------------------
+
+
+async def _until_signal(scope: trio.CancelScope, interrupted: list[str]) -> None:
+    """Cancel ``scope`` on SIGINT/SIGTERM (what was stored stays; go is killed)."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            interrupted.append(signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
+@dataclass(frozen=True)
+class _WarmTargets:
+    go_sums: list[list[Need]]
+    go_mods: list[str]
+    modules: list[tuple[str, str]]
+
+
+def _warm_targets(arguments: list[str]) -> _WarmTargets:
+    """Files (a go.sum by its name, else a go.mod) and module@version targets
+    (ValueError or OSError when one is not)."""
+    targets = _WarmTargets([], [], [])
+    for argument in arguments:
+        path = Path(argument)
+        if "@" not in argument or path.exists():
+            text = path.read_text()
+            if path.name.endswith(".sum"):
+                targets.go_sums.append(parse_go_sum(text))
+            else:
+                parse_go_mod(text)  # malformed: refused now, before anything is fetched
+                targets.go_mods.append(text)
+        else:
+            targets.modules.append(parse_module_version(argument))
+    return targets
+
+
+async def _warm(
+    config: Config, targets: _WarmTargets, concurrency: int
+) -> tuple[WarmStatistics, str]:
+    await check_go(config)
+    interrupted: list[str] = []
+    async with open_pipeline(config) as pipeline:
+        warm = Warm(pipeline.protocol, pipeline.storage, concurrency=concurrency)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_until_signal, nursery.cancel_scope, interrupted)
+            nursery.start_soon(
+                partial(
+                    show_progress, lambda: warm.statistics().progress(), sys.stderr, what="warm"
+                )
+            )
+            await warm.run(
+                go_sums=targets.go_sums, go_mods=targets.go_mods, modules=targets.modules
+            )
+            nursery.cancel_scope.cancel()
+    return warm.statistics(), (interrupted[0] if interrupted else "")
+
+
+def _warm_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_WARM_CONCURRENCY,
+        metavar="N",
+        help=f"versions asked for at once (default {DEFAULT_WARM_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "targets",
+        nargs="+",
+        metavar="go.mod|go.sum|module@version",
+        help="a project's go.mod or go.sum, or a module@version (or @latest, a branch...)",
+    )
+
+
+def _warm_main(args: argparse.Namespace) -> int:
+    try:
+        targets = _warm_targets(args.targets)
+        if args.concurrency < 1:
+            raise ValueError("--concurrency must be at least 1")
+    except (ValueError, OSError) as exc:
+        print(f"athens-trio warm: {exc}", file=sys.stderr)
+        return 2
+    config = _load(args.config)
+    if config is None:
+        return 2
+    handler = setup_logging(config.log_level, config.log_format)
+    try:
+        stats, interrupted = trio.run(_warm, config, targets, args.concurrency)
+    except AthensTrioError as exc:
+        print(f"athens-trio warm: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, GoBinaryError) else 1
+    finally:
+        logging.getLogger().removeHandler(handler)
+    for failure in stats.failures:
+        print(f"failed {failure}", flush=True)
+    print(
+        f"warmed {stats.done} of {stats.total}: {stats.fetched} fetched, "
+        f"{stats.already_stored} already stored, {stats.failed} failed in {stats.seconds:.1f}s"
+        + (f"; interrupted by {interrupted} (what was stored stays)" if interrupted else ""),
+        flush=True,
+    )
+    if interrupted:
+        return 130
+    return 1 if stats.failed else 0
+
+
+# ---------------------------------------------------------------------------------------
 # config check
 # ---------------------------------------------------------------------------------------
 
@@ -384,6 +502,12 @@ _COMMANDS: tuple[_Command, ...] = (
         "check stored zips against the h1: hash recorded when each was stored",
         _verify_main,
         _verify_arguments,
+    ),
+    _Command(
+        ("warm",),
+        "fetch a project's module graph (go.mod, go.sum, module@version) into storage",
+        _warm_main,
+        _warm_arguments,
     ),
     _Command(
         ("config", "check"),

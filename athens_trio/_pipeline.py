@@ -73,6 +73,8 @@ class Pipeline:
     lookups: download.StorageFirst
     #: The checksum database proxy over ``SumDBs`` (None if there are none).
     sumdb: SumDBProxy | None = None
+    #: Where shared and background work runs (single-flight fetches, admin jobs).
+    nursery: trio.Nursery | None = None
 
 
 #: StorageType → its backend, built from the ``[Storage]`` section.
@@ -271,6 +273,7 @@ async def open_pipeline(
                 protocol_pool,
                 lookups,
                 sumdb,
+                nursery,
             )
             nursery.cancel_scope.cancel()
     finally:

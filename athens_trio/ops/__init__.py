@@ -1,0 +1,22 @@
+"""Operators' tools over storage and the pipeline: warming a project's module graph
+(``_warm``), offline bundles (``_bundle``), retention (``_retention``), with their
+progress shown by ``_progress``; go.mod and go.sum read by ``_gomod``."""
+
+from __future__ import annotations
+
+from ._gomod import GoMod, Need, parse_go_mod, parse_go_sum
+from ._progress import Progress, show_progress
+from ._warm import DEFAULT_WARM_CONCURRENCY, Warm, WarmStatistics, parse_module_version
+
+__all__ = [
+    "DEFAULT_WARM_CONCURRENCY",
+    "GoMod",
+    "Need",
+    "Progress",
+    "Warm",
+    "WarmStatistics",
+    "parse_go_mod",
+    "parse_go_sum",
+    "parse_module_version",
+    "show_progress",
+]

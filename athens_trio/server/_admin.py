@@ -1,0 +1,135 @@
+"""The admin API: background warms (``POST /admin/warm``, ``GET /admin/warm/<id>``) and
+takedowns (``DELETE /admin/modules/...``); the web catalog (``_ui``) is registered here
+too, so the app gains every operator route by one call (:func:`register`).
+
+All of it is behind basic auth: the envelope checks the credentials of every request
+when ``BasicAuthUser``/``BasicAuthPass`` are set, and when they are not these routes
+answer 403 ("the admin API needs BasicAuthUser and BasicAuthPass"): nothing that fetches
+in bulk, deletes or shows what is stored is ever open to anyone who can reach the port.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import OrderedDict
+from dataclasses import asdict
+from typing import Any
+
+import msgspec
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from .._endpoints import CACHE_NONE, JSON
+from .._exceptions import AthensTrioError, ForbiddenError, InvalidRequestError, NotFoundError
+from .._pipeline import Pipeline
+from ..ops import DEFAULT_WARM_CONCURRENCY, Warm, parse_go_mod, parse_go_sum, parse_module_version
+
+__all__ = ["ADMIN_OFF", "WarmJobs", "register"]
+
+log = logging.getLogger("athens_trio.server")
+
+ADMIN_OFF = "the admin API and /ui need BasicAuthUser and BasicAuthPass set"
+#: Warm jobs remembered for GET /admin/warm/<id>; beyond it the oldest finished go.
+MAX_WARM_JOBS = 100
+MAX_WARM_CONCURRENCY = 32
+
+
+class WarmJobs:
+    """The background warms, by id, newest last."""
+
+    def __init__(self) -> None:
+        self._jobs: OrderedDict[str, Warm] = OrderedDict()
+
+    def add(self, warm: Warm) -> str:
+        job_id = secrets.token_hex(8)
+        self._jobs[job_id] = warm
+        for old_id, old in list(self._jobs.items()):
+            if len(self._jobs) <= MAX_WARM_JOBS:
+                break
+            if old.statistics().finished:
+                del self._jobs[old_id]
+        return job_id
+
+    def get(self, job_id: str) -> Warm | None:
+        return self._jobs.get(job_id)
+
+    def in_flight(self) -> int:
+        return sum(not warm.statistics().finished for warm in self._jobs.values())
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(
+        msgspec.json.encode(value),
+        status=status,
+        content_type=JSON,
+        headers={"Cache-Control": CACHE_NONE},
+    )
+
+
+def _warm_request(body: Any) -> dict[str, Any]:
+    """The arguments of :meth:`Warm.run` from the JSON body (InvalidRequestError)."""
+    if not isinstance(body, dict):
+        raise InvalidRequestError('expected a JSON object: {"modules": [...], "go_mod": ...}')
+    try:
+        modules = [parse_module_version(str(m)) for m in body.get("modules", [])]
+        go_sum = body.get("go_sum")
+        go_mod = body.get("go_mod")
+        go_sums = [parse_go_sum(str(go_sum))] if go_sum else []
+        go_mods = [str(go_mod)] if go_mod else []
+        for text in go_mods:
+            parse_go_mod(text)
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequestError(str(exc)) from None
+    if not (modules or go_sums or go_mods):
+        raise InvalidRequestError('nothing to warm: give "modules", "go_mod" or "go_sum"')
+    return {"modules": modules, "go_sums": go_sums, "go_mods": go_mods}
+
+
+def register(app: QuartTrio, pipeline: Pipeline, *, auth: bool) -> None:
+    """Add the admin routes and /ui to ``app``; ``auth``: basic auth is configured."""
+    jobs = WarmJobs()
+
+    def guard() -> None:
+        if not auth:
+            raise ForbiddenError(ADMIN_OFF)
+
+    @app.post("/admin/warm")
+    async def start_warm() -> Response:
+        guard()
+        try:
+            body = msgspec.json.decode(await request.get_data())
+        except msgspec.DecodeError as exc:
+            raise InvalidRequestError(f"the body is not JSON: {exc}") from None
+        arguments = _warm_request(body)
+        concurrency = body.get("concurrency", DEFAULT_WARM_CONCURRENCY)
+        if not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_WARM_CONCURRENCY:
+            raise InvalidRequestError(f"concurrency: 1 to {MAX_WARM_CONCURRENCY}")
+        warm = Warm(pipeline.protocol, pipeline.storage, concurrency=concurrency)
+        job_id = jobs.add(warm)
+
+        async def run() -> None:
+            try:
+                stats = await warm.run(**arguments)
+            except AthensTrioError as exc:  # nobody waits for it: the log and the status
+                log.warning("warm %s failed: %s", job_id, exc)
+                return
+            log.info(
+                "warm %s: %d fetched, %d already stored, %d failed",
+                job_id,
+                stats.fetched,
+                stats.already_stored,
+                stats.failed,
+            )
+
+        assert pipeline.nursery is not None, "the pipeline's nursery runs the warms"
+        pipeline.nursery.start_soon(run, name=f"warm {job_id}")
+        return _json({"id": job_id, "status": f"admin/warm/{job_id}"}, 202)
+
+    @app.get("/admin/warm/<job_id>")
+    async def warm_status(job_id: str) -> Response:
+        guard()
+        warm = jobs.get(job_id)
+        if warm is None:
+            raise NotFoundError(f"no warm {job_id!r} (finished ones are forgotten in time)")
+        return _json({"id": job_id, **asdict(warm.statistics())})
