@@ -36,7 +36,7 @@ import logging
 import re
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -55,9 +55,15 @@ from ._redact import MASK, redact_urls
 from ._version import __version__
 from .ops import (
     DEFAULT_WARM_CONCURRENCY,
+    STORED,
+    BundleStatistics,
     Need,
+    Progress,
     Warm,
     WarmStatistics,
+    export_bundle,
+    import_bundle,
+    open_sum_check,
     parse_go_mod,
     parse_go_sum,
     parse_module_version,
@@ -66,7 +72,7 @@ from .ops import (
 from .server import serve
 from .server._catalog import sort_entries
 from .server._serve import check_go
-from .storage import Backend
+from .storage import Backend, with_integrity
 
 __all__ = ["main"]
 
@@ -334,25 +340,34 @@ def _warm_targets(arguments: list[str]) -> _WarmTargets:
     return targets
 
 
+async def _with_progress(
+    what: str, read: Callable[[], Progress], work: Callable[[], Awaitable[object]]
+) -> str:
+    """Run ``work`` with its progress on stderr; SIGINT/SIGTERM cancel it (what was
+    stored stays, go is killed).  Returns the signal's name, or "" if none came."""
+    interrupted: list[str] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_until_signal, nursery.cancel_scope, interrupted)
+        nursery.start_soon(partial(show_progress, read, sys.stderr, what=what))
+        await work()
+        nursery.cancel_scope.cancel()
+    return interrupted[0] if interrupted else ""
+
+
 async def _warm(
     config: Config, targets: _WarmTargets, concurrency: int
 ) -> tuple[WarmStatistics, str]:
     await check_go(config)
-    interrupted: list[str] = []
     async with open_pipeline(config) as pipeline:
         warm = Warm(pipeline.protocol, pipeline.storage, concurrency=concurrency)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_until_signal, nursery.cancel_scope, interrupted)
-            nursery.start_soon(
-                partial(
-                    show_progress, lambda: warm.statistics().progress(), sys.stderr, what="warm"
-                )
-            )
-            await warm.run(
-                go_sums=targets.go_sums, go_mods=targets.go_mods, modules=targets.modules
-            )
-            nursery.cancel_scope.cancel()
-    return warm.statistics(), (interrupted[0] if interrupted else "")
+        interrupted = await _with_progress(
+            "warm",
+            lambda: warm.statistics().progress(),
+            partial(
+                warm.run, go_sums=targets.go_sums, go_mods=targets.go_mods, modules=targets.modules
+            ),
+        )
+    return warm.statistics(), interrupted
 
 
 def _warm_arguments(parser: argparse.ArgumentParser) -> None:
@@ -401,6 +416,158 @@ def _warm_main(args: argparse.Namespace) -> int:
     if interrupted:
         return 130
     return 1 if stats.failed else 0
+
+
+async def _export_needs(
+    storage: Backend, go_sum: list[Need] | None, targets: list[tuple[str, str | None]]
+) -> list[Need]:
+    """What ``export`` writes: a go.sum's versions, the targets (module@version, or a
+    module's every stored version), or everything stored."""
+    if go_sum is not None:
+        return go_sum
+    entries: list[tuple[str, str]] = []
+    for module, version in targets:
+        if version is not None:
+            entries.append((module, version))
+        else:
+            entries += [(module, v) for v in await storage.list_versions(module)]
+    if not targets:
+        entries = [entry async for entry in storage.catalog()]
+    return [Need(module, version, STORED) for module, version in sort_entries(set(entries))]
+
+
+async def _export(
+    config: Config,
+    args: argparse.Namespace,
+    go_sum: list[Need] | None,
+    targets: list[tuple[str, str | None]],
+) -> tuple[BundleStatistics, str]:
+    storage = with_integrity(storage_from_config(config))
+    stats = BundleStatistics()
+    await storage.ready()
+    try:
+        needs = await _export_needs(storage, go_sum, targets)
+        interrupted = await _with_progress(
+            "export",
+            stats.progress,
+            partial(export_bundle, storage, needs, Path(args.output), stats),
+        )
+    finally:
+        with trio.CancelScope(shield=True):
+            await storage.aclose()
+    return stats, interrupted
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="BUNDLE.tar", help="the tar to write"
+    )
+    parser.add_argument(
+        "--go-sum",
+        metavar="FILE",
+        help="the versions a go.sum names (zips where it has a zip hash, else go.mod only)",
+    )
+    parser.add_argument(
+        "targets",
+        nargs="*",
+        metavar="module[@version]",
+        help="what to export (default: everything stored)",
+    )
+
+
+def _bundle_report(command: str, stats: BundleStatistics, interrupted: str, summary: str) -> int:
+    for problem in stats.problems:
+        print(f"{'missing' if command == 'export' else 'refused'} {problem}", flush=True)
+    print(summary + (f"; interrupted by {interrupted}" if interrupted else ""), flush=True)
+    if interrupted:
+        return 130
+    return 1 if stats.problems else 0
+
+
+def _run_bundle_command(
+    command: str,
+    args: argparse.Namespace,
+    run: Callable[[Config], Awaitable[tuple[BundleStatistics, str]]],
+) -> tuple[BundleStatistics, str] | int:
+    """Config, logging and trio.run around an export or import; an exit status on failure."""
+    config = _load(args.config)
+    if config is None:
+        return 2
+    handler = setup_logging(config.log_level, config.log_format)
+    try:
+        return trio.run(run, config)
+    except (AthensTrioError, OSError, ValueError) as exc:
+        print(f"athens-trio {command}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+def _export_main(args: argparse.Namespace) -> int:
+    if args.go_sum and args.targets:
+        print("athens-trio export: --go-sum or targets, not both", file=sys.stderr)
+        return 2
+    try:
+        go_sum = parse_go_sum(Path(args.go_sum).read_text()) if args.go_sum else None
+        targets = [_parse_target(target) for target in args.targets]
+    except (OSError, ValueError) as exc:
+        print(f"athens-trio export: {exc}", file=sys.stderr)
+        return 2
+    result = _run_bundle_command(
+        "export", args, lambda config: _export(config, args, go_sum, targets)
+    )
+    if isinstance(result, int):
+        return result
+    stats, interrupted = result
+    return _bundle_report(
+        "export",
+        stats,
+        interrupted,
+        f"exported {stats.written} of {stats.total} versions to {args.output}"
+        + (f", {len(stats.problems)} not stored" if stats.problems else ""),
+    )
+
+
+async def _import(config: Config, bundle: Path) -> tuple[BundleStatistics, str]:
+    storage = storage_from_config(config)
+    stats = BundleStatistics()
+    await storage.ready()
+    try:
+        async with open_sum_check(config, storage) as sums:
+            interrupted = await _with_progress(
+                "import",
+                stats.progress,
+                partial(
+                    import_bundle, storage, bundle, sums, stats, temp_root=config.go_get_dir or None
+                ),
+            )
+    finally:
+        with trio.CancelScope(shield=True):
+            await storage.aclose()
+    return stats, interrupted
+
+
+def _import_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", metavar="BUNDLE.tar", help="a bundle written by export")
+
+
+def _import_main(args: argparse.Namespace) -> int:
+    result = _run_bundle_command("import", args, lambda config: _import(config, Path(args.bundle)))
+    if isinstance(result, int):
+        return result
+    stats, interrupted = result
+    checked = (
+        "checksum database unreachable: recorded hashes only"
+        if stats.sumdb_unreachable
+        else f"{stats.sumdb_checked} checked against the checksum database"
+    )
+    return _bundle_report(
+        "import",
+        stats,
+        interrupted,
+        f"imported {stats.written} of {stats.total} versions, {stats.already_stored} already "
+        f"stored, {len(stats.problems)} refused ({checked})",
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -508,6 +675,18 @@ _COMMANDS: tuple[_Command, ...] = (
         "fetch a project's module graph (go.mod, go.sum, module@version) into storage",
         _warm_main,
         _warm_arguments,
+    ),
+    _Command(
+        ("export",),
+        "write stored versions with their hashes to a bundle (a GOPROXY=file:// tree as a tar)",
+        _export_main,
+        _export_arguments,
+    ),
+    _Command(
+        ("import",),
+        "store a bundle's versions, each verified against its hash and the checksum database",
+        _import_main,
+        _import_arguments,
     ),
     _Command(
         ("config", "check"),

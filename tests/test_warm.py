@@ -5,7 +5,6 @@ where a build needs them and go.mod alone where only the graph does, idempotent;
 from __future__ import annotations
 
 import io
-import os
 from functools import partial
 from pathlib import Path
 
@@ -13,20 +12,14 @@ import httpx
 import pytest
 import trio
 
-from athens_trio import Config, DiskStorage, open_pipeline
+from athens_trio import open_pipeline
 from athens_trio._cli import main
 from athens_trio.ops import Progress, Warm, parse_go_mod, parse_go_sum, show_progress
 
 from .conftest import make_config
 from .gofixtures import GoFixtures, build_go_fixtures
 from .helpers import client_env, counting_go, go_downloads, go_runs, run_go, served, wait_until
-
-
-async def _stored_parts(config: Config, module: str, version: str) -> tuple[bool, bool]:
-    """(go.mod part stored, zip stored) of a version in config's disk storage."""
-    storage = DiskStorage(config.disk_root)
-    versions = await storage.list_versions(module)
-    return version in versions, await storage.exists(module, version)
+from .opsfixtures import clean_athens_env, stored_parts, write_toml
 
 
 def test_go_mod_and_go_sum_parsing() -> None:
@@ -68,9 +61,9 @@ async def test_warm_a_module_then_install_it_with_the_vcs_gone(
     assert (first.failed, first.fetched, first.already_stored) == (0, 2, 0), first.failures
     assert first.finished
     assert first.done == first.total == 2
-    assert await _stored_parts(config, fx.consumer, "v0.1.0") == (True, True)
-    assert await _stored_parts(config, fx.hello, "v1.1.0") == (True, True)
-    assert await _stored_parts(config, fx.hello, "v1.0.0") == (False, False)
+    assert await stored_parts(config, fx.consumer, "v0.1.0") == (True, True)
+    assert await stored_parts(config, fx.hello, "v1.1.0") == (True, True)
+    assert await stored_parts(config, fx.hello, "v1.0.0") == (False, False)
     runs_after_first = len(go_runs(runs))
 
     # Idempotent: everything is stored, so nothing is fetched (and go never runs).
@@ -106,23 +99,9 @@ async def test_go_sum_versions_with_only_a_go_mod_line_are_stored_without_their_
         stats = await Warm(pipeline.protocol, pipeline.storage).run(go_sums=[parse_go_sum(go_sum)])
     assert (stats.total, stats.fetched, stats.failed) == (3, 2, 1)
     assert stats.failures[0].startswith(f"{go_fixtures.missing}@v1.0.0 (mod): ")
-    assert await _stored_parts(config, hello, "v1.0.0") == (True, False)
-    assert await _stored_parts(config, hello, "v1.1.0") == (True, True)
+    assert await stored_parts(config, hello, "v1.0.0") == (True, False)
+    assert await stored_parts(config, hello, "v1.1.0") == (True, True)
     assert go_downloads(runs) == 1  # the one zip; the go.mod alone needs no download
-
-
-def _write_toml(config: Config, path: Path, **extra: str) -> Path:
-    env_vars = ", ".join(f'"{entry}"' for entry in config.go_binary_env_vars)
-    lines = [
-        f'GoBinary = "{config.go_binary}"',
-        f"GoBinaryEnvVars = [{env_vars}]",
-        f'GoGetDir = "{config.go_get_dir}"',
-        *(f'{key} = "{value}"' for key, value in extra.items()),
-        "[Storage.Disk]",
-        f'RootPath = "{config.disk_root}"',
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def test_warm_command_reads_a_go_mod_and_prints_plain_progress(
@@ -132,11 +111,9 @@ def test_warm_command_reads_a_go_mod_and_prints_plain_progress(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name in list(os.environ):
-        if name.startswith("ATHENS_"):
-            monkeypatch.delenv(name)
+    clean_athens_env(monkeypatch)
     config = make_config(tmp_path, go_binary, go_fixtures)
-    toml = _write_toml(config, tmp_path / "athens.toml")
+    toml = write_toml(config, tmp_path / "athens.toml")
     project = tmp_path / "go.mod"
     project.write_text(
         f"module example.com/app\n\ngo 1.21\n\nrequire {go_fixtures.consumer} v0.1.0\n"
@@ -147,7 +124,7 @@ def test_warm_command_reads_a_go_mod_and_prints_plain_progress(
     assert "warmed 2 of 2: 2 fetched, 0 already stored, 0 failed" in out
     assert "warm: " in err
     assert "\r" not in err
-    storage_parts = trio.run(_stored_parts, config, go_fixtures.hello, "v1.1.0")
+    storage_parts = trio.run(stored_parts, config, go_fixtures.hello, "v1.1.0")
     assert storage_parts == (True, False)
 
     assert main(["warm", "--config", str(toml), str(project)]) == 0
@@ -190,7 +167,7 @@ async def test_admin_warm_runs_in_the_background_behind_basic_auth(
             assert reports[-1]["fetched"] == 1
             assert reports[-1]["failed"] == 0
             assert (await http.get("/admin/warm/nope")).status_code == 404
-    assert await _stored_parts(config, go_fixtures.hello, "v1.0.0") == (True, True)
+    assert await stored_parts(config, go_fixtures.hello, "v1.0.0") == (True, True)
 
 
 async def test_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere() -> None:

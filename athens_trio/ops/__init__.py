@@ -4,11 +4,17 @@ progress shown by ``_progress``; go.mod and go.sum read by ``_gomod``."""
 
 from __future__ import annotations
 
+from ._bundle import STORED, BundleStatistics, export_bundle, import_bundle, open_sum_check
 from ._gomod import GoMod, Need, parse_go_mod, parse_go_sum
 from ._progress import Progress, show_progress
 from ._warm import DEFAULT_WARM_CONCURRENCY, Warm, WarmStatistics, parse_module_version
 
 __all__ = [
+    "STORED",
+    "BundleStatistics",
+    "export_bundle",
+    "import_bundle",
+    "open_sum_check",
     "DEFAULT_WARM_CONCURRENCY",
     "GoMod",
     "Need",
