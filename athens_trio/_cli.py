@@ -36,11 +36,12 @@ import logging
 import re
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import trio
@@ -55,18 +56,26 @@ from ._redact import MASK, redact_urls
 from ._version import __version__
 from .ops import (
     DEFAULT_WARM_CONCURRENCY,
+    LAST_SERVED_DIR,
     STORED,
     BundleStatistics,
+    GcStatistics,
+    LastServed,
     Need,
+    Pins,
     Progress,
     Warm,
     WarmStatistics,
+    collect,
+    disk_root,
     export_bundle,
     import_bundle,
     open_sum_check,
+    parse_duration,
     parse_go_mod,
     parse_go_sum,
     parse_module_version,
+    pins_from_file,
     show_progress,
 )
 from .server import serve
@@ -77,6 +86,8 @@ from .storage import Backend, with_integrity
 __all__ = ["main"]
 
 log = logging.getLogger("athens_trio")
+
+_Result = TypeVar("_Result")
 
 DEFAULT_CONFIG_FILE = "athens.toml"
 
@@ -418,6 +429,18 @@ def _warm_main(args: argparse.Namespace) -> int:
     return 1 if stats.failed else 0
 
 
+@contextlib.asynccontextmanager
+async def _opened_storage(config: Config) -> AsyncIterator[Backend]:
+    """The configured storage, ready, closed on the way out (no server, no go)."""
+    storage = storage_from_config(config)
+    await storage.ready()
+    try:
+        yield storage
+    finally:
+        with trio.CancelScope(shield=True):
+            await storage.aclose()
+
+
 async def _export_needs(
     storage: Backend, go_sum: list[Need] | None, targets: list[tuple[str, str | None]]
 ) -> list[Need]:
@@ -442,19 +465,15 @@ async def _export(
     go_sum: list[Need] | None,
     targets: list[tuple[str, str | None]],
 ) -> tuple[BundleStatistics, str]:
-    storage = with_integrity(storage_from_config(config))
     stats = BundleStatistics()
-    await storage.ready()
-    try:
+    async with _opened_storage(config) as raw:
+        storage = with_integrity(raw)
         needs = await _export_needs(storage, go_sum, targets)
         interrupted = await _with_progress(
             "export",
             stats.progress,
             partial(export_bundle, storage, needs, Path(args.output), stats),
         )
-    finally:
-        with trio.CancelScope(shield=True):
-            await storage.aclose()
     return stats, interrupted
 
 
@@ -484,12 +503,11 @@ def _bundle_report(command: str, stats: BundleStatistics, interrupted: str, summ
     return 1 if stats.problems else 0
 
 
-def _run_bundle_command(
-    command: str,
-    args: argparse.Namespace,
-    run: Callable[[Config], Awaitable[tuple[BundleStatistics, str]]],
-) -> tuple[BundleStatistics, str] | int:
-    """Config, logging and trio.run around an export or import; an exit status on failure."""
+def _run_tool(
+    command: str, args: argparse.Namespace, run: Callable[[Config], Awaitable[_Result]]
+) -> _Result | int:
+    """Config, logging and trio.run around a tool (export, import, gc); an exit status
+    instead when it could not run."""
     config = _load(args.config)
     if config is None:
         return 2
@@ -513,9 +531,7 @@ def _export_main(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"athens-trio export: {exc}", file=sys.stderr)
         return 2
-    result = _run_bundle_command(
-        "export", args, lambda config: _export(config, args, go_sum, targets)
-    )
+    result = _run_tool("export", args, lambda config: _export(config, args, go_sum, targets))
     if isinstance(result, int):
         return result
     stats, interrupted = result
@@ -529,21 +545,15 @@ def _export_main(args: argparse.Namespace) -> int:
 
 
 async def _import(config: Config, bundle: Path) -> tuple[BundleStatistics, str]:
-    storage = storage_from_config(config)
     stats = BundleStatistics()
-    await storage.ready()
-    try:
-        async with open_sum_check(config, storage) as sums:
-            interrupted = await _with_progress(
-                "import",
-                stats.progress,
-                partial(
-                    import_bundle, storage, bundle, sums, stats, temp_root=config.go_get_dir or None
-                ),
-            )
-    finally:
-        with trio.CancelScope(shield=True):
-            await storage.aclose()
+    async with _opened_storage(config) as storage, open_sum_check(config, storage) as sums:
+        interrupted = await _with_progress(
+            "import",
+            stats.progress,
+            partial(
+                import_bundle, storage, bundle, sums, stats, temp_root=config.go_get_dir or None
+            ),
+        )
     return stats, interrupted
 
 
@@ -552,7 +562,7 @@ def _import_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _import_main(args: argparse.Namespace) -> int:
-    result = _run_bundle_command("import", args, lambda config: _import(config, Path(args.bundle)))
+    result = _run_tool("import", args, lambda config: _import(config, Path(args.bundle)))
     if isinstance(result, int):
         return result
     stats, interrupted = result
@@ -568,6 +578,70 @@ def _import_main(args: argparse.Namespace) -> int:
         f"imported {stats.written} of {stats.total} versions, {stats.already_stored} already "
         f"stored, {len(stats.problems)} refused ({checked})",
     )
+
+
+async def _gc(
+    config: Config, unused_for: float, pins: Pins, dry_run: bool
+) -> tuple[GcStatistics, str]:
+    stats = GcStatistics()
+    async with _opened_storage(config) as storage:
+        root = disk_root(storage)
+        last_served = LastServed(root / LAST_SERVED_DIR if root else None)
+        interrupted = await _with_progress(
+            "gc",
+            stats.progress,
+            partial(
+                collect,
+                storage,
+                root,
+                last_served,
+                unused_for=unused_for,
+                now=time.time(),
+                pins=pins,
+                dry_run=dry_run,
+                stats=stats,
+            ),
+        )
+    return stats, interrupted
+
+
+def _gc_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--unused-for",
+        required=True,
+        metavar="AGE",
+        help="remove versions neither served nor stored for this long: 90d, 12h, 2w...",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="only print what would go")
+    parser.add_argument(
+        "--pin",
+        metavar="FILE",
+        type=Path,
+        help="keep these whatever their age: module path globs or module@version, one a line",
+    )
+
+
+def _gc_main(args: argparse.Namespace) -> int:
+    try:
+        unused_for = parse_duration(args.unused_for)
+        pins = pins_from_file(args.pin)
+    except (OSError, ValueError) as exc:
+        print(f"athens-trio gc: {exc}", file=sys.stderr)
+        return 2
+    result = _run_tool("gc", args, lambda config: _gc(config, unused_for, pins, args.dry_run))
+    if isinstance(result, int):
+        return result
+    stats, interrupted = result
+    verb = "would remove" if args.dry_run else "removed"
+    for name in stats.removed:
+        print(f"{verb} {name}", flush=True)
+    print(
+        f"{verb} {len(stats.removed)} of {stats.total} versions unused for {args.unused_for} "
+        f"({stats.removed_bytes / (1 << 20):.1f} MiB); kept {stats.kept} "
+        f"({stats.pinned} pinned)" + (f"; interrupted by {interrupted}" if interrupted else ""),
+        flush=True,
+    )
+    return 130 if interrupted else 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -687,6 +761,12 @@ _COMMANDS: tuple[_Command, ...] = (
         "store a bundle's versions, each verified against its hash and the checksum database",
         _import_main,
         _import_arguments,
+    ),
+    _Command(
+        ("gc",),
+        "remove versions no one fetched for a while (--unused-for 90d), keeping pinned ones",
+        _gc_main,
+        _gc_arguments,
     ),
     _Command(
         ("config", "check"),

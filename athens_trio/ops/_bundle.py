@@ -48,7 +48,6 @@ from .._module import (
     unescape_path,
     unescape_version,
 )
-from .._pipeline import HTTP_TIMEOUT, SUMDB_STATE_DIR, go_env
 from .._semver import sort_versions
 from .._ziphash import mod_h1, zip_h1
 from ..storage import CHUNK_SIZE, Backend, DiskStorage
@@ -367,6 +366,9 @@ async def open_sum_check(config: Config, storage: Backend) -> AsyncIterator[SumC
     """The checksum database the pipeline's go would ask (GOSUMDB, GONOSUMDB, GOPRIVATE
     in GoBinaryEnvVars; sum.golang.org by default), its verified tree kept where the
     server keeps it; ``SumCheck(None)`` when GOSUMDB is off."""
+    # Imported here: the pipeline imports this package (its activity record).
+    from .._pipeline import HTTP_TIMEOUT, SUMDB_STATE_DIR, go_env
+
     settings = settings_from_env(go_env(config))
     if settings.database is None:
         yield SumCheck(None)

@@ -1,6 +1,9 @@
 """The admin API: background warms (``POST /admin/warm``, ``GET /admin/warm/<id>``) and
-takedowns (``DELETE /admin/modules/...``); the web catalog (``_ui``) is registered here
-too, so the app gains every operator route by one call (:func:`register`).
+takedowns (``DELETE /admin/modules/<module>`` for every stored version,
+``DELETE /admin/modules/<module>/@v/<version>`` for one; case-escaped as the protocol's
+paths; each version's ``.info`` goes first, so none is ever seen half there).  The
+web catalog (``_ui``) is registered here too: the app gains every operator route by one
+call (:func:`register`).
 
 All of it is behind basic auth: the envelope checks the credentials of every request
 when ``BasicAuthUser``/``BasicAuthPass`` are set, and when they are not these routes
@@ -20,9 +23,11 @@ import msgspec
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from .._endpoints import CACHE_NONE, JSON
+from .._endpoints import CACHE_NONE, JSON, VERSIONS
 from .._exceptions import AthensTrioError, ForbiddenError, InvalidRequestError, NotFoundError
+from .._module import check_canonical_version, check_path, unescape_path, unescape_version
 from .._pipeline import Pipeline
+from .._semver import sort_versions
 from ..ops import DEFAULT_WARM_CONCURRENCY, Warm, parse_go_mod, parse_go_sum, parse_module_version
 
 __all__ = ["ADMIN_OFF", "WarmJobs", "register"]
@@ -86,6 +91,23 @@ def _warm_request(body: Any) -> dict[str, Any]:
     return {"modules": modules, "go_sums": go_sums, "go_mods": go_mods}
 
 
+#: Where a deletion's path starts: ``/admin/modules/<module>[/@v/<version>]``.
+DELETE_PREFIX = "/admin/modules/"
+
+
+async def _deletion(pipeline: Pipeline, path: str) -> tuple[str, list[str]]:
+    """The module and the versions a DELETE path names (all stored ones for a module)."""
+    target = path.removeprefix(DELETE_PREFIX)
+    escaped_module, marker, escaped_version = target.partition(VERSIONS)
+    module = unescape_path(escaped_module)
+    check_path(module)
+    if marker:
+        version = unescape_version(escaped_version)
+        check_canonical_version(version)
+        return module, [version]
+    return module, sort_versions(await pipeline.storage.list_versions(module))
+
+
 def register(app: QuartTrio, pipeline: Pipeline, *, auth: bool) -> None:
     """Add the admin routes and /ui to ``app``; ``auth``: basic auth is configured."""
     jobs = WarmJobs()
@@ -125,6 +147,24 @@ def register(app: QuartTrio, pipeline: Pipeline, *, auth: bool) -> None:
         assert pipeline.nursery is not None, "the pipeline's nursery runs the warms"
         pipeline.nursery.start_soon(run, name=f"warm {job_id}")
         return _json({"id": job_id, "status": f"admin/warm/{job_id}"}, 202)
+
+    @app.delete("/admin/modules/<anypath:_target>")
+    async def delete(_target: str) -> Response:
+        guard()
+        module, versions = await _deletion(pipeline, request.scope["path"])
+        deleted: list[str] = []
+        for version in versions:
+            try:
+                await pipeline.storage.delete(module, version)  # its .info first
+            except NotFoundError:
+                continue  # removed meanwhile
+            deleted.append(version)
+        if pipeline.activity is not None:
+            await pipeline.activity.last_served.forget(module, deleted)
+        if not deleted:
+            raise NotFoundError(f"{module}: nothing of it is stored")
+        log.info("deleted %s@%s by the admin API", module, ",".join(deleted))
+        return _json({"module": module, "deleted": deleted})
 
     @app.get("/admin/warm/<job_id>")
     async def warm_status(job_id: str) -> Response:
