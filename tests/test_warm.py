@@ -197,3 +197,11 @@ async def test_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere() -> No
         done[0] = 0
         assert expected in out.getvalue()
         assert out.getvalue().endswith("\n")  # a bar's line is ended when it stops
+
+
+def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = capsys.readouterr().out
+    for command in ("serve", "verify", "warm", "export", "import", "gc", "config"):
+        assert f"\n    {command} " in listed, command

@@ -110,6 +110,8 @@ async def _deletion(pipeline: Pipeline, path: str) -> tuple[str, list[str]]:
 
 def register(app: QuartTrio, pipeline: Pipeline, *, auth: bool) -> None:
     """Add the admin routes and /ui to ``app``; ``auth``: basic auth is configured."""
+    from . import _ui  # the catalog pages: behind the same guard
+
     jobs = WarmJobs()
 
     def guard() -> None:
@@ -165,6 +167,8 @@ def register(app: QuartTrio, pipeline: Pipeline, *, auth: bool) -> None:
             raise NotFoundError(f"{module}: nothing of it is stored")
         log.info("deleted %s@%s by the admin API", module, ",".join(deleted))
         return _json({"module": module, "deleted": deleted})
+
+    _ui.register(app, pipeline, guard=guard, warms_in_flight=jobs.in_flight)
 
     @app.get("/admin/warm/<job_id>")
     async def warm_status(job_id: str) -> Response:
