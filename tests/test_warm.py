@@ -5,6 +5,8 @@ where a build needs them and go.mod alone where only the graph does, idempotent;
 from __future__ import annotations
 
 import io
+import signal
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -18,7 +20,20 @@ from athens_trio.ops import Progress, Warm, parse_go_mod, parse_go_sum, show_pro
 
 from .conftest import make_config
 from .gofixtures import GoFixtures, build_go_fixtures
-from .helpers import client_env, counting_go, go_downloads, go_runs, run_go, served, wait_until
+from .helpers import (
+    child_env,
+    client_env,
+    counting_go,
+    go_downloads,
+    go_runs,
+    go_script,
+    leftover,
+    process_alive,
+    run_go,
+    served,
+    wait_for_pids,
+    wait_until,
+)
 from .opsfixtures import clean_athens_env, stored_parts, write_toml
 
 
@@ -205,3 +220,41 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
     listed = capsys.readouterr().out
     for command in ("serve", "verify", "warm", "export", "import", "gc", "config"):
         assert f"\n    {command} " in listed, command
+
+
+async def test_ctrl_c_stops_a_warm_and_kills_its_go(
+    tmp_path: Path, go_binary: str, go_fixtures: GoFixtures
+) -> None:
+    pids = tmp_path / "pids"
+    hanging = go_script(
+        tmp_path,
+        "hanging-go",
+        f'if [ "$1" = version ]; then exec {go_binary} "$@"; fi\n'
+        f"echo $$ >> {pids}\nsleep 1000 &\necho $! >> {pids}\nwait\n",
+    )
+    config = make_config(tmp_path, str(hanging), go_fixtures)
+    toml = write_toml(config, tmp_path / "athens.toml")
+    env = child_env(tmp_path)
+    hello_v1 = f"{go_fixtures.hello}@v1.0.0"
+    with open(tmp_path / "stdout", "wb") as out, open(tmp_path / "stderr", "wb") as err:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "athens_trio", "warm", "--config", str(toml), hello_v1],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=err,
+        )
+    try:
+        go_pid, child_pid = await wait_for_pids(pids, 2)
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(30):
+            status = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert status == 130, (tmp_path / "stderr").read_text()
+    assert "interrupted by SIGINT" in (tmp_path / "stdout").read_text()
+    await wait_until(lambda: not process_alive(go_pid) and not process_alive(child_pid))
+    assert leftover(config) == []  # its temporary GOPATH is gone too
+    assert await stored_parts(config, go_fixtures.hello, "v1.0.0") == (False, False)
