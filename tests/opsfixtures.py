@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 
 from athens_trio import Config, DiskStorage
+from athens_trio.ops import LAST_SERVED_DIR
 
-__all__ = ["clean_athens_env", "stored_parts", "write_toml"]
+from .helpers import tree
+
+__all__ = ["clean_athens_env", "stored_parts", "stored_tree", "write_toml"]
 
 
 async def stored_parts(config: Config, module: str, version: str) -> tuple[bool, bool]:
@@ -38,3 +41,14 @@ def clean_athens_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("ATHENS_"):
             monkeypatch.delenv(name)
+
+
+def stored_tree(root: Path) -> dict[str, int]:
+    """:func:`~tests.helpers.tree` of a disk storage without the record of when each
+    version was last served (``.last-served/``: rewritten by design as versions are
+    served; not storage)."""
+    return {
+        name: size
+        for name, size in tree(root).items()
+        if not name.startswith(LAST_SERVED_DIR + "/")
+    }

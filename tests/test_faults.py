@@ -33,7 +33,6 @@ import trio.testing
 from athens_trio import DiskStorage
 from athens_trio._config import DiskStorageConfig, StorageConfig
 from athens_trio._ziphash import zip_h1
-from athens_trio.ops import LAST_SERVED_DIR
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
@@ -58,6 +57,7 @@ from .helpers import (
     tree,
     wait_until,
 )
+from .opsfixtures import stored_tree
 
 V1, V2 = "v1.0.0", "v1.1.0"
 
@@ -655,12 +655,11 @@ async def test_two_processes_fetch_one_version_at_once_and_store_it_once(
 
 
 def digest_tree(root: Path) -> dict[str, str]:
-    """The stored files' digests; the record of when each version was last served
-    (``.last-served/``, rewritten by design as versions are served) is not storage."""
+    """The stored files' digests (not the last-served record, which is not storage)."""
     return {
         name: hashlib.sha256((root / name).read_bytes()).hexdigest()
-        for name in files_of(root)
-        if not name.startswith(LAST_SERVED_DIR + "/")
+        for name, size in stored_tree(root).items()
+        if size >= 0
     }
 
 
