@@ -172,7 +172,7 @@ async def export_bundle(
     try:
         with (
             tempfile.TemporaryDirectory(prefix="athens-export-") as temp,
-            tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar,
+            tarfile.TarFile(partial, "w", format=tarfile.PAX_FORMAT, copybufsize=CHUNK_SIZE) as tar,
         ):
             for module in sorted(by_module):
                 written: list[str] = []
