@@ -17,7 +17,15 @@ import trio
 from athens_trio import Config, DiskStorage, open_pipeline
 from athens_trio._cli import main
 from athens_trio._module import escape_path
-from athens_trio.ops import STORED, BundleStatistics, Need, Warm, export_bundle, import_bundle
+from athens_trio.ops import (
+    STORED,
+    BundleStatistics,
+    Need,
+    Warm,
+    export_bundle,
+    import_bundle,
+    open_sum_check,
+)
 from athens_trio.sumdb import GoSumLines, SumDBUnreachableError
 from athens_trio.upstream import SumCheck
 
@@ -25,6 +33,7 @@ from .conftest import make_config
 from .gofixtures import GoFixtures, build_go_fixtures
 from .helpers import client_env, run_go, served
 from .opsfixtures import clean_athens_env, stored_parts, write_toml
+from .sumdbfixtures import fake_record, run_sumdb_server
 
 
 @pytest.fixture(autouse=True)
@@ -207,3 +216,42 @@ async def test_the_checksum_database_is_asked_when_it_answers(
     )
     result = await import_bundle(DiskStorage(tmp_path / "c"), bundle, honest, BundleStatistics())
     assert (result.written, result.sumdb_checked, result.problems) == (1, 1, [])
+
+
+async def test_import_checks_a_real_checksum_database(
+    tmp_path: Path, go_binary: str, go_fixtures: GoFixtures, sumdb_binary: Path
+) -> None:
+    first = make_config(tmp_path / "first", go_binary, go_fixtures)
+    await _warm(first, go_fixtures.hello, "v1.1.0")
+    source = DiskStorage(first.disk_root)
+    bundle = tmp_path / "bundle.tar"
+    await export_bundle(
+        source, [Need(go_fixtures.hello, "v1.1.0", STORED)], bundle, BundleStatistics()
+    )
+    zip_hash = await source.zip_sum(go_fixtures.hello, "v1.1.0")
+    mod_hash = await source.mod_sum(go_fixtures.hello, "v1.1.0")
+    assert zip_hash
+    assert mod_hash
+    honest = fake_record(go_fixtures.hello, "v1.1.0", zip_hash, mod_hash)
+    lying = fake_record(go_fixtures.hello, "v1.1.0", mod_hash=mod_hash)  # another zip hash
+
+    async def imported(gosumdb: str, name: str) -> BundleStatistics:
+        env = [f"{k}={v}" for k, v in {**go_fixtures.go_env, "GOSUMDB": gosumdb}.items()]
+        config = make_config(tmp_path / name, go_binary, go_fixtures, go_binary_env_vars=env)
+        storage = DiskStorage(config.disk_root)
+        await storage.ready()
+        async with open_sum_check(config, storage) as sums:
+            return await import_bundle(storage, bundle, sums, BundleStatistics())
+
+    async with run_sumdb_server(sumdb_binary, tmp_path, [honest], name="honest") as db:
+        result = await imported(db.gosumdb, "honest")
+        assert (result.written, result.sumdb_checked, result.problems) == (1, 1, [])
+    (tmp_path / "key").unlink()  # another database, with its own key
+    async with run_sumdb_server(sumdb_binary, tmp_path, [lying], name="lying") as db:
+        result = await imported(db.gosumdb, "lying")
+        assert result.written == 0
+        assert "the checksum database says" in result.problems[0]
+        gone = db.gosumdb
+    # The same database, no longer answering: recorded hashes only, and said so.
+    result = await imported(gone, "unreachable")
+    assert (result.written, result.sumdb_unreachable, result.problems) == (1, True, [])
