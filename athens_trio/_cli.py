@@ -36,11 +36,12 @@ import logging
 import re
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import trio
@@ -50,17 +51,43 @@ from ._exceptions import AthensTrioError, ConfigError, GoBinaryError, NotFoundEr
 from ._integrity import Verdict, verify_version
 from ._logging import setup_logging
 from ._module import check_canonical_version, check_path
-from ._pipeline import storage_from_config
+from ._pipeline import open_pipeline, storage_from_config
 from ._redact import MASK, redact_urls
 from ._version import __version__
+from .ops import (
+    DEFAULT_WARM_CONCURRENCY,
+    LAST_SERVED_DIR,
+    STORED,
+    BundleStatistics,
+    GcStatistics,
+    LastServed,
+    Need,
+    Pins,
+    Progress,
+    Warm,
+    WarmStatistics,
+    collect,
+    disk_root,
+    export_bundle,
+    import_bundle,
+    open_sum_check,
+    parse_duration,
+    parse_go_mod,
+    parse_go_sum,
+    parse_module_version,
+    pins_from_file,
+    show_progress,
+)
 from .server import serve
 from .server._catalog import sort_entries
 from .server._serve import check_go
-from .storage import Backend
+from .storage import Backend, with_integrity
 
 __all__ = ["main"]
 
 log = logging.getLogger("athens_trio")
+
+_Result = TypeVar("_Result")
 
 DEFAULT_CONFIG_FILE = "athens.toml"
 
@@ -286,6 +313,338 @@ def _verify_main(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+# Operators' tools: warm (and, below, export/import, gc)
+# ---------------------------------------------------------------------------------------
+
+
+async def _until_signal(scope: trio.CancelScope, interrupted: list[str]) -> None:
+    """Cancel ``scope`` on SIGINT/SIGTERM (what was stored stays; go is killed)."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            interrupted.append(signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
+@dataclass(frozen=True)
+class _WarmTargets:
+    go_sums: list[list[Need]]
+    go_mods: list[str]
+    modules: list[tuple[str, str]]
+
+
+def _warm_targets(arguments: list[str]) -> _WarmTargets:
+    """Files (a go.sum by its name, else a go.mod) and module@version targets
+    (ValueError or OSError when one is not)."""
+    targets = _WarmTargets([], [], [])
+    for argument in arguments:
+        path = Path(argument)
+        if "@" not in argument or path.exists():
+            text = path.read_text()
+            if path.name.endswith(".sum"):
+                targets.go_sums.append(parse_go_sum(text))
+            else:
+                parse_go_mod(text)  # malformed: refused now, before anything is fetched
+                targets.go_mods.append(text)
+        else:
+            targets.modules.append(parse_module_version(argument))
+    return targets
+
+
+async def _with_progress(
+    what: str, read: Callable[[], Progress], work: Callable[[], Awaitable[object]]
+) -> str:
+    """Run ``work`` with its progress on stderr; SIGINT/SIGTERM cancel it (what was
+    stored stays, go is killed).  Returns the signal's name, or "" if none came."""
+    interrupted: list[str] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_until_signal, nursery.cancel_scope, interrupted)
+        nursery.start_soon(partial(show_progress, read, sys.stderr, what=what))
+        await work()
+        nursery.cancel_scope.cancel()
+    return interrupted[0] if interrupted else ""
+
+
+async def _warm(
+    config: Config, targets: _WarmTargets, concurrency: int
+) -> tuple[WarmStatistics, str]:
+    await check_go(config)
+    async with open_pipeline(config) as pipeline:
+        warm = Warm(pipeline.protocol, pipeline.storage, concurrency=concurrency)
+        interrupted = await _with_progress(
+            "warm",
+            lambda: warm.statistics().progress(),
+            partial(
+                warm.run, go_sums=targets.go_sums, go_mods=targets.go_mods, modules=targets.modules
+            ),
+        )
+    return warm.statistics(), interrupted
+
+
+def _warm_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_WARM_CONCURRENCY,
+        metavar="N",
+        help=f"versions asked for at once (default {DEFAULT_WARM_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "targets",
+        nargs="+",
+        metavar="go.mod|go.sum|module@version",
+        help="a project's go.mod or go.sum, or a module@version (or @latest, a branch...)",
+    )
+
+
+def _warm_main(args: argparse.Namespace) -> int:
+    try:
+        targets = _warm_targets(args.targets)
+        if args.concurrency < 1:
+            raise ValueError("--concurrency must be at least 1")
+    except (ValueError, OSError) as exc:
+        print(f"athens-trio warm: {exc}", file=sys.stderr)
+        return 2
+    config = _load(args.config)
+    if config is None:
+        return 2
+    handler = setup_logging(config.log_level, config.log_format)
+    try:
+        stats, interrupted = trio.run(_warm, config, targets, args.concurrency)
+    except AthensTrioError as exc:
+        print(f"athens-trio warm: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, GoBinaryError) else 1
+    finally:
+        logging.getLogger().removeHandler(handler)
+    for failure in stats.failures:
+        print(f"failed {failure}", flush=True)
+    print(
+        f"warmed {stats.done} of {stats.total}: {stats.fetched} fetched, "
+        f"{stats.already_stored} already stored, {stats.failed} failed in {stats.seconds:.1f}s"
+        + (f"; interrupted by {interrupted} (what was stored stays)" if interrupted else ""),
+        flush=True,
+    )
+    if interrupted:
+        return 130
+    return 1 if stats.failed else 0
+
+
+@contextlib.asynccontextmanager
+async def _opened_storage(config: Config) -> AsyncIterator[Backend]:
+    """The configured storage, ready, closed on the way out (no server, no go)."""
+    storage = storage_from_config(config)
+    await storage.ready()
+    try:
+        yield storage
+    finally:
+        with trio.CancelScope(shield=True):
+            await storage.aclose()
+
+
+async def _export_needs(
+    storage: Backend, go_sum: list[Need] | None, targets: list[tuple[str, str | None]]
+) -> list[Need]:
+    """What ``export`` writes: a go.sum's versions, the targets (module@version, or a
+    module's every stored version), or everything stored."""
+    if go_sum is not None:
+        return go_sum
+    entries: list[tuple[str, str]] = []
+    for module, version in targets:
+        if version is not None:
+            entries.append((module, version))
+        else:
+            entries += [(module, v) for v in await storage.list_versions(module)]
+    if not targets:
+        entries = [entry async for entry in storage.catalog()]
+    return [Need(module, version, STORED) for module, version in sort_entries(set(entries))]
+
+
+async def _export(
+    config: Config,
+    args: argparse.Namespace,
+    go_sum: list[Need] | None,
+    targets: list[tuple[str, str | None]],
+) -> tuple[BundleStatistics, str]:
+    stats = BundleStatistics()
+    async with _opened_storage(config) as raw:
+        storage = with_integrity(raw)
+        needs = await _export_needs(storage, go_sum, targets)
+        interrupted = await _with_progress(
+            "export",
+            stats.progress,
+            partial(export_bundle, storage, needs, Path(args.output), stats),
+        )
+    return stats, interrupted
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="BUNDLE.tar", help="the tar to write"
+    )
+    parser.add_argument(
+        "--go-sum",
+        metavar="FILE",
+        help="the versions a go.sum names (zips where it has a zip hash, else go.mod only)",
+    )
+    parser.add_argument(
+        "targets",
+        nargs="*",
+        metavar="module[@version]",
+        help="what to export (default: everything stored)",
+    )
+
+
+def _bundle_report(command: str, stats: BundleStatistics, interrupted: str, summary: str) -> int:
+    for problem in stats.problems:
+        print(f"{'missing' if command == 'export' else 'refused'} {problem}", flush=True)
+    print(summary + (f"; interrupted by {interrupted}" if interrupted else ""), flush=True)
+    if interrupted:
+        return 130
+    return 1 if stats.problems else 0
+
+
+def _run_tool(
+    command: str, args: argparse.Namespace, run: Callable[[Config], Awaitable[_Result]]
+) -> _Result | int:
+    """Config, logging and trio.run around a tool (export, import, gc); an exit status
+    instead when it could not run."""
+    config = _load(args.config)
+    if config is None:
+        return 2
+    handler = setup_logging(config.log_level, config.log_format)
+    try:
+        return trio.run(run, config)
+    except (AthensTrioError, OSError, ValueError) as exc:
+        print(f"athens-trio {command}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+def _export_main(args: argparse.Namespace) -> int:
+    if args.go_sum and args.targets:
+        print("athens-trio export: --go-sum or targets, not both", file=sys.stderr)
+        return 2
+    try:
+        go_sum = parse_go_sum(Path(args.go_sum).read_text()) if args.go_sum else None
+        targets = [_parse_target(target) for target in args.targets]
+    except (OSError, ValueError) as exc:
+        print(f"athens-trio export: {exc}", file=sys.stderr)
+        return 2
+    result = _run_tool("export", args, lambda config: _export(config, args, go_sum, targets))
+    if isinstance(result, int):
+        return result
+    stats, interrupted = result
+    return _bundle_report(
+        "export",
+        stats,
+        interrupted,
+        f"exported {stats.written} of {stats.total} versions to {args.output}"
+        + (f", {len(stats.problems)} not stored" if stats.problems else ""),
+    )
+
+
+async def _import(config: Config, bundle: Path) -> tuple[BundleStatistics, str]:
+    stats = BundleStatistics()
+    async with _opened_storage(config) as storage, open_sum_check(config, storage) as sums:
+        interrupted = await _with_progress(
+            "import",
+            stats.progress,
+            partial(
+                import_bundle, storage, bundle, sums, stats, temp_root=config.go_get_dir or None
+            ),
+        )
+    return stats, interrupted
+
+
+def _import_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", metavar="BUNDLE.tar", help="a bundle written by export")
+
+
+def _import_main(args: argparse.Namespace) -> int:
+    result = _run_tool("import", args, lambda config: _import(config, Path(args.bundle)))
+    if isinstance(result, int):
+        return result
+    stats, interrupted = result
+    checked = (
+        "checksum database unreachable: recorded hashes only"
+        if stats.sumdb_unreachable
+        else f"{stats.sumdb_checked} checked against the checksum database"
+    )
+    return _bundle_report(
+        "import",
+        stats,
+        interrupted,
+        f"imported {stats.written} of {stats.total} versions, {stats.already_stored} already "
+        f"stored, {len(stats.problems)} refused ({checked})",
+    )
+
+
+async def _gc(
+    config: Config, unused_for: float, pins: Pins, dry_run: bool
+) -> tuple[GcStatistics, str]:
+    stats = GcStatistics()
+    async with _opened_storage(config) as storage:
+        root = disk_root(storage)
+        last_served = LastServed(root / LAST_SERVED_DIR if root else None)
+        interrupted = await _with_progress(
+            "gc",
+            stats.progress,
+            partial(
+                collect,
+                storage,
+                root,
+                last_served,
+                unused_for=unused_for,
+                now=time.time(),
+                pins=pins,
+                dry_run=dry_run,
+                stats=stats,
+            ),
+        )
+    return stats, interrupted
+
+
+def _gc_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--unused-for",
+        required=True,
+        metavar="AGE",
+        help="remove versions neither served nor stored for this long: 90d, 12h, 2w...",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="only print what would go")
+    parser.add_argument(
+        "--pin",
+        metavar="FILE",
+        type=Path,
+        help="keep these whatever their age: module path globs or module@version, one a line",
+    )
+
+
+def _gc_main(args: argparse.Namespace) -> int:
+    try:
+        unused_for = parse_duration(args.unused_for)
+        pins = pins_from_file(args.pin)
+    except (OSError, ValueError) as exc:
+        print(f"athens-trio gc: {exc}", file=sys.stderr)
+        return 2
+    result = _run_tool("gc", args, lambda config: _gc(config, unused_for, pins, args.dry_run))
+    if isinstance(result, int):
+        return result
+    stats, interrupted = result
+    verb = "would remove" if args.dry_run else "removed"
+    for name in stats.removed:
+        print(f"{verb} {name}", flush=True)
+    print(
+        f"{verb} {len(stats.removed)} of {stats.total} versions unused for {args.unused_for} "
+        f"({stats.removed_bytes / (1 << 20):.1f} MiB); kept {stats.kept} "
+        f"({stats.pinned} pinned)" + (f"; interrupted by {interrupted}" if interrupted else ""),
+        flush=True,
+    )
+    return 130 if interrupted else 0
+
+
+# ---------------------------------------------------------------------------------------
 # config check
 # ---------------------------------------------------------------------------------------
 
@@ -384,6 +743,30 @@ _COMMANDS: tuple[_Command, ...] = (
         "check stored zips against the h1: hash recorded when each was stored",
         _verify_main,
         _verify_arguments,
+    ),
+    _Command(
+        ("warm",),
+        "fetch a project's module graph (go.mod, go.sum, module@version) into storage",
+        _warm_main,
+        _warm_arguments,
+    ),
+    _Command(
+        ("export",),
+        "write stored versions with their hashes to a bundle (a GOPROXY=file:// tree as a tar)",
+        _export_main,
+        _export_arguments,
+    ),
+    _Command(
+        ("import",),
+        "store a bundle's versions, each verified against its hash and the checksum database",
+        _import_main,
+        _import_arguments,
+    ),
+    _Command(
+        ("gc",),
+        "remove versions no one fetched for a while (--unused-for 90d), keeping pinned ones",
+        _gc_main,
+        _gc_arguments,
     ),
     _Command(
         ("config", "check"),

@@ -26,6 +26,7 @@ from . import download, stash
 from ._config import Config, StorageType
 from ._sumdb import SumDBProxy
 from .download import DownloadProtocol
+from .ops._activity import LAST_SERVED_DIR, Activity, LastServed
 from .storage import Backend, DiskStorage, MemoryStorage, with_integrity
 from .sumdb import SumDBClient, settings_from_env
 from .upstream import (
@@ -75,6 +76,10 @@ class Pipeline:
     sumdb: SumDBProxy | None = None
     #: The lock shared by replicas (``SingleFlightType`` redis or redis-sentinel), or None.
     redis_lock: stash.RedisLock | None = None
+    #: Where shared and background work runs (single-flight fetches, admin jobs).
+    nursery: trio.Nursery | None = None
+    #: When each version was last served, and the recent failures (ops/_activity).
+    activity: Activity | None = None
 
 
 #: StorageType → its backend, built from the ``[Storage]`` section.
@@ -211,6 +216,7 @@ async def open_pipeline(
     storage: Backend | None = None,
     fetcher: Fetcher | None = None,
     lister: Lister | None = None,
+    activity: Activity | None = None,
 ) -> AsyncIterator[Pipeline]:
     """Build the pipeline from ``config``; any component may be passed in instead."""
     # The policy files are read now, so a bad one stops the start with its key named.
@@ -222,6 +228,10 @@ async def open_pipeline(
         storage = storage_from_config(config)
     # The checksum database client's state lives with the modules it vouched for.
     sumdb_state = storage.root / SUMDB_STATE_DIR if isinstance(storage, DiskStorage) else None
+    if activity is None:
+        # When each version was last served, kept beside the modules (retention reads it).
+        root = storage.root if isinstance(storage, DiskStorage) else None
+        activity = Activity(LastServed(root / LAST_SERVED_DIR if root else None))
     # Every read of a go.mod or a zip checked: damage raises, the protocol repairs.
     storage = with_integrity(storage)
     try:
@@ -259,6 +269,7 @@ async def open_pipeline(
             stack.push_async_exit(lock_closer)
             nursery = await stack.enter_async_context(trio.open_nursery())
             nursery.start_soon(_sweep, storage, name="sweep storage leftovers")
+            nursery.start_soon(activity.last_served.run, name="flush last-served times")
             stash_pool = stash.with_pool(config.go_get_workers, queue=config.go_get_queue)
             protocol_pool = download.with_pool(config.protocol_workers, queue=config.protocol_queue)
             # A fetch nobody waits for any more is cancelled after the grace.
@@ -302,6 +313,8 @@ async def open_pipeline(
                 protocol_pool,
                 # The filter answers first, before anything is looked up.
                 *policy_protocol_wrappers,
+                # Outermost: what was served (retention), what failed (/ui).
+                activity.wrap,
             )
             yield Pipeline(
                 config,
@@ -314,6 +327,8 @@ async def open_pipeline(
                 lookups,
                 sumdb,
                 redis_lock,
+                nursery,
+                activity,
             )
             nursery.cancel_scope.cancel()
     finally:

@@ -57,6 +57,7 @@ from .helpers import (
     tree,
     wait_until,
 )
+from .opsfixtures import stored_tree
 
 V1, V2 = "v1.0.0", "v1.1.0"
 
@@ -654,7 +655,12 @@ async def test_two_processes_fetch_one_version_at_once_and_store_it_once(
 
 
 def digest_tree(root: Path) -> dict[str, str]:
-    return {name: hashlib.sha256((root / name).read_bytes()).hexdigest() for name in files_of(root)}
+    """The stored files' digests (not the last-served record, which is not storage)."""
+    return {
+        name: hashlib.sha256((root / name).read_bytes()).hexdigest()
+        for name, size in stored_tree(root).items()
+        if size >= 0
+    }
 
 
 async def test_sigterm_lets_downloads_in_flight_finish_whole_and_exits_zero(

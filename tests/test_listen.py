@@ -25,7 +25,8 @@ from athens_trio.server._hypercorn_worker import TESTED_HYPERCORN
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
-from .helpers import child_env, child_server, served, settle, store_version, tree
+from .helpers import child_env, child_server, served, settle, store_version
+from .opsfixtures import stored_tree
 
 BIG = "example.com/big"
 ZIP = f"/{BIG}/@v/v1.0.0.zip".encode()
@@ -78,7 +79,7 @@ async def test_sigterm_after_aborted_downloads_stops_without_waiting_the_grace(
 ) -> None:
     root = tmp_path / "storage"
     await store_version(DiskStorage(root), tmp_path, BIG, "v1.0.0", 24 << 20)
-    before = tree(root)
+    before = stored_tree(root)
     env = child_env(
         tmp_path,
         ATHENS_STORAGE_TYPE="disk",
@@ -96,4 +97,4 @@ async def test_sigterm_after_aborted_downloads_stops_without_waiting_the_grace(
         assert stopped, f"still running 15 s after SIGTERM:\n{child.log()[-3000:]}"
         assert child.process.returncode == 0, child.log()
         assert "SIGTERM" in child.log()
-    assert tree(root) == before  # nothing torn, nothing left behind
+    assert stored_tree(root) == before  # nothing torn, nothing left behind

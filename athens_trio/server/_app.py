@@ -65,6 +65,7 @@ from .._pipeline import Pipeline
 from .._redact import redact_urls
 from ..download import DownloadProtocol
 from ..storage import StoredZip
+from . import _admin
 from ._auth import BasicAuth
 from ._catalog import (
     DEFAULT_INDEX_LIMIT,
@@ -406,6 +407,9 @@ def create_app(pipeline: Pipeline, *, go_version: str, metrics: Metrics | None =
         response.headers.update(upstream.headers)
         response.timeout = None
         return response
+
+    # The operator's routes (admin API, /ui): helper ops's one hook into the app.
+    _admin.register(app, pipeline, auth=auth is not None)
 
     @app.get("/<anypath:_target>")
     async def proxy(_target: str) -> Response:
