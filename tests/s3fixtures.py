@@ -14,6 +14,7 @@ install it.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -60,21 +61,37 @@ class S3Server:
             **extra,
         }
 
-    def create_bucket(self) -> str:
-        """A new, empty bucket; its name."""
+    def _client(self) -> Any:
         import botocore.session
 
-        name = f"athens-{secrets.token_hex(6)}"
-        client = botocore.session.get_session().create_client(
+        return botocore.session.get_session().create_client(
             "s3",
             endpoint_url=self.endpoint,
             region_name=REGION,
             aws_access_key_id=KEY,
             aws_secret_access_key=SECRET,
         )
+
+    def create_bucket(self) -> str:
+        """A new, empty bucket; its name."""
+        name = f"athens-{secrets.token_hex(6)}"
+        client = self._client()
         client.create_bucket(Bucket=name)
         client.close()
         return name
+
+    def let_anyone_read(self, bucket: str) -> None:
+        """A bucket policy letting anyone GET its objects (a bucket served as a site)."""
+        statement = {
+            "Effect": "Allow",
+            "Principal": "*",
+            "Action": "s3:GetObject",
+            "Resource": f"arn:aws:s3:::{bucket}/*",
+        }
+        policy = json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+        client = self._client()
+        client.put_bucket_policy(Bucket=bucket, Policy=policy)
+        client.close()
 
 
 def start_s3_server() -> tuple[subprocess.Popen[bytes], S3Server]:
@@ -127,9 +144,7 @@ def _serve() -> None:
     from werkzeug.serving import make_server
 
     app = DomainDispatcherApplication(create_backend_app)
-    server = make_server(
-        "127.0.0.1", 0, app, threaded=False, request_handler=MotoRequestHandler
-    )
+    server = make_server("127.0.0.1", 0, app, threaded=False, request_handler=MotoRequestHandler)
     print(server.server_address[1], flush=True)
     server.serve_forever()
 

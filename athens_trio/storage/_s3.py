@@ -294,7 +294,8 @@ class S3Storage(Backend):
         marker, then answer False, as for any part already stored."""
         key = self._key(module, version, marker)
         with trio.move_on_after(_WINNER_WAIT):
-            while not await self._client.exists(key):
+            # Another process's write, maybe: only asking the bucket tells.
+            while not await self._client.exists(key):  # noqa: ASYNC110
                 await trio.sleep(0.05)
             return False
         raise StorageError(
@@ -323,7 +324,9 @@ class S3Storage(Backend):
                 versions = sort_versions(await self.list_versions(module))
                 while True:
                     body = "".join(f"{v}\n" for v in versions).encode()
-                    await self._client.put(f"{self._version_dir(module)}list", body, if_absent=False)
+                    await self._client.put(
+                        f"{self._version_dir(module)}list", body, if_absent=False
+                    )
                     again = sort_versions(await self.list_versions(module))
                     if again == versions:
                         return

@@ -124,15 +124,14 @@ class _Credentials:
             if self._loaded is None:
                 self._loaded = await trio.to_thread.run_sync(self._source.load)
             loaded = self._loaded
+            assert loaded is not None
             if isinstance(loaded, RefreshableCredentials) and loaded.refresh_needed():
-                frozen: ReadOnlyCredentials = await trio.to_thread.run_sync(
-                    loaded.get_frozen_credentials
-                )
-                return frozen
-        return loaded.get_frozen_credentials()  # type: ignore[no-any-return]
+                # A refresh asks the network: in a worker thread.
+                return await trio.to_thread.run_sync(loaded.get_frozen_credentials)
+        return loaded.get_frozen_credentials()
 
 
-class _Signer(S3SigV4Auth):  # type: ignore[misc]
+class _Signer(S3SigV4Auth):  # type: ignore[misc]  # botocore is untyped
     """S3's SigV4 with the payload's hash computed beforehand (streamed bodies are
     hashed from their file, in a worker thread)."""
 
