@@ -1,15 +1,22 @@
-"""A real S3 server on loopback for the S3 storage tests: moto's, in server mode.
+"""Real S3 servers on loopback for the S3 storage tests: moto's, in server mode.
 
 moto (a test extra in pyproject.toml) honours ``If-None-Match: *`` on PutObject and on
 CompleteMultipartUpload, as AWS does (412 when the key is taken).  Its check and its
 write are two steps, so its server runs here single-threaded (one request at a time,
-HTTP/1.0): then each conditional write is atomic, as AWS's is.  It does not check
-signatures.  The server runs as a child process (``python -m tests.s3fixtures serve``,
-which prints its port), one per test session and worker; each test gets a fresh bucket.
+HTTP/1.0): then each conditional write is atomic, as AWS's is.
 
-``python -m tests.s3fixtures build`` checks that the server can start (nothing to
-build: moto is a Python package); a missing moto fails the tests, saying how to
-install it.
+Two servers, each a child process (``python -m tests.s3fixtures serve [--check]``, which
+prints what a client needs) started once per test session and worker:
+
+- :func:`s3_server` checks every request's SigV4 signature (moto's IAM enforcement, from
+  the first request: ``INITIAL_NO_AUTH_ACTION_COUNT=0``) against an IAM user's key made
+  at start; a request signed wrongly gets 403 SignatureDoesNotMatch.
+- :func:`s3_open_server` checks none, for what moto cannot check: anonymous reads of a
+  public bucket and presigned (query-string) URLs.
+
+Each test gets a fresh bucket (:func:`s3_bucket`, :func:`s3_open_bucket`).
+``python -m tests.s3fixtures build`` checks that both start (nothing to build: moto is a
+Python package); a missing moto fails the tests, saying how to install it.
 """
 
 from __future__ import annotations
@@ -20,46 +27,43 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from athens_trio.storage._s3 import Bucket, CredentialSource, S3Storage
 
-__all__ = ["S3Server", "s3_bucket", "s3_server", "start_s3_server"]
+__all__ = [
+    "REGION",
+    "S3Server",
+    "s3_bucket",
+    "s3_open_bucket",
+    "s3_open_server",
+    "s3_server",
+    "start_s3_server",
+]
 
 REGION = "us-east-1"
-KEY = "athens-trio-test-key"
-SECRET = "athens-trio-test-secret"
+#: The open server takes any key; the checking one makes its own.
+_ANY_KEY = ("athens-trio-test-key", "athens-trio-test-secret")
 INSTALL_HINT = "moto's S3 server is missing: pip install -e '.[test]' (moto[s3], flask-cors)"
 
 
 @dataclass(frozen=True)
 class S3Server:
     endpoint: str  # http://127.0.0.1:<port>
+    key: str
+    secret: str = field(repr=False)
 
     def credentials(self) -> CredentialSource:
-        return CredentialSource(KEY, SECRET)
+        return CredentialSource(self.key, self.secret)
 
     def bucket(self, name: str) -> Bucket:
         return Bucket(name, REGION, self.endpoint, force_path_style=True)
 
     def storage(self, bucket: str, **kwargs: Any) -> S3Storage:
         return S3Storage(self.bucket(bucket), self.credentials(), **kwargs)
-
-    def env(self, bucket: str, **extra: str) -> dict[str, str]:
-        """Athens' environment variables for StorageType s3 on this server."""
-        return {
-            "ATHENS_STORAGE_TYPE": "s3",
-            "AWS_REGION": REGION,
-            "AWS_ACCESS_KEY_ID": KEY,
-            "AWS_SECRET_ACCESS_KEY": SECRET,
-            "ATHENS_S3_BUCKET_NAME": bucket,
-            "AWS_ENDPOINT": self.endpoint,
-            "AWS_FORCE_PATH_STYLE": "true",
-            **extra,
-        }
 
     def _client(self) -> Any:
         import botocore.session
@@ -68,8 +72,8 @@ class S3Server:
             "s3",
             endpoint_url=self.endpoint,
             region_name=REGION,
-            aws_access_key_id=KEY,
-            aws_secret_access_key=SECRET,
+            aws_access_key_id=self.key,
+            aws_secret_access_key=self.secret,
         )
 
     def create_bucket(self) -> str:
@@ -94,24 +98,27 @@ class S3Server:
         client.close()
 
 
-def start_s3_server() -> tuple[subprocess.Popen[bytes], S3Server]:
+def start_s3_server(*, check_signatures: bool) -> tuple[subprocess.Popen[bytes], S3Server]:
     try:
         import moto.server  # noqa: F401
     except ImportError:
         pytest.fail(INSTALL_HINT)
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.s3fixtures", "serve"],
+        [sys.executable, "-m", "tests.s3fixtures", "serve", *(["--check"] * check_signatures)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
         env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
     )
     assert process.stdout is not None
-    line = process.stdout.readline().decode().strip()
-    if not line.isdigit():
+    port = process.stdout.readline().decode().strip()
+    if not port.isdigit():
         _stop(process)
-        pytest.fail(f"moto's S3 server did not start ({line!r}); {INSTALL_HINT}")
-    return process, S3Server(f"http://127.0.0.1:{line}")
+        pytest.fail(f"moto's S3 server did not start ({port!r}); {INSTALL_HINT}")
+    key, secret = _ANY_KEY
+    if check_signatures:
+        key, secret = (process.stdout.readline().decode().strip() for _ in range(2))
+    return process, S3Server(f"http://127.0.0.1:{port}", key, secret)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -123,7 +130,16 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
-    process, server = start_s3_server()
+    process, server = start_s3_server(check_signatures=True)
+    try:
+        yield server
+    finally:
+        _stop(process)
+
+
+@pytest.fixture(scope="session")
+def s3_open_server() -> Iterator[S3Server]:
+    process, server = start_s3_server(check_signatures=False)
     try:
         yield server
     finally:
@@ -135,7 +151,19 @@ def s3_bucket(s3_server: S3Server) -> str:
     return s3_server.create_bucket()
 
 
-def _serve() -> None:
+@pytest.fixture
+def s3_open_bucket(s3_open_server: S3Server) -> str:
+    return s3_open_server.create_bucket()
+
+
+def _serve(check_signatures: bool) -> None:
+    """Serve moto's S3 on a free port; print the port, then (checking signatures) the
+    key and secret of an IAM user allowed everything, which requests must be signed by."""
+    if check_signatures:
+        # Read by moto.settings at import: every request is authenticated from the first.
+        os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+    from moto.iam.models import iam_backends
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
         MotoRequestHandler,
@@ -145,22 +173,32 @@ def _serve() -> None:
 
     app = DomainDispatcherApplication(create_backend_app)
     server = make_server("127.0.0.1", 0, app, threaded=False, request_handler=MotoRequestHandler)
-    print(server.server_address[1], flush=True)
+    lines = [str(server.server_address[1])]
+    if check_signatures:
+        iam = iam_backends[DEFAULT_ACCOUNT_ID]["global"]
+        iam.create_user(REGION, "athens-trio")
+        allow_all = {"Effect": "Allow", "Action": "*", "Resource": "*"}
+        document = json.dumps({"Version": "2012-10-17", "Statement": [allow_all]})
+        iam.put_user_policy("athens-trio", "all", document)
+        key = iam.create_access_key("athens-trio")
+        lines += [key.access_key_id, key.secret_access_key]
+    print("\n".join(lines), flush=True)
     server.serve_forever()
 
 
 def main(argv: list[str]) -> None:
-    if argv[1:] == ["serve"]:
-        _serve()
+    if argv[1:2] == ["serve"] and argv[2:] in ([], ["--check"]):
+        _serve(check_signatures=argv[2:] == ["--check"])
     elif argv[1:] == ["build"]:
-        process, server = start_s3_server()
-        try:
-            server.create_bucket()
-        finally:
-            _stop(process)
-        print(f"moto's S3 server runs ({server.endpoint} was used)")
+        for check in (True, False):
+            process, server = start_s3_server(check_signatures=check)
+            try:
+                server.create_bucket()
+            finally:
+                _stop(process)
+        print("moto's S3 servers run")
     else:
-        sys.exit("usage: python -m tests.s3fixtures serve|build")
+        sys.exit("usage: python -m tests.s3fixtures serve [--check] | build")
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ import contextlib
 import email.utils
 import hashlib
 import logging
-import os
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -440,10 +440,4 @@ def _xml_escape(text: str) -> str:
 
 
 def _parse_iso(text: str) -> float:
-    from datetime import datetime
-
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def file_size(path: Path) -> int:
-    return os.stat(path).st_size
