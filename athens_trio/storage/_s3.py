@@ -39,6 +39,7 @@ import trio
 
 from .._exceptions import InvalidPathError, InvalidVersionError, NotFoundError, StorageError
 from .._module import escape_path, escape_version, unescape_path, unescape_version
+from .._redact import redact_url
 from .._semver import sort_versions
 from ._backend import CHUNK_SIZE, Backend, StoredZip
 from ._s3client import (
@@ -116,7 +117,7 @@ class S3Storage(Backend):
         self._part_size = part_size
         where = f"{bucket.bucket}/{self._prefix}" if self._prefix else bucket.bucket
         self.description = f"s3 bucket {where}" + (
-            f" at {bucket.endpoint}" if bucket.endpoint else f" in {bucket.region}"
+            f" at {redact_url(bucket.endpoint)}" if bucket.endpoint else f" in {bucket.region}"
         )
         self._list_locks: dict[str, trio.Lock] = {}
 
@@ -341,7 +342,8 @@ class S3Storage(Backend):
 
     async def sweep(self, older_than: float = 3600.0) -> int:
         """Remove what killed saves left: a version's objects without its ``.info``, a
-        ``.ziphash`` without its ``.zip``, older than ``older_than`` seconds."""
+        ``.ziphash`` without its ``.zip``, unfinished multipart uploads, all older than
+        ``older_than`` seconds (another replica may be saving now); return how many."""
         cutoff = time.time() - older_than
         removed = 0
         stems: dict[str, dict[str, float]] = {}
@@ -355,6 +357,12 @@ class S3Storage(Backend):
                 marker = "zip" if suffix == "ziphash" else "info"
                 if ("info" not in present or marker not in present) and modified < cutoff:
                     await self._client.delete(f"{stem}.{suffix}")
+                    removed += 1
+        # A killed multipart upload's parts stay (and are paid for) until aborted.
+        async for uploads in self._client.list_uploads(self._prefix):
+            for key, upload_id, initiated in uploads:
+                if initiated < cutoff:
+                    await self._client.abort_upload(key, upload_id)
                     removed += 1
         return removed
 

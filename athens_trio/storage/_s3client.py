@@ -354,6 +354,9 @@ class S3Client:
                 raise NotFoundError("the zip was removed from storage")
             if response.status_code not in (200, 206):
                 raise await self.failure(response, f"GET {key}")
+            length = response.headers.get("Content-Length")
+            if response.status_code == 200 and length != str(stop - start):
+                raise StorageError(f"S3 GET {key}: the server ignored the Range asked")
             yield response
         finally:
             await response.aclose()
@@ -382,6 +385,31 @@ class S3Client:
             token = _text(root, "NextContinuationToken")
             if _text(root, "IsTruncated") != "true" or not token:
                 return
+
+    async def list_uploads(self, prefix: str) -> AsyncIterator[list[tuple[str, str, float]]]:
+        """Pages of unfinished multipart uploads under ``prefix``: (key, id, initiated)."""
+        markers: dict[str, str] = {}
+        while True:
+            query = {"uploads": "", "prefix": prefix, **markers}
+            response = await self.send("GET", "", query=query)
+            if response.status_code != 200:
+                raise await self.failure(response, f"list uploads {prefix!r}")
+            root = ET.fromstring(response.content)
+            yield [
+                (_text(u, "Key"), _text(u, "UploadId"), _parse_iso(_text(u, "Initiated")))
+                for u in _find_all(root, "Upload")
+            ]
+            markers = {
+                "key-marker": _text(root, "NextKeyMarker"),
+                "upload-id-marker": _text(root, "NextUploadIdMarker"),
+            }
+            if _text(root, "IsTruncated") != "true" or not markers["key-marker"]:
+                return
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        response = await self.send("DELETE", key, query={"uploadId": upload_id})
+        if response.status_code not in (200, 204, 404):
+            raise await self.failure(response, f"abort upload of {key}")
 
     async def ready(self) -> None:
         response = await self.send("HEAD", "")
@@ -432,7 +460,7 @@ class S3Client:
         finally:
             if not completed:
                 with trio.CancelScope(shield=True), contextlib.suppress(StorageError):
-                    await self.send("DELETE", key, query={"uploadId": upload_id})
+                    await self.abort_upload(key, upload_id)
 
 
 def _xml_escape(text: str) -> str:
