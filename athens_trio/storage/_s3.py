@@ -344,7 +344,16 @@ class S3Storage(Backend):
         """Remove what killed saves left: a version's objects without its ``.info``, a
         ``.ziphash`` without its ``.zip``, unfinished multipart uploads, all older than
         ``older_than`` seconds (another replica may be saving now); return how many."""
-        cutoff = time.time() - older_than
+        removed = 0
+        try:
+            removed = await self._sweep(time.time() - older_than)
+        except StorageError as exc:
+            # Housekeeping: a bucket that refuses a listing (a narrow policy) or fails
+            # now fails no request; the next start sweeps again.
+            log.warning("cannot sweep %s: %s", self.description, exc)
+        return removed
+
+    async def _sweep(self, cutoff: float) -> int:
         removed = 0
         stems: dict[str, dict[str, float]] = {}
         async for page in self._client.list_keys(self._prefix):
