@@ -444,13 +444,17 @@ class S3Client:
             document = (
                 "<CompleteMultipartUpload>" + "".join(parts) + "</CompleteMultipartUpload>"
             ).encode()
-            response = await self.send(
-                "POST",
-                key,
-                query={"uploadId": upload_id},
-                headers={"If-None-Match": "*", "Content-Type": "application/xml"},
-                body=document,
-            )
+            for _ in range(_ATTEMPTS):
+                response = await self.send(
+                    "POST",
+                    key,
+                    query={"uploadId": upload_id},
+                    headers={"If-None-Match": "*", "Content-Type": "application/xml"},
+                    body=document,
+                )
+                if response.status_code != 409:
+                    break
+                # 409 ConditionalRequestConflict: as for put(), try again.
             if response.status_code == 412:
                 raise S3PreconditionFailed(key)
             # S3 may answer 200 and report a failure in the body.
