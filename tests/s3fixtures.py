@@ -14,9 +14,15 @@ prints what a client needs) started once per test session and worker:
 - :func:`s3_open_server` checks none, for what moto cannot check: anonymous reads of a
   public bucket and presigned (query-string) URLs.
 
+And a third, a real S3 server in Go: :func:`versitygw_server` (versitygw's posix
+gateway, built once from the Go module proxy into a cache directory named by its
+version), which checks header and presigned signatures alike and honours
+``If-None-Match: *`` on PutObject and CompleteMultipartUpload.
+
 Each test gets a fresh bucket (:func:`s3_bucket`, :func:`s3_open_bucket`).
-``python -m tests.s3fixtures build`` checks that both start (nothing to build: moto is a
-Python package); a missing moto fails the tests, saying how to install it.
+``python -m tests.s3fixtures build`` builds versitygw (unless built) and checks that
+every server starts; a missing moto or versitygw fails the tests, saying how to
+install or build it.
 """
 
 from __future__ import annotations
@@ -24,24 +30,33 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import platformdirs
 import pytest
 
 from athens_trio.storage._s3 import Bucket, CredentialSource, S3Storage
 
+from .gofixtures import find_go_binary
+
 __all__ = [
     "REGION",
     "S3Server",
+    "build_versitygw",
     "s3_bucket",
     "s3_open_bucket",
     "s3_open_server",
     "s3_server",
     "start_s3_server",
+    "versitygw_server",
 ]
 
 REGION = "us-east-1"
@@ -146,6 +161,82 @@ def s3_open_server() -> Iterator[S3Server]:
         _stop(process)
 
 
+VERSITYGW = "github.com/versity/versitygw/cmd/versitygw"
+VERSITYGW_VERSION = "v1.8.0"  # conditional writes since v1.0.18, fixed in v1.1
+
+
+def versitygw_binary() -> Path:
+    """Where the versitygw of VERSITYGW_VERSION lives once built (present or not)."""
+    cache = os.environ.get("ATHENS_TRIO_TEST_CACHE") or platformdirs.user_cache_dir(
+        "athens-trio-tests"
+    )
+    return Path(cache) / f"versitygw-{VERSITYGW_VERSION}"
+
+
+def build_versitygw(go: str | None = None) -> Path:
+    """``go install`` versitygw into the cache unless it is there; its path."""
+    binary = versitygw_binary()
+    if binary.exists():
+        return binary
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=binary.parent, prefix=".versitygw-") as gobin:
+        env = dict(os.environ, GOBIN=gobin, GOFLAGS="-buildvcs=false", CGO_ENABLED="0")
+        env.pop("GOWORK", None)
+        subprocess.run(
+            [go or find_go_binary(), "install", f"{VERSITYGW}@{VERSITYGW_VERSION}"],
+            cwd=gobin,
+            env=env,
+            check=True,
+            stdin=subprocess.DEVNULL,
+            timeout=1800,
+        )
+        os.replace(Path(gobin) / "versitygw", binary)  # concurrent builders rename whole
+    return binary
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)  # a child process's start: only polling sees it
+    _stop(process)
+    pytest.fail(f"versitygw did not start on port {port}")
+
+
+@pytest.fixture(scope="session")
+def versitygw_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    binary = versitygw_binary()
+    if not binary.exists():
+        pytest.fail(f"versitygw is not built ({binary}): python -m tests.s3fixtures build")
+    root = tmp_path_factory.mktemp("versitygw")
+    key, secret = "athens-versity-key", secrets.token_hex(16)
+    port = _free_port()
+    process = subprocess.Popen(
+        [str(binary), "--port", f"127.0.0.1:{port}", "posix", str(root)],
+        env=dict(os.environ, ROOT_ACCESS_KEY=key, ROOT_SECRET_KEY=secret),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    _wait_for_port(port, process)
+    try:
+        yield S3Server(f"http://127.0.0.1:{port}", key, secret)
+    finally:
+        _stop(process)
+
+
 @pytest.fixture
 def s3_bucket(s3_server: S3Server) -> str:
     return s3_server.create_bucket()
@@ -190,6 +281,7 @@ def main(argv: list[str]) -> None:
     if argv[1:2] == ["serve"] and argv[2:] in ([], ["--check"]):
         _serve(check_signatures=argv[2:] == ["--check"])
     elif argv[1:] == ["build"]:
+        print(f"versitygw at {build_versitygw()}")
         for check in (True, False):
             process, server = start_s3_server(check_signatures=check)
             try:

@@ -28,14 +28,32 @@ from athens_trio.storage._s3 import Bucket, CredentialSource, S3Storage
 from .conftest import make_config
 from .gofixtures import GoFixtures
 from .helpers import client_env, json_stream, run_go, served, write_zip
-from .s3fixtures import REGION, S3Server, s3_bucket, s3_open_bucket, s3_open_server, s3_server
+from .s3fixtures import (
+    REGION,
+    S3Server,
+    s3_bucket,
+    s3_open_bucket,
+    s3_open_server,
+    s3_server,
+    versitygw_server,
+)
 
-__all__ = ["s3_bucket", "s3_open_bucket", "s3_open_server", "s3_server"]  # fixtures, by name
+# Fixtures, used by name.
+__all__ = ["s3_bucket", "s3_open_bucket", "s3_open_server", "s3_server", "versitygw_server"]
 
 MODULE = "github.com/example/Mixed"
 INFO = b'{"Version":"v1.0.0","Time":"2024-01-02T03:04:05Z"}'
 MOD = b"module github.com/example/Mixed\n"
 MiB = 1 << 20
+
+
+@pytest.fixture(params=["moto", "versitygw"])
+def any_s3(request: pytest.FixtureRequest) -> tuple[S3Server, str]:
+    """Each real server in turn, with a fresh bucket."""
+    server: S3Server = request.getfixturevalue(
+        "s3_server" if request.param == "moto" else "versitygw_server"
+    )
+    return server, server.create_bucket()
 
 
 @pytest.mark.parametrize("check", compliance.CHECKS.values(), ids=list(compliance.CHECKS))
@@ -54,6 +72,43 @@ async def test_compliance_under_a_prefix_with_small_parts(
     await compliance.run_all(
         lambda: s3_server.storage(s3_bucket, prefix=next(prefixes), part_size=5 * MiB), tmp_path
     )
+
+
+@pytest.mark.slow
+async def test_compliance_on_versitygw(versitygw_server: S3Server, tmp_path: Path) -> None:
+    """The whole suite on a second, independent S3 server (each check its own prefix)."""
+    bucket = versitygw_server.create_bucket()
+    prefixes = (f"check-{n}" for n in itertools.count())
+    await compliance.run_all(
+        lambda: versitygw_server.storage(bucket, prefix=next(prefixes)), tmp_path
+    )
+
+
+async def test_presigned_zip_urls_are_valid_and_expire_where_signatures_are_checked(
+    versitygw_server: S3Server, tmp_path: Path
+) -> None:
+    """versitygw checks presigned signatures (moto does not): the URL gets the zip; a
+    URL whose expiry was altered is refused."""
+    bucket = versitygw_server.create_bucket()
+    storage = versitygw_server.storage(bucket, redirect_expiry=60)
+    zip_file = tmp_path / "z.zip"
+    zip_file.write_bytes(b"the zip's bytes")
+    try:
+        await storage.save(
+            "github.com/example/Mixed", "v2.0.0+incompatible", info=INFO, mod=MOD, zip_file=zip_file
+        )
+        stored = await storage.zip("github.com/example/Mixed", "v2.0.0+incompatible")
+    finally:
+        await storage.aclose()
+    assert stored.redirect_url is not None
+    async with httpx.AsyncClient() as client:
+        good = await client.get(stored.redirect_url)
+        altered = await client.get(
+            stored.redirect_url.replace("X-Amz-Expires=60", "X-Amz-Expires=61")
+        )
+    assert good.status_code == 200
+    assert good.content == b"the zip's bytes"
+    assert altered.status_code == 403
 
 
 async def test_a_wrong_secret_is_refused_by_the_server(s3_server: S3Server, s3_bucket: str) -> None:
@@ -140,11 +195,12 @@ async def test_go_mod_download_through_s3_storage(
 
 @pytest.mark.slow
 async def test_two_replicas_racing_one_version_store_one_and_never_change_it(
-    s3_server: S3Server, s3_bucket: str, tmp_path: Path
+    any_s3: tuple[S3Server, str], tmp_path: Path
 ) -> None:
     """Two backends (two replicas' clients) save other bytes of the same versions at
     once, again and again: each version is one writer's, whole, and stays so."""
-    replicas = [s3_server.storage(s3_bucket), s3_server.storage(s3_bucket)]
+    server, bucket = any_s3
+    replicas = [server.storage(bucket), server.storage(bucket)]
     versions = [f"v1.2.{n}" for n in range(6)]
     counter = iter(range(1_000_000))
 
@@ -245,12 +301,13 @@ async def test_a_big_zip_is_streamed_both_ways_in_bounded_memory(
 
 
 async def test_racing_multipart_uploads_complete_once(
-    s3_server: S3Server, s3_bucket: str, tmp_path: Path
+    any_s3: tuple[S3Server, str], tmp_path: Path
 ) -> None:
     """Two replicas upload other 12 MiB zips of one version as multipart uploads at
     once: CompleteMultipartUpload's If-None-Match lets one through, the other's upload
     is aborted, and the zip is the winner's."""
-    replicas = [s3_server.storage(s3_bucket, part_size=5 * MiB) for _ in range(2)]
+    server, bucket = any_s3
+    replicas = [server.storage(bucket, part_size=5 * MiB) for _ in range(2)]
     digests = [_big_zip(tmp_path / f"z{n}.zip", 12 * MiB) for n in range(2)]
     results: dict[int, bool] = {}
     try:

@@ -167,16 +167,35 @@ class FileRange:
                 remaining -= len(chunk)
         return digest.hexdigest()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        async with await trio.open_file(self.path, "rb", buffering=0) as f:
-            await f.seek(self.offset)
-            remaining = self.length
-            while remaining:
-                chunk = await f.read(min(CHUNK_SIZE, remaining))
-                if not chunk:
-                    raise StorageError(f"{self.path} is shorter than expected")
-                remaining -= len(chunk)
-                yield chunk
+
+class _FileBody(httpx.AsyncByteStream):
+    """A request body read from a file range in chunks.  An iterator object, not a
+    generator: a server may answer (a 412) before reading it all, and then nothing is
+    left for the garbage collector to finish; :meth:`aclose` closes the file."""
+
+    def __init__(self, span: FileRange) -> None:
+        self._span = span
+        self._remaining = span.length
+        self._opened: Any = None
+
+    def __aiter__(self) -> _FileBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if not self._remaining:
+            raise StopAsyncIteration
+        if self._opened is None:
+            self._opened = await trio.open_file(self._span.path, "rb", buffering=0)
+            await self._opened.seek(self._span.offset)
+        chunk: bytes = await self._opened.read(min(CHUNK_SIZE, self._remaining))
+        if not chunk:
+            raise StorageError(f"{self._span.path} is shorter than expected")
+        self._remaining -= len(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        if self._opened is not None:
+            await self._opened.aclose()
 
 
 def _error_code(body: bytes) -> str:
@@ -264,11 +283,14 @@ class S3Client:
         what = f"S3 {method} {key}"
         for attempt in range(1, _ATTEMPTS + 1):
             signed = await self._signed(method, url, dict(headers or {}), payload)
-            content: Any = body
             if isinstance(body, FileRange):
+                # A Request given its stream gets no default headers: these two it needs.
                 signed["Content-Length"] = str(body.length)
-                content = body.chunks()
-            request = self._http.build_request(method, url, headers=signed, content=content)
+                signed["Host"] = httpx.URL(url).netloc.decode()
+                streamed = _FileBody(body)
+                request = httpx.Request(method, url, headers=signed, stream=streamed)
+            else:
+                request = self._http.build_request(method, url, headers=signed, content=body)
             try:
                 response = await self._http.send(request, stream=stream)
             except httpx.HTTPError as exc:
@@ -278,6 +300,9 @@ class S3Client:
                 if response.status_code not in _RETRY_STATUS or attempt == _ATTEMPTS:
                     return response
                 await response.aclose()
+            finally:
+                if isinstance(body, FileRange):
+                    await streamed.aclose()
             await trio.sleep(0.1 * 2**attempt)
         raise AssertionError("unreachable")
 
