@@ -83,12 +83,12 @@ def _s3_storage(config: Config) -> Backend:
     return S3Storage(
         Bucket(s3.bucket, s3.region, s3.endpoint, s3.force_path_style),
         CredentialSource(
-            s3.key,
-            s3.secret,
-            s3.token,
-            s3.use_default_configuration,
-            s3.credentials_endpoint,
-            s3.aws_container_credentials_relative_uri,
+            key=s3.key,
+            secret=s3.secret,
+            token=s3.token,
+            use_default_configuration=s3.use_default_configuration,
+            credentials_endpoint=s3.credentials_endpoint,
+            container_relative_uri=s3.aws_container_credentials_relative_uri,
         ),
         prefix=s3.prefix,
         redirect_expiry=s3.redirect_expiry if s3.redirect_zips else None,

@@ -3,7 +3,8 @@
 Signing is botocore's (:class:`botocore.auth.S3SigV4Auth`, pure computation); the
 requests are httpx's, so everything runs under trio without an asyncio client.  Only
 what :mod:`._s3` needs is here: GET/HEAD/PUT/DELETE of one object (PUT optionally
-create-if-absent), ListObjectsV2 pages, and multipart uploads.
+create-if-absent), ListObjectsV2 pages, and multipart uploads (and their listing, for
+the sweep).  Errors are StorageErrors carrying S3's error code, never a credential.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import hashlib
-import logging
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
@@ -37,17 +37,14 @@ from .._exceptions import NotFoundError, StorageError
 from ._backend import CHUNK_SIZE
 
 __all__ = [
-    "EMPTY_SHA256",
     "Bucket",
     "CredentialSource",
+    "FileRange",
     "ObjectHead",
     "S3Client",
     "S3PreconditionFailed",
 ]
 
-log = logging.getLogger("athens_trio.storage")
-
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _XMLNS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 #: Status codes worth a second try: the server's own transient faults.
 _RETRY_STATUS = frozenset({500, 502, 503, 504})
