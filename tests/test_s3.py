@@ -24,10 +24,12 @@ from athens_trio._config import S3StorageConfig, StorageConfig
 from athens_trio._module import escape_path
 from athens_trio.storage import CHUNK_SIZE, compliance
 from athens_trio.storage._s3 import Bucket, CredentialSource, S3Storage
+from athens_trio.storage._s3client import S3Client
+from athens_trio.storage._s3lock import Lease, LeaseLost, S3Leases
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
-from .helpers import client_env, json_stream, run_go, served, write_zip
+from .helpers import client_env, json_stream, run_go, served, wait_until, write_zip
 from .s3fixtures import (
     REGION,
     S3Server,
@@ -574,3 +576,62 @@ async def test_secrets_stay_out_of_the_description(s3_server: S3Server) -> None:
     await storage.aclose()
     assert storage.description == f"s3 bucket mods/go/ at {s3_server.endpoint}"
     assert "secret" not in repr(CredentialSource("k", "very-secret", "secret-token"))
+
+
+# --- leases (the S3 single-flight's lock) -------------------------------------------
+
+
+async def test_leases_one_holder_refresh_takeover_and_release(
+    any_s3: tuple[S3Server, str],
+) -> None:
+    """Two replicas race for one lease: one gets it; the other gets it only once it has
+    expired (server time), and the first then learns at its refresh that it lost it."""
+    server, bucket = any_s3
+    clients = [S3Client(server.bucket(bucket), server.credentials()) for _ in range(2)]
+    try:
+        first, second = (S3Leases(client, prefix="p", ttl=2) for client in clients)
+        taken = [await first.try_acquire("m@v1.0.0"), await second.try_acquire("m@v1.0.0")]
+        assert taken[0] is not None
+        assert taken[1] is None
+        held = await first.refresh(taken[0])
+        assert held.etag != taken[0].etag
+        assert await second.try_acquire("m@v1.0.0") is None
+        assert await second.try_acquire("m@v2.0.0") is not None, "another name is free"
+
+        async def taken_over() -> bool:
+            return await second.try_acquire("m@v1.0.0") is not None
+
+        await wait_until(taken_over, 15)  # once the 2 s lease expired, by the server
+        with pytest.raises(LeaseLost):
+            await first.refresh(held)
+        await first.release(held)  # no longer ours: changes nothing
+        assert await first.try_acquire("m@v1.0.0") is None, "the second still holds it"
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def test_a_released_lease_is_free_and_only_one_racer_takes_it(
+    any_s3: tuple[S3Server, str],
+) -> None:
+    server, bucket = any_s3
+    clients = [S3Client(server.bucket(bucket), server.credentials()) for _ in range(4)]
+    try:
+        leases = [S3Leases(client, ttl=60) for client in clients]
+        held = await leases[0].try_acquire("one")
+        assert held is not None
+        await leases[0].release(held)
+        won: list[Lease] = []
+
+        async def race(n: int) -> None:
+            lease = await leases[n].try_acquire("one")
+            if lease is not None:
+                won.append(lease)
+
+        async with trio.open_nursery() as nursery:
+            for n in range(4):
+                nursery.start_soon(race, n)
+        assert len(won) == 1
+    finally:
+        for client in clients:
+            await client.aclose()

@@ -344,26 +344,53 @@ class S3Client:
     async def exists(self, key: str) -> bool:
         return await self.head(key) is not None
 
-    async def put(self, key: str, body: bytes | FileRange, *, if_absent: bool) -> None:
-        """Store ``body`` under ``key``; ``if_absent``: only if the key is free, else
-        raise S3PreconditionFailed (``If-None-Match: *``)."""
+    async def put(
+        self, key: str, body: bytes | FileRange, *, if_absent: bool, if_match: str = ""
+    ) -> str:
+        """Store ``body`` under ``key``; its ETag.  ``if_absent``: only if the key is free
+        (``If-None-Match: *``); ``if_match``: only if the stored object has this ETag (a
+        compare-and-swap); else raise S3PreconditionFailed."""
         headers = {"If-None-Match": "*"} if if_absent else {}
+        if if_match:
+            headers["If-Match"] = if_match
         for _ in range(_ATTEMPTS):
             response = await self.send("PUT", key, headers=headers, body=body)
             if response.status_code == 200:
-                return
-            if response.status_code == 412 and if_absent:
+                return str(response.headers.get("ETag", ""))
+            if response.status_code == 412 and headers:
                 raise S3PreconditionFailed(key)
+            if response.status_code == 404 and if_match:
+                raise S3PreconditionFailed(key)  # AWS: no object to match is a 404
             if response.status_code != 409:
                 raise await self.failure(response, f"PUT {key}")
             # 409 ConditionalRequestConflict: a concurrent write of the key; S3 says
             # to try again, and the next try sees the winner (412) or a free key.
         raise await self.failure(response, f"PUT {key}")
 
-    async def delete(self, key: str) -> None:
-        response = await self.send("DELETE", key)
+    async def delete(self, key: str, *, if_match: str = "") -> None:
+        """Remove ``key`` (gone already is fine); ``if_match``: only if the stored object
+        has this ETag, else S3PreconditionFailed."""
+        headers = {"If-Match": if_match} if if_match else {}
+        response = await self.send("DELETE", key, headers=headers)
+        if response.status_code == 412 and if_match:
+            raise S3PreconditionFailed(key)
         if response.status_code not in (200, 204, 404):
             raise await self.failure(response, f"DELETE {key}")
+
+    async def get_versioned(self, key: str) -> tuple[bytes, str, float, float] | None:
+        """The object's bytes, ETag, Last-Modified and the server's Date (its clock,
+        now), or None if there is none."""
+        response = await self.send("GET", key)
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise await self.failure(response, f"GET {key}")
+        now = email.utils.formatdate(usegmt=True)
+        modified, date = (
+            email.utils.parsedate_to_datetime(response.headers.get(name, now)).timestamp()
+            for name in ("Last-Modified", "Date")
+        )
+        return response.content, response.headers.get("ETag", ""), modified, date
 
     @contextlib.asynccontextmanager
     async def open_range(self, key: str, start: int, stop: int) -> AsyncIterator[httpx.Response]:
