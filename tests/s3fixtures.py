@@ -34,6 +34,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -274,7 +275,15 @@ def _serve(check_signatures: bool) -> None:
         key = iam.create_access_key("athens-trio")
         lines += [key.access_key_id, key.secret_access_key]
     print("\n".join(lines), flush=True)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     server.serve_forever()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A test process killed without its teardown leaves no server behind."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)
 
 
 def main(argv: list[str]) -> None:
