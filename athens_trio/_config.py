@@ -27,6 +27,7 @@ from ._exceptions import ConfigError
 __all__ = [
     "Config",
     "DiskStorageConfig",
+    "S3StorageConfig",
     "StorageConfig",
     "default_disk_root",
     "load_config",
@@ -39,7 +40,7 @@ PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 # Athens' time settings are whole seconds; fractions are accepted too (tests, mostly).
 PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
-StorageType = Literal["memory", "disk"]
+StorageType = Literal["memory", "disk", "s3"]
 NetworkMode = Literal["strict", "offline", "fallback"]
 LogFormat = Literal["plain", "json"]
 LogLevel = Literal["trace", "debug", "info", "warn", "warning", "error", "fatal", "panic"]
@@ -55,8 +56,96 @@ class DiskStorageConfig(msgspec.Struct, rename="pascal", forbid_unknown_fields=F
     root_path: str = msgspec.field(default_factory=default_disk_root)
 
 
+# --- [Storage.S3]: Athens' keys, plus Prefix and the zip redirect -----------------------
+
+
+class S3StorageConfig(msgspec.Struct, rename="pascal", forbid_unknown_fields=False):
+    """``[Storage.S3]``: Athens' S3Config, plus a key prefix and the zip redirect."""
+
+    region: str = ""
+    key: str = ""
+    secret: str = ""
+    token: str = ""
+    bucket: str = ""
+    endpoint: str = ""
+    force_path_style: bool = False
+    use_default_configuration: bool = False
+    credentials_endpoint: str = ""
+    aws_container_credentials_relative_uri: str = field(
+        name="AwsContainerCredentialsRelativeURI", default=""
+    )
+    # Not Athens keys.  Every object's key starts with Prefix ("" for the bucket's root).
+    prefix: str = ""
+    # Answer a stored zip with a redirect to a presigned URL valid RedirectExpiry seconds.
+    redirect_zips: bool = False
+    redirect_expiry: Annotated[int, msgspec.Meta(ge=1, le=7 * 24 * 3600)] = 300
+
+
+def _as_bool(value: str) -> bool:
+    # As Go's strconv.ParseBool, which Athens' envconfig uses.
+    lowered = value.strip().lower()
+    if lowered in ("1", "t", "true"):
+        return True
+    if lowered in ("0", "f", "false"):
+        return False
+    raise ValueError("expected true or false")
+
+
+_S3_ENVIRONMENT: list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]] = [
+    (("Storage", "S3", name), parse, (var,))
+    for name, parse, var in (
+        ("Region", str, "AWS_REGION"),
+        ("Key", str, "AWS_ACCESS_KEY_ID"),
+        ("Secret", str, "AWS_SECRET_ACCESS_KEY"),
+        ("Token", str, "AWS_SESSION_TOKEN"),
+        ("Bucket", str, "ATHENS_S3_BUCKET_NAME"),
+        ("Endpoint", str, "AWS_ENDPOINT"),
+        ("ForcePathStyle", _as_bool, "AWS_FORCE_PATH_STYLE"),
+        ("UseDefaultConfiguration", _as_bool, "AWS_USE_DEFAULT_CONFIGURATION"),
+        ("CredentialsEndpoint", str, "AWS_CREDENTIALS_ENDPOINT"),
+        (
+            "AwsContainerCredentialsRelativeURI",
+            str,
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        ),
+        ("Prefix", str, "ATHENS_S3_PREFIX"),
+        ("RedirectZips", _as_bool, "ATHENS_S3_REDIRECT_ZIPS"),
+        ("RedirectExpiry", int, "ATHENS_S3_REDIRECT_EXPIRY"),
+    )
+]
+
+
+def _check_s3(s3: S3StorageConfig, key_name: Callable[[tuple[str, ...]], str]) -> None:
+    """What StorageType s3 needs: a bucket, a region, an http(s) endpoint if any, and
+    one way to credentials."""
+
+    def fail(name: str, message: str) -> ConfigError:
+        return ConfigError(key_name(("Storage", "S3", name)), message)
+
+    if not s3.bucket:
+        raise fail("Bucket", "StorageType s3 needs a bucket")
+    if not s3.region:
+        raise fail("Region", "StorageType s3 needs a region")
+    if s3.endpoint and not re.fullmatch(r"https?://[^/?#\s]+/?", s3.endpoint):
+        raise fail("Endpoint", f"{s3.endpoint!r} is not an http(s) URL of a host")
+    if s3.key and not s3.secret:
+        raise fail("Secret", "Key is set without its Secret")
+    if s3.secret and not s3.key:
+        raise fail("Key", "Secret is set without its Key")
+    if not (s3.use_default_configuration or s3.key or s3.credentials_endpoint):
+        raise fail(
+            "Key",
+            "StorageType s3 needs credentials: Key and Secret, UseDefaultConfiguration "
+            "or CredentialsEndpoint",
+        )
+
+
+# --- end of [Storage.S3] --------------------------------------------------------------
+
+
 class StorageConfig(msgspec.Struct, rename="pascal", forbid_unknown_fields=False):
     disk: DiskStorageConfig = msgspec.field(default_factory=DiskStorageConfig)
+    s3: S3StorageConfig = msgspec.field(name="S3", default_factory=S3StorageConfig)
 
 
 # --- [SingleFlight]: one fetch per version across replicas (Athens' keys and variables) ---
@@ -285,6 +374,7 @@ _ENVIRONMENT: list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]
     (("GoGetQueue",), _as_int, ("ATHENS_GOGET_QUEUE",)),
     (("BackgroundFetchQueue",), _as_int, ("ATHENS_BACKGROUND_FETCH_QUEUE",)),
     (("AbandonedFetchGrace",), _as_seconds, ("ATHENS_ABANDONED_FETCH_GRACE",)),
+    *_S3_ENVIRONMENT,
 ]
 _ENVIRONMENT += _SINGLE_FLIGHT_ENVIRONMENT
 
@@ -379,6 +469,8 @@ def load_config(
         )
     if config.path_prefix and not config.path_prefix.startswith("/"):
         raise ConfigError(key_name(("PathPrefix",)), f"{config.path_prefix!r} must start with /")
+    if config.storage_type == "s3":
+        _check_s3(config.storage.s3, key_name)
     return config
 
 

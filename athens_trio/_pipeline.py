@@ -82,10 +82,31 @@ class Pipeline:
     activity: Activity | None = None
 
 
+def _s3_storage(config: Config) -> Backend:
+    # Imported here: botocore is loaded only by those who store in S3.
+    from .storage._s3 import Bucket, CredentialSource, S3Storage
+
+    s3 = config.storage.s3
+    return S3Storage(
+        Bucket(s3.bucket, s3.region, s3.endpoint, s3.force_path_style),
+        CredentialSource(
+            key=s3.key,
+            secret=s3.secret,
+            token=s3.token,
+            use_default_configuration=s3.use_default_configuration,
+            credentials_endpoint=s3.credentials_endpoint,
+            container_relative_uri=s3.aws_container_credentials_relative_uri,
+        ),
+        prefix=s3.prefix,
+        redirect_expiry=s3.redirect_expiry if s3.redirect_zips else None,
+    )
+
+
 #: StorageType → its backend, built from the ``[Storage]`` section.
 _STORAGE: Mapping[StorageType, Callable[[Config], Backend]] = {
     "memory": lambda config: MemoryStorage(),
     "disk": lambda config: DiskStorage(config.disk_root),
+    "s3": _s3_storage,
 }
 
 

@@ -140,7 +140,7 @@ def test_bad_environment_values_name_the_variable(environ: dict[str, str], key: 
     [
         ("GoGetWorkers = 'ten'", "GoGetWorkers"),
         ("ProtocolWorkers = 0", "ProtocolWorkers"),
-        ("StorageType = 's3'", "StorageType"),
+        ("StorageType = 'mongo'", "StorageType"),
         ("[Storage.Disk]\nRootPath = 7", "Storage.Disk.RootPath"),
         ("GoBinaryEnvVars = ['NOEQUALS']", "GoBinaryEnvVars"),
         ("Port = ':99999'", "Port"),

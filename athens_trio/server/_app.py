@@ -231,6 +231,11 @@ def _zip_response(wanted: ProxyRequest, stored: StoredZip) -> Response:
     etag = zip_etag(wanted.module, wanted.version, stored.size)
     if etag_matches(request.headers.get("If-None-Match"), etag):
         return _not_modified(etag, ZIP.cache)
+    if stored.redirect_url is not None and request.method == "GET":
+        # Storage hands the bytes out itself (S3's RedirectZips: a presigned GET, so a
+        # HEAD is answered here).  The URL expires: the redirect is never cached.
+        headers = {"Location": stored.redirect_url, "Cache-Control": CACHE_NONE}
+        return Response(b"", status=307, headers=headers)
     headers = {"ETag": etag, "Cache-Control": ZIP.cache, "Accept-Ranges": "bytes"}
     if request.method == "HEAD":
         # Headers only: the body would be read from storage only to be dropped.

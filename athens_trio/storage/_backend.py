@@ -47,6 +47,9 @@ class StoredZip(abc.ABC):
     #: Where the zip sits on the local disk, for readers that need random access
     #: (hashing); None for backends that only stream.
     path: Path | None = None
+    #: A short-lived URL where a client may GET the zip itself (a presigned one), for
+    #: backends configured to hand zips out that way; the server then redirects there.
+    redirect_url: str | None = None
 
     @abc.abstractmethod
     def chunks(self, start: int = 0, stop: int | None = None) -> AsyncIterator[bytes]:
