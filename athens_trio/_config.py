@@ -112,6 +112,12 @@ class Config(msgspec.Struct, rename="pascal", forbid_unknown_fields=False, kw_on
     write_timeout: PositiveSeconds = 60
     max_connections: PositiveInt = 1000
 
+    # --- prefetch (not Athens keys) ---
+    # Go.mod parts fetched at once ahead of the client (what served go.mod files
+    # require, where go reads them); 0: off.  How many levels below a served go.mod.
+    prefetch_workers: Annotated[int, msgspec.Meta(ge=0)] = 0
+    prefetch_depth: PositiveInt = 5
+
     @property
     def disk_root(self) -> Path:
         return Path(self.storage.disk.root_path).expanduser()
@@ -186,6 +192,8 @@ _ENVIRONMENT: list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]
     (("RequestHeaderTimeout",), _as_seconds, ("ATHENS_REQUEST_HEADER_TIMEOUT",)),
     (("WriteTimeout",), _as_seconds, ("ATHENS_WRITE_TIMEOUT",)),
     (("MaxConnections",), _as_int, ("ATHENS_MAX_CONNECTIONS",)),
+    (("PrefetchWorkers",), _as_int, ("ATHENS_PREFETCH_WORKERS",)),
+    (("PrefetchDepth",), _as_int, ("ATHENS_PREFETCH_DEPTH",)),
 ]
 
 _ERROR_PATH = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`$")

@@ -26,6 +26,7 @@ from . import download, stash
 from ._config import Config, StorageType
 from ._sumdb import SumDBProxy
 from .download import DownloadProtocol
+from .prefetch import Prefetcher, with_prefetch
 from .storage import Backend, DiskStorage, MemoryStorage, with_integrity
 from .sumdb import SumDBClient, settings_from_env
 from .upstream import (
@@ -73,6 +74,8 @@ class Pipeline:
     lookups: download.StorageFirst
     #: The checksum database proxy over ``SumDBs`` (None if there are none).
     sumdb: SumDBProxy | None = None
+    #: The prefetcher (None while PrefetchWorkers is 0).
+    prefetcher: Prefetcher | None = None
 
 
 #: StorageType → its backend, built from the ``[Storage]`` section.
@@ -261,6 +264,20 @@ async def open_pipeline(
                 # The filter answers first, before anything is looked up.
                 *policy_protocol_wrappers,
             )
+            prefetcher: Prefetcher | None = None
+            if config.prefetch_workers:
+                # Through the whole protocol (pool, filter, DownloadMode, the stasher's
+                # hook and single-flight), in the gaps between clients' fetches.
+                limiter = stash_pool.limiter
+                prefetcher = Prefetcher(
+                    protocol,
+                    storage,
+                    lambda: limiter.available_tokens > 0 and not limiter.statistics().tasks_waiting,
+                    workers=config.prefetch_workers,
+                    depth=config.prefetch_depth,
+                )
+                nursery.start_soon(prefetcher.run, name="prefetch")
+                protocol = with_prefetch(prefetcher)(protocol)
             yield Pipeline(
                 config,
                 storage,
@@ -271,6 +288,7 @@ async def open_pipeline(
                 protocol_pool,
                 lookups,
                 sumdb,
+                prefetcher=prefetcher,
             )
             nursery.cancel_scope.cancel()
     finally:
