@@ -6,8 +6,11 @@ server (nginx, or http.server standing in) as the upstream.  Then ``go mod downl
 the consumer: straight from that upstream, and cold through athens-trio (empty storage)
 whose GOPROXY is that upstream (upstream-proxy mode, GOSUMDB=off: no checksum lookups).
 Each repeat starts from an empty client cache and, for athens-trio, an empty storage;
-the order alternates between repeats.  Also counted: the zips athens-trio stored against
-the zips the client fetched (athens-trio stores a whole version for a ``.mod`` too).
+the order alternates between repeats.  Measured twice: with the upstream on loopback,
+and with the upstream a round trip away (:data:`UPSTREAM_ROUND_TRIP`, added by a
+delaying relay in front of it, :mod:`bench._latency`), where the client and
+athens-trio, which sits next to it, both reach the upstream through the relay.  Also
+counted: the zips athens-trio stored against the zips the client fetched.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import shutil
 import stat
 import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
@@ -24,6 +28,7 @@ from ._context import Context
 from ._fixtures import write_consumer
 from ._gocli import go_mod_download, scratch_home
 from ._graph import build_graph
+from ._latency import delayed_relay
 from ._results import ATHENS_TRIO, Row, ScenarioResult, ratio
 
 __all__ = ["run_upstream"]
@@ -72,6 +77,71 @@ async def _fill_upstream(ctx: Context, consumer: Path, directory: Path) -> Path:
     return root
 
 
+#: The round trip the second measurement adds between the client (or athens-trio) and
+#: the upstream, as a remote proxy has; athens-trio sits next to the client.
+UPSTREAM_ROUND_TRIP = 0.03
+
+
+@dataclass
+class _Runs:
+    seconds: dict[str, list[float]] = field(default_factory=lambda: {UPSTREAM: [], ATHENS_TRIO: []})
+    stored: list[int] = field(default_factory=list)
+    fetched: list[int] = field(default_factory=list)
+
+    def medians(self) -> dict[str, float | None]:
+        return {k: statistics.median(v) for k, v in self.seconds.items()}
+
+
+async def _measure(
+    ctx: Context, directory: Path, consumer: Path, upstream_url: str, label: str
+) -> _Runs:
+    """``go mod download`` straight from ``upstream_url`` and cold through athens-trio in
+    front of it, alternating, ``cold_repeats`` times each."""
+    clients = directory / "clients"
+    runs = _Runs()
+
+    async def straight() -> None:
+        run = await go_mod_download(
+            ctx.tools.go, ctx.go_env, upstream_url, workdir=clients, module=consumer
+        )
+        runs.seconds[UPSTREAM].append(run.seconds)
+
+    async def through(repeat: int) -> None:
+        storage = directory / f"storage-{label}-{repeat}"
+        server_dir = directory / f"server-{label}-{repeat}"
+        server_dir.mkdir(parents=True, exist_ok=True)
+        async with ctx.athens_trio(server_dir, storage, goproxy=f"{upstream_url},direct") as server:
+            run = await go_mod_download(
+                ctx.tools.go, ctx.go_env, server.url, workdir=clients, module=consumer
+            )
+        runs.seconds[ATHENS_TRIO].append(run.seconds)
+        runs.fetched.append(run.zips)
+        runs.stored.append(await trio.to_thread.run_sync(_count_zips, storage))
+        await trio.to_thread.run_sync(shutil.rmtree, storage)
+
+    for repeat in range(ctx.sizes.cold_repeats):
+        if repeat % 2:
+            await through(repeat)
+            await straight()
+        else:
+            await straight()
+            await through(repeat)
+    return runs
+
+
+def _time_row(case: str, runs: _Runs) -> Row:
+    medians = runs.medians()
+    return Row(
+        case=case,
+        metric="s",
+        values=medians,
+        ratio_name=f"{ATHENS_TRIO} / {UPSTREAM}",
+        ratio=ratio(medians[ATHENS_TRIO], medians[UPSTREAM]),
+        better="lower",
+        details={"runs_s": runs.seconds, "statistic": "median"},
+    )
+
+
 async def run_upstream(ctx: Context, result: ScenarioResult) -> None:
     directory = ctx.scenario_dir("upstream")
     requires = await trio.to_thread.run_sync(
@@ -79,59 +149,25 @@ async def run_upstream(ctx: Context, result: ScenarioResult) -> None:
     )
     consumer = write_consumer(directory / "consumer", requires)
     root = await _fill_upstream(ctx, consumer, directory)
-    repeats = ctx.sizes.cold_repeats
     result.reference = f"go mod download straight from the upstream GOPROXY ({ctx.reference_label})"
     result.params.update(
-        {"dependencies": len(requires), "upstream_zips": _count_zips(root), "repeats": repeats}
+        {
+            "dependencies": len(requires),
+            "upstream_zips": _count_zips(root),
+            "repeats": ctx.sizes.cold_repeats,
+            "upstream_round_trip_s": UPSTREAM_ROUND_TRIP,
+        }
     )
-    clients = directory / "clients"
-    seconds: dict[str, list[float]] = {UPSTREAM: [], ATHENS_TRIO: []}
-    stored: list[int] = []
-    fetched: list[int] = []
-
     async with ctx.reference(directory, root) as upstream:
+        near = await _measure(ctx, directory, consumer, upstream.url, "near")
+        async with delayed_relay(upstream.url, UPSTREAM_ROUND_TRIP) as far_url:
+            far = await _measure(ctx, directory, consumer, far_url, "far")
 
-        async def straight() -> None:
-            run = await go_mod_download(
-                ctx.tools.go, ctx.go_env, upstream.url, workdir=clients, module=consumer
-            )
-            seconds[UPSTREAM].append(run.seconds)
-
-        async def through(repeat: int) -> None:
-            storage = directory / f"storage-{repeat}"
-            server_dir = directory / f"server-{repeat}"
-            server_dir.mkdir(parents=True, exist_ok=True)
-            async with ctx.athens_trio(
-                server_dir, storage, goproxy=f"{upstream.url},direct"
-            ) as server:
-                run = await go_mod_download(
-                    ctx.tools.go, ctx.go_env, server.url, workdir=clients, module=consumer
-                )
-            seconds[ATHENS_TRIO].append(run.seconds)
-            fetched.append(run.zips)
-            stored.append(await trio.to_thread.run_sync(_count_zips, storage))
-            await trio.to_thread.run_sync(shutil.rmtree, storage)
-
-        for repeat in range(repeats):
-            if repeat % 2:
-                await through(repeat)
-                await straight()
-            else:
-                await straight()
-                await through(repeat)
-
-    medians: dict[str, float | None] = {k: statistics.median(v) for k, v in seconds.items()}
-    result.add(
-        Row(
-            case=f"cold graph ({len(requires)} dependencies, {fetched[0]} zips)",
-            metric="s",
-            values=medians,
-            ratio_name=f"{ATHENS_TRIO} / {UPSTREAM}",
-            ratio=ratio(medians[ATHENS_TRIO], medians[UPSTREAM]),
-            better="lower",
-            details={"runs_s": seconds, "statistic": "median"},
-        )
-    )
+    zips = f"{len(requires)} dependencies, {near.fetched[0]} zips"
+    result.add(_time_row(f"cold graph ({zips})", near))
+    rtt = f"{UPSTREAM_ROUND_TRIP * 1000:g} ms"
+    result.add(_time_row(f"cold graph, upstream {rtt} away ({zips})", far))
+    stored, fetched = near.stored + far.stored, near.fetched + far.fetched
     result.add(
         Row(
             case="zips stored vs zips the client fetched",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -282,3 +283,28 @@ def test_prefetch_keys() -> None:
     assert load_config(None, {}).prefetch_workers == 0  # off unless asked for
     with pytest.raises(ConfigError, match="PrefetchDepth"):
         load_config(None, {"ATHENS_PREFETCH_DEPTH": "0"})
+
+
+async def test_the_frontier_moves_on_with_the_client() -> None:
+    chain = [f"a.example/m{i}" for i in range(6)]
+    mods = {f"{m}@v1.0.0": _mod(f"{n} v1.0.0") for m, n in itertools.pairwise(chain)}
+    graph = _Graph({**mods, f"{chain[-1]}@v1.0.0": _mod()})
+    storage = MemoryStorage()
+
+    class _Storing(_Graph):
+        async def go_mod(self, module: str, version: str) -> bytes:
+            found = await graph.go_mod(module, version)
+            await storage.save_mod(module, version, info=b"{}", mod=found)
+            return found
+
+    prefetcher = Prefetcher(_Storing({}), storage, lambda: True, workers=2, depth=2)
+    served = with_prefetch(prefetcher)(graph)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(prefetcher.run)
+        await served.go_mod(chain[0], "v1.0.0")
+        await _settled(prefetcher)
+        assert graph.asked == [f"{m}@v1.0.0" for m in chain[:3]]
+        await served.go_mod(chain[1], "v1.0.0")  # the client is a level further on
+        await _settled(prefetcher)
+        assert graph.asked[3:] == [f"{chain[1]}@v1.0.0", f"{chain[3]}@v1.0.0"]
+        nursery.cancel_scope.cancel()

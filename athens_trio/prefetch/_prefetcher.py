@@ -11,7 +11,8 @@ request, and a client asking meanwhile joins the fetch in flight.  Never a zip.
 
 Clients first: ``workers`` prefetches at most run at once, each only while the fetch
 pool (GoGetWorkers) has a free slot and nobody waiting for one; the queue is bounded
-(what does not fit is dropped) and each module version is queued once.
+(what does not fit is dropped) and a module version is queued again only when a client
+came nearer to it (the depth counts from the go.mod a client was served).
 """
 
 from __future__ import annotations
@@ -59,24 +60,26 @@ class PrefetchStatistics:
 
 
 class _Bounded:
-    """A set of module versions remembering the latest ``size`` added."""
+    """Module versions with a number each (a depth), remembering the latest ``size``."""
 
     def __init__(self, size: int) -> None:
-        self._keys: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._keys: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._size = size
 
-    def add(self, key: tuple[str, str]) -> bool:
-        """Add ``key``; whether it was new."""
-        if key in self._keys:
+    def offer(self, key: tuple[str, str], depth: int = 0) -> bool:
+        """Record ``key`` at ``depth`` unless it is there at that depth or less; whether
+        it was recorded."""
+        if self._keys.get(key, depth + 1) <= depth:
             return False
-        self._keys[key] = None
+        self._keys[key] = depth
+        self._keys.move_to_end(key)
         if len(self._keys) > self._size:
             self._keys.popitem(last=False)
         return True
 
     def discard(self, key: tuple[str, str]) -> bool:
         """Remove ``key``; whether it was there."""
-        return self._keys.pop(key, 0) is None
+        return self._keys.pop(key, None) is not None
 
 
 class Prefetcher:
@@ -132,7 +135,9 @@ class Prefetcher:
         if parsed.pruned:
             return
         for module, version in parsed.requires:
-            if not self._queued.add((module, version)):
+            # Queued once, unless nearer a client now (its frontier moved on): then once
+            # more, to look further ahead from there (a stored one costs a read).
+            if not self._queued.offer((module, version), depth + 1):
                 continue
             try:
                 self._send.send_nowait((module, version, depth + 1))
@@ -167,7 +172,7 @@ class Prefetcher:
                 await trio.sleep(_ROOM_POLL)
             go_mod = await self._protocol.go_mod(module, version)
             self._prefetched += 1
-            self._unasked.add((module, version))
+            self._unasked.offer((module, version))
         self.served(go_mod, depth)
 
 
