@@ -103,7 +103,8 @@ class Prefetcher:
         self._depth = depth
         self._send, self._receive = trio.open_memory_channel[tuple[str, str, int]](QUEUE)
         self._queued = _Bounded(REMEMBERED)
-        self._unasked = _Bounded(REMEMBERED)
+        self._unasked = _Bounded(REMEMBERED)  # prefetched (or being), not yet asked for
+        self._fetched = _Bounded(REMEMBERED)  # prefetched (or being)
         self._pending = 0  # queued or in flight (a handed-over item is in neither buffer)
         self._in_flight = 0
         self._dropped = 0
@@ -147,9 +148,19 @@ class Prefetcher:
                 self._pending += 1
 
     async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            for _ in range(self._workers):
-                nursery.start_soon(self._work)
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(self._workers):
+                    nursery.start_soon(self._work)
+        finally:
+            stats = self.statistics()
+            log.info(
+                "prefetch: %d go.mod parts prefetched, %d of them asked for since, %d failed",
+                stats.prefetched,
+                stats.asked,
+                stats.failed,
+                extra={"fields": {"prefetched": stats.prefetched, "asked": stats.asked}},
+            )
 
     async def _work(self) -> None:
         async for module, version, depth in self._receive:
@@ -164,15 +175,28 @@ class Prefetcher:
                 self._pending -= 1
 
     async def _prefetch(self, module: str, version: str, depth: int) -> None:
+        key = (module, version)
         try:
             go_mod = await self._storage.go_mod(module, version)
         except NotFoundError:
             # Clients first.  A CapacityLimiter tells no one when a slot frees, so look.
             while not self._room():  # noqa: ASYNC110
                 await trio.sleep(_ROOM_POLL)
-            go_mod = await self._protocol.go_mod(module, version)
-            self._prefetched += 1
-            self._unasked.offer((module, version))
+            # Counted once per version; a client asking while it is in flight (joining
+            # it) asked for a prefetched one.
+            first = self._fetched.offer(key)
+            if first:
+                self._unasked.offer(key)
+            try:
+                go_mod = await self._protocol.go_mod(module, version)
+            except BaseException:
+                if first:
+                    self._fetched.discard(key)
+                    if not self._unasked.discard(key):
+                        self._asked -= 1  # asked for, but not prefetched after all
+                raise
+            if first:
+                self._prefetched += 1
         self.served(go_mod, depth)
 
 
