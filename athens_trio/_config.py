@@ -295,6 +295,11 @@ class Config(msgspec.Struct, rename="pascal", forbid_unknown_fields=False, kw_on
     background_fetch_queue: Annotated[int, msgspec.Meta(ge=0)] = 100
     # Seconds a fetch goes on once no client waits for it; then it is cancelled.
     abandoned_fetch_grace: Seconds = 5
+    # --- prefetch (not Athens keys) ---
+    # Go.mod parts fetched at once ahead of the client (what served go.mod files
+    # require, where go reads them); 0: off.  How many levels below a served go.mod.
+    prefetch_workers: Annotated[int, msgspec.Meta(ge=0)] = 0
+    prefetch_depth: PositiveInt = 5
 
     @property
     def disk_root(self) -> Path:
@@ -375,6 +380,8 @@ _ENVIRONMENT: list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]
     (("BackgroundFetchQueue",), _as_int, ("ATHENS_BACKGROUND_FETCH_QUEUE",)),
     (("AbandonedFetchGrace",), _as_seconds, ("ATHENS_ABANDONED_FETCH_GRACE",)),
     *_S3_ENVIRONMENT,
+    (("PrefetchWorkers",), _as_int, ("ATHENS_PREFETCH_WORKERS",)),
+    (("PrefetchDepth",), _as_int, ("ATHENS_PREFETCH_DEPTH",)),
 ]
 _ENVIRONMENT += _SINGLE_FLIGHT_ENVIRONMENT
 

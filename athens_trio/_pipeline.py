@@ -27,6 +27,7 @@ from ._config import Config, StorageType
 from ._sumdb import SumDBProxy
 from .download import DownloadProtocol
 from .ops._activity import LAST_SERVED_DIR, Activity, LastServed
+from .prefetch import Prefetcher, with_prefetch
 from .storage import Backend, DiskStorage, MemoryStorage, with_integrity
 from .sumdb import SumDBClient, settings_from_env
 from .upstream import (
@@ -80,6 +81,8 @@ class Pipeline:
     nursery: trio.Nursery | None = None
     #: When each version was last served, and the recent failures (ops/_activity).
     activity: Activity | None = None
+    #: The prefetcher (None while PrefetchWorkers is 0).
+    prefetcher: Prefetcher | None = None
 
 
 def _s3_storage(config: Config) -> Backend:
@@ -337,6 +340,20 @@ async def open_pipeline(
                 # Outermost: what was served (retention), what failed (/ui).
                 activity.wrap,
             )
+            prefetcher: Prefetcher | None = None
+            if config.prefetch_workers:
+                # Through the whole protocol (pool, filter, DownloadMode, the stasher's
+                # hook and single-flight), in the gaps between clients' fetches.
+                limiter = stash_pool.limiter
+                prefetcher = Prefetcher(
+                    protocol,
+                    storage,
+                    lambda: limiter.available_tokens > 0 and not limiter.statistics().tasks_waiting,
+                    workers=config.prefetch_workers,
+                    depth=config.prefetch_depth,
+                )
+                nursery.start_soon(prefetcher.run, name="prefetch")
+                protocol = with_prefetch(prefetcher)(protocol)
             yield Pipeline(
                 config,
                 storage,
@@ -350,6 +367,7 @@ async def open_pipeline(
                 redis_lock,
                 nursery,
                 activity,
+                prefetcher=prefetcher,
             )
             nursery.cancel_scope.cancel()
     finally:

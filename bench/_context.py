@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,10 +53,15 @@ class Context:
         return "trio + httpx generator (STAND-IN: wrk missing)"
 
     def athens_trio(
-        self, workdir: Path, storage: Path, go_binary: str | None = None, goproxy: str = "direct"
+        self,
+        workdir: Path,
+        storage: Path,
+        go_binary: str | None = None,
+        goproxy: str = "direct",
+        env: Mapping[str, str] | None = None,
     ) -> contextlib.AbstractAsyncContextManager[Server]:
         return run_athens_trio(
-            workdir, storage, self.go_env, go_binary or self.tools.go, self.sizes, goproxy
+            workdir, storage, self.go_env, go_binary or self.tools.go, self.sizes, goproxy, env
         )
 
     def reference(

@@ -115,10 +115,12 @@ class Tag:
     """``"<module> <version>"`` lines for its go.mod."""
     padding: int = 0
     """Bytes of deterministic filler text, to make the module's zip bigger."""
+    go: str = "1.21"
+    """Its go.mod's go line (below 1.17, go reads its requirements' go.mod files too)."""
 
 
-def _go_mod(module: str, requires: Sequence[str]) -> str:
-    text = f"module {module}\n\ngo 1.21\n"
+def _go_mod(module: str, requires: Sequence[str], go: str = "1.21") -> str:
+    text = f"module {module}\n\ngo {go}\n"
     if requires:
         text += "\nrequire (\n" + "".join(f"\t{r}\n" for r in requires) + ")\n"
     return text
@@ -144,7 +146,7 @@ def make_repo(go_env: GoEnv, name: str, tags: Sequence[Tag]) -> str:
     for mark, tag in enumerate(tags, start=1):
         when = f"{_EPOCH + mark * _DAY} +0000"
         files = {
-            "go.mod": _go_mod(module, tag.requires).encode(),
+            "go.mod": _go_mod(module, tag.requires, tag.go).encode(),
             "fixture.go": (
                 "// Package fixture is an athens-trio benchmark fixture.\n"
                 "package fixture\n\n"

@@ -165,9 +165,11 @@ async def run_athens_trio(
     go_binary: str,
     sizes: Sizes,
     goproxy: str = "direct",
+    extra_env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Server]:
     """athens-trio on ``storage`` (disk), fetching through ``go_binary`` from the fixtures,
-    or from the upstream proxies ``goproxy`` names (its GoBinaryEnvVars' GOPROXY)."""
+    or from the upstream proxies ``goproxy`` names (its GoBinaryEnvVars' GOPROXY);
+    ``extra_env`` adds settings (``ATHENS_*`` variables)."""
     port = free_port()
     goget = workdir / "goget"
     goget.mkdir(parents=True, exist_ok=True)
@@ -186,6 +188,7 @@ async def run_athens_trio(
         ATHENS_STASH_TIMEOUT=str(sizes.stash_timeout),
         ATHENS_GOGET_DIR=str(goget),
     )
+    env.update(extra_env or {})
     async with _serve(
         "athens-trio",
         [sys.executable, "-m", "athens_trio"],

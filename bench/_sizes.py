@@ -38,6 +38,9 @@ class Sizes:
     # graph: a consumer module's dependencies.
     graph_dependencies: int
 
+    # upstream, prefetch row: a tree of go 1.16 modules, each requiring this many.
+    prefetch_fanout: int = 10
+
     # Limits of the athens-trio under test.
     goget_workers: int = 10
     protocol_workers: int = 30
@@ -57,6 +60,7 @@ QUICK = Sizes(
     memory_clients=4,
     memory_zip_size=8 * MIB,
     graph_dependencies=5,
+    prefetch_fanout=2,
 )
 
 FULL = Sizes(

@@ -6,29 +6,38 @@ server (nginx, or http.server standing in) as the upstream.  Then ``go mod downl
 the consumer: straight from that upstream, and cold through athens-trio (empty storage)
 whose GOPROXY is that upstream (upstream-proxy mode, GOSUMDB=off: no checksum lookups).
 Each repeat starts from an empty client cache and, for athens-trio, an empty storage;
-the order alternates between repeats.  Also counted: the zips athens-trio stored against
-the zips the client fetched (athens-trio stores a whole version for a ``.mod`` too).
+the order alternates between repeats.  Measured twice: with the upstream on loopback,
+and with the upstream a round trip away (:data:`UPSTREAM_ROUND_TRIP`, added by a
+delaying relay in front of it, :mod:`bench._latency`), where the client and
+athens-trio, which sits next to it, both reach the upstream through the relay.  Also
+counted: the zips athens-trio stored against the zips the client fetched.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import statistics
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 
 from ._context import Context
-from ._fixtures import write_consumer
+from ._fixtures import Tag, make_repo, write_consumer
 from ._gocli import go_mod_download, scratch_home
 from ._graph import build_graph
+from ._latency import delayed_relay
 from ._results import ATHENS_TRIO, Row, ScenarioResult, ratio
 
 __all__ = ["run_upstream"]
 
 UPSTREAM = "upstream"
+PREFETCH_ON = f"{ATHENS_TRIO} prefetch"
+PREFETCH_OFF = f"{ATHENS_TRIO} no prefetch"
 
 
 def _count_zips(root: Path) -> int:
@@ -72,6 +81,122 @@ async def _fill_upstream(ctx: Context, consumer: Path, directory: Path) -> Path:
     return root
 
 
+#: The round trip the second measurement adds between the client (or athens-trio) and
+#: the upstream, as a remote proxy has; athens-trio sits next to the client.
+UPSTREAM_ROUND_TRIP = 0.03
+
+
+@dataclass
+class _Runs:
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+    stored: list[int] = field(default_factory=list)
+    fetched: list[int] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+
+    def medians(self) -> dict[str, float | None]:
+        return {k: statistics.median(v) for k, v in self.seconds.items()}
+
+
+#: The athens-trio arms of a measurement: target name -> its extra ATHENS_* settings.
+_PLAIN: dict[str, dict[str, str]] = {ATHENS_TRIO: {}}
+
+
+async def _measure(
+    ctx: Context,
+    directory: Path,
+    consumer: Path,
+    upstream_url: str,
+    label: str,
+    arms: dict[str, dict[str, str]] = _PLAIN,
+) -> _Runs:
+    """``go mod download`` straight from ``upstream_url`` and cold through each
+    athens-trio arm in front of it, in rotating order, ``cold_repeats`` times each."""
+    clients = directory / "clients"
+    runs = _Runs(seconds={UPSTREAM: [], **{name: [] for name in arms}})
+
+    async def straight(repeat: int) -> None:
+        run = await go_mod_download(
+            ctx.tools.go, ctx.go_env, upstream_url, workdir=clients, module=consumer
+        )
+        runs.seconds[UPSTREAM].append(run.seconds)
+
+    def through(name: str) -> Callable[[int], Awaitable[None]]:
+        async def arm(repeat: int) -> None:
+            tag = f"{label}-{len(runs.seconds[name])}-{name.replace(' ', '-')}"
+            storage = directory / f"storage-{tag}"
+            server_dir = directory / f"server-{tag}"
+            server_dir.mkdir(parents=True, exist_ok=True)
+            async with ctx.athens_trio(
+                server_dir, storage, goproxy=f"{upstream_url},direct", env=arms[name]
+            ) as server:
+                run = await go_mod_download(
+                    ctx.tools.go, ctx.go_env, server.url, workdir=clients, module=consumer
+                )
+            runs.seconds[name].append(run.seconds)
+            runs.fetched.append(run.zips)
+            runs.stored.append(await trio.to_thread.run_sync(_count_zips, storage))
+            runs.logs.append(server.log)
+            await trio.to_thread.run_sync(shutil.rmtree, storage)
+
+        return arm
+
+    order = [straight, *(through(name) for name in arms)]
+    for repeat in range(ctx.sizes.cold_repeats):
+        shift = repeat % len(order)
+        for step in order[shift:] + order[:shift]:
+            await step(repeat)
+    return runs
+
+
+def _time_row(case: str, runs: _Runs, target: str = ATHENS_TRIO) -> Row:
+    medians = runs.medians()
+    return Row(
+        case=case,
+        metric="s",
+        values=medians,
+        ratio_name=f"{target} / {UPSTREAM}",
+        ratio=ratio(medians[target], medians[UPSTREAM]),
+        better="lower",
+        details={"runs_s": runs.seconds, "statistic": "median"},
+    )
+
+
+def build_tree(ctx: Context, prefix: str, fanout: int) -> list[str]:
+    """A root module requiring ``fanout`` modules, each requiring ``fanout`` more, all at
+    go 1.16 (so go reads every go.mod of the tree, a level at a time); return the
+    consumer's one require line (the root)."""
+
+    def name(*path: int) -> str:
+        return f"{prefix}-tree" + "".join(f"-{i}" for i in path)
+
+    def module(*path: int) -> str:
+        return f"github.com/athens-bench/{name(*path)}"
+
+    def make(*path: int, requires: tuple[str, ...] = ()) -> None:
+        tags = [Tag("v1.0.0", requires=requires, padding=4_000, go="1.16")]
+        make_repo(ctx.go_env, name(*path), tags)
+
+    for i in range(fanout):
+        for j in range(fanout):
+            make(i, j)
+        make(i, requires=tuple(f"{module(i, j)} v1.0.0" for j in range(fanout)))
+    make(requires=tuple(f"{module(i)} v1.0.0" for i in range(fanout)))
+    return [f"{module()} v1.0.0"]
+
+
+_PREFETCH_LINE = re.compile(r"prefetch: (\d+) go\.mod parts prefetched, (\d+) of them asked")
+
+
+def _prefetch_hits(logs: list[Path]) -> tuple[int, int]:
+    """Prefetched and then asked for, summed over the servers' logs (their last line)."""
+    prefetched = asked = 0
+    for log in logs:
+        for found in _PREFETCH_LINE.finditer(log.read_text(errors="replace")):
+            prefetched += int(found[1])
+            asked += int(found[2])
+    return prefetched, asked
+
+
 async def run_upstream(ctx: Context, result: ScenarioResult) -> None:
     directory = ctx.scenario_dir("upstream")
     requires = await trio.to_thread.run_sync(
@@ -79,59 +204,57 @@ async def run_upstream(ctx: Context, result: ScenarioResult) -> None:
     )
     consumer = write_consumer(directory / "consumer", requires)
     root = await _fill_upstream(ctx, consumer, directory)
-    repeats = ctx.sizes.cold_repeats
     result.reference = f"go mod download straight from the upstream GOPROXY ({ctx.reference_label})"
     result.params.update(
-        {"dependencies": len(requires), "upstream_zips": _count_zips(root), "repeats": repeats}
+        {
+            "dependencies": len(requires),
+            "upstream_zips": _count_zips(root),
+            "repeats": ctx.sizes.cold_repeats,
+            "upstream_round_trip_s": UPSTREAM_ROUND_TRIP,
+        }
     )
-    clients = directory / "clients"
-    seconds: dict[str, list[float]] = {UPSTREAM: [], ATHENS_TRIO: []}
-    stored: list[int] = []
-    fetched: list[int] = []
-
-    async with ctx.reference(directory, root) as upstream:
-
-        async def straight() -> None:
-            run = await go_mod_download(
-                ctx.tools.go, ctx.go_env, upstream.url, workdir=clients, module=consumer
+    tree_requires = await trio.to_thread.run_sync(
+        build_tree, ctx, "upstream", ctx.sizes.prefetch_fanout
+    )
+    tree_consumer = write_consumer(directory / "tree-consumer", tree_requires)
+    tree_root = await _fill_upstream(ctx, tree_consumer, directory / "tree")
+    prefetch_arms = {PREFETCH_ON: {"ATHENS_PREFETCH_WORKERS": "8"}, PREFETCH_OFF: {}}
+    async with (
+        ctx.reference(directory, root) as upstream,
+        ctx.reference(directory / "tree", tree_root) as tree_upstream,
+    ):
+        near = await _measure(ctx, directory, consumer, upstream.url, "near")
+        async with delayed_relay(upstream.url, UPSTREAM_ROUND_TRIP) as far_url:
+            far = await _measure(ctx, directory, consumer, far_url, "far")
+        async with delayed_relay(tree_upstream.url, UPSTREAM_ROUND_TRIP) as tree_url:
+            tree = await _measure(
+                ctx, directory / "tree", tree_consumer, tree_url, "tree", prefetch_arms
             )
-            seconds[UPSTREAM].append(run.seconds)
 
-        async def through(repeat: int) -> None:
-            storage = directory / f"storage-{repeat}"
-            server_dir = directory / f"server-{repeat}"
-            server_dir.mkdir(parents=True, exist_ok=True)
-            async with ctx.athens_trio(
-                server_dir, storage, goproxy=f"{upstream.url},direct"
-            ) as server:
-                run = await go_mod_download(
-                    ctx.tools.go, ctx.go_env, server.url, workdir=clients, module=consumer
-                )
-            seconds[ATHENS_TRIO].append(run.seconds)
-            fetched.append(run.zips)
-            stored.append(await trio.to_thread.run_sync(_count_zips, storage))
-            await trio.to_thread.run_sync(shutil.rmtree, storage)
-
-        for repeat in range(repeats):
-            if repeat % 2:
-                await through(repeat)
-                await straight()
-            else:
-                await straight()
-                await through(repeat)
-
-    medians: dict[str, float | None] = {k: statistics.median(v) for k, v in seconds.items()}
+    zips = f"{len(requires)} dependencies, {near.fetched[0]} zips"
+    result.add(_time_row(f"cold graph ({zips})", near))
+    rtt = f"{UPSTREAM_ROUND_TRIP * 1000:g} ms"
+    result.add(_time_row(f"cold graph, upstream {rtt} away ({zips})", far))
+    modules = 1 + ctx.sizes.prefetch_fanout * (1 + ctx.sizes.prefetch_fanout)
     result.add(
-        Row(
-            case=f"cold graph ({len(requires)} dependencies, {fetched[0]} zips)",
-            metric="s",
-            values=medians,
-            ratio_name=f"{ATHENS_TRIO} / {UPSTREAM}",
-            ratio=ratio(medians[ATHENS_TRIO], medians[UPSTREAM]),
-            better="lower",
-            details={"runs_s": seconds, "statistic": "median"},
+        _time_row(
+            f"cold tree of {modules} go 1.16 modules, upstream {rtt} away, prefetch on",
+            tree,
+            PREFETCH_ON,
         )
     )
+    prefetched, asked = _prefetch_hits(tree.logs)
+    result.add(
+        Row(
+            case="prefetched go.mod parts a client then asked for",
+            metric="go.mod",
+            values={"prefetched": prefetched, "asked": asked},
+            ratio_name="asked / prefetched",
+            ratio=ratio(asked, prefetched),
+            better="higher",
+        )
+    )
+    stored, fetched = near.stored + far.stored, near.fetched + far.fetched
     result.add(
         Row(
             case="zips stored vs zips the client fetched",

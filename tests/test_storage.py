@@ -339,3 +339,75 @@ async def test_disk_sweep_removes_only_old_leftovers(
     assert fresh_orphan.exists()
     assert await storage.exists(MODULE, "v1.0.0")
     assert await MemoryStorage().sweep() == 0
+
+
+@pytest.mark.parametrize("cross_device", [False, True])
+async def test_disk_every_file_is_flushed_before_it_gets_its_name(
+    tmp_path: Path,
+    make_zip: Callable[[bytes], Path],
+    monkeypatch: pytest.MonkeyPatch,
+    cross_device: bool,
+) -> None:
+    """A part's files are flushed together (in threads of their own), but each before
+    the link or rename that makes it visible, and the directory after."""
+    import errno
+    import threading
+
+    flushed: set[tuple[int, int]] = set()
+    lock = threading.Lock()
+    real_fsync, real_link, real_replace, real_rename = os.fsync, os.link, os.replace, os.rename
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        info = os.fstat(fd)
+        with lock:
+            flushed.add((info.st_dev, info.st_ino))
+
+    def must_be_flushed(src: str | Path) -> None:
+        info = os.stat(src)
+        with lock:
+            assert (info.st_dev, info.st_ino) in flushed, f"{src} linked before it was flushed"
+
+    def link(src: str | Path, dst: str | Path) -> None:
+        must_be_flushed(src)
+        real_link(src, dst)
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        must_be_flushed(src)
+        real_replace(src, dst)
+
+    def rename(src: str | Path, dst: str | Path) -> None:
+        if cross_device:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "link", link)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "rename", rename)
+    storage = DiskStorage(tmp_path / "root")
+    await storage.save_mod(MODULE, "v1.1.0", info=INFO, mod=MOD, mod_sum="h1:mod")
+    await storage.save(
+        MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=make_zip(b"zip"), zip_sum="h1:zip"
+    )
+    version_dir = tmp_path / "root" / VERSION_DIR
+    for name in ("v1.0.0.info", "v1.0.0.mod", "v1.1.0.modhash", "v1.0.0.zip", "v1.0.0.ziphash"):
+        info = (version_dir / name).stat()
+        assert (info.st_dev, info.st_ino) in flushed, name
+    assert (version_dir / "list").read_text() == "v1.0.0\nv1.1.0\n"
+
+
+async def test_disk_an_up_to_date_list_is_not_written_again(
+    tmp_path: Path, make_zip: Callable[[bytes], Path]
+) -> None:
+    from athens_trio.storage._disk import _write_list_sync
+
+    storage = DiskStorage(tmp_path / "root")
+    await storage.save(MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=make_zip(b"zip"))
+    listed = tmp_path / "root" / VERSION_DIR / "list"
+    before = listed.stat().st_ino
+    await trio.to_thread.run_sync(_write_list_sync, listed.parent)
+    assert listed.stat().st_ino == before
+    listed.write_text("v0.1.0\n")  # out of date (by a hand): written again
+    await trio.to_thread.run_sync(_write_list_sync, listed.parent)
+    assert listed.read_text() == "v1.0.0\n"

@@ -14,6 +14,7 @@ import zipfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,13 @@ import pytest
 import trio
 
 from athens_trio import Config
+from athens_trio._exceptions import NotFoundError, UpstreamError
 from athens_trio._module import escape_path, escape_version
 from athens_trio._pipeline import open_pipeline
 from athens_trio._ziphash import mod_h1, zip_h1
 from athens_trio.sumdb import settings_from_env
-from athens_trio.upstream import ProxyFetcher, ProxyLister
+from athens_trio.upstream import ProxyFetcher, ProxyLister, UpstreamInfo
+from athens_trio.upstream._proxy import _Call, _in_order, _ModPart, _RecentParts
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
@@ -402,3 +405,173 @@ async def test_go_builds_a_consumer_through_an_upstream_backed_proxy(
     assert {line for line in go_sum if fx.consumer in line} <= records
     assert f"{fx.consumer} {fx.consumer_version} " in "\n".join(go_sum)
     assert len(zips(proxy)) >= 1
+
+
+# ---------------------------------------------------------------------------------------
+# A cold version costs round trips: asked at once, the go.mod part not asked twice
+# ---------------------------------------------------------------------------------------
+
+
+def _hello_paths(proxy: StaticProxy, hello: str, version: str) -> list[str]:
+    return sorted(p.rpartition("/")[2] for p in proxy.paths() if f"{hello}/@v/{version}." in p)
+
+
+async def test_a_zip_after_its_go_mod_asks_the_upstream_and_the_database_once(
+    tmp_path: Path,
+    go_binary: str,
+    go_fixtures: GoFixtures,
+    upstream: Upstream,
+    sumdb_binary: Path,
+) -> None:
+    fx = go_fixtures
+    async with upstream_servers(upstream, sumdb_binary, tmp_path) as (proxy, sumdb):
+        config = proxy_config(tmp_path, go_binary, fx, f"{proxy.url},direct", sumdb)
+        async with open_pipeline(config) as pipeline:
+            sums = pipeline.fetches._fetcher._sums._client  # type: ignore[attr-defined]
+            assert (
+                await pipeline.protocol.go_mod(fx.hello, "v1.1.0")
+                == upstream.file(fx.hello, "v1.1.0", "mod").read_bytes()
+            )
+            assert _hello_paths(proxy, fx.hello, "v1.1.0") == ["v1.1.0.info", "v1.1.0.mod"]
+            await pipeline.protocol.zip(fx.hello, "v1.1.0")
+            # The zip alone; its go.sum lines proven once, with the go.mod.
+            assert _hello_paths(proxy, fx.hello, "v1.1.0") == [
+                "v1.1.0.info",
+                "v1.1.0.mod",
+                "v1.1.0.zip",
+            ]
+            assert sums.statistics().lookups == 1
+    stored_zip = tmp_path / "storage" / escape_path(fx.hello) / "@v" / "v1.1.0.zip"
+    assert stored_zip.read_bytes() == upstream.file(fx.hello, "v1.1.0", "zip").read_bytes()
+
+
+async def test_a_tampered_zip_after_its_honest_go_mod_is_refused(
+    tmp_path: Path,
+    go_binary: str,
+    go_fixtures: GoFixtures,
+    upstream: Upstream,
+    sumdb_binary: Path,
+) -> None:
+    fx = go_fixtures
+    async with upstream_servers(upstream, sumdb_binary, tmp_path) as (proxy, sumdb):
+        tamper_zip(upstream.file(fx.hello, "v1.0.0", "zip"))
+        config = proxy_config(tmp_path, go_binary, fx, f"{proxy.url},direct", sumdb)
+        async with served(config) as server:
+            base = f"/{fx.hello}/@v/v1.0.0"
+            got = await get_all(server.url, [f"{base}.mod", f"{base}.zip", f"{base}.zip"])
+    assert got[f"{base}.mod"].status_code == 200
+    assert got[f"{base}.zip"].status_code == 502
+    assert "checksum mismatch" in got[f"{base}.zip"].text
+    assert not list((tmp_path / "storage").rglob("*.zip"))
+
+
+async def test_info_mod_and_lookup_go_out_at_once(
+    tmp_path: Path,
+    go_binary: str,
+    go_fixtures: GoFixtures,
+    upstream: Upstream,
+    sumdb_binary: Path,
+) -> None:
+    fx = go_fixtures
+    async with upstream_servers(upstream, sumdb_binary, tmp_path) as (proxy, sumdb):
+        proxy.hang.add("v1.1.0.info")  # never answers: what else is asked meanwhile?
+        config = proxy_config(tmp_path, go_binary, fx, f"{proxy.url},direct", sumdb)
+        async with open_pipeline(config) as pipeline:
+            fetcher = pipeline.fetches._fetcher
+            sums = fetcher._sums._client  # type: ignore[attr-defined]
+            with trio.move_on_after(30) as waited:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(fetcher.fetch_mod, fx.hello, "v1.1.0")
+                    while "v1.1.0.mod" not in _hello_paths(proxy, fx.hello, "v1.1.0") or (
+                        sums.statistics().lookups == 0
+                    ):
+                        await trio.sleep(0.01)
+                    nursery.cancel_scope.cancel()
+            assert not waited.cancelled_caught
+
+
+@pytest.mark.parametrize(
+    ("faults", "expected"),
+    [
+        # The error asking one after the other would give: the .info's first.
+        ({"v1.0.0.info": 404, "v1.0.0.mod": 500}, NotFoundError),
+        ({"v1.0.0.info": 500, "v1.0.0.mod": 404}, UpstreamError),
+        ({"v1.0.0.mod": 404, "v1.0.0.zip": 500}, NotFoundError),
+        ({"v1.0.0.zip": 500}, UpstreamError),
+    ],
+)
+async def test_requests_at_once_fail_as_one_after_the_other_would(
+    tmp_path: Path,
+    go_binary: str,
+    go_fixtures: GoFixtures,
+    upstream: Upstream,
+    sumdb_binary: Path,
+    faults: dict[str, int],
+    expected: type[Exception],
+) -> None:
+    fx = go_fixtures
+    async with upstream_servers(upstream, sumdb_binary, tmp_path) as (proxy, _):
+        proxy.faults.update(faults)
+        # "off" after the proxy: nothing falls through to go.
+        config = proxy_config(tmp_path, go_binary, fx, f"{proxy.url},off", None)
+        async with open_pipeline(config) as pipeline:
+            with pytest.raises(expected) as raised:
+                async with pipeline.fetches._fetcher.fetch(fx.hello, "v1.0.0"):
+                    pass
+    assert type(raised.value) is expected or expected is NotFoundError
+    assert not list(tmp_path.glob("goget/athens-upstream-*"))
+
+
+async def test_in_order_cancels_what_comes_after_a_failure_and_waits_for_what_comes_before() -> (
+    None
+):
+    finished: list[str] = []
+
+    async def slow_ok() -> str:
+        await trio.sleep(0.05)
+        finished.append("first")
+        return "first"
+
+    async def fails() -> str:
+        raise UpstreamError("second failed")
+
+    async def never() -> str:
+        await trio.sleep_forever()
+        raise AssertionError("not reached")
+
+    first, second, third = _Call(slow_ok), _Call(fails), _Call(never)
+    with pytest.raises(UpstreamError, match="second failed"):
+        await _in_order(first, second, third)
+    assert finished == ["first"]
+    assert first.value == "first"
+
+    async def late_failure() -> str:
+        await trio.sleep(0.05)
+        raise NotFoundError("first failed")
+
+    async def early_failure() -> str:
+        raise UpstreamError("second failed")
+
+    with pytest.raises(NotFoundError, match="first failed"):
+        await _in_order(_Call(late_failure), _Call(early_failure))
+
+
+def _part(version: str, size: int) -> _ModPart:
+    info = UpstreamInfo(version, datetime(2024, 1, 2, tzinfo=UTC))
+    return _ModPart(info, b"m" * size, "h1:x", None)
+
+
+def test_recent_go_mod_parts_are_bounded_in_number_and_bytes() -> None:
+    recent = _RecentParts(entries=3, size=1600)
+    for n in range(5):
+        recent.put("m", _part(f"v1.0.{n}", 10))
+    assert len(recent) == 3
+    assert recent.take("m", "v1.0.1") is None  # the oldest went first
+    assert recent.take("m", "v1.0.4") is not None
+    assert recent.take("m", "v1.0.4") is None  # taken once
+    recent.put("m", _part("v2.0.0", 101))  # more than a sixteenth of the bytes: not kept
+    assert recent.take("m", "v2.0.0") is None
+    for n in range(20):
+        recent.put("b", _part(f"v1.0.{n}", 100))
+    assert len(recent) <= 3
+    assert sum(len(p.mod) for p in recent._parts.values()) <= 1600

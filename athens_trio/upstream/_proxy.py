@@ -11,6 +11,14 @@ the checksum database proves (GOSUMDB; GONOSUMDB/GOPRIVATE modules and ``GOSUMDB
 are not checked, as in go).  What fails is never returned: the error (an
 :class:`UpstreamError`, a 502) names the module version.  Go itself checks what it
 fetches directly, with the same environment.
+
+A cold version costs round trips, not bytes, so for a canonical version the requests
+one fetch needs (``.info``, ``.mod``, the database lookup, and for a whole version the
+zip) go out at once, and the error is the one asking them in that order would have
+given.  A client walking a module graph asks for a version's go.mod first and for its
+zip later: the go.mod part fetched then (its ``.info``, go.mod and proven go.sum lines)
+is remembered for a while (a bounded number of entries and bytes), so the zip fetch
+asks the upstream for the zip alone and the database nothing.
 """
 
 from __future__ import annotations
@@ -19,21 +27,31 @@ import contextlib
 import shutil
 import tempfile
 import zipfile
-from collections.abc import AsyncIterator, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import trio
 
 from .. import _semver as semver
 from .._exceptions import UpstreamError
-from .._module import check_path, check_version_query, is_pseudo_version
+from .._module import check_path, check_version_query, is_canonical_version, is_pseudo_version
 from .._ziphash import mod_h1, zip_h1
-from ..sumdb import ChecksumMismatchError, GoSumLines, SumDBClient, SumDBError, check_mod
+from ..sumdb import ChecksumMismatchError, GoSumLines, SumDBClient, SumDBError
 from ._fetcher import FetchedMod, FetchedVersion, Fetcher, VersionInfo, encode_info
 from ._goproxy import GoproxyClient, UpstreamInfo, UseDirect
 from ._lister import Lister, UpstreamVersions
 
 __all__ = ["ProxyFetcher", "ProxyLister", "SumCheck"]
+
+_T = TypeVar("_T")
+
+#: How many go.mod parts a ProxyFetcher remembers for the zip fetches that follow, and
+#: their go.mod bytes in all (a go.mod bigger than a sixteenth of that is not kept).
+RECENT_PARTS = 4096
+RECENT_BYTES = 16 << 20
 
 
 class SumCheck:
@@ -69,10 +87,93 @@ def _zip_sum(module: str, version: str, path: Path) -> str:
         raise UpstreamError(f"{module}@{version}: the upstream's zip is not valid: {exc}") from None
 
 
+class _Call(Generic[_T]):
+    """One of the calls :func:`_in_order` runs at once: its value once it returned."""
+
+    def __init__(self, call: Callable[[], Awaitable[_T]]) -> None:
+        self._call = call
+        self._scope = trio.CancelScope()
+        self._result: tuple[_T] | None = None
+        self.error: Exception | None = None
+
+    @property
+    def value(self) -> _T:
+        assert self._result is not None, "read after _in_order returned"
+        return self._result[0]
+
+    async def run(self, later: Sequence[_Call[Any]]) -> None:
+        with self._scope:
+            try:
+                self._result = (await self._call(),)
+            except Exception as exc:  # raised by _in_order, in the calls' order
+                self.error = exc
+                for call in later:
+                    call._scope.cancel()  # moot: this error comes first
+
+
+async def _in_order(*calls: _Call[Any]) -> None:
+    """Run ``calls`` at once, to the outcome of running them one after the other: the
+    first call (in order) that fails raises its error.  The calls after a failed one
+    are cancelled (nothing they say could come first); the ones before it finish."""
+    async with trio.open_nursery() as nursery:
+        for index, call in enumerate(calls):
+            nursery.start_soon(call.run, calls[index + 1 :])
+    for call in calls:
+        if call.error is not None:
+            raise call.error
+
+
+@dataclass(frozen=True)
+class _ModPart:
+    """A version's go.mod part as fetched from the proxies, checked: its ``.info``, its
+    go.mod and that go.mod's ``h1:`` hash, and what the database proved for the version
+    (None: not checked)."""
+
+    info: UpstreamInfo
+    mod: bytes
+    mod_sum: str
+    lines: GoSumLines | None
+
+
+class _RecentParts:
+    """The go.mod parts fetched lately, by module and version, the oldest dropped first
+    past ``entries`` parts or ``size`` bytes of go.mod.  A part is taken, not read: the
+    zip fetch it serves comes once."""
+
+    def __init__(self, entries: int, size: int) -> None:
+        self._parts: OrderedDict[tuple[str, str], _ModPart] = OrderedDict()
+        self._entries = entries
+        self._size = size
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    def put(self, module: str, part: _ModPart) -> None:
+        if len(part.mod) > self._size // 16:
+            return
+        self._drop((module, part.info.version))
+        self._parts[module, part.info.version] = part
+        self._bytes += len(part.mod)
+        while len(self._parts) > self._entries or self._bytes > self._size:
+            self._drop(next(iter(self._parts)))
+
+    def take(self, module: str, version: str) -> _ModPart | None:
+        return self._drop((module, version))
+
+    def _drop(self, key: tuple[str, str]) -> _ModPart | None:
+        part = self._parts.pop(key, None)
+        if part is not None:
+            self._bytes -= len(part.mod)
+        return part
+
+
 class ProxyFetcher(Fetcher):
     """Fetches from the GOPROXYs of ``client``, checked by ``sums``; ``direct`` fetches
     what goes direct.  Zips are written under a temporary directory in ``temp_root``
-    (None: the system's), removed when the fetch's block exits."""
+    (None: the system's), removed when the fetch's block exits.  The go.mod parts of the
+    last ``recent_parts`` versions fetched (at most ``recent_bytes`` of go.mod) are kept
+    for their zip fetches."""
 
     def __init__(
         self,
@@ -81,34 +182,51 @@ class ProxyFetcher(Fetcher):
         sums: SumCheck,
         *,
         temp_root: str | Path | None = None,
+        recent_parts: int = RECENT_PARTS,
+        recent_bytes: int = RECENT_BYTES,
     ) -> None:
         self._client = client
         self._direct = direct
         self._sums = sums
         self._temp_root = temp_root
+        self._recent = _RecentParts(recent_parts, recent_bytes)
 
-    async def _mod(
-        self, module: str, version: str
-    ) -> tuple[UpstreamInfo, bytes, str, GoSumLines | None]:
-        """The .info and go.mod of ``module@version`` from the proxies, the go.mod checked,
-        and the database's lines for it (None: not checked)."""
+    async def _mod(self, module: str, version: str) -> _ModPart:
+        """The .info and go.mod of ``module@version`` from the proxies, the go.mod checked
+        against the database's lines for it (if it is checked); remembered for its zip."""
         check_path(module)
         check_version_query(version)
-        info = await self._client.info(module, version)
-        mod = await self._client.mod(module, info.version)
-        lines = await self._sums.lines(module, info.version)
-        if lines is not None:
-            check_mod(lines, mod)
-        return info, mod, mod_h1(mod), lines
+        if is_canonical_version(version):
+            info = _Call(lambda: self._client.info(module, version))
+            mod = _Call(lambda: self._client.mod(module, version))
+            lines = _Call(lambda: self._sums.lines(module, version))
+            await _in_order(info, mod, lines)
+        else:  # a query: the version it names comes first
+            info = _Call(lambda: self._client.info(module, version))
+            await _in_order(info)
+            resolved = info.value.version
+            mod = _Call(lambda: self._client.mod(module, resolved))
+            lines = _Call(lambda: self._sums.lines(module, resolved))
+            await _in_order(mod, lines)
+        mod_sum = mod_h1(mod.value)
+        if lines.value is not None and mod_sum != lines.value.mod_hash:
+            raise ChecksumMismatchError(
+                module, f"{info.value.version}/go.mod", lines.value.mod_hash, mod_sum
+            )
+        part = _ModPart(info.value, mod.value, mod_sum, lines.value)
+        self._recent.put(module, part)
+        return part
 
     async def fetch_mod(self, module: str, version: str) -> FetchedMod:
         if not self._client.plan.goes_direct(module):
             try:
-                info, mod, mod_sum, _ = await self._mod(module, version)
+                part = await self._mod(module, version)
             except UseDirect:
                 pass
             else:
-                return FetchedMod(module, info.version, _info_bytes(info), mod, mod_sum)
+                return FetchedMod(
+                    module, part.info.version, _info_bytes(part.info), part.mod, part.mod_sum
+                )
         return await self._direct.fetch_mod(module, version)
 
     @contextlib.asynccontextmanager
@@ -130,20 +248,31 @@ class ProxyFetcher(Fetcher):
             yield fetched
 
     async def _fetch(self, module: str, version: str, temp: Path) -> FetchedVersion:
-        info, mod, mod_sum, lines = await self._mod(module, version)
         zip_file = temp / "module.zip"
-        await self._client.download_zip(module, info.version, zip_file)
-        zip_sum = await trio.to_thread.run_sync(_zip_sum, module, info.version, zip_file)
-        if lines is not None and zip_sum != lines.zip_hash:
-            raise ChecksumMismatchError(module, info.version, lines.zip_hash, zip_sum)
+        part = self._recent.take(module, version)
+        if part is not None:
+            await self._client.download_zip(module, version, zip_file)
+        elif is_canonical_version(version):
+            mod_part = _Call(lambda: self._mod(module, version))
+            download = _Call(lambda: self._client.download_zip(module, version, zip_file))
+            await _in_order(mod_part, download)
+            part = mod_part.value
+        else:
+            part = await self._mod(module, version)
+            await self._client.download_zip(module, part.info.version, zip_file)
+        self._recent.take(module, part.info.version)  # its zip is here: no longer needed
+        resolved = part.info.version
+        zip_sum = await trio.to_thread.run_sync(_zip_sum, module, resolved, zip_file)
+        if part.lines is not None and zip_sum != part.lines.zip_hash:
+            raise ChecksumMismatchError(module, resolved, part.lines.zip_hash, zip_sum)
         return FetchedVersion(
             module=module,
-            version=info.version,
-            info=_info_bytes(info),
-            mod=mod,
+            version=resolved,
+            info=_info_bytes(part.info),
+            mod=part.mod,
             zip_file=zip_file,
             zip_sum=zip_sum,
-            mod_sum=mod_sum,
+            mod_sum=part.mod_sum,
         )
 
 
