@@ -26,6 +26,11 @@ holds the same bytes (a concurrent save of the same fetch, or what a killed save
 the save goes on; if not, another save got there first with other bytes, the part is
 that save's, and this one stops before linking anything more.  So a part's files are
 always one save's (or identical ones'), never a mix.
+
+Ownership: each DiskStorage claims a directory under ``<root>/.owners/`` (see
+:mod:`athens_trio._ownership`) and names its temporary files after the claim
+(``.tmp-<owner>-<random>-<name>``), so a sweep removes a dead writer's temporary files
+at once, whatever their age, and never a live one's (another process sharing the root).
 """
 
 from __future__ import annotations
@@ -34,16 +39,25 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import secrets
 import shutil
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import trio
 
-from .._exceptions import InvalidPathError, NotFoundError, StorageError
-from .._module import escape_path, escape_version, unescape_path, unescape_version
+from .._exceptions import InvalidPathError, InvalidVersionError, NotFoundError, StorageError
+from .._module import (
+    escape_path,
+    escape_version,
+    is_canonical_version,
+    unescape_path,
+    unescape_version,
+)
+from .._ownership import Claim, claim, dead_claims, is_claimed
 from .._semver import sort_versions
 from ._backend import CHUNK_SIZE, Backend, StoredZip
 
@@ -52,6 +66,42 @@ __all__ = ["DiskStorage"]
 log = logging.getLogger("athens_trio.storage")
 
 _TEMP_PREFIX = ".tmp-"
+#: Where the writers' claims live, under the root (a dot: never a module path), and
+#: their names' prefix.
+_OWNERS = ".owners"
+_OWNER_PREFIX = "writer-"
+#: A temporary file's owner: the token of the claim of the storage that wrote it.
+_TEMP_OWNER = re.compile(rf"{re.escape(_TEMP_PREFIX)}([0-9a-f]{{16}})-")
+
+
+#: How many foreign names :func:`_version_named` remembers having logged (beyond that,
+#: new ones are not logged: the log stays bounded whatever a tree holds).
+_FOREIGN_LOGGED_MAX = 10_000
+_foreign_logged: set[tuple[str, str]] = set()
+_foreign_lock = threading.Lock()
+
+
+def _version_named(directory: Path, stem: str) -> str | None:
+    """The version a file ``<stem>.<suffix>`` in ``directory`` (an ``@v``) is of, or None
+    for a file of no version: only a canonical version's escaped form names one.
+
+    The tree may be shared with other tools, so anything else there (``README.info``, a
+    ``notes.mod``, another tool's temporary file) is not ours: it is never listed,
+    served, verified nor swept, and it is logged once per process, not per request."""
+    try:
+        version = unescape_version(stem)
+    except InvalidVersionError:
+        version = ""
+    if is_canonical_version(version):
+        return version
+    key = (str(directory), stem)
+    with _foreign_lock:
+        first = key not in _foreign_logged and len(_foreign_logged) < _FOREIGN_LOGGED_MAX
+        if first:
+            _foreign_logged.add(key)
+    if first:
+        log.warning("ignoring %s/%s*: not a file of a canonical version", directory, stem)
+    return None
 
 
 class _DiskZip(StoredZip):
@@ -88,6 +138,23 @@ class DiskStorage(Backend):
         # One writer of a module's list file at a time in this process; across
         # processes the rescan in _write_list converges instead.
         self._list_locks: dict[str, trio.Lock] = {}
+        self._claim: Claim | None = None
+        self._claim_lock = threading.Lock()  # saves run in worker threads
+
+    def _owner(self) -> str:
+        """This storage's claim's token, what its temporary names carry (claimed on
+        first use: :meth:`ready`, or the first save of a storage never made ready)."""
+        with self._claim_lock:
+            if self._claim is None:
+                self._claim = claim(self.root / _OWNERS, _OWNER_PREFIX)
+            return self._claim.token
+
+    async def aclose(self) -> None:
+        with self._claim_lock:
+            held, self._claim = self._claim, None
+        if held is not None:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(held.release)
 
     def _version_dir(self, module: str) -> Path:
         return self.root / escape_path(module) / "@v"
@@ -106,11 +173,12 @@ class DiskStorage(Backend):
             return []
         except OSError as exc:
             raise StorageError(f"cannot list {directory}: {exc.strerror}") from exc
-        return [
-            unescape_version(name[: -len(".info")])
+        versions = (
+            _version_named(directory, name[: -len(".info")])
             for name in names
             if name.endswith(".info") and not name.startswith(".")
-        ]
+        )
+        return [v for v in versions if v is not None]
 
     async def exists(self, module: str, version: str) -> bool:
         return await trio.to_thread.run_sync(self._whole_sync, module, version)
@@ -202,18 +270,31 @@ class DiskStorage(Backend):
     async def sweep(self, older_than: float = 3600.0) -> int:
         """Remove what saves killed mid-way (a SIGKILL, a power cut) left in ``@v``
         directories: temporary files, and a version's files without its ``.info`` (never
-        a stored version); return how many.  Only files older than ``older_than`` seconds
-        go: another process sharing the root may be saving right now."""
+        a stored version); return how many.  A temporary file goes once its writer is
+        gone (its claim is not held), whatever its age; one of no known writer (an older
+        athens-trio's) and a version's files only when older than ``older_than``
+        seconds: another process sharing the root may be saving right now."""
         # abandon_on_cancel: a closing pipeline need not wait for a long walk to end.
         return await trio.to_thread.run_sync(self._sweep_sync, older_than, abandon_on_cancel=True)
 
     def _sweep_sync(self, older_than: float) -> int:
         cutoff = time.time() - older_than
+        owners = self.root / _OWNERS
+        mine = self._owner()
+        alive: dict[str, bool] = {mine: True}
+
+        def gone(owner: str) -> bool:
+            if owner not in alive:
+                alive[owner] = is_claimed(owners, _OWNER_PREFIX, owner)
+            return not alive[owner]
+
         removed = 0
         for directory, subdirs, files in os.walk(self.root):
             subdirs[:] = [d for d in subdirs if not d.startswith(".")]
             if Path(directory).name == "@v":
-                removed += _remove_leftovers(Path(directory), files, cutoff)
+                removed += _remove_leftovers(Path(directory), files, cutoff, gone)
+        # Their files gone, the dead writers' claims go too.
+        dead_claims(owners, _OWNER_PREFIX)
         return removed
 
     async def save_mod(
@@ -222,7 +303,7 @@ class DiskStorage(Backend):
         directory = self._version_dir(module)
         try:
             saved = await trio.to_thread.run_sync(
-                _save_mod_sync, directory, version, info, mod, mod_sum
+                _save_mod_sync, directory, version, info, mod, mod_sum, self._owner()
             )
         except OSError as exc:
             raise StorageError(f"cannot save {module}@{version}: {exc}") from exc
@@ -236,7 +317,7 @@ class DiskStorage(Backend):
         directory = self._version_dir(module)
         try:
             return await trio.to_thread.run_sync(
-                _save_zip_sync, directory, version, Path(zip_file), zip_sum
+                _save_zip_sync, directory, version, Path(zip_file), zip_sum, self._owner()
             )
         except _ModPartMissing:
             raise NotFoundError(f"{module}@{version}: its go.mod is not stored") from None
@@ -268,7 +349,9 @@ class DiskStorage(Backend):
         lock = self._list_locks.setdefault(module, trio.Lock())
         async with lock:
             try:
-                await trio.to_thread.run_sync(_write_list_sync, self._version_dir(module))
+                await trio.to_thread.run_sync(
+                    _write_list_sync, self._version_dir(module), self._owner()
+                )
             except OSError as exc:
                 log.warning("cannot update %s/list: %s", self._version_dir(module), exc)
 
@@ -277,6 +360,7 @@ class DiskStorage(Backend):
             self.root.mkdir(parents=True, exist_ok=True)
             if not os.access(self.root, os.W_OK | os.X_OK):
                 raise StorageError(f"{self.root} is not writable")
+            self._owner()
 
         try:
             await trio.to_thread.run_sync(probe)
@@ -285,11 +369,11 @@ class DiskStorage(Backend):
 
 
 @contextlib.contextmanager
-def _temp_names(directory: Path, stem: str) -> Iterator[dict[str, Path]]:
+def _temp_names(directory: Path, stem: str, owner: str) -> Iterator[dict[str, Path]]:
     """Temporary names for one save's files, removed on the way out whatever happens."""
-    token = secrets.token_hex(6)
+    prefix = _temp_prefix(owner)
     names = {
-        s: directory / f"{_TEMP_PREFIX}{token}-{stem}.{s}"
+        s: directory / f"{prefix}{stem}.{s}"
         for s in ("info", "mod", "zip", "ziphash", "modhash", "list")
     }
     try:
@@ -298,6 +382,11 @@ def _temp_names(directory: Path, stem: str) -> Iterator[dict[str, Path]]:
         for path in names.values():
             with contextlib.suppress(OSError):
                 path.unlink()
+
+
+def _temp_prefix(owner: str) -> str:
+    """The start of a new temporary name of ``owner``'s (see :data:`_TEMP_OWNER`)."""
+    return f"{_TEMP_PREFIX}{owner}-{secrets.token_hex(6)}-"
 
 
 def _write_durably(path: Path, data: bytes) -> None:
@@ -363,19 +452,28 @@ def _leftovers(directory: Path, names: list[str]) -> list[Path]:
         directory / name
         for suffix in reversed(_LINK_ORDER)
         for name in names
-        if not name.startswith(".") and name.endswith(f".{suffix}") and orphan(name, suffix)
+        if not name.startswith(".")
+        and name.endswith(f".{suffix}")
+        and orphan(name, suffix)
+        and _version_named(directory, name[: -len(suffix) - 1]) is not None
     ]
     return temporary + orphans
 
 
-def _remove_leftovers(directory: Path, names: list[str], cutoff: float) -> int:
-    """Remove the leftovers among ``names`` written before ``cutoff``; return how many.
-    (An orphan's mtime is when its temporary file was written, moments before a save
-    linked it.)"""
+def _remove_leftovers(
+    directory: Path,
+    names: list[str],
+    cutoff: float,
+    owner_gone: Callable[[str], bool] = lambda owner: False,
+) -> int:
+    """Remove the leftovers among ``names`` that are a gone owner's temporary files or
+    were written before ``cutoff``; return how many.  (An orphan's mtime is when its
+    temporary file was written, moments before a save linked it.)"""
     removed = 0
     for path in _leftovers(directory, names):
+        owner = _TEMP_OWNER.match(path.name)
         with contextlib.suppress(OSError):
-            if path.stat().st_mtime < cutoff:
+            if (owner and owner_gone(owner[1])) or path.stat().st_mtime < cutoff:
                 path.unlink()
                 removed += 1
     return removed
@@ -438,7 +536,7 @@ def _link_part(directory: Path, stem: str, temp: dict[str, Path], part: tuple[st
 
 
 def _save_mod_sync(
-    directory: Path, version: str, info: bytes, mod: bytes, mod_sum: str | None
+    directory: Path, version: str, info: bytes, mod: bytes, mod_sum: str | None, owner: str
 ) -> bool:
     stem = escape_version(version)
     stored_info = (directory / f"{stem}.info").exists()
@@ -458,7 +556,7 @@ def _save_mod_sync(
         # progress, and must not become this version's zip.
         for suffix in reversed(_ZIP_PART):
             (directory / f"{stem}.{suffix}").unlink(missing_ok=True)
-    with _temp_names(directory, stem) as temp:
+    with _temp_names(directory, stem, owner) as temp:
         _write_durably(temp["mod"], mod)
         _write_durably(temp["info"], info)
         if mod_sum:
@@ -475,7 +573,9 @@ def _save_mod_sync(
     return saved
 
 
-def _save_zip_sync(directory: Path, version: str, zip_file: Path, zip_sum: str | None) -> bool:
+def _save_zip_sync(
+    directory: Path, version: str, zip_file: Path, zip_sum: str | None, owner: str
+) -> bool:
     stem = escape_version(version)
     if (directory / f"{stem}.zip").exists():
         return False
@@ -484,7 +584,7 @@ def _save_zip_sync(directory: Path, version: str, zip_file: Path, zip_sum: str |
     if (directory / f"{stem}.ziphash").exists():
         # A .ziphash a killed save left an hour ago goes now (other bytes would stop us).
         _remove_leftovers(directory, [f"{stem}.ziphash"], time.time() - _ABANDONED_AFTER)
-    with _temp_names(directory, stem) as temp:
+    with _temp_names(directory, stem, owner) as temp:
         _take_zip(zip_file, temp["zip"])
         if zip_sum:
             _write_durably(temp["ziphash"], zip_sum.encode())
@@ -506,7 +606,7 @@ def _scan_versions(directory: Path) -> list[str]:
     return sort_versions(DiskStorage._list_versions_sync(directory))
 
 
-def _write_list_sync(directory: Path) -> None:
+def _write_list_sync(directory: Path, owner: str) -> None:
     """Rewrite ``list`` (versions in semver order, one per line) from the stored ``.info`` files.
 
     Another process may be doing the same; each writer rescans after its rename and
@@ -514,7 +614,7 @@ def _write_list_sync(directory: Path) -> None:
     """
     while True:
         versions = _scan_versions(directory)
-        temp = directory / f"{_TEMP_PREFIX}{secrets.token_hex(6)}-list"
+        temp = directory / f"{_temp_prefix(owner)}list"
         try:
             _write_durably(temp, "".join(f"{v}\n" for v in versions).encode())
             os.replace(temp, directory / "list")
