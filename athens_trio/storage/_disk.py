@@ -70,8 +70,10 @@ _TEMP_PREFIX = ".tmp-"
 #: their names' prefix.
 _OWNERS = ".owners"
 _OWNER_PREFIX = "writer-"
-#: A temporary file's owner: the token of the claim of the storage that wrote it.
-_TEMP_OWNER = re.compile(rf"{re.escape(_TEMP_PREFIX)}([0-9a-f]{{16}})-")
+#: A temporary name of ours: ``.tmp-<owner>-<random>-``, the owner the token of the
+#: claim of the storage that wrote it (an older athens-trio's have no owner).  Another
+#: tool's ``.tmp-whatever`` is not ours, and never swept.
+_TEMP_NAME = re.compile(rf"{re.escape(_TEMP_PREFIX)}(?:([0-9a-f]{{16}})-)?[0-9a-f]{{12}}-")
 
 
 #: How many foreign names :func:`_version_named` remembers having logged (beyond that,
@@ -440,7 +442,7 @@ def _leftovers(directory: Path, names: list[str]) -> list[Path]:
     """Temporary files, a version's files without its ``.info``, and a ``.ziphash``
     without its ``.zip``, in sweeping order (the reverse of the link order, so a killed
     sweep leaves what a killed save could)."""
-    temporary = [directory / n for n in names if n.startswith(_TEMP_PREFIX)]
+    temporary = [directory / n for n in names if _TEMP_NAME.match(n)]
     present = set(names)
 
     def orphan(name: str, suffix: str) -> bool:
@@ -471,9 +473,10 @@ def _remove_leftovers(
     temporary file was written, moments before a save linked it.)"""
     removed = 0
     for path in _leftovers(directory, names):
-        owner = _TEMP_OWNER.match(path.name)
+        ours = _TEMP_NAME.match(path.name)
+        owner = ours[1] if ours else None
         with contextlib.suppress(OSError):
-            if (owner and owner_gone(owner[1])) or path.stat().st_mtime < cutoff:
+            if (owner and owner_gone(owner)) or path.stat().st_mtime < cutoff:
                 path.unlink()
                 removed += 1
     return removed

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import errno
 import os
 import re
 import signal
@@ -348,17 +349,18 @@ class GoProcessRunner(GoRunner):
             raise FetchTimeoutError(f"{what}: go ran past its {timeout:g} s timeout")
         assert process.returncode is not None
         stderr_bytes = await trio.Path(stderr_path).read_bytes()
+        stdout_bytes = await trio.Path(stdout_path).read_bytes()
         if process.returncode == EXEC_FAILED and stderr_bytes.startswith(EXEC_FAILED_MARK):
             reason = stderr_bytes.decode(errors="replace").rpartition(": ")[2].strip()
             raise GoBinaryError(f"cannot run the go binary {self.go_binary!r}: {reason}")
-        if process.returncode != 0 and await watch.reached():
+        if process.returncode != 0 and await watch.reached(stderr_bytes + stdout_bytes):
             raise FetchTooLargeError(
                 f"{what}: stopped after it used more than {self.max_bytes} bytes of disk "
                 "(the fetch disk bound, MaxFetchBytes)"
             )
         return GoResult(
             process.returncode,
-            await trio.Path(stdout_path).read_bytes(),
+            stdout_bytes,
             stderr_bytes,
             private_paths=self.private_paths(workspace),
         )
@@ -392,13 +394,17 @@ class _DiskWatch:
                 self.exceeded = True
                 _killpg_quietly(self.pid)
 
-    async def reached(self) -> bool:
-        """Whether the run (which failed) went past the bound: the watch saw it, or a
-        file reached it (the file-size limit failed go at once, before a watch could)."""
+    async def reached(self, output: bytes) -> bool:
+        """Whether the run (which failed, saying ``output``) went past the bound: the
+        watch saw it, or a file reached it: the file-size limit failed a write at once
+        (EFBIG, which go reports in these words), before a watch could see it, and go
+        may have removed the file since."""
         if self.max_bytes is None:
             return False
-        return self.exceeded or (
-            await trio.to_thread.run_sync(disk_usage, self.workspace) >= self.max_bytes
+        return (
+            self.exceeded
+            or _FILE_TOO_LARGE in output.lower()
+            or await trio.to_thread.run_sync(disk_usage, self.workspace) >= self.max_bytes
         )
 
 
@@ -437,6 +443,9 @@ def sweep_run_dirs(go_get_root: Path) -> int:
     one's: several servers may share GoGetDir); return how many."""
     return len(dead_claims(go_get_root, RUN_DIR_PREFIX))
 
+
+#: EFBIG's words: a write went past the file-size limit the reaper set.
+_FILE_TOO_LARGE = os.strerror(errno.EFBIG).lower().encode()
 
 #: Seconds between two measures of a run's disk use (when it is bounded).
 DISK_CHECK_INTERVAL = 0.25
