@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Claim", "claim", "dead_claims", "is_claimed", "remove_tree"]
+__all__ = ["Claim", "claim", "dead_claims", "remove_tree"]
 
 _OWNER = ".owner"
 _STAGING = ".staging-"
@@ -99,15 +99,6 @@ def _lock_if_free(directory: Path) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)
-
-
-def is_claimed(parent: Path, prefix: str, token: str) -> bool:
-    """Whether the claim ``token`` under ``parent`` is a live process's."""
-    directory = parent / f"{prefix}{token}"
-    if not directory.is_dir():
-        return False
-    with _lock_if_free(directory) as free:
-        return not free
 
 
 def dead_claims(parent: Path, prefix: str, *, remove: bool = True) -> list[str]:

@@ -88,12 +88,8 @@ def open_files() -> list[str]:
 
 
 def files_of(root: Path) -> dict[str, int]:
-    """The files (not directories) under ``root``, but the live writers' claims."""
-    return {
-        name: size
-        for name, size in tree(root).items()
-        if size >= 0 and not name.startswith(".owners/")
-    }
+    """The files (not directories) under ``root``."""
+    return {name: size for name, size in tree(root).items() if size >= 0}
 
 
 def h1_of(data: bytes, work: Path) -> str:

@@ -15,12 +15,11 @@ a fetch's disk is bounded.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
-import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -30,7 +29,6 @@ import trio
 from athens_trio import Config, DiskStorage, FetchTooLargeError
 from athens_trio._config import DiskStorageConfig, StorageConfig
 from athens_trio._module import escape_path
-from athens_trio._ownership import claim
 from athens_trio.upstream import GoProcessRunner, claim_run_dir
 from athens_trio.upstream._gocmd import RUN_DIR_PREFIX
 
@@ -40,7 +38,6 @@ from .helpers import (
     REPO_ROOT,
     child_env,
     child_server,
-    fixture_env_vars,
     go_script,
     leftover,
     process_alive,
@@ -49,57 +46,27 @@ from .helpers import (
     store_version,
     wait_until,
 )
+from .leftoverhelpers import (
+    STALLED_PREFIX,
+    children,
+    session_members,
+    stalled_env_vars,
+    stalled_host,
+)
 
-STALLED = "github.com/stalled-host/module"
-
-
-@pytest.fixture
-def stalled_host() -> Iterator[int]:
-    """A port that accepts connections (the kernel's backlog) and never answers."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(64)
-        yield listener.getsockname()[1]
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
-def _sessions_of(sessions: list[int]) -> list[tuple[int, str]]:
-    """The live processes (pid, command line) of these sessions."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if int(fields[3]) in sessions and fields[0] not in ("Z", "X"):
-            found.append((int(entry), command.decode(errors="replace")))
-    return found
-
-
-def _owner_token(root: Path) -> str:
-    """The token of the one storage writer claim under ``root``."""
-    (name,) = os.listdir(root / ".owners")
-    return name.removeprefix("writer-")
+STALLED = f"{STALLED_PREFIX}module"
 
 
 @pytest.mark.slow
 async def test_kill_9_mid_fetch_leaves_nothing_after_the_next_start(
-    tmp_path: Path, go_binary: str, go_fixtures: GoFixtures, stalled_host: int
+    tmp_path: Path, go_binary: str, go_fixtures: GoFixtures
+) -> None:
+    with stalled_host() as port:
+        await _kill_9_mid_fetch(tmp_path, go_binary, go_fixtures, port)
+
+
+async def _kill_9_mid_fetch(
+    tmp_path: Path, go_binary: str, go_fixtures: GoFixtures, port: int
 ) -> None:
     root, goget = tmp_path / "storage", tmp_path / "goget"
     env = child_env(
@@ -109,12 +76,7 @@ async def test_kill_9_mid_fetch_leaves_nothing_after_the_next_start(
         ATHENS_GOGET_DIR=str(goget),
         ATHENS_GO_BINARY_PATH=go_binary,
         ATHENS_GITHUB_TOKEN="s3cret-token",
-        ATHENS_GO_BINARY_ENV_VARS=fixture_env_vars(
-            go_fixtures,
-            GIT_CONFIG_COUNT="3",
-            GIT_CONFIG_KEY_2=f"url.http://127.0.0.1:{stalled_host}/.insteadOf",
-            GIT_CONFIG_VALUE_2="https://github.com/stalled-host/",
-        ),
+        ATHENS_GO_BINARY_ENV_VARS=stalled_env_vars(go_fixtures, port),
         ATHENS_LOG_LEVEL="info",
     )
     module_dir = root / escape_path(go_fixtures.hello) / "@v"
@@ -122,10 +84,11 @@ async def test_kill_9_mid_fetch_leaves_nothing_after_the_next_start(
     # What a live instance sharing both directories owns: never touched.
     other_run = claim_run_dir(goget)
     (other_run.path / "gopath").mkdir()
-    other_writer = claim(root / ".owners", "writer-")
     module_dir.mkdir(parents=True)
-    others_temp = module_dir / f".tmp-{other_writer.token}-000000000000-v9.0.0.zip"
+    others_temp = module_dir / ".tmp-l-000000000000-v9.0.0.zip"
     others_temp.write_bytes(b"a live writer's")
+    other_writer = others_temp.open("rb")
+    fcntl.flock(other_writer.fileno(), fcntl.LOCK_EX)
     # A temporary file of no known writer (an older athens-trio's), fresh: kept (age).
     unknown_temp = module_dir / ".tmp-0123456789ab-v9.0.0.mod"
     unknown_temp.write_bytes(b"whose?")
@@ -142,26 +105,26 @@ async def test_kill_9_mid_fetch_leaves_nothing_after_the_next_start(
 
         # The fetch stalls inside git, a grandchild of the reaper.
         def git_stalls() -> bool:
-            found = _sessions_of(_children(server_pid))
+            found = session_members(children(server_pid))
             programs = [Path(command.split()[0]).name for _, command in found if command]
             return any(program.startswith("git") for program in programs)
 
         await wait_until(git_stalls, 30)
-        sessions = _children(server_pid)
-        running = _sessions_of(sessions)
+        sessions = children(server_pid)
+        running = session_members(sessions)
         assert any(command.startswith(go_binary) for _, command in running), running
         (run_dir,) = {p for p in goget.iterdir() if p != other_run.path}
         homes = list(run_dir.glob("athens-trio-home-*/.netrc"))
         assert len(homes) == 1
         assert "s3cret-token" in homes[0].read_text()
-        dead_token = _owner_token_excluding(root, other_writer.token)
-        dead_temp = module_dir / f".tmp-{dead_token}-000000000000-v9.0.0.zip"
+        # A save's temporary file whose writer (the server) dies holding its lock.
+        dead_temp = module_dir / ".tmp-l-111111111111-v9.0.0.zip"
         dead_temp.write_bytes(b"a dead writer's")
 
         first.process.kill()
         await first.process.wait()
         # go, git and git-remote-http die with the server: no one else kills them.
-        assert await settle(lambda: _sessions_of(sessions) == [], 10), _sessions_of(sessions)
+        assert await settle(lambda: session_members(sessions) == [], 10), session_members(sessions)
         nursery.cancel_scope.cancel()
 
     # The next start removes the dead server's run directory and temporary files.
@@ -171,19 +134,13 @@ async def test_kill_9_mid_fetch_leaves_nothing_after_the_next_start(
         assert unknown_temp.exists()
         assert other_run.path.is_dir()
         assert (other_run.path / "gopath").is_dir()
-        assert not (root / ".owners" / f"writer-{dead_token}").exists()
         second.process.terminate()
         await second.process.wait()
     assert "Traceback" not in second.log()
     other_run.release()
-    other_writer.release()
+    other_writer.close()
     assert os.listdir(goget) == []
     assert not list(tmp_path.rglob(".netrc"))
-
-
-def _owner_token_excluding(root: Path, other: str) -> str:
-    (name,) = [n for n in os.listdir(root / ".owners") if n != f"writer-{other}"]
-    return name.removeprefix("writer-")
 
 
 async def test_a_run_dies_with_its_reaper_s_lifeline(tmp_path: Path) -> None:

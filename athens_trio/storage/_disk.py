@@ -27,16 +27,18 @@ the save goes on; if not, another save got there first with other bytes, the par
 that save's, and this one stops before linking anything more.  So a part's files are
 always one save's (or identical ones'), never a mix.
 
-Ownership: each DiskStorage claims a directory under ``<root>/.owners/`` (see
-:mod:`athens_trio._ownership`) and names its temporary files after the claim
-(``.tmp-<owner>-<random>-<name>``), so a sweep removes a dead writer's temporary files
-at once, whatever their age, and never a live one's (another process sharing the root).
+Ownership: a save holds an exclusive ``flock`` on each of its temporary files
+(``.tmp-l-<random>-<name>``) from its creation to its removal.  The kernel drops the
+lock when the writer dies, ``kill -9`` included, so a sweep removes a dead writer's
+temporary files at once, whatever their age, and never a live one's (another process
+sharing the root): it removes only a file whose lock it could take.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import re
@@ -44,8 +46,9 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import trio
 
@@ -57,7 +60,6 @@ from .._module import (
     unescape_path,
     unescape_version,
 )
-from .._ownership import Claim, claim, dead_claims, is_claimed
 from .._semver import sort_versions
 from ._backend import CHUNK_SIZE, Backend, StoredZip
 
@@ -66,14 +68,12 @@ __all__ = ["DiskStorage"]
 log = logging.getLogger("athens_trio.storage")
 
 _TEMP_PREFIX = ".tmp-"
-#: Where the writers' claims live, under the root (a dot: never a module path), and
-#: their names' prefix.
-_OWNERS = ".owners"
-_OWNER_PREFIX = "writer-"
-#: A temporary name of ours: ``.tmp-<owner>-<random>-``, the owner the token of the
-#: claim of the storage that wrote it (an older athens-trio's have no owner).  Another
-#: tool's ``.tmp-whatever`` is not ours, and never swept.
-_TEMP_NAME = re.compile(rf"{re.escape(_TEMP_PREFIX)}(?:([0-9a-f]{{16}})-)?[0-9a-f]{{12}}-")
+#: What marks a temporary file whose writer holds a lock on it while it lives.
+_LOCKED = "l-"
+#: A temporary name of ours: ``.tmp-l-<random>-`` (locked by its writer), or an older
+#: athens-trio's ``.tmp-<random>-`` (not locked: swept by age).  Another tool's
+#: ``.tmp-whatever`` is not ours, and never swept.
+_TEMP_NAME = re.compile(rf"{re.escape(_TEMP_PREFIX)}({_LOCKED})?[0-9a-f]{{12}}-")
 
 
 #: How many foreign names :func:`_version_named` remembers having logged (beyond that,
@@ -140,23 +140,6 @@ class DiskStorage(Backend):
         # One writer of a module's list file at a time in this process; across
         # processes the rescan in _write_list converges instead.
         self._list_locks: dict[str, trio.Lock] = {}
-        self._claim: Claim | None = None
-        self._claim_lock = threading.Lock()  # saves run in worker threads
-
-    def _owner(self) -> str:
-        """This storage's claim's token, what its temporary names carry (claimed on
-        first use: :meth:`ready`, or the first save of a storage never made ready)."""
-        with self._claim_lock:
-            if self._claim is None:
-                self._claim = claim(self.root / _OWNERS, _OWNER_PREFIX)
-            return self._claim.token
-
-    async def aclose(self) -> None:
-        with self._claim_lock:
-            held, self._claim = self._claim, None
-        if held is not None:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(held.release)
 
     def _version_dir(self, module: str) -> Path:
         return self.root / escape_path(module) / "@v"
@@ -273,30 +256,19 @@ class DiskStorage(Backend):
         """Remove what saves killed mid-way (a SIGKILL, a power cut) left in ``@v``
         directories: temporary files, and a version's files without its ``.info`` (never
         a stored version); return how many.  A temporary file goes once its writer is
-        gone (its claim is not held), whatever its age; one of no known writer (an older
-        athens-trio's) and a version's files only when older than ``older_than``
-        seconds: another process sharing the root may be saving right now."""
+        gone (its lock is free), whatever its age; an older athens-trio's (unlocked) and
+        a version's files only when older than ``older_than`` seconds: another process
+        sharing the root may be saving right now."""
         # abandon_on_cancel: a closing pipeline need not wait for a long walk to end.
         return await trio.to_thread.run_sync(self._sweep_sync, older_than, abandon_on_cancel=True)
 
     def _sweep_sync(self, older_than: float) -> int:
         cutoff = time.time() - older_than
-        owners = self.root / _OWNERS
-        mine = self._owner()
-        alive: dict[str, bool] = {mine: True}
-
-        def gone(owner: str) -> bool:
-            if owner not in alive:
-                alive[owner] = is_claimed(owners, _OWNER_PREFIX, owner)
-            return not alive[owner]
-
         removed = 0
         for directory, subdirs, files in os.walk(self.root):
             subdirs[:] = [d for d in subdirs if not d.startswith(".")]
             if Path(directory).name == "@v":
-                removed += _remove_leftovers(Path(directory), files, cutoff, gone)
-        # Their files gone, the dead writers' claims go too.
-        dead_claims(owners, _OWNER_PREFIX)
+                removed += _remove_leftovers(Path(directory), files, cutoff)
         return removed
 
     async def save_mod(
@@ -305,7 +277,7 @@ class DiskStorage(Backend):
         directory = self._version_dir(module)
         try:
             saved = await trio.to_thread.run_sync(
-                _save_mod_sync, directory, version, info, mod, mod_sum, self._owner()
+                _save_mod_sync, directory, version, info, mod, mod_sum
             )
         except OSError as exc:
             raise StorageError(f"cannot save {module}@{version}: {exc}") from exc
@@ -319,7 +291,7 @@ class DiskStorage(Backend):
         directory = self._version_dir(module)
         try:
             return await trio.to_thread.run_sync(
-                _save_zip_sync, directory, version, Path(zip_file), zip_sum, self._owner()
+                _save_zip_sync, directory, version, Path(zip_file), zip_sum
             )
         except _ModPartMissing:
             raise NotFoundError(f"{module}@{version}: its go.mod is not stored") from None
@@ -351,9 +323,7 @@ class DiskStorage(Backend):
         lock = self._list_locks.setdefault(module, trio.Lock())
         async with lock:
             try:
-                await trio.to_thread.run_sync(
-                    _write_list_sync, self._version_dir(module), self._owner()
-                )
+                await trio.to_thread.run_sync(_write_list_sync, self._version_dir(module))
             except OSError as exc:
                 log.warning("cannot update %s/list: %s", self._version_dir(module), exc)
 
@@ -362,7 +332,6 @@ class DiskStorage(Backend):
             self.root.mkdir(parents=True, exist_ok=True)
             if not os.access(self.root, os.W_OK | os.X_OK):
                 raise StorageError(f"{self.root} is not writable")
-            self._owner()
 
         try:
             await trio.to_thread.run_sync(probe)
@@ -370,52 +339,90 @@ class DiskStorage(Backend):
             raise StorageError(f"cannot use {self.root}: {exc.strerror}") from exc
 
 
-@contextlib.contextmanager
-def _temp_names(directory: Path, stem: str, owner: str) -> Iterator[dict[str, Path]]:
-    """Temporary names for one save's files, removed on the way out whatever happens."""
-    prefix = _temp_prefix(owner)
-    names = {
-        s: directory / f"{prefix}{stem}.{s}"
-        for s in ("info", "mod", "zip", "ziphash", "modhash", "list")
-    }
-    try:
-        yield names
-    finally:
-        for path in names.values():
-            with contextlib.suppress(OSError):
-                path.unlink()
+class _TempFiles:
+    """One save's temporary files in ``directory``, each locked by this process from its
+    creation until :meth:`close` removes it (see the module docstring)."""
 
+    def __init__(self, directory: Path, stem: str) -> None:
+        prefix = f"{_TEMP_PREFIX}{_LOCKED}{secrets.token_hex(6)}-"
+        self.paths = {
+            s: directory / f"{prefix}{stem}.{s}"
+            for s in ("info", "mod", "zip", "ziphash", "modhash", "list")
+        }
+        self._held: list[BinaryIO] = []
 
-def _temp_prefix(owner: str) -> str:
-    """The start of a new temporary name of ``owner``'s (see :data:`_TEMP_OWNER`)."""
-    return f"{_TEMP_PREFIX}{owner}-{secrets.token_hex(6)}-"
+    def _create(self, suffix: str) -> BinaryIO:
+        # Created under an unlocked kind's name (swept by age only) and renamed once
+        # locked: a sweep never sees a locked kind's name before its lock is held.
+        path = self.paths[suffix]
+        unlocked = path.with_name(path.name.replace(f"{_TEMP_PREFIX}{_LOCKED}", _TEMP_PREFIX, 1))
+        f = open(unlocked, "xb")  # noqa: SIM115 - held until close()
+        self._held.append(f)
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            os.link(unlocked, path)  # never replaces: the module's rule
+        finally:
+            unlocked.unlink(missing_ok=True)
+        return f
 
-
-def _write_durably(path: Path, data: bytes) -> None:
-    with open(path, "xb") as f:
+    def write(self, suffix: str, data: bytes) -> None:
+        """Write ``data`` to the temporary ``suffix`` file and flush it to disk."""
+        f = self._create(suffix)
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
 
-
-def _take_zip(source: Path, target: Path) -> None:
-    """Move the fetched zip into the tree: a rename where both sit on one filesystem,
-    else a streamed copy (never the whole zip in memory)."""
-    try:
-        os.rename(source, target)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        with open(source, "rb") as src, open(target, "xb") as dst:
+    def take_zip(self, source: Path) -> None:
+        """Move the fetched zip in as the temporary ``zip``: a rename where both sit on
+        one filesystem (locked before it moves), else a streamed copy (never the whole
+        zip in memory)."""
+        src = open(source, "rb")  # noqa: SIM115 - held until close()
+        self._held.append(src)
+        fcntl.flock(src.fileno(), fcntl.LOCK_EX)
+        try:
+            os.rename(source, self.paths["zip"])
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            dst = self._create("zip")
             shutil.copyfileobj(src, dst, CHUNK_SIZE)
             dst.flush()
             os.fsync(dst.fileno())
-        return
-    fd = os.open(target, os.O_RDONLY)
+            return
+        os.fsync(src.fileno())
+
+    def close(self) -> None:
+        """Remove the temporary names (whatever was linked stays), then unlock."""
+        for path in self.paths.values():
+            with contextlib.suppress(OSError):
+                path.unlink()
+        for f in self._held:
+            f.close()
+
+
+@contextlib.contextmanager
+def _temp_files(directory: Path, stem: str) -> Iterator[_TempFiles]:
+    """A save's :class:`_TempFiles`, removed on the way out whatever happens."""
+    temp = _TempFiles(directory, stem)
     try:
-        os.fsync(fd)
+        yield temp
     finally:
-        os.close(fd)
+        temp.close()
+
+
+def _lock_is_free(path: Path) -> bool:
+    """Whether no live process holds ``path``'s lock (a gone writer's temporary file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # a save starting now creates another name: no race to lose
+    return True
 
 
 #: Each part's files in the order a save links them: the last, the part's marker,
@@ -462,21 +469,18 @@ def _leftovers(directory: Path, names: list[str]) -> list[Path]:
     return temporary + orphans
 
 
-def _remove_leftovers(
-    directory: Path,
-    names: list[str],
-    cutoff: float,
-    owner_gone: Callable[[str], bool] = lambda owner: False,
-) -> int:
-    """Remove the leftovers among ``names`` that are a gone owner's temporary files or
-    were written before ``cutoff``; return how many.  (An orphan's mtime is when its
-    temporary file was written, moments before a save linked it.)"""
+def _remove_leftovers(directory: Path, names: list[str], cutoff: float) -> int:
+    """Remove the leftovers among ``names`` that are abandoned: a locked kind of
+    temporary file once its lock is free (its writer is gone), whatever its age, and
+    never while it is held; anything else once written before ``cutoff``.  Return how
+    many.  (An orphan's mtime is when its temporary file was written, moments before a
+    save linked it.)"""
     removed = 0
     for path in _leftovers(directory, names):
         ours = _TEMP_NAME.match(path.name)
-        owner = ours[1] if ours else None
         with contextlib.suppress(OSError):
-            if (owner and owner_gone(owner)) or path.stat().st_mtime < cutoff:
+            locked_kind = bool(ours and ours[1])
+            if _lock_is_free(path) if locked_kind else path.stat().st_mtime < cutoff:
                 path.unlink()
                 removed += 1
     return removed
@@ -539,7 +543,7 @@ def _link_part(directory: Path, stem: str, temp: dict[str, Path], part: tuple[st
 
 
 def _save_mod_sync(
-    directory: Path, version: str, info: bytes, mod: bytes, mod_sum: str | None, owner: str
+    directory: Path, version: str, info: bytes, mod: bytes, mod_sum: str | None
 ) -> bool:
     stem = escape_version(version)
     stored_info = (directory / f"{stem}.info").exists()
@@ -559,26 +563,24 @@ def _save_mod_sync(
         # progress, and must not become this version's zip.
         for suffix in reversed(_ZIP_PART):
             (directory / f"{stem}.{suffix}").unlink(missing_ok=True)
-    with _temp_names(directory, stem, owner) as temp:
-        _write_durably(temp["mod"], mod)
-        _write_durably(temp["info"], info)
+    with _temp_files(directory, stem) as temp:
+        temp.write("mod", mod)
+        temp.write("info", info)
         if mod_sum:
-            _write_durably(temp["modhash"], mod_sum.encode())
+            temp.write("modhash", mod_sum.encode())
         # Everything that can fail for want of space is written before the version
         # becomes visible, the list included: a full disk fails the save whole.
         listed = sort_versions({*DiskStorage._list_versions_sync(directory), version})
-        _write_durably(temp["list"], "".join(f"{v}\n" for v in listed).encode())
-        saved = _link_part(directory, stem, temp, _MOD_PART)
+        temp.write("list", "".join(f"{v}\n" for v in listed).encode())
+        saved = _link_part(directory, stem, temp.paths, _MOD_PART)
         if saved and not stored_info:
-            os.replace(temp["list"], directory / "list")
+            os.replace(temp.paths["list"], directory / "list")
         if saved:
             _fsync_dir(directory)
     return saved
 
 
-def _save_zip_sync(
-    directory: Path, version: str, zip_file: Path, zip_sum: str | None, owner: str
-) -> bool:
+def _save_zip_sync(directory: Path, version: str, zip_file: Path, zip_sum: str | None) -> bool:
     stem = escape_version(version)
     if (directory / f"{stem}.zip").exists():
         return False
@@ -587,11 +589,11 @@ def _save_zip_sync(
     if (directory / f"{stem}.ziphash").exists():
         # A .ziphash a killed save left an hour ago goes now (other bytes would stop us).
         _remove_leftovers(directory, [f"{stem}.ziphash"], time.time() - _ABANDONED_AFTER)
-    with _temp_names(directory, stem, owner) as temp:
-        _take_zip(zip_file, temp["zip"])
+    with _temp_files(directory, stem) as temp:
+        temp.take_zip(zip_file)
         if zip_sum:
-            _write_durably(temp["ziphash"], zip_sum.encode())
-        saved = _link_part(directory, stem, temp, _ZIP_PART)
+            temp.write("ziphash", zip_sum.encode())
+        saved = _link_part(directory, stem, temp.paths, _ZIP_PART)
         if saved:
             _fsync_dir(directory)
     return saved
@@ -609,7 +611,7 @@ def _scan_versions(directory: Path) -> list[str]:
     return sort_versions(DiskStorage._list_versions_sync(directory))
 
 
-def _write_list_sync(directory: Path, owner: str) -> None:
+def _write_list_sync(directory: Path) -> None:
     """Rewrite ``list`` (versions in semver order, one per line) from the stored ``.info`` files.
 
     Another process may be doing the same; each writer rescans after its rename and
@@ -617,11 +619,8 @@ def _write_list_sync(directory: Path, owner: str) -> None:
     """
     while True:
         versions = _scan_versions(directory)
-        temp = directory / f"{_temp_prefix(owner)}list"
-        try:
-            _write_durably(temp, "".join(f"{v}\n" for v in versions).encode())
-            os.replace(temp, directory / "list")
-        finally:
-            temp.unlink(missing_ok=True)
+        with _temp_files(directory, "") as temp:
+            temp.write("list", "".join(f"{v}\n" for v in versions).encode())
+            os.replace(temp.paths["list"], directory / "list")
         if _scan_versions(directory) == versions:
             return
