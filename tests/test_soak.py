@@ -308,6 +308,17 @@ class _Sessions:
             await trio.sleep(0.05)
 
 
+async def _give_up_after(url: str, path: str, seconds: float) -> None:
+    """A client that asks for ``path`` and goes away after ``seconds`` (the fetch it
+    started goes on)."""
+    client = KeepAliveClient(url)
+    try:
+        with trio.move_on_after(seconds):
+            await client.get(path)
+    finally:
+        await client.aclose()
+
+
 async def _hang_up_mid_zip(url: str, path: str) -> None:
     """A client that asks for a zip, reads the head and a little, and goes away."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
@@ -344,8 +355,7 @@ async def _mixed_load(
 
     async def _one(client: KeepAliveClient, kind: str, arg: str) -> None:
         if kind == "stalled":
-            with trio.move_on_after(0.3):  # the client gives up: the fetch goes on
-                await KeepAliveClient(url).get(arg)
+            await _give_up_after(url, arg, 0.3)
             return
         if kind == "hangup":
             await _hang_up_mid_zip(url, arg)
@@ -428,9 +438,7 @@ async def test_soak_with_faults_leaves_nothing_behind(
                     (root / hello / "@v" / name).write_text("not a version\n")
                 await _mixed_load(first.url, go_fixtures, zips, rng, failures)
                 # Stalled fetches still running: the server dies with them.
-                stalling = KeepAliveClient(first.url)
-                with trio.move_on_after(0.5):
-                    await stalling.get(f"/{STALLED_PREFIX}killed/@v/v1.0.0.info")
+                await _give_up_after(first.url, f"/{STALLED_PREFIX}killed/@v/v1.0.0.info", 0.5)
                 await wait_until(lambda: bool(session_members(sessions.seen)), 20)
                 first.process.kill()
                 await first.process.wait()
