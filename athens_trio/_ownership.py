@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Claim", "claim", "dead_claims", "remove_tree"]
+__all__ = ["Claim", "claim", "dead_claims", "remove_if_empty", "remove_tree"]
 
 _OWNER = ".owner"
 _STAGING = ".staging-"
@@ -62,10 +62,17 @@ class Claim:
 
 def claim(parent: Path, prefix: str) -> Claim:
     """Claim a new directory ``<parent>/<prefix><token>`` (mode 0700)."""
-    parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(8)
     staging = parent / f"{_STAGING}{prefix}{token}"
-    staging.mkdir(mode=0o700)
+    for attempt in range(3):
+        parent.mkdir(parents=True, exist_ok=True)
+        try:
+            staging.mkdir(mode=0o700)
+            break
+        except FileNotFoundError:
+            # Another process removed the empty parent just now (see remove_if_empty).
+            if attempt == 2:
+                raise
     fd = os.open(staging / _OWNER, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -122,6 +129,12 @@ def dead_claims(parent: Path, prefix: str, *, remove: bool = True) -> list[str]:
                 if free and directory.stat().st_mtime < time.time() - _STAGING_ABANDONED_AFTER:
                     remove_tree(directory)
     return dead
+
+
+def remove_if_empty(directory: Path) -> None:
+    """Remove ``directory`` if nothing is in it (another process's claim keeps it)."""
+    with contextlib.suppress(OSError):
+        directory.rmdir()
 
 
 def remove_tree(directory: Path) -> None:

@@ -24,6 +24,7 @@ import trio
 
 from . import download, stash, upstream
 from ._config import Config, StorageType
+from ._ownership import remove_if_empty
 from ._sumdb import SumDBProxy
 from .download import DownloadProtocol
 from .storage import Backend, DiskStorage, MemoryStorage, with_integrity
@@ -210,6 +211,10 @@ async def open_pipeline(
             # This server's own directory in GoGetDir: every temporary GOPATH and the
             # private home go in it, so nothing there outlives it (see _ownership).
             run_dir = await trio.to_thread.run_sync(upstream.claim_run_dir, config.go_get_root)
+            if not config.go_get_dir:  # the default place, ours to make and to remove
+                stack.push_async_callback(
+                    trio.to_thread.run_sync, remove_if_empty, config.go_get_root
+                )
             stack.push_async_callback(trio.to_thread.run_sync, run_dir.release)
             home = stack.enter_context(
                 private_home(

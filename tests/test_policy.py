@@ -92,6 +92,8 @@ async def test_redirect_modes(
         )
         if mode == "async_redirect":
             await wait_until_stored(pipeline.storage, go_fixtures.upper, "v1.0.0")
+            # Its zip part is saved after the go.mod part that made it listed.
+            await wait_until(lambda: pipeline.storage.exists(go_fixtures.upper, "v1.0.0"))
             assert (await pipeline.protocol.zip(go_fixtures.upper, "v1.0.0")).size > 0
         else:
             # A background fetch, had one started, would be running (or done) once

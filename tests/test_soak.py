@@ -271,6 +271,8 @@ async def test_soak(
             # Every connection closed (client side, then server side), every file too.
             settled = await settle(lambda: _fds(pid) <= fds_before)
             fds_after, rss_after = _fds(pid), _rss(pid)
+            child.process.terminate()  # a clean stop removes its run dir in GoGetDir
+            await child.process.wait()
             log = child.log()
 
     assert checker.failures == []

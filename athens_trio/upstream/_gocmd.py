@@ -23,6 +23,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,6 +225,7 @@ class GoProcessRunner(GoRunner):
         self.go_binary = go_binary
         self.temp_root = temp_root
         self.max_bytes = max_bytes
+        _lifeline()  # now, not at the first run: a server's descriptors settle at start
         environ = os.environ if environ is None else environ
         self._base_env = {k: environ[k] for k in _PASSTHROUGH if k in environ}
         if home is not None:
@@ -345,6 +347,9 @@ class GoProcessRunner(GoRunner):
             _killpg_quietly(process.pid)
             with trio.CancelScope(shield=True):
                 await process.wait()
+                # go and git are the reaper's children, not ours: wait until the
+                # SIGKILL took them too, so nothing writes in the workspace we remove.
+                await trio.to_thread.run_sync(_wait_group_gone, process.pid)
         if deadline.cancelled_caught:
             raise FetchTimeoutError(f"{what}: go ran past its {timeout:g} s timeout")
         assert process.returncode is not None
@@ -490,6 +495,36 @@ def disk_usage(directory: Path) -> int:
                 except OSError:
                     continue
     return total
+
+
+#: How long a killed group's members may take to die (they are SIGKILLed: moments).
+_GROUP_DEATH_WAIT = 5.0
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` lives (a zombie, dead but not yet reaped by
+    whoever inherited it, does not)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                return True
+    return False
+
+
+def _wait_group_gone(pgid: int) -> None:
+    deadline = time.monotonic() + _GROUP_DEATH_WAIT
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.005)  # a worker thread's poll, bounded by the deadline
 
 
 def _killpg_quietly(pid: int) -> None:
