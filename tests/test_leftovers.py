@@ -19,6 +19,7 @@ import fcntl
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -314,3 +315,24 @@ async def test_a_module_too_big_for_the_bound_is_a_502_naming_it(
         assert await settle(lambda: leftover(config) == [])
         small = await http.get(f"/{go_fixtures.hello}/@v/v1.0.0.zip", timeout=60)
         assert small.status_code == 200
+
+
+async def test_a_reaper_asked_to_stop_takes_its_group_with_it(tmp_path: Path) -> None:
+    """SIGTERM to the reaper alone (an operator, a service manager): go and go's child
+    die with it, and the run ends."""
+    pids = tmp_path / "pids"
+    go = go_script(tmp_path, "go", f"echo $$ >> {pids}\nsleep 1000 &\necho $! >> {pids}\nwait\n")
+    runner = GoProcessRunner(str(go), temp_root=tmp_path)
+    async with trio.open_nursery() as nursery:
+
+        async def run() -> None:
+            async with runner.run(["mod", "download"], timeout=60, what="x") as result:
+                assert result.returncode != 0
+
+        nursery.start_soon(run)
+        await wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 2)
+        go_pid, child_pid = map(int, pids.read_text().split())
+        (reaper,) = [p for p in children(os.getpid()) if process_alive(p)]
+        os.kill(reaper, signal.SIGTERM)
+    assert not process_alive(go_pid)
+    assert not process_alive(child_pid)

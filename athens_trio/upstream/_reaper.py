@@ -89,6 +89,9 @@ def main(argv: list[str]) -> int:
     lifeline, max_file_bytes = int(argv[1]), int(argv[2])
     command = argv[3:]
     os.set_inheritable(lifeline, False)  # go must not hold the server's lifeline
+    # Asked to stop (an operator, a service manager): the group stops with it.
+    for stop in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(stop, lambda signum, frame: _kill_group())
     try:
         pid = _start(command, os.getpid(), max_file_bytes)
     except OSError as exc:
