@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import re
+import tempfile
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -245,7 +246,7 @@ class Config(msgspec.Struct, rename="pascal", forbid_unknown_fields=False, kw_on
     # Not an Athens key.  Seconds a list, @latest or query resolution is remembered
     # (the max-age its answer carries); "does not exist" for at most 10 s; 0: never.
     list_cache_ttl: Annotated[int, msgspec.Meta(ge=0)] = field(name="ListCacheTTL", default=60)
-    # Where the fetcher's temporary GOPATHs go; "" means the system temp dir.
+    # Where the fetcher's temporary GOPATHs go; "": see go_get_root.
     go_get_dir: str = ""
     # Seconds in-flight requests get to finish once a shutdown starts.
     shutdown_timeout: Seconds = 60
@@ -280,6 +281,8 @@ class Config(msgspec.Struct, rename="pascal", forbid_unknown_fields=False, kw_on
     # Per stall, not per response: a zip to a slow client may take longer than this.
     write_timeout: PositiveSeconds = 60
     max_connections: PositiveInt = 1000
+    # Not an Athens key: the disk one fetch (its temporary GOPATH) may use; 0: unbounded.
+    max_fetch_bytes: Annotated[int, msgspec.Meta(ge=0)] = 2 << 30
 
     # --- [SingleFlight] (see SingleFlightConfig) ---
     single_flight_type: SingleFlightType = "memory"
@@ -304,6 +307,17 @@ class Config(msgspec.Struct, rename="pascal", forbid_unknown_fields=False, kw_on
     @property
     def disk_root(self) -> Path:
         return Path(self.storage.disk.root_path).expanduser()
+
+    @property
+    def go_get_root(self) -> Path:
+        """GoGetDir, or where it defaults to: ``.goget`` in disk storage's root (the
+        same filesystem, so a fetched zip is renamed into the tree, not copied; a dot:
+        never a module path), the system temp dir for memory storage."""
+        if self.go_get_dir:
+            return Path(self.go_get_dir).expanduser()
+        if self.storage_type == "disk":
+            return self.disk_root / ".goget"
+        return Path(tempfile.gettempdir())
 
     @property
     def basic_auth_enabled(self) -> bool:
@@ -382,6 +396,7 @@ _ENVIRONMENT: list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]
     *_S3_ENVIRONMENT,
     (("PrefetchWorkers",), _as_int, ("ATHENS_PREFETCH_WORKERS",)),
     (("PrefetchDepth",), _as_int, ("ATHENS_PREFETCH_DEPTH",)),
+    (("MaxFetchBytes",), _as_int, ("ATHENS_MAX_FETCH_BYTES",)),
 ]
 _ENVIRONMENT += _SINGLE_FLIGHT_ENVIRONMENT
 

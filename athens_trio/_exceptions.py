@@ -18,7 +18,8 @@ Exception hierarchy (HTTP status; fetch outcome where it is not ``error``)::
     ├── Redirected ................ policy sends the client elsewhere     301/303 (its own)
     ├── RangeNotSatisfiableError .. a Range starts past the end of the zip        416
     ├── UpstreamError ............. go could not reach or read the VCS            502 upstream_error
-    │   └── FetchTimeoutError ..... fetching or listing ran past its timeout      504 timeout
+    │   ├── FetchTimeoutError ..... fetching or listing ran past its timeout      504 timeout
+    │   └── FetchTooLargeError .... a fetch used more disk than MaxFetchBytes     502 too_large
     ├── OverloadedError ........... too many fetches waiting; ``Retry-After``     503 overloaded
     ├── StorageError .............. the storage backend failed                    500
     │   └── DamagedVersionError ... a stored file no longer matches its hash      500
@@ -41,6 +42,7 @@ __all__ = [
     "ConfigError",
     "DamagedVersionError",
     "FetchTimeoutError",
+    "FetchTooLargeError",
     "ForbiddenError",
     "GoBinaryError",
     "InvalidPathError",
@@ -175,6 +177,11 @@ class OverloadedError(AthensTrioError):
 
     def __reduce__(self) -> tuple[type[OverloadedError], tuple[str, int]]:
         return (type(self), (self.what, self.retry_after))
+class FetchTooLargeError(UpstreamError):
+    """A fetch used more disk than MaxFetchBytes allows and was killed."""
+
+    status = 502
+    outcome = "too_large"
 
 
 class StorageError(AthensTrioError):

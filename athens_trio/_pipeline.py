@@ -22,8 +22,9 @@ from pathlib import Path
 import httpx
 import trio
 
-from . import download, stash
+from . import download, stash, upstream
 from ._config import Config, StorageType
+from ._ownership import remove_if_empty
 from ._sumdb import SumDBProxy
 from .download import DownloadProtocol
 from .ops._activity import LAST_SERVED_DIR, Activity, LastServed
@@ -134,20 +135,23 @@ def go_runner(
     *,
     home: Path | None = None,
     direct: bool = False,
+    temp_root: Path | None = None,
 ) -> GoProcessRunner:
     """The go runner for ``config``: GoBinary, GoBinaryEnvVars, GoGetDir, and the private
     ``home`` (see :func:`~athens_trio.upstream.private_home`); ``environ`` is what go's
     passed-through variables come from (default: ours).  ``direct`` runs go with
-    ``GOPROXY=direct``: for what the upstream proxies hand over to go."""
+    ``GOPROXY=direct``: for what the upstream proxies hand over to go.  ``temp_root`` is
+    where the temporary GOPATHs go (default: GoGetDir as given, else the system temp)."""
     env = go_env(config)
     if direct:
         env["GOPROXY"] = "direct"
     return GoProcessRunner(
         config.go_binary,
         env=env,
-        temp_root=config.go_get_dir or None,
+        temp_root=temp_root or config.go_get_dir or None,
         home=home,
         environ=environ,
+        max_bytes=config.max_fetch_bytes or None,
     )
 
 
@@ -158,17 +162,18 @@ def _upstream(
     home: Path | None,
     sumdb_state: Path | None,
     stack: contextlib.ExitStack | contextlib.AsyncExitStack,
+    temp_root: Path,
 ) -> tuple[Fetcher, Lister]:
     """The fetcher and the lister: go alone (GOPROXY=direct, Athens' default), or the
     upstream proxies GOPROXY names, handing over to go (run with GOPROXY=direct) where
-    the walk goes direct."""
+    the walk goes direct.  Their temporary files go in ``temp_root``."""
     if not plan.has_proxies:
-        runner = go_runner(config, home=home)
+        runner = go_runner(config, home=home, temp_root=temp_root)
         return (
             GoFetcher(runner, timeout=config.stash_timeout),
             GoLister(runner, timeout=config.timeout),
         )
-    runner = go_runner(config, home=home, direct=True)
+    runner = go_runner(config, home=home, direct=True, temp_root=temp_root)
     client = GoproxyClient(
         plan, http, timeout=config.timeout, download_timeout=config.stash_timeout
     )
@@ -179,9 +184,7 @@ def _upstream(
             # Memory storage forgets the modules at exit; the tree it verified goes too.
             sumdb_state = Path(
                 stack.enter_context(
-                    tempfile.TemporaryDirectory(
-                        prefix="athens-sumdb-", dir=config.go_get_dir or None
-                    )
+                    tempfile.TemporaryDirectory(prefix="athens-sumdb-", dir=temp_root)
                 )
             )
         sumdb = SumDBClient(settings, http, sumdb_state, timeout=HTTP_TIMEOUT)
@@ -190,7 +193,7 @@ def _upstream(
             client,
             GoFetcher(runner, timeout=config.stash_timeout),
             SumCheck(sumdb),
-            temp_root=config.go_get_dir or None,
+            temp_root=temp_root,
         ),
         ProxyLister(client, GoLister(runner, timeout=config.timeout)),
     )
@@ -222,15 +225,21 @@ def _redis_lock(config: Config, storage: Backend, nursery: trio.Nursery) -> stas
     return None
 
 
-async def _sweep(storage: Backend) -> None:
-    """Clear what killed saves left behind, in the background (a big tree takes a while)."""
+async def _sweep(storage: Backend, go_get_root: Path) -> None:
+    """Clear what killed saves and killed servers' fetches left behind, in the background
+    (a big tree takes a while)."""
     try:
         removed = await storage.sweep()
+        gone = await trio.to_thread.run_sync(
+            upstream.sweep_run_dirs, go_get_root, abandon_on_cancel=True
+        )
     except OSError as exc:
-        log.warning("could not sweep storage leftovers: %s", exc)
+        log.warning("could not sweep storage or GoGetDir leftovers: %s", exc)
         return
     if removed:
         log.info("removed %d temporary files left by interrupted saves", removed)
+    if gone:
+        log.info("removed %d fetch directories left by servers that died", gone)
 
 
 @contextlib.asynccontextmanager
@@ -261,11 +270,20 @@ async def open_pipeline(
     try:
         await storage.ready()
         async with contextlib.AsyncExitStack() as stack:
+            # This server's own directory in GoGetDir: every temporary GOPATH and the
+            # private home go in it, so nothing there outlives it (see _ownership).
+            run_dir = await trio.to_thread.run_sync(upstream.claim_run_dir, config.go_get_root)
+            if not config.go_get_dir:  # the default place, ours to make and to remove
+                stack.push_async_callback(
+                    trio.to_thread.run_sync, remove_if_empty, config.go_get_root
+                )
+            stack.push_async_callback(trio.to_thread.run_sync, run_dir.release)
             home = stack.enter_context(
                 private_home(
                     netrc_path=config.netrc_path,
                     hgrc_path=config.hgrc_path,
                     github_token=config.github_token,
+                    parent=run_dir.path,
                 )
             )
             # One HTTP client for what the pipeline asks over HTTP: the hook, the sumdbs,
@@ -273,9 +291,9 @@ async def open_pipeline(
             http = await stack.enter_async_context(httpx.AsyncClient(timeout=HTTP_TIMEOUT))
             plan = plan_from_env(go_env(config))
             if fetcher is None or lister is None:
-                upstream = _upstream(config, plan, http, home, sumdb_state, stack)
-                fetcher = fetcher or upstream[0]
-                lister = lister or upstream[1]
+                made = _upstream(config, plan, http, home, sumdb_state, stack, run_dir.path)
+                fetcher = fetcher or made[0]
+                lister = lister or made[1]
             policy_stash_wrappers: list[stash.Wrapper] = []
             if config.validator_hook:
                 policy_stash_wrappers.append(stash.with_validator(config.validator_hook, http))
@@ -292,7 +310,7 @@ async def open_pipeline(
             lock_closer = contextlib.AsyncExitStack()
             stack.push_async_exit(lock_closer)
             nursery = await stack.enter_async_context(trio.open_nursery())
-            nursery.start_soon(_sweep, storage, name="sweep storage leftovers")
+            nursery.start_soon(_sweep, storage, config.go_get_root, name="sweep leftovers")
             nursery.start_soon(activity.last_served.run, name="flush last-served times")
             stash_pool = stash.with_pool(config.go_get_workers, queue=config.go_get_queue)
             protocol_pool = download.with_pool(config.protocol_workers, queue=config.protocol_queue)

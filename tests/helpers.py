@@ -35,6 +35,7 @@ from athens_trio._module import escape_path
 from athens_trio._ziphash import zip_h1
 from athens_trio.server import Server, serve
 from athens_trio.upstream import GoResult, GoRunner
+from athens_trio.upstream._gocmd import RUN_DIR_PREFIX
 
 from .gofixtures import GoFixtures
 
@@ -416,8 +417,16 @@ async def wait_for_pids(path: Path, count: int) -> list[int]:
 
 
 def leftover(config: Config) -> list[str]:
-    """What the fetcher left in GoGetDir (nothing, once every fetch ended)."""
-    return os.listdir(config.go_get_dir)
+    """What the fetchers left in GoGetDir (nothing, once every fetch ended): its entries,
+    a running server's own run directory standing for what is in it but its lock."""
+    found: list[str] = []
+    for name in sorted(os.listdir(config.go_get_dir)):
+        if name.startswith(RUN_DIR_PREFIX):
+            inside = set(os.listdir(Path(config.go_get_dir) / name)) - {".owner"}
+            found += [f"{name}/{entry}" for entry in sorted(inside)]
+        else:
+            found.append(name)
+    return found
 
 
 # ---------------------------------------------------------------------------------------

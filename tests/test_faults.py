@@ -47,6 +47,7 @@ from .helpers import (
     go_runs,
     go_script,
     hello_path,
+    leftover,
     process_alive,
     raw_request,
     refuses_connections,
@@ -223,14 +224,14 @@ async def test_go_fault_fails_cleanly_and_the_next_request_retries(
         pids = [int(p) for p in pids_file.read_text().split()]
         assert await settle(lambda: not any(process_alive(p) for p in pids)), pids
         assert session_processes(pids[0]) == []
-        assert os.listdir(config.go_get_dir) == []
+        assert leftover(config) == []
 
         # go works again: the same server fetches afresh (no failure was remembered).
         mode_file.write_text("ok")
         again = await http.get(hello_path(go_fixtures, f"{V1}.zip"), timeout=60)
         assert again.status_code == 200, again.text
         assert h1_of(again.content, tmp_path) == hello_direct[V1]["Sum"]
-    assert os.listdir(config.go_get_dir) == []
+    assert leftover(config) == []
 
 
 async def test_go_missing_is_a_5xx_that_stores_nothing_and_recovers(
@@ -251,7 +252,7 @@ async def test_go_missing_is_a_5xx_that_stores_nothing_and_recovers(
         latest = await http.get(f"/{go_fixtures.hello}/@latest", timeout=60)
         assert 500 <= latest.status_code < 600
         assert files_of(config.disk_root) == {}
-        assert os.listdir(config.go_get_dir) == []
+        assert leftover(config) == []
 
         go.symlink_to(go_binary)  # put back
         again = await http.get(hello_path(go_fixtures, f"{V1}.zip"), timeout=60)
@@ -385,7 +386,7 @@ async def test_disk_full_during_a_save_stores_nothing_and_serves_what_it_has(
             assert listed in ([V1], [V1, V2])
             assert_versions_whole(storage_root, directory, {V1}, frozenset(listed) - {V1})
             assert (directory / "list").read_text() == "".join(f"{v}\n" for v in listed)
-        assert os.listdir(config.go_get_dir) == []
+        assert leftover(config) == []
 
         # The disk still full, what is stored is served as before.
         for tail in (f"{V1}.zip", f"{V1}.mod", f"{V1}.info"):
@@ -767,7 +768,7 @@ async def test_an_unreachable_upstream_proxy_is_502_and_clients_do_not_fall_thro
     assert done.returncode != 0  # direct would have answered: no fall-through on a fault
     assert "502" in json.loads(done.stdout)["Error"]
     assert files_of(config.disk_root) == {}
-    assert os.listdir(config.go_get_dir) == []
+    assert leftover(config) == []
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,6 @@ asked for is exactly what the parser accepted, with nothing that could act as a 
 
 from __future__ import annotations
 
-import os
 import posixpath
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -31,7 +30,7 @@ from athens_trio.server._routing import NoSuchEndpointError, parse_proxy_path
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
-from .helpers import counting_go, go_runs, raw_request, recording_go, served, tree
+from .helpers import counting_go, go_runs, leftover, raw_request, recording_go, served, tree
 
 HELLO = "github.com/athens-fixtures/hello"
 H = b"/" + HELLO.encode()
@@ -154,7 +153,7 @@ async def _assert_no_side_effect(
 ) -> None:
     assert go_runs(tmp_path / "counting-go.runs") == []
     assert tree(config.disk_root) == {}
-    assert os.listdir(config.go_get_dir) == []
+    assert leftover(config) == []
     # Nothing created, removed or resized anywhere under the test's directory (the
     # storage root, GoGetDir and their parent), the fixture repositories aside.
     assert tree(tmp_path) == before
@@ -355,4 +354,4 @@ async def test_fuzzed_paths_never_5xx_and_go_sees_only_what_the_parser_accepted(
                 assert query == (wanted.version or "latest")
                 assert not argv[-1].startswith("-")
     assert tree(config.disk_root) == {}
-    assert os.listdir(config.go_get_dir) == []
+    assert leftover(config) == []

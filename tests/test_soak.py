@@ -39,6 +39,13 @@ from .helpers import (
     tree,
     wait_until,
 )
+from .leftoverhelpers import (
+    STALLED_PREFIX,
+    children,
+    session_members,
+    stalled_env_vars,
+    stalled_host,
+)
 
 REQUESTS = 3000
 CONCURRENCY = 64
@@ -264,6 +271,8 @@ async def test_soak(
             # Every connection closed (client side, then server side), every file too.
             settled = await settle(lambda: _fds(pid) <= fds_before)
             fds_after, rss_after = _fds(pid), _rss(pid)
+            child.process.terminate()  # a clean stop removes its run dir in GoGetDir
+            await child.process.wait()
             log = child.log()
 
     assert checker.failures == []
@@ -276,3 +285,190 @@ async def test_soak(
     stored = {n for n, size in tree(root).items() if n.endswith(".info")}
     assert len(stored) == len(_versions(go_fixtures)) + 1  # and main's pseudo-version
     assert "Traceback" not in log, log[-3000:]
+
+
+# ---------------------------------------------------------------------------------------
+# The soak with faults
+# ---------------------------------------------------------------------------------------
+
+FAULTY_REQUESTS = 240
+FAULTY_CONCURRENCY = 12
+#: Distinct stalled modules: each is one fetch that stalls until StashTimeout/Timeout.
+STALLED_MODULES = 3
+STRAYS = ("README.info", "notes.txt", "v1.0.info", ".tmp-other-tool")
+
+
+@dataclass
+class _Sessions:
+    """Every go session a server started (sampled from its children while it runs)."""
+
+    seen: set[int]
+
+    async def watch(self, server_pid: int) -> None:
+        while True:
+            self.seen.update(children(server_pid))
+            await trio.sleep(0.05)
+
+
+async def _give_up_after(url: str, path: str, seconds: float) -> None:
+    """A client that asks for ``path`` and goes away after ``seconds`` (the fetch it
+    started goes on)."""
+    client = KeepAliveClient(url)
+    try:
+        with trio.move_on_after(seconds):
+            await client.get(path)
+    finally:
+        await client.aclose()
+
+
+async def _hang_up_mid_zip(url: str, path: str) -> None:
+    """A client that asks for a zip, reads the head and a little, and goes away."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    try:
+        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        with trio.move_on_after(5):
+            await stream.receive_some(4096)
+    finally:
+        await stream.aclose()
+
+
+async def _mixed_load(
+    url: str,
+    fx: GoFixtures,
+    zips: dict[str, bytes],
+    rng: random.Random,
+    failures: list[str],
+) -> None:
+    """FAULTY_REQUESTS requests, FAULTY_CONCURRENCY at a time: cached hits (checked byte
+    for byte; never a 5xx), lists and catalogs (the stray files in the tree), zips hung
+    up on mid-body, and stalled fetches whose clients give up after a moment."""
+    hello = escape_path(fx.hello)
+    send, receive = trio.open_memory_channel[tuple[str, str]](0)
+
+    async def worker() -> None:
+        client = KeepAliveClient(url)
+        try:
+            async with receive.clone() as mine:
+                async for kind, arg in mine:
+                    await _one(client, kind, arg)
+        finally:
+            await client.aclose()
+
+    async def _one(client: KeepAliveClient, kind: str, arg: str) -> None:
+        if kind == "stalled":
+            await _give_up_after(url, arg, 0.3)
+            return
+        if kind == "hangup":
+            await _hang_up_mid_zip(url, arg)
+            return
+        try:
+            with trio.fail_after(20):
+                response = await client.get(arg)
+        except (OSError, trio.TooSlowError) as exc:
+            failures.append(f"{arg}: no answer: {exc!r}")
+            await client.aclose()
+            return
+        if response.status != 200:
+            failures.append(f"{arg}: {response.status} {response.text[:200]}")
+        elif kind == "zip" and response.body != zips[arg]:
+            failures.append(f"{arg}: a zip other than the one stored")
+        elif kind == "list" and not set(fx.hello_versions) <= set(response.text.split()):
+            failures.append(f"{arg}: {response.text!r}")
+
+    plan: list[tuple[str, str]] = []
+    for _ in range(FAULTY_REQUESTS):
+        kind = rng.choice(["zip"] * 10 + ["list", "catalog", "index", "hangup", "stalled"])
+        zip_path = rng.choice(sorted(zips))
+        if kind == "stalled":
+            module = f"{STALLED_PREFIX}m{rng.randrange(STALLED_MODULES)}"
+            plan.append((kind, f"/{module}/@v/v1.0.0.info"))
+        elif kind in ("zip", "hangup"):
+            plan.append((kind, zip_path))
+        else:
+            path = {"list": f"/{hello}/@v/list", "catalog": "/catalog", "index": "/index"}
+            plan.append((kind, path[kind]))
+    async with trio.open_nursery() as nursery:
+        for _ in range(FAULTY_CONCURRENCY):
+            nursery.start_soon(worker)
+        async with send, receive:
+            for item in plan:
+                await send.send(item)
+
+
+@pytest.mark.slow
+async def test_soak_with_faults_leaves_nothing_behind(
+    tmp_path: Path,
+    go_binary: str,
+    go_fixtures: GoFixtures,
+    direct: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    """Cached hits under hangups, stalled fetches and stray files, across a kill -9
+    and a restart: never a 5xx nor a wrong byte, and at the end no go or git process,
+    no temporary GOPATH, no temporary file in the tree."""
+    root, goget = tmp_path / "storage", tmp_path / "goget"
+    rng = random.Random(20261201)
+    failures: list[str] = []
+    sessions = _Sessions(set())
+    with stalled_host() as port:
+        env = child_env(
+            tmp_path,
+            ATHENS_STORAGE_TYPE="disk",
+            ATHENS_DISK_STORAGE_ROOT=str(root),
+            ATHENS_GOGET_DIR=str(goget),
+            ATHENS_GO_BINARY_PATH=go_binary,
+            ATHENS_GO_BINARY_ENV_VARS=stalled_env_vars(go_fixtures, port),
+            ATHENS_STASH_TIMEOUT="4",
+            ATHENS_TIMEOUT="4",
+            ATHENS_LOG_LEVEL="warn",
+        )
+        hello = escape_path(go_fixtures.hello)
+        zips: dict[str, bytes] = {}
+        with trio.fail_after(100):
+            async with child_server(tmp_path, "faulty-1", env) as first, trio.open_nursery() as n:
+                n.start_soon(sessions.watch, first.process.pid)
+                client = KeepAliveClient(first.url)
+                for version in go_fixtures.hello_versions:  # cold: fetched and stored
+                    path = f"/{hello}/@v/{version}.zip"
+                    response = await client.get(path)
+                    assert response.status == 200, response.text
+                    h1 = _h1_of(response.body, tmp_path)
+                    assert h1 == direct[(go_fixtures.hello, version)]["Sum"]
+                    zips[path] = response.body
+                await client.aclose()
+                for name in STRAYS:  # another tool's files beside the versions
+                    (root / hello / "@v" / name).write_text("not a version\n")
+                await _mixed_load(first.url, go_fixtures, zips, rng, failures)
+                # Stalled fetches still running: the server dies with them.
+                await _give_up_after(first.url, f"/{STALLED_PREFIX}killed/@v/v1.0.0.info", 0.5)
+                await wait_until(lambda: bool(session_members(sessions.seen)), 20)
+                first.process.kill()
+                await first.process.wait()
+                n.cancel_scope.cancel()
+            assert await settle(lambda: session_members(sessions.seen) == [], 10), session_members(
+                sessions.seen
+            )
+
+            async with child_server(tmp_path, "faulty-2", env) as second, trio.open_nursery() as n:
+                n.start_soon(sessions.watch, second.process.pid)
+                await _mixed_load(second.url, go_fixtures, zips, rng, failures)
+                second.process.terminate()
+                await second.process.wait()
+                n.cancel_scope.cancel()
+            log = second.log()
+
+    assert failures == [], failures[:20]
+    assert session_members(sessions.seen) == []
+    assert os.listdir(goget) == []
+    temporary = [n for n in tree(root) if "/.tmp-" in n and not n.endswith(STRAYS[-1])]
+    assert temporary == []
+    assert "Traceback" not in log, log[-3000:]
+
+
+def _h1_of(body: bytes, work: Path) -> str:
+    path = work / "checked.zip"
+    path.write_bytes(body)
+    try:
+        return zip_h1(path)
+    finally:
+        path.unlink()

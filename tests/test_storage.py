@@ -369,7 +369,9 @@ async def test_disk_every_file_is_flushed_before_it_gets_its_name(
             assert (info.st_dev, info.st_ino) in flushed, f"{src} linked before it was flushed"
 
     def link(src: str | Path, dst: str | Path) -> None:
-        must_be_flushed(src)
+        # A temporary file takes its locked name (an empty file) by a link too.
+        if not Path(dst).name.startswith(".tmp-"):
+            must_be_flushed(src)
         real_link(src, dst)
 
     def replace(src: str | Path, dst: str | Path) -> None:

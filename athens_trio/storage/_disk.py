@@ -27,11 +27,17 @@ the save goes on; if not, another save got there first with other bytes, the par
 that save's, and this one stops before linking anything more.  So a part's files are
 always one save's (or identical ones'), never a mix.
 
-A part's files are written first and then flushed all at once (:func:`_write_durably`),
-each ``fsync`` in a thread of its own: the filesystem commits concurrent flushes
-together (ext4's journal does), where one after the other each waits for a commit of
-its own.  On a busy disk that is the difference between one commit per part and one
-per file.
+Ownership: a save holds an exclusive ``flock`` on each of its temporary files
+(``.tmp-l-<random>-<name>``) from its creation to its removal.  The kernel drops the
+lock when the writer dies, ``kill -9`` included, so a sweep removes a dead writer's
+temporary files at once, whatever their age, and never a live one's (another process
+sharing the root): it removes only a file whose lock it could take.
+
+A part's files are written first and then flushed all at once
+(:meth:`_TempFiles.flush`), each ``fsync`` in a thread of its own: the filesystem
+commits concurrent flushes together (ext4's journal does), where one after the other
+each waits for a commit of its own.  On a busy disk that is the difference between one
+commit per part and one per file.
 """
 
 from __future__ import annotations
@@ -39,18 +45,28 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import errno
+import fcntl
 import logging
 import os
+import re
 import secrets
 import shutil
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import trio
 
-from .._exceptions import InvalidPathError, NotFoundError, StorageError
-from .._module import escape_path, escape_version, unescape_path, unescape_version
+from .._exceptions import InvalidPathError, InvalidVersionError, NotFoundError, StorageError
+from .._module import (
+    escape_path,
+    escape_version,
+    is_canonical_version,
+    unescape_path,
+    unescape_version,
+)
 from .._semver import sort_versions
 from ._backend import CHUNK_SIZE, Backend, StoredZip
 
@@ -59,6 +75,42 @@ __all__ = ["DiskStorage"]
 log = logging.getLogger("athens_trio.storage")
 
 _TEMP_PREFIX = ".tmp-"
+#: What marks a temporary file whose writer holds a lock on it while it lives.
+_LOCKED = "l-"
+#: A temporary name of ours: ``.tmp-l-<random>-`` (locked by its writer), or an older
+#: athens-trio's ``.tmp-<random>-`` (not locked: swept by age).  Another tool's
+#: ``.tmp-whatever`` is not ours, and never swept.
+_TEMP_NAME = re.compile(rf"{re.escape(_TEMP_PREFIX)}({_LOCKED})?[0-9a-f]{{12}}-")
+
+
+#: How many foreign names :func:`_version_named` remembers having logged (beyond that,
+#: new ones are not logged: the log stays bounded whatever a tree holds).
+_FOREIGN_LOGGED_MAX = 10_000
+_foreign_logged: set[tuple[str, str]] = set()
+_foreign_lock = threading.Lock()
+
+
+def _version_named(directory: Path, stem: str) -> str | None:
+    """The version a file ``<stem>.<suffix>`` in ``directory`` (an ``@v``) is of, or None
+    for a file of no version: only a canonical version's escaped form names one.
+
+    The tree may be shared with other tools, so anything else there (``README.info``, a
+    ``notes.mod``, another tool's temporary file) is not ours: it is never listed,
+    served, verified nor swept, and it is logged once per process, not per request."""
+    try:
+        version = unescape_version(stem)
+    except InvalidVersionError:
+        version = ""
+    if is_canonical_version(version):
+        return version
+    key = (str(directory), stem)
+    with _foreign_lock:
+        first = key not in _foreign_logged and len(_foreign_logged) < _FOREIGN_LOGGED_MAX
+        if first:
+            _foreign_logged.add(key)
+    if first:
+        log.warning("ignoring %s/%s*: not a file of a canonical version", directory, stem)
+    return None
 
 
 class _DiskZip(StoredZip):
@@ -113,11 +165,12 @@ class DiskStorage(Backend):
             return []
         except OSError as exc:
             raise StorageError(f"cannot list {directory}: {exc.strerror}") from exc
-        return [
-            unescape_version(name[: -len(".info")])
+        versions = (
+            _version_named(directory, name[: -len(".info")])
             for name in names
             if name.endswith(".info") and not name.startswith(".")
-        ]
+        )
+        return [v for v in versions if v is not None]
 
     async def exists(self, module: str, version: str) -> bool:
         return await trio.to_thread.run_sync(self._whole_sync, module, version)
@@ -209,8 +262,10 @@ class DiskStorage(Backend):
     async def sweep(self, older_than: float = 3600.0) -> int:
         """Remove what saves killed mid-way (a SIGKILL, a power cut) left in ``@v``
         directories: temporary files, and a version's files without its ``.info`` (never
-        a stored version); return how many.  Only files older than ``older_than`` seconds
-        go: another process sharing the root may be saving right now."""
+        a stored version); return how many.  A temporary file goes once its writer is
+        gone (its lock is free), whatever its age; an older athens-trio's (unlocked) and
+        a version's files only when older than ``older_than`` seconds: another process
+        sharing the root may be saving right now."""
         # abandon_on_cancel: a closing pipeline need not wait for a long walk to end.
         return await trio.to_thread.run_sync(self._sweep_sync, older_than, abandon_on_cancel=True)
 
@@ -291,71 +346,108 @@ class DiskStorage(Backend):
             raise StorageError(f"cannot use {self.root}: {exc.strerror}") from exc
 
 
-@contextlib.contextmanager
-def _temp_names(directory: Path, stem: str) -> Iterator[dict[str, Path]]:
-    """Temporary names for one save's files, removed on the way out whatever happens."""
-    token = secrets.token_hex(6)
-    names = {
-        s: directory / f"{_TEMP_PREFIX}{token}-{stem}.{s}"
-        for s in ("info", "mod", "zip", "ziphash", "modhash", "list")
-    }
-    try:
-        yield names
-    finally:
-        for path in names.values():
-            with contextlib.suppress(OSError):
-                path.unlink()
-
-
 #: The threads that flush a part's files at once (a part has at most four).  Saves
 #: run in trio's worker threads; this pool only waits on the disk.
 _FLUSHERS = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync")
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+class _TempFiles:
+    """One save's temporary files in ``directory``, each locked by this process from its
+    creation until :meth:`close` removes it (see the module docstring)."""
 
+    def __init__(self, directory: Path, stem: str) -> None:
+        prefix = f"{_TEMP_PREFIX}{_LOCKED}{secrets.token_hex(6)}-"
+        self.paths = {
+            s: directory / f"{prefix}{stem}.{s}"
+            for s in ("info", "mod", "zip", "ziphash", "modhash", "list")
+        }
+        self._held: list[BinaryIO] = []
+        self._unflushed: list[BinaryIO] = []
 
-def _fsync_together(paths: list[Path]) -> None:
-    """``fsync`` every file of ``paths`` at once; return when all are on disk (raise the
-    first failure, once every flush has ended)."""
-    if len(paths) == 1:
-        _fsync_path(paths[0])
-        return
-    flushes = [_FLUSHERS.submit(_fsync_path, path) for path in paths]
-    concurrent.futures.wait(flushes)
-    for flush in flushes:
-        flush.result()
+    def _create(self, suffix: str) -> BinaryIO:
+        # Created under an unlocked kind's name (swept by age only) and renamed once
+        # locked: a sweep never sees a locked kind's name before its lock is held.
+        path = self.paths[suffix]
+        unlocked = path.with_name(path.name.replace(f"{_TEMP_PREFIX}{_LOCKED}", _TEMP_PREFIX, 1))
+        f = open(unlocked, "xb")  # noqa: SIM115 - held until close()
+        self._held.append(f)
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            os.link(unlocked, path)  # never replaces: the module's rule
+        finally:
+            unlocked.unlink(missing_ok=True)
+        return f
 
-
-def _create(path: Path, data: bytes) -> None:
-    """Create the file ``path`` (never replacing one) with ``data``, not yet flushed."""
-    with open(path, "xb") as f:
+    def write(self, suffix: str, data: bytes) -> None:
+        """Write ``data`` to the temporary ``suffix`` file (on disk after :meth:`flush`)."""
+        f = self._create(suffix)
         f.write(data)
+        f.flush()
+        self._unflushed.append(f)
 
+    def flush(self) -> None:
+        """``fsync`` every file written since the last flush, all at once; return when
+        all are on disk (raise the first failure, once every flush has ended)."""
+        files, self._unflushed = self._unflushed, []
+        if len(files) == 1:
+            os.fsync(files[0].fileno())
+            return
+        flushes = [_FLUSHERS.submit(os.fsync, f.fileno()) for f in files]
+        concurrent.futures.wait(flushes)
+        for flush in flushes:
+            flush.result()
 
-def _write_durably(files: Mapping[Path, bytes]) -> None:
-    """Create each file with its bytes, then flush them together."""
-    for path, data in files.items():
-        _create(path, data)
-    _fsync_together(list(files))
-
-
-def _take_zip(source: Path, target: Path) -> None:
-    """Move the fetched zip into the tree: a rename where both sit on one filesystem,
-    else a streamed copy (never the whole zip in memory).  Not flushed: the caller
-    flushes it with the part's other files."""
-    try:
-        os.rename(source, target)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        with open(source, "rb") as src, open(target, "xb") as dst:
+    def take_zip(self, source: Path) -> None:
+        """Move the fetched zip in as the temporary ``zip``: a rename where both sit on
+        one filesystem (locked before it moves), else a streamed copy (never the whole
+        zip in memory)."""
+        src = open(source, "rb")  # noqa: SIM115 - held until close()
+        self._held.append(src)
+        fcntl.flock(src.fileno(), fcntl.LOCK_EX)
+        try:
+            os.rename(source, self.paths["zip"])
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            dst = self._create("zip")
             shutil.copyfileobj(src, dst, CHUNK_SIZE)
+            dst.flush()
+            self._unflushed.append(dst)
+            return
+        self._unflushed.append(src)
+
+    def close(self) -> None:
+        """Remove the temporary names (whatever was linked stays), then unlock."""
+        for path in self.paths.values():
+            with contextlib.suppress(OSError):
+                path.unlink()
+        for f in self._held:
+            f.close()
+
+
+@contextlib.contextmanager
+def _temp_files(directory: Path, stem: str) -> Iterator[_TempFiles]:
+    """A save's :class:`_TempFiles`, removed on the way out whatever happens."""
+    temp = _TempFiles(directory, stem)
+    try:
+        yield temp
+    finally:
+        temp.close()
+
+
+def _lock_is_free(path: Path) -> bool:
+    """Whether no live process holds ``path``'s lock (a gone writer's temporary file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # a save starting now creates another name: no race to lose
+    return True
 
 
 #: Each part's files in the order a save links them: the last, the part's marker,
@@ -382,7 +474,7 @@ def _leftovers(directory: Path, names: list[str]) -> list[Path]:
     """Temporary files, a version's files without its ``.info``, and a ``.ziphash``
     without its ``.zip``, in sweeping order (the reverse of the link order, so a killed
     sweep leaves what a killed save could)."""
-    temporary = [directory / n for n in names if n.startswith(_TEMP_PREFIX)]
+    temporary = [directory / n for n in names if _TEMP_NAME.match(n)]
     present = set(names)
 
     def orphan(name: str, suffix: str) -> bool:
@@ -394,19 +486,26 @@ def _leftovers(directory: Path, names: list[str]) -> list[Path]:
         directory / name
         for suffix in reversed(_LINK_ORDER)
         for name in names
-        if not name.startswith(".") and name.endswith(f".{suffix}") and orphan(name, suffix)
+        if not name.startswith(".")
+        and name.endswith(f".{suffix}")
+        and orphan(name, suffix)
+        and _version_named(directory, name[: -len(suffix) - 1]) is not None
     ]
     return temporary + orphans
 
 
 def _remove_leftovers(directory: Path, names: list[str], cutoff: float) -> int:
-    """Remove the leftovers among ``names`` written before ``cutoff``; return how many.
-    (An orphan's mtime is when its temporary file was written, moments before a save
-    linked it.)"""
+    """Remove the leftovers among ``names`` that are abandoned: a locked kind of
+    temporary file once its lock is free (its writer is gone), whatever its age, and
+    never while it is held; anything else once written before ``cutoff``.  Return how
+    many.  (An orphan's mtime is when its temporary file was written, moments before a
+    save linked it.)"""
     removed = 0
     for path in _leftovers(directory, names):
+        ours = _TEMP_NAME.match(path.name)
         with contextlib.suppress(OSError):
-            if path.stat().st_mtime < cutoff:
+            locked_kind = bool(ours and ours[1])
+            if _lock_is_free(path) if locked_kind else path.stat().st_mtime < cutoff:
                 path.unlink()
                 removed += 1
     return removed
@@ -489,21 +588,19 @@ def _save_mod_sync(
         # progress, and must not become this version's zip.
         for suffix in reversed(_ZIP_PART):
             (directory / f"{stem}.{suffix}").unlink(missing_ok=True)
-    with _temp_names(directory, stem) as temp:
+    with _temp_files(directory, stem) as temp:
+        temp.write("mod", mod)
+        temp.write("info", info)
+        if mod_sum:
+            temp.write("modhash", mod_sum.encode())
         # Everything that can fail for want of space is written before the version
         # becomes visible, the list included: a full disk fails the save whole.
         listed = sort_versions({*DiskStorage._list_versions_sync(directory), version})
-        files = {
-            temp["mod"]: mod,
-            temp["info"]: info,
-            temp["list"]: "".join(f"{v}\n" for v in listed).encode(),
-        }
-        if mod_sum:
-            files[temp["modhash"]] = mod_sum.encode()
-        _write_durably(files)
-        saved = _link_part(directory, stem, temp, _MOD_PART)
+        temp.write("list", "".join(f"{v}\n" for v in listed).encode())
+        temp.flush()
+        saved = _link_part(directory, stem, temp.paths, _MOD_PART)
         if saved and not stored_info:
-            os.replace(temp["list"], directory / "list")
+            os.replace(temp.paths["list"], directory / "list")
         if saved:
             _fsync_dir(directory)
     return saved
@@ -518,14 +615,12 @@ def _save_zip_sync(directory: Path, version: str, zip_file: Path, zip_sum: str |
     if (directory / f"{stem}.ziphash").exists():
         # A .ziphash a killed save left an hour ago goes now (other bytes would stop us).
         _remove_leftovers(directory, [f"{stem}.ziphash"], time.time() - _ABANDONED_AFTER)
-    with _temp_names(directory, stem) as temp:
-        _take_zip(zip_file, temp["zip"])
-        written = [temp["zip"]]
+    with _temp_files(directory, stem) as temp:
+        temp.take_zip(zip_file)
         if zip_sum:
-            _create(temp["ziphash"], zip_sum.encode())
-            written.append(temp["ziphash"])
-        _fsync_together(written)
-        saved = _link_part(directory, stem, temp, _ZIP_PART)
+            temp.write("ziphash", zip_sum.encode())
+        temp.flush()
+        saved = _link_part(directory, stem, temp.paths, _ZIP_PART)
         if saved:
             _fsync_dir(directory)
     return saved
@@ -555,11 +650,9 @@ def _write_list_sync(directory: Path) -> None:
         with contextlib.suppress(OSError):
             if (directory / "list").read_bytes() == text:
                 return  # complete already: written by the save itself, most often
-        temp = directory / f"{_TEMP_PREFIX}{secrets.token_hex(6)}-list"
-        try:
-            _write_durably({temp: text})
-            os.replace(temp, directory / "list")
-        finally:
-            temp.unlink(missing_ok=True)
+        with _temp_files(directory, "") as temp:
+            temp.write("list", text)
+            temp.flush()
+            os.replace(temp.paths["list"], directory / "list")
         if _scan_versions(directory) == versions:
             return

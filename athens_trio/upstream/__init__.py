@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from ._credentials import private_home
 from ._fetcher import FetchedMod, FetchedVersion, Fetcher, GoFetcher, VersionInfo, encode_info
-from ._gocmd import GoProcessRunner, GoResult, GoRunner, classify_go_error
+from ._gocmd import (
+    GoProcessRunner,
+    GoResult,
+    GoRunner,
+    claim_run_dir,
+    classify_go_error,
+    sweep_run_dirs,
+)
 from ._goproxy import (
     CHUNK_BYTES,
     DEFAULT_GOPROXY,
@@ -61,4 +68,6 @@ __all__ = [
     "parse_goproxy",
     "plan_from_env",
     "private_home",
+    "claim_run_dir",
+    "sweep_run_dirs",
 ]

@@ -5,7 +5,8 @@ alone: it builds a private home directory (mode 0700) holding ``.netrc`` and ``.
 (mode 0600), links in the real home's ``.gitconfig``, ``.config`` and ``.ssh`` so git
 and ssh behave as before, and gives go ``HOME`` and ``NETRC`` pointing there.  The
 token is written to that file only and never logged.  The directory is removed when
-the pipeline closes.
+the pipeline closes; the pipeline makes it inside the server's run directory (see
+``claim_run_dir``), so after a ``kill -9`` the next start removes it, token included.
 """
 
 from __future__ import annotations
@@ -32,18 +33,20 @@ def private_home(
     hgrc_path: str = "",
     github_token: str = "",
     environ: Mapping[str, str] | None = None,
+    parent: Path | None = None,
 ) -> Iterator[Path | None]:
     """A private home for the go process, or None when no credential is given.
 
     ``netrc_path`` and ``hgrc_path`` name files to copy in (NETRCPath, HGRCPath); a
     ``github_token`` (GithubToken) becomes the .netrc instead.  ``environ`` supplies the
-    real ``HOME`` whose git and ssh settings are linked in.
+    real ``HOME`` whose git and ssh settings are linked in; ``parent`` is where the home
+    is made (None: the system temp dir).
     """
     if not (netrc_path or hgrc_path or github_token):
         yield None
         return
     environ = os.environ if environ is None else environ
-    home = Path(tempfile.mkdtemp(prefix="athens-trio-home-"))  # created 0700
+    home = Path(tempfile.mkdtemp(prefix="athens-trio-home-", dir=parent))  # created 0700
     try:
         if github_token:
             _write_private(home / ".netrc", f"machine github.com login {github_token}\n")

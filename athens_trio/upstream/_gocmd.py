@@ -3,38 +3,53 @@
 Both the fetcher and the lister run ``go`` through a :class:`GoRunner`, so a test can
 hand them a scripted one.  The real one, :class:`GoProcessRunner`, gives each run a
 fresh temporary GOPATH (module cache and build cache inside it), runs go in its own
-process group, and bounds it by a timeout.  When the timeout fires or the caller is
-cancelled the whole group is killed with SIGKILL, so git and ssh children die with go,
-and the temporary directory is removed even though the module cache inside it is
-read-only.
+process group, and bounds it by a timeout and by the disk its GOPATH may use.  When
+the timeout fires, the disk bound is passed or the caller is cancelled the whole group
+is killed with SIGKILL, so git and ssh children die with go, and the temporary directory
+is removed even though the module cache inside it is read-only.  go runs under a small
+reaper (``_reaper.py``) that kills the group if the server dies without a chance to
+(``kill -9``): nothing go started outlives the server.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import errno
 import os
 import re
-import shutil
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
-from .._exceptions import FetchTimeoutError, GoBinaryError, NotFoundError, UpstreamError
+from .._exceptions import (
+    FetchTimeoutError,
+    FetchTooLargeError,
+    GoBinaryError,
+    NotFoundError,
+    UpstreamError,
+)
+from .._ownership import Claim, claim, dead_claims, remove_tree
+from ._reaper import EXEC_FAILED, EXEC_FAILED_MARK
 
 __all__ = [
+    "RUN_DIR_PREFIX",
     "GoProcessRunner",
     "GoResult",
     "GoRunner",
     "PATH_PLACEHOLDER",
+    "claim_run_dir",
     "classify_go_error",
     "scrub_paths",
+    "sweep_run_dirs",
 ]
 
 # Variables the go process inherits from ours, as Athens passes them: what git, ssh
@@ -193,7 +208,8 @@ class GoProcessRunner(GoRunner):
 
     ``env`` is what go gets on top of the variables passed through from ``environ``
     (GoBinaryEnvVars and the like); ``temp_root`` is where the temporary GOPATHs go
-    (None: the system temp dir); ``home`` is the private home holding .netrc/.hgrc.
+    (None: the system temp dir); ``home`` is the private home holding .netrc/.hgrc;
+    ``max_bytes`` (None: unbounded) is the disk one run may use in its GOPATH.
     """
 
     def __init__(
@@ -204,9 +220,12 @@ class GoProcessRunner(GoRunner):
         temp_root: str | Path | None = None,
         home: Path | None = None,
         environ: Mapping[str, str] | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         self.go_binary = go_binary
         self.temp_root = temp_root
+        self.max_bytes = max_bytes
+        _lifeline()  # now, not at the first run: a server's descriptors settle at start
         environ = os.environ if environ is None else environ
         self._base_env = {k: environ[k] for k in _PASSTHROUGH if k in environ}
         if home is not None:
@@ -295,7 +314,7 @@ class GoProcessRunner(GoRunner):
         gopath = workspace / "gopath"
         cwd = workspace / "work"
         await trio.to_thread.run_sync(_make_work_dir, cwd)
-        command = [self.go_binary, *args]
+        command = [*_reaper_command(self.max_bytes), self.go_binary, *args]
         stdout_path, stderr_path = workspace / "stdout", workspace / "stderr"
         try:
             # Output goes to files in the workspace: no pipes to drain, nothing held.
@@ -308,27 +327,46 @@ class GoProcessRunner(GoRunner):
                     stdout=stdout,
                     stderr=stderr,
                     start_new_session=True,  # its own process group, for killpg
+                    pass_fds=(_lifeline(),),
                 )
         except OSError as exc:
             raise GoBinaryError(
                 f"cannot run the go binary {self.go_binary!r}: {exc.strerror or exc}"
             ) from exc
+        watch = _DiskWatch(workspace, process.pid, self.max_bytes)
         try:
             with trio.move_on_after(timeout) as deadline:
-                await process.wait()
+                async with trio.open_nursery() as nursery:
+                    if self.max_bytes is not None:
+                        nursery.start_soon(watch.run)
+                    await process.wait()
+                    nursery.cancel_scope.cancel()
         finally:
             # Timed out, cancelled, or done while a git it started lingers: the whole
             # group goes, and we reap go before the workspace is removed.
             _killpg_quietly(process.pid)
             with trio.CancelScope(shield=True):
                 await process.wait()
+                # go and git are the reaper's children, not ours: wait until the
+                # SIGKILL took them too, so nothing writes in the workspace we remove.
+                await trio.to_thread.run_sync(_wait_group_gone, process.pid)
         if deadline.cancelled_caught:
             raise FetchTimeoutError(f"{what}: go ran past its {timeout:g} s timeout")
         assert process.returncode is not None
+        stderr_bytes = await trio.Path(stderr_path).read_bytes()
+        stdout_bytes = await trio.Path(stdout_path).read_bytes()
+        if process.returncode == EXEC_FAILED and stderr_bytes.startswith(EXEC_FAILED_MARK):
+            reason = stderr_bytes.decode(errors="replace").rpartition(": ")[2].strip()
+            raise GoBinaryError(f"cannot run the go binary {self.go_binary!r}: {reason}")
+        if process.returncode != 0 and await watch.reached(stderr_bytes + stdout_bytes):
+            raise FetchTooLargeError(
+                f"{what}: stopped after it used more than {self.max_bytes} bytes of disk "
+                "(the fetch disk bound, MaxFetchBytes)"
+            )
         return GoResult(
             process.returncode,
-            await trio.Path(stdout_path).read_bytes(),
-            await trio.Path(stderr_path).read_bytes(),
+            stdout_bytes,
+            stderr_bytes,
             private_paths=self.private_paths(workspace),
         )
 
@@ -340,6 +378,39 @@ class GoProcessRunner(GoRunner):
         if "HOME" in self._base_env:
             paths.append(self._base_env["HOME"])
         return tuple(paths)
+
+
+@dataclass
+class _DiskWatch:
+    """Bounds the disk one run uses: measures its workspace every
+    :data:`DISK_CHECK_INTERVAL` seconds and kills the run's group past ``max_bytes``."""
+
+    workspace: Path
+    pid: int
+    max_bytes: int | None
+    exceeded: bool = False
+
+    async def run(self) -> None:
+        assert self.max_bytes is not None
+        while not self.exceeded:
+            await trio.sleep(DISK_CHECK_INTERVAL)
+            used = await trio.to_thread.run_sync(disk_usage, self.workspace, abandon_on_cancel=True)
+            if used > self.max_bytes:
+                self.exceeded = True
+                _killpg_quietly(self.pid)
+
+    async def reached(self, output: bytes) -> bool:
+        """Whether the run (which failed, saying ``output``) went past the bound: the
+        watch saw it, or a file reached it: the file-size limit failed a write at once
+        (EFBIG, which go reports in these words), before a watch could see it, and go
+        may have removed the file since."""
+        if self.max_bytes is None:
+            return False
+        return (
+            self.exceeded
+            or _FILE_TOO_LARGE in output.lower()
+            or await trio.to_thread.run_sync(disk_usage, self.workspace) >= self.max_bytes
+        )
 
 
 # The main module of every run.  Without it go would look for a go.mod in the parents of
@@ -361,15 +432,101 @@ def _stat_mode(path: str) -> int:
         return 0
 
 
+#: The directory each server process claims in GoGetDir for its fetches' GOPATHs and
+#: its private home (see :mod:`athens_trio._ownership`): ``athens-trio-run-<token>``.
+RUN_DIR_PREFIX = "athens-trio-run-"
+
+
+def claim_run_dir(go_get_root: Path) -> Claim:
+    """This process's own directory in GoGetDir, removed when released or, should the
+    process die first, by the next start's :func:`sweep_run_dirs`."""
+    return claim(go_get_root, RUN_DIR_PREFIX)
+
+
+def sweep_run_dirs(go_get_root: Path) -> int:
+    """Remove the run directories in GoGetDir whose process is gone (never a live
+    one's: several servers may share GoGetDir); return how many."""
+    return len(dead_claims(go_get_root, RUN_DIR_PREFIX))
+
+
+#: EFBIG's words: a write went past the file-size limit the reaper set.
+_FILE_TOO_LARGE = os.strerror(errno.EFBIG).lower().encode()
+
+#: Seconds between two measures of a run's disk use (when it is bounded).
+DISK_CHECK_INTERVAL = 0.25
+
+_REAPER = Path(__file__).with_name("_reaper.py")
+
+# This process's lifeline, by pid (a forked child needs its own).  The write end is
+# never closed nor inherited: the kernel closes it when this process dies, however it
+# dies, and each reaper, holding the read end, then sees its end.
+_lifelines: dict[int, tuple[int, int]] = {}
+
+
+def _lifeline() -> int:
+    """The read end of this process's lifeline (see ``_reaper.py``)."""
+    pid = os.getpid()
+    if pid not in _lifelines:
+        _lifelines[pid] = os.pipe()
+    return _lifelines[pid][0]
+
+
+def _reaper_command(max_bytes: int | None) -> list[str]:
+    """The argv that runs a command under the reaper (isolated, without site: fast)."""
+    return [sys.executable, "-I", "-S", str(_REAPER), str(_lifeline()), str(max_bytes or 0)]
+
+
+def disk_usage(directory: Path) -> int:
+    """Bytes of disk the files under ``directory`` take (allocated blocks, as ``du``)."""
+    total = 0
+    pending = [str(directory)]
+    while pending:
+        try:
+            entries = os.scandir(pending.pop())
+        except OSError:
+            continue  # removed meanwhile, or not readable: not ours to count
+        with entries:
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+                    else:
+                        total += entry.stat(follow_symlinks=False).st_blocks * 512
+                except OSError:
+                    continue
+    return total
+
+
+#: How long a killed group's members may take to die (they are SIGKILLed: moments).
+_GROUP_DEATH_WAIT = 5.0
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` lives (a zombie, dead but not yet reaped by
+    whoever inherited it, does not)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                return True
+    return False
+
+
+def _wait_group_gone(pgid: int) -> None:
+    deadline = time.monotonic() + _GROUP_DEATH_WAIT
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.005)  # a worker thread's poll, bounded by the deadline
+
+
 def _killpg_quietly(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-
-
-def remove_tree(directory: Path) -> None:
-    """rmtree that also removes the module cache, which go makes read-only: every
-    directory gets its owner's write bit back first (files need none to be unlinked)."""
-    for parent, _dirs, _files in os.walk(directory):
-        with contextlib.suppress(OSError):
-            os.chmod(parent, stat.S_IRWXU)
-    shutil.rmtree(directory, ignore_errors=True)
