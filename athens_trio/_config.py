@@ -112,6 +112,11 @@ class Config(msgspec.Struct, rename="pascal", forbid_unknown_fields=False, kw_on
     write_timeout: PositiveSeconds = 60
     max_connections: PositiveInt = 1000
 
+    # --- the hot path (not Athens keys) ---
+    # Bytes of stored .info and .mod files kept in memory (each up to 1 MiB; a stored
+    # version never changes); 0: none, every hit reads storage.
+    stored_file_cache_bytes: Annotated[int, msgspec.Meta(ge=0)] = 64 << 20
+
     @property
     def disk_root(self) -> Path:
         return Path(self.storage.disk.root_path).expanduser()
@@ -186,6 +191,7 @@ _ENVIRONMENT: list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]
     (("RequestHeaderTimeout",), _as_seconds, ("ATHENS_REQUEST_HEADER_TIMEOUT",)),
     (("WriteTimeout",), _as_seconds, ("ATHENS_WRITE_TIMEOUT",)),
     (("MaxConnections",), _as_int, ("ATHENS_MAX_CONNECTIONS",)),
+    (("StoredFileCacheBytes",), _as_int, ("ATHENS_STORED_FILE_CACHE_BYTES",)),
 ]
 
 _ERROR_PATH = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`$")

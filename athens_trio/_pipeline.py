@@ -73,6 +73,9 @@ class Pipeline:
     lookups: download.StorageFirst
     #: The checksum database proxy over ``SumDBs`` (None if there are none).
     sumdb: SumDBProxy | None = None
+    #: The filter's verdict on a version (None without a FilterFile): the server's fast
+    #: path for stored files asks it as the protocol's filter wrapper does.
+    filter_check: download.FilterCheck | None = None
 
 
 #: StorageType → its backend, built from the ``[Storage]`` section.
@@ -271,6 +274,7 @@ async def open_pipeline(
                 protocol_pool,
                 lookups,
                 sumdb,
+                filter_check,
             )
             nursery.cancel_scope.cancel()
     finally:

@@ -32,7 +32,7 @@ from types import TracebackType
 
 import msgspec
 import trio
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 from quart import Response, request
 from quart.wrappers.response import ResponseBody
 from quart_trio import QuartTrio
@@ -79,6 +79,7 @@ from ._catalog import (
     parse_timestamp,
 )
 from ._envelope import Envelope
+from ._fastpath import FastPath
 from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._metrics import Metrics
 from ._pages import ROBOTS_TXT, home_page, proxy_url
@@ -149,9 +150,11 @@ class _StreamBody(ResponseBody):
 
 
 class _ProxyApp(QuartTrio):
-    """QuartTrio with the envelope (``_envelope``) around every HTTP request."""
+    """QuartTrio with the envelope (``_envelope``) around every HTTP request, and inside
+    it the fast path (``_fastpath``) for stored files before Quart's dispatch."""
 
     envelope: Envelope
+    fast_path: FastPath | None = None
 
     async def asgi_app(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -159,7 +162,14 @@ class _ProxyApp(QuartTrio):
         if scope["type"] != "http":
             await super().asgi_app(scope, receive, send)
             return
-        await self.envelope(scope, receive, send, super().asgi_app)
+        await self.envelope(scope, receive, send, self._inside_envelope)
+
+    async def _inside_envelope(
+        self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if self.fast_path is not None and await self.fast_path(scope, send):
+            return
+        await super().asgi_app(scope, receive, send)
 
 
 def _text(body: str, status: int = 200, cache: str = CACHE_NONE) -> Response:
@@ -265,11 +275,19 @@ async def _document_for(protocol: DownloadProtocol, wanted: ProxyRequest) -> byt
     return await protocol.info(wanted.module, wanted.version)
 
 
-def create_app(pipeline: Pipeline, *, go_version: str, metrics: Metrics | None = None) -> QuartTrio:
+def create_app(
+    pipeline: Pipeline,
+    *,
+    go_version: str,
+    metrics: Metrics | None = None,
+    fast_path: bool = True,
+) -> QuartTrio:
     """The GOPROXY app over ``pipeline``; ``go_version`` is what ``/version`` reports.
 
     ``metrics`` is what ``/metrics`` shows (a fresh :class:`Metrics` bound to the
-    pipeline if None; ``serve`` passes one that also sees its connections)."""
+    pipeline if None; ``serve`` passes one that also sees its connections).
+    ``fast_path=False`` answers stored files through Quart too (what the fast path is
+    tested against)."""
     # Imported here, not at the top: athens_trio/__init__.py may import this package.
     from .. import __version__
 
@@ -284,6 +302,15 @@ def create_app(pipeline: Pipeline, *, go_version: str, metrics: Metrics | None =
     )
     app = _ProxyApp("athens_trio.server")
     app.envelope = Envelope(prefix=config.path_prefix, auth=auth, metrics=metrics)
+    if fast_path:
+        app.fast_path = FastPath(
+            pipeline.storage,
+            cache_bytes=config.stored_file_cache_bytes,
+            version_check=pipeline.filter_check,
+            url_map=app.url_map,
+            catch_all="proxy",
+        )
+        metrics.bind_fast_path(app.fast_path)
     prefix = app.envelope.prefix
     timestamps = Timestamps()
     catalog_lane = CatalogLane()

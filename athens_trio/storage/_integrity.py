@@ -15,6 +15,7 @@ fetch again) is the download protocol's business.  The thorough check, the zip's
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,8 +23,8 @@ from pathlib import Path
 import trio
 
 from .._exceptions import DamagedVersionError
-from .._ziphash import mod_h1
-from ._backend import Backend, StoredZip
+from .._ziphash import mod_h1, mod_h1_of_digest
+from ._backend import Backend, StoredBytes, StoredZip
 
 __all__ = ["check_go_mod", "with_integrity", "zip_is_whole"]
 
@@ -92,6 +93,22 @@ class _IntegrityChecked(Backend):
         mod = await self._inner.go_mod(module, version)
         check_go_mod(module, version, mod, await self._inner.mod_sum(module, version))
         return mod
+
+    async def go_mod_file(self, module: str, version: str) -> StoredZip:
+        stored = await self._inner.go_mod_file(module, version)
+        recorded = await self._inner.mod_sum(module, version)
+        if isinstance(stored, StoredBytes):
+            check_go_mod(module, version, stored.data, recorded)
+        elif recorded:
+            # A big one is hashed as it streams by, then streamed again to the client.
+            digest = hashlib.sha256()
+            async for chunk in stored.chunks():
+                digest.update(chunk)
+            if mod_h1_of_digest(digest.hexdigest()) != recorded:
+                raise DamagedVersionError(
+                    f"{module}@{version}: go.mod does not match its {recorded}"
+                )
+        return stored
 
     async def zip(self, module: str, version: str) -> StoredZip:
         stored = await self._inner.zip(module, version)
