@@ -123,6 +123,7 @@ async def serve(
     lister: Lister | None = None,
     go_version: str | None = None,
     shutdown_timeout: float | None = None,
+    fast_path: bool = True,
 ) -> AsyncIterator[Server]:
     """Open the pipeline for ``config`` and serve it until the block ends.
 
@@ -133,8 +134,10 @@ async def serve(
     ``go_version`` is ``go version``'s output if the caller checked the go binary
     already; otherwise it is checked here (:class:`~athens_trio.GoBinaryError`).
     ``shutdown_timeout`` (seconds) bounds how long in-flight requests may take to
-    finish once the block ends.  As from any nursery (and from ``open_pipeline``), an
-    exception the block raises comes out inside an ``ExceptionGroup``.
+    finish once the block ends.  ``fast_path=False`` serves stored files through the
+    full path too (see ``_fastpath``; for comparing the two).  As from any nursery (and
+    from ``open_pipeline``), an exception the block raises comes out inside an
+    ``ExceptionGroup``.
     """
     if go_version is None:
         go_version = await check_go(config)
@@ -152,7 +155,7 @@ async def serve(
         lister=lister,
     ) as pipeline:
         metrics.bind(pipeline, connections)
-        app = create_app(pipeline, go_version=go_version, metrics=metrics)
+        app = create_app(pipeline, go_version=go_version, metrics=metrics, fast_path=fast_path)
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             binds: list[str] = await nursery.start(
