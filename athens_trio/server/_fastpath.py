@@ -11,8 +11,12 @@ hypercorn's h11 protocol and socket sends, then the protocol pool and trio's thr
 access line.  Here a request is: parse the path (the pure function the full path uses),
 the filter's verdict, one dict lookup, two ASGI sends.
 
-What it answers, and what it leaves to the full path (:meth:`FastPath.__call__` returns
-False, having sent nothing): it answers only what the full path would answer with a
+A path answered once is remembered with what it asks for (module, version, endpoint),
+so the next request for it skips parsing and policy: both depend on the path and the
+configuration alone.
+
+What it answers, and what it leaves to the full path (:meth:`FastPath.__call__`
+returns False, having sent nothing): it answers only what the full path would answer with a
 stored file — a 200, 206 or 304 with the same status, headers and bytes — and leaves
 everything else there: other methods and paths, malformed ones, queries (``.info`` of a
 branch), versions the filter refuses or redirects, versions storage does not hold (a
@@ -64,6 +68,8 @@ _CACHE_CONTROL = (b"cache-control", CACHE_IMMUTABLE.encode())
 _NOT_MODIFIED_TYPE = (b"content-type", b"text/html; charset=utf-8")
 #: Big go.mod files' ETags remembered (computing one reads the whole file).
 ETAG_MEMO_SIZE = 1000
+#: Request paths remembered with what they ask for (a path answered once is judged once).
+VERDICT_MEMO_SIZE = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +181,7 @@ class FastPath:
         self._cache = StoredFileCache(cache_bytes)
         self._etags: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
         self._hits: Counter[str] = Counter()
+        self._verdicts: dict[str, tuple[Endpoint, str, str]] = {}
         self._url_map = url_map
         self._catch_all = catch_all
         self._others: tuple[frozenset[str], tuple[str, ...]] | None = None
@@ -200,27 +207,43 @@ class FastPath:
         path must."""
         method = scope["method"]
         path = scope["path"]
-        if method not in ("GET", "HEAD") or not path.endswith(_SUFFIXES):
+        if method not in ("GET", "HEAD"):
             return False
-        if self._other_route(path):
-            return False
+        verdict = self._verdicts.get(path)
+        if verdict is None:
+            verdict = self._judge(path)
+            if verdict is None:
+                return False
+        endpoint, module, version = verdict
+        if endpoint is ZIP:
+            answered = await self._zip(scope, send, module, version)
+        else:
+            answered = await self._document(scope, send, endpoint, module, version)
+        if answered:
+            self._hits[endpoint.name] += 1
+            if path not in self._verdicts:
+                if len(self._verdicts) >= VERDICT_MEMO_SIZE:
+                    del self._verdicts[next(iter(self._verdicts))]  # the oldest
+                self._verdicts[path] = verdict
+        return answered
+
+    def _judge(self, path: str) -> tuple[Endpoint, str, str] | None:
+        """What ``path`` asks for, if it is a stored file's kind of request: a canonical
+        version's ``.info``, ``.mod`` or ``.zip`` that the filter lets through.  It
+        depends on the path alone (and the configuration), so it is remembered."""
+        if not path.endswith(_SUFFIXES) or self._other_route(path):
+            return None
         try:
             wanted = parse_proxy_path(path)
             module, version = wanted.module, wanted.version
             if version is None or not is_canonical_version(version):
-                return False
+                return None
             check_path_major(version, split_path_version(module)[1])
             if self._check is not None:
                 self._check(module, version, wanted.endpoint)
         except Exception:
-            return False  # the full path says why, in its words
-        if wanted.endpoint is ZIP:
-            answered = await self._zip(scope, send, module, version)
-        else:
-            answered = await self._document(scope, send, wanted.endpoint, module, version)
-        if answered:
-            self._hits[wanted.endpoint.name] += 1
-        return answered
+            return None  # the full path says why, in its words
+        return wanted.endpoint, module, version
 
     # --- .info and .mod ---------------------------------------------------------------
 

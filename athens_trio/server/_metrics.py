@@ -121,6 +121,8 @@ class Metrics:
             ["route"],
             registry=registry,
         )
+        self._request_children: dict[tuple[str, str, int], Counter] = {}
+        self._route_children: dict[str, tuple[Histogram, Counter]] = {}
         ProcessCollector(registry=registry)
         self.pipeline: Pipeline | None = None
         self.connections: ConnectionLimit | None = None
@@ -140,10 +142,21 @@ class Metrics:
     def observe_request(
         self, route: str, method: str, status: int, seconds: float, sent: int
     ) -> None:
-        self.requests.labels(route, _method_label(method), str(status)).inc()
-        self.request_seconds.labels(route).observe(seconds)
+        # The labelled children are kept: labels() takes a lock and builds a key each
+        # time, a visible share of a cached hit's cost.
+        key = (route, method, status)
+        count = self._request_children.get(key)
+        if count is None:
+            count = self.requests.labels(route, _method_label(method), str(status))
+            self._request_children[key] = count
+        count.inc()
+        children = self._route_children.get(route)
+        if children is None:
+            children = (self.request_seconds.labels(route), self.response_bytes.labels(route))
+            self._route_children[route] = children
+        children[0].observe(seconds)
         if sent:
-            self.response_bytes.labels(route).inc(sent)
+            children[1].inc(sent)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
