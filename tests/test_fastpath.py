@@ -40,11 +40,17 @@ REQUEST_ID = (b"Athens-Request-ID", b"same-id-for-both")
 
 
 async def _store(
-    root: Path, work: Path, module: str, version: str, *, mod: bytes | None = None
+    root: Path,
+    work: Path,
+    module: str,
+    version: str,
+    *,
+    mod: bytes | None = None,
+    zip_size: int = 3000,
 ) -> None:
     storage = DiskStorage(root)
     source = work / f"{module.replace('/', '_')}-{version}.zip"
-    write_zip(source, module, version, 3000)
+    write_zip(source, module, version, zip_size)
     mod = mod if mod is not None else f"module {module}\n".encode()
     info = json.dumps({"Version": version, "Time": "2024-01-01T00:00:00Z"}).encode()
     await storage.save(
@@ -132,6 +138,10 @@ def _matrix(prefix: str) -> list[tuple[bytes, str, list[tuple[bytes, bytes]]]]:
     cases.append((b"GET", zip_path, [(b"Range", b"bytes=0-9"), (b"If-Range", b'"stale"')]))
     big = f"{p}/{BIG_MODULE}/@v/v1.0.0.mod"
     cases += [(b"GET", big, []), (b"HEAD", big, []), (b"GET", big, [(b"If-None-Match", b"*")])]
+    big_zip = f"{p}/{BIG_MODULE}/@v/v1.0.0.zip"  # several chunks
+    cases += [(b"GET", big_zip, []), (b"HEAD", big_zip, [])]
+    for header in (b"bytes=1048570-1048590", b"bytes=-10", b"bytes=2097100-"):
+        cases.append((b"GET", big_zip, [(b"Range", header)]))
     cases += [(b"GET", f"{p}/{MODULE}/@v/list", []), (b"GET", f"{p}/healthz", [])]
     return cases
 
@@ -141,8 +151,10 @@ async def stored_root(tmp_path: Path) -> Path:
     root = tmp_path / "storage"
     for module in (MODULE, REFUSED, ELSEWHERE):
         await _store(root, tmp_path, module, "v1.0.0")
-    # Bigger than a cache entry: streamed, as a big go.mod is.
-    await _store(root, tmp_path, BIG_MODULE, "v1.0.0", mod=_big_mod(3 * MIB))
+    # Bigger than a cache entry: streamed, as a big go.mod is; and a zip of 3 chunks.
+    await _store(
+        root, tmp_path, BIG_MODULE, "v1.0.0", mod=_big_mod(3 * MIB), zip_size=2 * MIB + 5000
+    )
     return root
 
 
@@ -266,6 +278,23 @@ async def test_no_cache_still_answers_from_storage(tmp_path: Path, stored_root: 
         metrics = await _exchange(fast.url, b"GET", b"/metrics", [])
         assert _gauge(metrics, "athens_trio_stored_file_cache_bytes") == 0
         assert _hits(metrics) == {"info": 1, "mod": 1}
+
+
+async def test_a_zip_changed_after_it_was_served_goes_back_to_storage(tmp_path: Path) -> None:
+    root = tmp_path / "storage"
+    await _store(root, tmp_path, MODULE, "v1.0.0")
+    zip_file = root / MODULE / "@v" / "v1.0.0.zip"
+    async with served(_config(tmp_path, root)) as server:
+        target = f"/{MODULE}/@v/v1.0.0.zip".encode()
+        first = await _exchange(server.url, b"GET", target, [])
+        assert first.startswith(b"HTTP/1.1 200")
+        with zip_file.open("ab") as f:
+            f.write(b"appended")  # its structure no longer reaches its end
+        answer = await _exchange(server.url, b"GET", target, [])
+        # Storage checked it again, found it damaged, and the full path took it (a repair,
+        # which fails with no go here): the changed bytes never went out.
+        assert not answer.startswith(b"HTTP/1.1 200")
+        assert b"appended" not in answer
 
 
 async def test_a_damaged_go_mod_is_never_served_nor_cached(tmp_path: Path) -> None:

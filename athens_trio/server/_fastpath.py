@@ -37,14 +37,18 @@ from the tree stays served from the cache until it is pushed out or the server r
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
+import trio
 from hypercorn.typing import ASGISendCallable, HTTPScope
 from werkzeug.routing import Map
 
 from .._endpoints import CACHE_IMMUTABLE, INFO, MOD, ZIP, Endpoint
+from .._exceptions import StorageError
 from .._module import check_path_major, is_canonical_version, split_path_version
 from ..storage import CHUNK_SIZE, Backend, StoredBytes, StoredZip
 from ._routing import (
@@ -68,6 +72,8 @@ _CACHE_CONTROL = (b"cache-control", CACHE_IMMUTABLE.encode())
 _NOT_MODIFIED_TYPE = (b"content-type", b"text/html; charset=utf-8")
 #: Big go.mod files' ETags remembered (computing one reads the whole file).
 ETAG_MEMO_SIZE = 1000
+#: Stored zips remembered by where they are and their size (checked when first opened).
+ZIP_MEMO_SIZE = 10_000
 #: Request paths remembered with what they ask for (a path answered once is judged once).
 VERDICT_MEMO_SIZE = 100_000
 
@@ -182,6 +188,7 @@ class FastPath:
         self._etags: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
         self._hits: Counter[str] = Counter()
         self._verdicts: dict[str, tuple[Endpoint, str, str]] = {}
+        self._zips: dict[tuple[str, str], tuple[Path, int]] = {}
         self._url_map = url_map
         self._catch_all = catch_all
         self._others: tuple[frozenset[str], tuple[str, ...]] | None = None
@@ -316,11 +323,48 @@ class FastPath:
     async def _zip(
         self, scope: HTTPScope, send: ASGISendCallable, module: str, version: str
     ) -> bool:
+        key = (module, version)
         try:
-            stored = await self._storage.zip(module, version)
-        except Exception:
-            return False
-        etag = zip_etag(module, version, stored.size)
+            return await self._zip_once(scope, send, key)
+        except _ZipChanged:
+            # Changed or gone since it was checked: storage looks again (and checks it).
+            self._zips.pop(key, None)
+        try:
+            return await self._zip_once(scope, send, key)
+        except _ZipChanged:
+            return False  # changing under our feet: the full path's business
+
+    async def _zip_once(
+        self, scope: HTTPScope, send: ASGISendCallable, key: tuple[str, str]
+    ) -> bool:
+        module, version = key
+        remembered = self._zips.get(key)
+        if remembered is None:
+            try:
+                stored = await self._storage.zip(module, version)  # its tail checked once
+            except Exception:
+                return False
+            if stored.path is None:
+                return await self._answer_zip(scope, send, module, version, stored.size, stored)
+            remembered = (stored.path, stored.size)
+            if len(self._zips) >= ZIP_MEMO_SIZE:
+                del self._zips[next(iter(self._zips))]  # the oldest
+            self._zips[key] = remembered
+        return await self._answer_zip(scope, send, module, version, remembered[1], remembered)
+
+    async def _answer_zip(
+        self,
+        scope: HTTPScope,
+        send: ASGISendCallable,
+        module: str,
+        version: str,
+        size: int,
+        source: StoredZip | tuple[Path, int],
+    ) -> bool:
+        """The zip's answer, False (nothing sent) for a Range past its end.  A
+        ``(path, size)`` is read here directly, in fewer thread hops than storage's
+        chunks; :class:`_ZipChanged` (nothing sent) if it is no longer that file."""
+        etag = zip_etag(module, version, size)
         if etag_matches(_header(scope, b"if-none-match"), etag):
             await _not_modified(send, etag.encode())
             return True
@@ -331,23 +375,99 @@ class FastPath:
             (b"content-type", ZIP.content_type.encode()),
         ]
         if scope["method"] == "HEAD":
-            headers.append((b"content-length", str(stored.size).encode()))
+            headers.append((b"content-length", str(size).encode()))
             await _start(send, 200, headers)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return True
         selected: ByteRange | None = None
         if if_range_allows(_header(scope, b"if-range"), etag):
             try:
-                selected = parse_range(_header(scope, b"range"), stored.size)
+                selected = parse_range(_header(scope, b"range"), size)
             except Exception:
                 return False  # 416, in the full path's words
-        start, stop = (selected.start, selected.stop) if selected else (0, stored.size)
+        start, stop = (selected.start, selected.stop) if selected else (0, size)
         headers.append((b"content-length", str(stop - start).encode()))
         if selected is not None:
             headers.append((b"content-range", selected.content_range.encode()))
-        await _start(send, 206 if selected is not None else 200, headers)
-        await _stream(send, stored, start, stop)
+        status = 206 if selected is not None else 200
+        if isinstance(source, StoredZip):
+            await _start(send, status, headers)
+            await _stream(send, source, start, stop)
+            return True
+        opened = await trio.to_thread.run_sync(_open_zip, source[0], size, start, stop)
+        if opened is None:
+            raise _ZipChanged
+        await _start(send, status, headers)
+        await _send_file(send, opened, start + len(opened.first), stop)
         return True
+
+
+class _ZipChanged(Exception):
+    """The zip remembered is gone or no longer its size."""
+
+
+@dataclass
+class _OpenedZip:
+    """A zip opened for one response: its descriptor (None once closed) and its first
+    chunk, read in the same thread hop as the open."""
+
+    fd: int | None
+    first: bytes
+
+
+def _open_zip(path: Path, size: int, start: int, stop: int) -> _OpenedZip | None:
+    """Open the zip, check it is still ``size`` bytes, read its first chunk from
+    ``start``, and close it already if that was all: one thread hop for most zips.
+    None if it is gone or changed (then storage is asked again)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        if os.fstat(fd).st_size != size:
+            os.close(fd)
+            return None
+        wanted = min(CHUNK_SIZE, stop - start)
+        first = os.pread(fd, wanted, start)
+        if len(first) != wanted:
+            os.close(fd)
+            return None
+        if start + wanted >= stop:
+            os.close(fd)
+            return _OpenedZip(None, first)
+        return _OpenedZip(fd, first)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_chunk(opened: _OpenedZip, offset: int, stop: int) -> bytes:
+    """The next chunk from ``offset``, closing the file in the same hop if it is the last."""
+    assert opened.fd is not None
+    wanted = min(CHUNK_SIZE, stop - offset)
+    chunk = os.pread(opened.fd, wanted, offset)
+    if len(chunk) != wanted:
+        raise StorageError("a stored zip is shorter than when it was opened")
+    if offset + wanted >= stop:
+        fd, opened.fd = opened.fd, None
+        os.close(fd)
+    return chunk
+
+
+async def _send_file(send: ASGISendCallable, opened: _OpenedZip, offset: int, stop: int) -> None:
+    """The opened zip's first chunk, then bytes ``[offset, stop)``; the file is closed
+    however the response ends."""
+    try:
+        await send({"type": "http.response.body", "body": opened.first, "more_body": True})
+        while offset < stop:
+            chunk = await trio.to_thread.run_sync(_read_chunk, opened, offset, stop)
+            offset += len(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    finally:
+        if opened.fd is not None:
+            os.close(opened.fd)
+            opened.fd = None
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _start(send: ASGISendCallable, status: int, headers: list[tuple[bytes, bytes]]) -> None:
