@@ -116,6 +116,8 @@ class Config(msgspec.Struct, rename="pascal", forbid_unknown_fields=False, kw_on
     # Bytes of stored .info and .mod files kept in memory (each up to 1 MiB; a stored
     # version never changes); 0: none, every hit reads storage.
     stored_file_cache_bytes: Annotated[int, msgspec.Meta(ge=0)] = 64 << 20
+    # Server processes on the one listening socket (the command only); 0: one per core.
+    workers: Annotated[int, msgspec.Meta(ge=0)] = 1
 
     @property
     def disk_root(self) -> Path:
@@ -192,6 +194,7 @@ _ENVIRONMENT: list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]
     (("WriteTimeout",), _as_seconds, ("ATHENS_WRITE_TIMEOUT",)),
     (("MaxConnections",), _as_int, ("ATHENS_MAX_CONNECTIONS",)),
     (("StoredFileCacheBytes",), _as_int, ("ATHENS_STORED_FILE_CACHE_BYTES",)),
+    (("Workers",), _as_int, ("ATHENS_WORKERS",)),
 ]
 
 _ERROR_PATH = re.compile(r" - at `\$((?:\.\w+|\[\d+\])*)`$")

@@ -168,6 +168,13 @@ def _upstream(
     )
 
 
+def _across_workers(root: Path | None) -> list[stash.Wrapper]:
+    """The version lock when this process is one of several workers on a disk tree."""
+    from .server._workers import in_worker, with_version_lock  # the server imports us
+
+    return [with_version_lock(root)] if root is not None and in_worker() else []
+
+
 async def _sweep(storage: Backend) -> None:
     """Clear what killed saves left behind, in the background (a big tree takes a while)."""
     try:
@@ -196,7 +203,8 @@ async def open_pipeline(
     if storage is None:
         storage = storage_from_config(config)
     # The checksum database client's state lives with the modules it vouched for.
-    sumdb_state = storage.root / SUMDB_STATE_DIR if isinstance(storage, DiskStorage) else None
+    storage_root = storage.root if isinstance(storage, DiskStorage) else None
+    sumdb_state = storage_root / SUMDB_STATE_DIR if storage_root is not None else None
     # Every read of a go.mod or a zip checked: damage raises, the protocol repairs.
     storage = with_integrity(storage)
     try:
@@ -237,6 +245,8 @@ async def open_pipeline(
             fetches = stash.FetchAndSave(fetcher, storage)
             stasher = stash.wrap(
                 fetches,
+                # Workers (server/_workers.py): one fetch per version across processes.
+                *_across_workers(storage_root),
                 stash_pool,
                 # The hook is asked once per fetch, without holding a go worker.
                 *policy_stash_wrappers,

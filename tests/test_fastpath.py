@@ -297,6 +297,20 @@ async def test_a_zip_changed_after_it_was_served_goes_back_to_storage(tmp_path: 
         assert b"appended" not in answer
 
 
+async def test_a_cached_go_mod_is_served_from_memory_after_damage_on_disk(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "storage"
+    await _store(root, tmp_path, MODULE, "v1.0.0")
+    mod_file = root / MODULE / "@v" / "v1.0.0.mod"
+    async with served(_config(tmp_path, root)) as server:
+        target = f"/{MODULE}/@v/v1.0.0.mod".encode()
+        good = await _exchange(server.url, b"GET", target, [REQUEST_ID])
+        mod_file.write_bytes(b"module example.com/evil\n")
+        # Checked once, when it entered the cache: the bytes served are those.
+        assert await _exchange(server.url, b"GET", target, [REQUEST_ID]) == good
+
+
 async def test_a_damaged_go_mod_is_never_served_nor_cached(tmp_path: Path) -> None:
     root = tmp_path / "storage"
     await _store(root, tmp_path, MODULE, "v1.0.0")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from urllib.parse import urlsplit
 
@@ -87,12 +87,20 @@ def _bind(host: str, port: int) -> str:
 
 
 def hypercorn_config(
-    config: Config, *, host: str | None = None, port: int | None = None, grace: float
+    config: Config,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    grace: float,
+    fds: Sequence[int] = (),
 ) -> hypercorn.config.Config:
     """hypercorn's config for ``config``: where to bind (``host``/``port`` override
-    ``UnixSocket`` and ``Port``), TLS, the keep-alive and the shutdown grace."""
+    ``UnixSocket`` and ``Port``; listening sockets inherited as ``fds`` override all),
+    TLS, the keep-alive and the shutdown grace."""
     hyper = hypercorn.config.Config()
-    if host is None and port is None and config.unix_socket:
+    if fds:
+        hyper.bind = [f"fd://{fd}" for fd in fds]
+    elif host is None and port is None and config.unix_socket:
         hyper.bind = [f"unix:{config.unix_socket}"]
     else:
         default_host, default_port = parse_listen_address(config.port)
@@ -124,6 +132,7 @@ async def serve(
     go_version: str | None = None,
     shutdown_timeout: float | None = None,
     fast_path: bool = True,
+    fds: Sequence[int] = (),
 ) -> AsyncIterator[Server]:
     """Open the pipeline for ``config`` and serve it until the block ends.
 
@@ -137,12 +146,13 @@ async def serve(
     finish once the block ends.  ``fast_path=False`` serves stored files through the
     full path too (see ``_fastpath``; for comparing the two).  As from any nursery (and
     from ``open_pipeline``), an exception the block raises comes out inside an
-    ``ExceptionGroup``.
+    ``ExceptionGroup``.  ``fds`` are listening sockets to serve instead (a worker's,
+    see ``_workers``).
     """
     if go_version is None:
         go_version = await check_go(config)
     grace = config.shutdown_timeout if shutdown_timeout is None else shutdown_timeout
-    hyper = hypercorn_config(config, host=host, port=port, grace=grace)
+    hyper = hypercorn_config(config, host=host, port=port, grace=grace, fds=fds)
     if hyper.ssl_enabled:
         hyper.create_ssl_context()  # a bad certificate or key fails here, before anything runs
     metrics = Metrics()
