@@ -136,7 +136,7 @@ def _serve_main(args: argparse.Namespace) -> int:
     try:
         if workers > 1:
             describe = f"storage: {storage_from_config(config).description}"
-            return trio.run(run_supervisor, config, workers, worker_argv(), describe)
+            return run_supervisor(config, workers, worker_argv(), describe)
         trio.run(_run, config)
     except GoBinaryError as exc:
         print(f"athens-trio: {exc}", file=sys.stderr)

@@ -151,9 +151,13 @@ def with_version_lock(root: Path) -> Wrapper:
 # ---------------------------------------------------------------------------------------
 
 
-async def run_supervisor(config: Config, workers: int, argv: Sequence[str], describe: str) -> int:
+def run_supervisor(config: Config, workers: int, argv: Sequence[str], describe: str) -> int:
     """Bind, start ``workers`` processes of ``argv`` on the sockets, print where they
-    serve, pass signals on, and return the exit code once all have exited."""
+    serve, pass signals on, and return the exit code once all have exited.
+
+    Plain blocking code, not trio: the workers' parent-death signal is tied to the
+    thread that started them, and trio starts processes from worker threads that end
+    when idle; here the main thread starts them and lives as long as the process."""
     # Imported here: _serve imports the pipeline, which imports this module's users.
     from ._serve import hypercorn_config
 
@@ -162,6 +166,14 @@ async def run_supervisor(config: Config, workers: int, argv: Sequence[str], desc
         hyper.create_ssl_context()  # a bad certificate stops the start here, once
     bound = hyper.create_sockets()
     sockets = [*bound.secure_sockets, *bound.insecure_sockets]
+    alive: dict[int, None] = {}
+
+    def pass_on(signum: int, frame: object) -> None:
+        log.info("%s: passed on to %d workers", signal.Signals(signum).name, len(alive))
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
     with contextlib.ExitStack() as stack:
         for sock in sockets:
             stack.callback(sock.close)
@@ -176,47 +188,33 @@ async def run_supervisor(config: Config, workers: int, argv: Sequence[str], desc
         where = ", ".join(
             f"{scheme}://{repr_socket_addr(s.family, s.getsockname())}" for s in sockets
         )
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            processes = [
-                await trio.lowlevel.open_process(
-                    list(argv),
-                    env=env,
-                    pass_fds=fds,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-                for _ in range(workers)
-            ]
-            print(f"athens-trio serving on {where} ({workers} workers; {describe})", flush=True)
-            codes: list[int] = []
-            async with trio.open_nursery() as nursery:
-
-                async def pass_signals_on() -> None:
-                    async for signum in signals:
-                        log.info(
-                            "%s: passed on to %d workers", signal.Signals(signum).name, workers
-                        )
-                        for process in processes:
-                            if process.returncode is None:
-                                process.send_signal(signum)
-
-                async def watch(process: trio.Process) -> None:
-                    code = await process.wait()
-                    codes.append(code)
-                    if code != 0 and len(codes) == 1:
-                        # A worker failed on its own: stop the others (a start that
-                        # failed in one fails in all).
-                        for other in processes:
-                            if other.returncode is None:
-                                other.send_signal(signal.SIGTERM)
-                    if len(codes) == len(processes):
-                        nursery.cancel_scope.cancel()
-
-                nursery.start_soon(pass_signals_on)
-                for process in processes:
-                    nursery.start_soon(watch, process)
-    failed = [code for code in codes if code != 0]
+        previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGINT, signal.SIGTERM)}
+        stack.callback(lambda: [signal.signal(sig, h) for sig, h in previous.items()])
+        for _ in range(workers):
+            process = subprocess.Popen(
+                list(argv),
+                env=env,
+                pass_fds=fds,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            alive[process.pid] = None
+        print(f"athens-trio serving on {where} ({workers} workers; {describe})", flush=True)
+        failed: list[int] = []
+        while alive:
+            pid, status = os.wait()  # a signal runs pass_on and the wait goes on
+            if pid not in alive:
+                continue
+            del alive[pid]
+            code = os.waitstatus_to_exitcode(status)
+            code = code if code >= 0 else 128 - code  # killed by a signal: as a shell says
+            if code != 0 and not failed:
+                # A worker failed on its own: stop the others (a start that fails in
+                # one fails in all).
+                pass_on(signal.SIGTERM, None)
+            if code != 0:
+                failed.append(code)
     return failed[0] if failed else 0
 
 
