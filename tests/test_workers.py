@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import trio
 
-from athens_trio.server._workers import with_version_lock
+from athens_trio.server._metrics import Metrics
+from athens_trio.server._workers import merged_metrics, with_version_lock
 from athens_trio.stash import Part, Stasher
 
 from .gofixtures import GoFixtures
@@ -62,6 +63,22 @@ async def test_the_version_lock_lets_one_process_at_a_time_fetch_a_version(
     assert (tmp_path / ".locks").is_dir()
 
 
+def test_metrics_of_workers_are_summed(tmp_path: Path) -> None:
+    metrics = [Metrics() for _ in range(3)]
+    for n, worker in enumerate(metrics):
+        for _ in range(n + 1):
+            worker.observe_request("mod", "GET", 200, 0.01, 100)
+    for n, worker in enumerate(metrics[1:]):
+        (tmp_path / f"{n}.prom").write_bytes(worker.render_own())
+    merged = merged_metrics(metrics[0].render_own(), tmp_path).decode()
+    lines = merged.splitlines()
+    assert 'athens_trio_http_requests_total{method="GET",route="mod",status="200"} 6.0' in lines
+    assert 'athens_trio_http_response_bytes_total{route="mod"} 600.0' in lines
+    assert 'athens_trio_http_request_duration_seconds_count{route="mod"} 6.0' in lines
+    assert "_created" not in merged
+    assert "# TYPE athens_trio_http_requests_total counter" in lines
+
+
 def _children(pid: int) -> list[int]:
     found: list[int] = []
     for task in os.listdir(f"/proc/{pid}/task"):
@@ -103,6 +120,16 @@ async def test_workers_share_the_socket_fetch_once_and_stop_together(
         # One go run for the go.mod part (go version checks aside), whatever the worker.
         fetches = [run for run in go_runs(runs) if run[:1] != ["version"]]
         assert len(fetches) == 1, fetches
+
+        # /metrics adds up across workers, whichever answers (each one's snapshot is at
+        # most a second old: poll until the sum is there).
+        async def counted() -> bool:
+            async with httpx.AsyncClient(timeout=30) as client:
+                text = (await client.get(child.url + "/metrics")).text
+            wanted = 'athens_trio_http_requests_total{method="GET",route="mod",status="200"}'
+            return any(line == f"{wanted} 16.0" for line in text.splitlines())
+
+        await wait_until(counted, 30)
 
         child.process.send_signal(signal.SIGTERM)
         with trio.fail_after(30):

@@ -364,7 +364,7 @@ def create_app(
     @app.get("/metrics")
     async def metrics_route() -> Response:
         return Response(
-            metrics.render(),
+            await metrics.render(),
             content_type=METRICS_CONTENT_TYPE,
             headers={"Cache-Control": CACHE_NONE},
         )

@@ -40,8 +40,10 @@ server pushes nothing down into the pipeline:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+import trio
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -60,6 +62,7 @@ from prometheus_client.utils import floatToGoString
 
 from .._endpoints import endpoint_of_shape
 from ..stash import FETCH_SECONDS_BOUNDS, FetchStatistics
+from ._workers import merged_metrics
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -127,6 +130,8 @@ class Metrics:
         self.pipeline: Pipeline | None = None
         self.connections: ConnectionLimit | None = None
         self.fast_path: FastPath | None = None
+        #: The other workers' snapshots, when this process is one of several.
+        self.peers: Path | None = None
         registry.register(_PipelineCollector(self))
 
     def bind(self, pipeline: Pipeline, connections: ConnectionLimit | None = None) -> None:
@@ -158,9 +163,17 @@ class Metrics:
         if sent:
             children[1].inc(sent)
 
-    def render(self) -> bytes:
-        """The Prometheus text exposition of every metric."""
+    def render_own(self) -> bytes:
+        """The Prometheus text exposition of this process's metrics."""
         return generate_latest(self.registry)
+
+    async def render(self) -> bytes:
+        """What ``/metrics`` shows: this process's metrics, summed with the other
+        workers' when it is one of several (``_workers``)."""
+        own = self.render_own()
+        if self.peers is None:
+            return own
+        return await trio.to_thread.run_sync(merged_metrics, own, self.peers)
 
 
 class _PipelineCollector(Collector):

@@ -24,6 +24,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import hypercorn.config
@@ -37,6 +38,7 @@ from ..upstream import Fetcher, Lister
 from ._app import create_app
 from ._listen import ConnectionLimit, serve_app
 from ._metrics import Metrics
+from ._workers import metrics_dir, publish_metrics
 
 __all__ = ["GO_CHECK_TIMEOUT", "Server", "check_go", "hypercorn_config", "serve"]
 
@@ -168,6 +170,16 @@ async def serve(
         app = create_app(pipeline, go_version=go_version, metrics=metrics, fast_path=fast_path)
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
+            publishing = trio.CancelScope()
+            peers = metrics_dir()  # one of several workers: metrics that add up
+            if peers is not None:
+                metrics.peers = peers
+
+                async def publish(directory: Path) -> None:
+                    with publishing:
+                        await publish_metrics(metrics.render_own, directory)
+
+                nursery.start_soon(publish, peers)
             binds: list[str] = await nursery.start(
                 partial(
                     serve_app,
@@ -186,3 +198,4 @@ async def serve(
                 # Stop accepting; requests in flight get `grace` seconds, then the server
                 # returns and open_pipeline cancels whatever the pipeline still runs.
                 stop.set()
+                publishing.cancel()

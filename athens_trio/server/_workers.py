@@ -16,7 +16,11 @@ the whole server (pipeline, fast path, metrics) in its own process.
   exits once all have, 0 if all exited 0.  Workers run in their own session, so a
   terminal's Ctrl-C is passed on once, not twice; each asks the kernel for SIGTERM if
   the supervisor dies (``PR_SET_PDEATHSIG``), so a ``kill -9`` of it leaves no worker.
-- **Metrics**: ``/metrics`` of whichever worker answers shows its own process only.
+- **Metrics add up**: each worker writes its metrics to a directory the supervisor
+  made (``<pid>.prom``, every :data:`PUBLISH_EVERY` seconds, renamed into place), and
+  ``/metrics``, whichever worker answers it, is the sum over all of them (its own
+  live, the others' as last written): counters, histograms and gauges summed by name
+  and labels, ``process_start_time_seconds`` the earliest, ``*_created`` left out.
 
 With ``UnixSocket`` (its socket file's lifecycle is the single server's) or memory
 storage (which processes cannot share) a single process serves.
@@ -31,23 +35,34 @@ import fcntl
 import hashlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import trio
 from hypercorn.utils import repr_socket_addr
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from .._config import Config
 from ..stash import Part, Stasher, Wrapper
 
 __all__ = [
     "LOCK_BUCKETS",
+    "METRICS_DIR_VAR",
+    "PUBLISH_EVERY",
     "WORKER_FDS_VAR",
     "in_worker",
     "inherited_fds",
+    "merged_metrics",
+    "metrics_dir",
+    "publish_metrics",
     "run_supervisor",
     "with_version_lock",
     "worker_argv",
@@ -60,6 +75,10 @@ log = logging.getLogger("athens_trio.workers")
 WORKER_FDS_VAR = "ATHENS_TRIO_WORKER_FDS"
 #: The supervisor's PID, so a worker started after its supervisor died stops at once.
 _SUPERVISOR_VAR = "ATHENS_TRIO_SUPERVISOR"
+#: Where the workers' metrics go (a directory the supervisor makes and removes).
+METRICS_DIR_VAR = "ATHENS_TRIO_METRICS_DIR"
+#: Seconds between a worker's metrics snapshots.
+PUBLISH_EVERY = 1.0
 #: Lock files, bounded: a version's lock is one of these by its hash (two versions
 #: sharing one only take turns across workers).
 LOCK_BUCKETS = 1024
@@ -147,6 +166,81 @@ def with_version_lock(root: Path) -> Wrapper:
 
 
 # ---------------------------------------------------------------------------------------
+# Metrics that add up
+# ---------------------------------------------------------------------------------------
+
+
+def metrics_dir() -> Path | None:
+    """Where this worker's metrics snapshots go (None outside workers)."""
+    value = os.environ.get(METRICS_DIR_VAR)
+    return Path(value) if value and in_worker() else None
+
+
+async def publish_metrics(render: Callable[[], bytes], directory: Path) -> None:
+    """Write ``render()`` to ``directory/<pid>.prom`` every :data:`PUBLISH_EVERY`
+    seconds, for ever (each write whole: a temporary file renamed into place)."""
+    final = directory / f"{os.getpid()}.prom"
+    temporary = directory / f".{os.getpid()}.prom.tmp"
+
+    def write(text: bytes) -> None:
+        temporary.write_bytes(text)
+        temporary.replace(final)
+
+    while True:
+        await trio.to_thread.run_sync(write, render())
+        await trio.sleep(PUBLISH_EVERY)
+
+
+def _read_peers(directory: Path, own: str) -> list[str]:
+    texts: list[str] = []
+    for path in directory.glob("*.prom"):
+        if path.name != own:
+            with contextlib.suppress(FileNotFoundError):
+                texts.append(path.read_text())
+    return texts
+
+
+def merged_metrics(own: bytes, directory: Path) -> bytes:
+    """``own`` (this worker's exposition) summed with every other worker's snapshot in
+    ``directory``.  Blocking (reads files): call it in a thread."""
+    families: dict[str, Metric] = {}
+    values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    order: dict[str, list[tuple[str, tuple[tuple[str, str], ...]]]] = {}
+    for text in [own.decode(), *_read_peers(directory, f"{os.getpid()}.prom")]:
+        for family in text_string_to_metric_families(text):
+            if family.name.endswith("_created"):
+                continue  # when a counter began: no sum of them means anything
+            if family.name not in families:
+                families[family.name] = Metric(family.name, family.documentation, family.type)
+                order[family.name] = []
+            for sample in family.samples:
+                if sample.name.endswith("_created"):
+                    continue
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                if key not in values:
+                    values[key] = sample.value
+                    order[family.name].append(key)
+                elif sample.name == "process_start_time_seconds":
+                    values[key] = min(values[key], sample.value)
+                else:
+                    values[key] += sample.value
+    for name, family in families.items():
+        for key in order[name]:
+            family.add_sample(key[0], dict(key[1]), values[key])
+    registry = CollectorRegistry()
+    registry.register(_Fixed(list(families.values())))
+    return generate_latest(registry)
+
+
+class _Fixed(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+# ---------------------------------------------------------------------------------------
 # The supervisor
 # ---------------------------------------------------------------------------------------
 
@@ -179,10 +273,13 @@ def run_supervisor(config: Config, workers: int, argv: Sequence[str], describe: 
             stack.callback(sock.close)
             sock.listen(hyper.backlog)
         fds = [sock.fileno() for sock in sockets]
+        shared = tempfile.mkdtemp(prefix="athens-trio-metrics-")
+        stack.callback(shutil.rmtree, shared, ignore_errors=True)
         env = {
             **os.environ,
             WORKER_FDS_VAR: ",".join(map(str, fds)),
             _SUPERVISOR_VAR: str(os.getpid()),
+            METRICS_DIR_VAR: shared,
         }
         scheme = "https" if hyper.ssl_enabled else "http"
         where = ", ".join(
