@@ -117,7 +117,8 @@ class Config(msgspec.Struct, rename="pascal", forbid_unknown_fields=False, kw_on
     # version never changes); 0: none, every hit reads storage.
     stored_file_cache_bytes: Annotated[int, msgspec.Meta(ge=0)] = 64 << 20
     # Server processes on the one listening socket (the command only); 0: one per core.
-    workers: Annotated[int, msgspec.Meta(ge=0)] = 1
+    # (serve() in a program is always one process.)
+    workers: Annotated[int, msgspec.Meta(ge=0)] = 0
 
     @property
     def disk_root(self) -> Path:

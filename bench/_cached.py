@@ -187,52 +187,41 @@ async def run_cached(ctx: Context, result: ScenarioResult) -> None:
         run_floor(directory, root) as floor_server,
     ):
         servers = [trio_server, ref_server]
-        for server in servers:  # warm both: imports, page cache, first connections
+        # The small files are measured on the floor of athens-trio's own stack too.
+        for server in [*servers, floor_server]:  # warm: imports, page cache, connections
             await ctx.load(server, mixes[0][2], concurrency=1, workdir=directory, max_requests=50)
         flip = False
         for label, metric, paths in mixes:
+            small_files = paths is mixes[0][2]
             for concurrency in sizes.cached_concurrency:
-                runs = await _measure(ctx, servers, paths, concurrency, flip)
+                measured = [*servers, floor_server] if small_files else servers
+                runs = await _measure(ctx, measured, paths, concurrency, flip)
                 flip = not flip
                 values: dict[str, float | None] = {
-                    ATHENS_TRIO: _figure(runs[ATHENS_TRIO], metric),
-                    reference: _figure(runs[ref_server.name], metric),
+                    name: _figure(run, metric) for name, run in runs.items()
                 }
-                result.add(
-                    Row(
-                        case=f"{label}, {clients_label(concurrency)}",
-                        metric=metric,
-                        values=values,
-                        ratio_name=f"{ATHENS_TRIO} / {reference}",
-                        ratio=ratio(values[ATHENS_TRIO], values[reference]),
-                        better="higher",
-                        details={name: run.details() for name, run in runs.items()},
+                values[reference] = values.pop(ref_server.name)
+                details = {name: run.details() for name, run in runs.items()}
+                ratios = [(f"{label}, ", reference)]
+                if small_files:
+                    ratios.append((f"{label} vs {FLOOR}, ", FLOOR))
+                for case, against in ratios:
+                    result.add(
+                        Row(
+                            case=f"{case}{clients_label(concurrency)}",
+                            metric=metric,
+                            values=values,
+                            ratio_name=f"{ATHENS_TRIO} / {against}",
+                            ratio=ratio(values[ATHENS_TRIO], values[against]),
+                            better="higher",
+                            details=details,
+                        )
                     )
-                )
                 for name, run in runs.items():
                     if run.errors:
                         result.notes.append(
                             f"{name}: {run.errors} errors in {label} at {concurrency} clients"
                         )
-
-        # The small files against the floor of athens-trio's own stack.
-        _, metric, paths = mixes[0]
-        await ctx.load(floor_server, paths, concurrency=1, workdir=directory, max_requests=50)
-        for concurrency in sizes.cached_concurrency:
-            runs = await _measure(ctx, [trio_server, floor_server], paths, concurrency, flip)
-            flip = not flip
-            values = {name: _figure(run, metric) for name, run in runs.items()}
-            result.add(
-                Row(
-                    case=f"{mixes[0][0]} vs {FLOOR}, {clients_label(concurrency)}",
-                    metric=metric,
-                    values=values,
-                    ratio_name=f"{ATHENS_TRIO} / {FLOOR}",
-                    ratio=ratio(values[ATHENS_TRIO], values[FLOOR]),
-                    better="higher",
-                    details={name: run.details() for name, run in runs.items()},
-                )
-            )
 
         # The go-client variant: the same files through go's own proxy client.
         targets = [f"{v.module}@{v.version}" for v in small[: sizes.go_client_versions]]

@@ -618,6 +618,8 @@ async def test_two_processes_fetch_one_version_at_once_and_store_it_once(
             ATHENS_GOGET_DIR=str(goget),
             ATHENS_GO_BINARY_PATH=str(go),
             ATHENS_GO_BINARY_ENV_VARS=fixture_env_vars(go_fixtures),
+            # Two independent servers: workers of one take turns (test_workers).
+            ATHENS_WORKERS="1",
         )
         async with child_server(tmp_path, name, env) as child:
             got = bodies[name] = {}

@@ -297,6 +297,10 @@ def run_supervisor(config: Config, workers: int, argv: Sequence[str], describe: 
                 start_new_session=True,
             )
             alive[process.pid] = None
+        # The workers hold the sockets now; once they close theirs (a SIGTERM), new
+        # connections are refused, as by a single server.
+        for sock in sockets:
+            sock.close()
         print(f"athens-trio serving on {where} ({workers} workers; {describe})", flush=True)
         failed: list[int] = []
         while alive:
