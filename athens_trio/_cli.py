@@ -81,6 +81,7 @@ from .ops import (
 from .server import serve
 from .server._catalog import sort_entries
 from .server._serve import check_go
+from .server._workers import inherited_fds, run_supervisor, worker_argv, worker_count
 from .storage import Backend, with_integrity
 
 __all__ = ["main"]
@@ -124,10 +125,11 @@ def _where(config: Config) -> str:
 
 
 async def _run(config: Config) -> None:
+    fds = inherited_fds()  # a worker's (server/_workers.py)
     go_version = await check_go(config)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            async with serve(config, go_version=go_version) as server:
+            async with serve(config, go_version=go_version, fds=fds) as server:
                 storage = server.pipeline.storage.description
                 print(
                     f"athens-trio {__version__} serving on {', '.join(server.binds)} "
@@ -157,7 +159,11 @@ def _serve_main(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     handler = setup_logging(config.log_level, config.log_format)
+    workers = worker_count(config)
     try:
+        if workers > 1:
+            describe = f"storage: {storage_from_config(config).description}"
+            return run_supervisor(config, workers, worker_argv(), describe)
         trio.run(_run, config)
     except GoBinaryError as exc:
         print(f"athens-trio: {exc}", file=sys.stderr)

@@ -304,6 +304,14 @@ class Config(msgspec.Struct, rename="pascal", forbid_unknown_fields=False, kw_on
     prefetch_workers: Annotated[int, msgspec.Meta(ge=0)] = 0
     prefetch_depth: PositiveInt = 5
 
+    # --- the hot path (not Athens keys) ---
+    # Bytes of stored .info and .mod files kept in memory (each up to 1 MiB; a stored
+    # version never changes); 0: none, every hit reads storage.
+    stored_file_cache_bytes: Annotated[int, msgspec.Meta(ge=0)] = 64 << 20
+    # Server processes on the one listening socket (the command only); 0: one per core.
+    # (serve() in a program is always one process.)
+    workers: Annotated[int, msgspec.Meta(ge=0)] = 0
+
     @property
     def disk_root(self) -> Path:
         return Path(self.storage.disk.root_path).expanduser()
@@ -397,6 +405,8 @@ _ENVIRONMENT: list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]
     (("PrefetchWorkers",), _as_int, ("ATHENS_PREFETCH_WORKERS",)),
     (("PrefetchDepth",), _as_int, ("ATHENS_PREFETCH_DEPTH",)),
     (("MaxFetchBytes",), _as_int, ("ATHENS_MAX_FETCH_BYTES",)),
+    (("StoredFileCacheBytes",), _as_int, ("ATHENS_STORED_FILE_CACHE_BYTES",)),
+    (("Workers",), _as_int, ("ATHENS_WORKERS",)),
 ]
 _ENVIRONMENT += _SINGLE_FLIGHT_ENVIRONMENT
 

@@ -177,6 +177,8 @@ class OverloadedError(AthensTrioError):
 
     def __reduce__(self) -> tuple[type[OverloadedError], tuple[str, int]]:
         return (type(self), (self.what, self.retry_after))
+
+
 class FetchTooLargeError(UpstreamError):
     """A fetch used more disk than MaxFetchBytes allows and was killed."""
 

@@ -84,6 +84,9 @@ class Pipeline:
     activity: Activity | None = None
     #: The prefetcher (None while PrefetchWorkers is 0).
     prefetcher: Prefetcher | None = None
+    #: The filter's verdict on a version (None without a FilterFile): the server's fast
+    #: path for stored files asks it as the protocol's filter wrapper does.
+    filter_check: download.FilterCheck | None = None
 
 
 def _s3_storage(config: Config) -> Backend:
@@ -225,6 +228,13 @@ def _redis_lock(config: Config, storage: Backend, nursery: trio.Nursery) -> stas
     return None
 
 
+def _across_workers(root: Path | None) -> list[stash.Wrapper]:
+    """The version lock when this process is one of several workers on a disk tree."""
+    from .server._workers import in_worker, with_version_lock  # the server imports us
+
+    return [with_version_lock(root)] if root is not None and in_worker() else []
+
+
 async def _sweep(storage: Backend, go_get_root: Path) -> None:
     """Clear what killed saves and killed servers' fetches left behind, in the background
     (a big tree takes a while)."""
@@ -260,11 +270,11 @@ async def open_pipeline(
     if storage is None:
         storage = storage_from_config(config)
     # The checksum database client's state lives with the modules it vouched for.
-    sumdb_state = storage.root / SUMDB_STATE_DIR if isinstance(storage, DiskStorage) else None
+    storage_root = storage.root if isinstance(storage, DiskStorage) else None
+    sumdb_state = storage_root / SUMDB_STATE_DIR if storage_root is not None else None
     if activity is None:
         # When each version was last served, kept beside the modules (retention reads it).
-        root = storage.root if isinstance(storage, DiskStorage) else None
-        activity = Activity(LastServed(root / LAST_SERVED_DIR if root else None))
+        activity = Activity(LastServed(storage_root / LAST_SERVED_DIR if storage_root else None))
     # Every read of a go.mod or a zip checked: damage raises, the protocol repairs.
     storage = with_integrity(storage)
     try:
@@ -327,6 +337,8 @@ async def open_pipeline(
             fetches = stash.FetchAndSave(fetcher, storage)
             stasher = stash.wrap(
                 fetches,
+                # Workers (server/_workers.py): one fetch per version across processes.
+                *_across_workers(storage_root),
                 stash_pool,
                 # The hook is asked once per fetch, without holding a go worker.
                 *policy_stash_wrappers,
@@ -386,6 +398,7 @@ async def open_pipeline(
                 nursery,
                 activity,
                 prefetcher=prefetcher,
+                filter_check=filter_check,
             )
             nursery.cancel_scope.cancel()
     finally:

@@ -12,7 +12,7 @@ import hashlib
 import os
 import zipfile
 
-__all__ = ["mod_h1", "zip_h1"]
+__all__ = ["mod_h1", "mod_h1_of_digest", "zip_h1"]
 
 
 def zip_h1(path: str | os.PathLike[str]) -> str:
@@ -33,5 +33,11 @@ def zip_h1(path: str | os.PathLike[str]) -> str:
 def mod_h1(mod: bytes) -> str:
     """The ``h1:`` hash go records for a version's go.mod (its ``/go.mod`` go.sum line):
     the same summary over the one file ``go.mod``."""
-    line = f"{hashlib.sha256(mod).hexdigest()}  go.mod\n"
+    return mod_h1_of_digest(hashlib.sha256(mod).hexdigest())
+
+
+def mod_h1_of_digest(sha256_hex: str) -> str:
+    """:func:`mod_h1` of a go.mod whose SHA-256 (hex) is ``sha256_hex``: for one hashed
+    as it streams by."""
+    line = f"{sha256_hex}  go.mod\n"
     return "h1:" + base64.b64encode(hashlib.sha256(line.encode()).digest()).decode()

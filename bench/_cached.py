@@ -5,9 +5,25 @@ and one version per zip size.  Both servers serve the very same directory at onc
 each case runs on both, back to back, alternating who goes first, so drift hits both.
 Then ``go mod download`` of some of the small versions through athens-trio, through
 the static server, and through ``GOPROXY=file://`` on the same directory.
+
+The small-file mix is also run against the floor of athens-trio's own stack: a bare
+ASGI app on hypercorn's trio worker answering the same ``.info``/``.mod`` bytes from a
+dict (:func:`floor_main`, run as ``python -m bench._cached <root> <port>``), so the
+rows ``... vs hypercorn-trio floor`` say how much athens-trio adds to its stack.
 """
 
 from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import hypercorn.config
+import hypercorn.trio
+import trio
+from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
 
 from athens_trio import DiskStorage
 
@@ -16,10 +32,82 @@ from ._fixtures import OWNER, StoredVersion, store_version
 from ._gocli import go_mod_download
 from ._load import LoadResult
 from ._results import ATHENS_TRIO, Row, ScenarioResult, ratio
-from ._server import Server
+from ._server import _SOURCE, Server, _clean_environ, _serve, free_port
 from ._sizes import KIB, MIB
 
-__all__ = ["clients_label", "run_cached", "size_label"]
+__all__ = ["FLOOR", "clients_label", "floor_main", "run_cached", "size_label"]
+
+#: The bare hypercorn-trio ASGI app's label in the results.
+FLOOR = "hypercorn-trio floor"
+
+_FLOOR_TYPES = {".info": b"application/json", ".mod": b"text/plain; charset=utf-8"}
+
+
+def _floor_app(root: Path) -> ASGIFramework:
+    """An ASGI app answering each ``.info`` and ``.mod`` under ``root`` from memory (as
+    athens-trio's fast path does, with its ETag and Cache-Control), 404 otherwise."""
+    files: dict[str, tuple[bytes, list[tuple[bytes, bytes]]]] = {}
+    for directory, _, names in os.walk(root):
+        for name in names:
+            suffix = os.path.splitext(name)[1]
+            if suffix in _FLOOR_TYPES and not name.startswith("."):
+                path = Path(directory, name)
+                body = path.read_bytes()
+                headers = [
+                    (b"cache-control", b"public, max-age=31536000, immutable"),
+                    (b"etag", b'"%032x"' % (hash(body) & (1 << 128) - 1)),
+                    (b"content-type", _FLOOR_TYPES[suffix]),
+                    (b"content-length", b"%d" % len(body)),
+                ]
+                files["/" + path.relative_to(root).as_posix()] = (body, headers)
+    missing = (b"404 page not found\n", [(b"content-length", b"19")])
+
+    async def app(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        found = files.get(scope["path"])
+        body, headers = found or missing
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200 if found else 404,
+                "headers": headers,
+                "trailers": False,
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    return app
+
+
+def floor_main(root: str, port: int) -> None:
+    """Serve :func:`_floor_app` on 127.0.0.1:``port`` until SIGTERM/SIGINT."""
+    config = hypercorn.config.Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.include_server_header = False
+    trio.run(hypercorn.trio.serve, _floor_app(Path(root)), config)
+
+
+@contextlib.asynccontextmanager
+async def run_floor(workdir: Path, root: Path) -> AsyncIterator[Server]:
+    port = free_port()
+    where = str(await trio.Path(root).resolve())
+    env = _clean_environ()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_SOURCE, env.get("PYTHONPATH")]))
+    async with _serve(
+        FLOOR,
+        [sys.executable, "-m", "bench._cached", where, str(port)],
+        port=port,
+        env=env,
+        log=workdir / "floor.log",
+        ready_path="/",
+        need_ok=False,
+    ) as server:
+        yield server
 
 
 def clients_label(count: int) -> str:
@@ -96,30 +184,39 @@ async def run_cached(ctx: Context, result: ScenarioResult) -> None:
     async with (
         ctx.athens_trio(directory, root) as trio_server,
         ctx.reference(directory, root) as ref_server,
+        run_floor(directory, root) as floor_server,
     ):
         servers = [trio_server, ref_server]
-        for server in servers:  # warm both: imports, page cache, first connections
+        # The small files are measured on the floor of athens-trio's own stack too.
+        for server in [*servers, floor_server]:  # warm: imports, page cache, connections
             await ctx.load(server, mixes[0][2], concurrency=1, workdir=directory, max_requests=50)
         flip = False
         for label, metric, paths in mixes:
+            small_files = paths is mixes[0][2]
             for concurrency in sizes.cached_concurrency:
-                runs = await _measure(ctx, servers, paths, concurrency, flip)
+                measured = [*servers, floor_server] if small_files else servers
+                runs = await _measure(ctx, measured, paths, concurrency, flip)
                 flip = not flip
                 values: dict[str, float | None] = {
-                    ATHENS_TRIO: _figure(runs[ATHENS_TRIO], metric),
-                    reference: _figure(runs[ref_server.name], metric),
+                    name: _figure(run, metric) for name, run in runs.items()
                 }
-                result.add(
-                    Row(
-                        case=f"{label}, {clients_label(concurrency)}",
-                        metric=metric,
-                        values=values,
-                        ratio_name=f"{ATHENS_TRIO} / {reference}",
-                        ratio=ratio(values[ATHENS_TRIO], values[reference]),
-                        better="higher",
-                        details={name: run.details() for name, run in runs.items()},
+                values[reference] = values.pop(ref_server.name)
+                details = {name: run.details() for name, run in runs.items()}
+                ratios = [(f"{label}, ", reference)]
+                if small_files:
+                    ratios.append((f"{label} vs {FLOOR}, ", FLOOR))
+                for case, against in ratios:
+                    result.add(
+                        Row(
+                            case=f"{case}{clients_label(concurrency)}",
+                            metric=metric,
+                            values=values,
+                            ratio_name=f"{ATHENS_TRIO} / {against}",
+                            ratio=ratio(values[ATHENS_TRIO], values[against]),
+                            better="higher",
+                            details=details,
+                        )
                     )
-                )
                 for name, run in runs.items():
                     if run.errors:
                         result.notes.append(
@@ -149,3 +246,7 @@ async def run_cached(ctx: Context, result: ScenarioResult) -> None:
                 better="lower",
             )
         )
+
+
+if __name__ == "__main__":
+    floor_main(sys.argv[1], int(sys.argv[2]))

@@ -183,6 +183,8 @@ async def run_athens_trio(
         ATHENS_GO_BINARY_ENV_VARS=";".join(
             f"{k}={v}" for k, v in {**go_env.server_vars(), "GOPROXY": goproxy}.items()
         ),
+        # One process, as nginx runs one worker: a scenario asks for more itself.
+        ATHENS_WORKERS="1",
         ATHENS_GOGET_WORKERS=str(sizes.goget_workers),
         ATHENS_PROTOCOL_WORKERS=str(sizes.protocol_workers),
         ATHENS_STASH_TIMEOUT=str(sizes.stash_timeout),
@@ -307,6 +309,8 @@ async def run_athens_go(
         ATHENS_DISK_STORAGE_ROOT=str(storage),
         GO_BINARY_PATH=go_binary,
         ATHENS_GO_BINARY_ENV_VARS=";".join(f"{k}={v}" for k, v in go_env.server_vars().items()),
+        # One process, as nginx runs one worker: a scenario asks for more itself.
+        ATHENS_WORKERS="1",
         ATHENS_GOGET_WORKERS=str(sizes.goget_workers),
         ATHENS_PROTOCOL_WORKERS=str(sizes.protocol_workers),
         ATHENS_STASH_TIMEOUT=str(sizes.stash_timeout),

@@ -107,12 +107,14 @@ class ChildServer:
 
 
 def child_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """A clean environment for a proxy process: nothing of ours but PATH."""
+    """A clean environment for a proxy process: nothing of ours but PATH.  One server
+    process (the tests watch its children); tests of ``Workers`` ask for more."""
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(tmp_path),
         "PYTHONPATH": str(REPO_ROOT),
         "ATHENS_PORT": "127.0.0.1:0",
+        "ATHENS_WORKERS": "1",
     }
     env.update(extra)
     return env

@@ -531,7 +531,10 @@ async def test_a_damaged_stored_file_is_never_served(
     damage: Callable[[Path], None],
 ) -> None:
     wrapper, runs = counting_go(tmp_path, go_binary)
-    config = make_config(tmp_path, str(wrapper), go_fixtures)
+    # No in-memory cache of stored files: every read goes to the disk, which is where
+    # the damage is (a cached go.mod, checked when it was cached, is served from memory
+    # and never damaged: test_fastpath covers that).
+    config = make_config(tmp_path, str(wrapper), go_fixtures, stored_file_cache_bytes=0)
     stored = config.disk_root / go_fixtures.hello / "@v" / f"{V1}.{suffix}"
     good_mod = Path(hello_direct[V1]["GoMod"]).read_bytes()
     async with served(config) as server, httpx.AsyncClient(base_url=server.url) as http:
@@ -617,6 +620,8 @@ async def test_two_processes_fetch_one_version_at_once_and_store_it_once(
             ATHENS_GOGET_DIR=str(goget),
             ATHENS_GO_BINARY_PATH=str(go),
             ATHENS_GO_BINARY_ENV_VARS=fixture_env_vars(go_fixtures),
+            # Two independent servers: workers of one take turns (test_workers).
+            ATHENS_WORKERS="1",
         )
         async with child_server(tmp_path, name, env) as child:
             got = bodies[name] = {}

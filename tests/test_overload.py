@@ -67,15 +67,16 @@ async def get_until_cancelled(http: httpx.AsyncClient, path: str, seen: list[int
     seen.append(response.status_code)
 
 
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "full-path"])
 async def test_cached_version_is_served_while_misses_hold_every_protocol_slot(
-    tmp_path: Path, go_fixtures: GoFixtures
+    tmp_path: Path, go_fixtures: GoFixtures, fast_path: bool
 ) -> None:
     config = hanging_config(tmp_path, go_fixtures, protocol_workers=3, go_get_workers=10)
     storage = DiskStorage(config.disk_root)
     data = await store_version(storage, tmp_path, CACHED, V1, 2 << 20)
     statuses: list[int] = []
     async with (
-        served(config) as server,
+        served(config, fast_path=fast_path) as server,
         httpx.AsyncClient(base_url=server.url) as http,
         trio.open_nursery() as clients,
     ):
@@ -97,7 +98,8 @@ async def test_cached_version_is_served_while_misses_hold_every_protocol_slot(
         # The hits took no slot and queued behind nothing.
         assert pool.statistics().in_use == 3
         assert pool.statistics().waiting == 3
-        assert server.pipeline.lookups.statistics().hits == {"zip": 1, "mod": 1, "info": 1}
+        if not fast_path:  # else the server's fast path answered, the protocol never saw them
+            assert server.pipeline.lookups.statistics().hits == {"zip": 1, "mod": 1, "info": 1}
         clients.cancel_scope.cancel()
     assert statuses == []
     pids = go_pids(tmp_path)
@@ -156,6 +158,7 @@ async def test_fetches_beyond_the_goget_queue_get_503_with_retry_after(
         clients.start_soon(get_until_cancelled, http, cold(go_fixtures, 1), statuses)
         await wait_until(lambda: server.pipeline.singleflight.statistics().joined == 1)
         assert stash_pool.statistics().refused == 1
+        await wait_for_pids(tmp_path / "pids", 2)
         assert len(go_pids(tmp_path)) == 2  # one go (and its child) ran, no more
         clients.cancel_scope.cancel()
     assert statuses == []
@@ -286,10 +289,12 @@ async def test_an_http2_reset_flood_starts_a_bounded_number_of_fetches(
         assert len(pids) <= 2 * started  # go and its child, per fetch started
         statistics = stash_pool.statistics()
         assert statistics.in_use == statistics.waiting == 0
-        # Every stream's request did start (a miss each); the queue bound refused most
-        # of the fetches they asked for (the rest were given up after the grace).
-        assert server.pipeline.lookups.statistics().misses == {"info": 400}
-        assert statistics.refused > 300
+        # A stream's request reached the protocol unless its reset came first (the fast
+        # path's look in storage is a checkpoint); the queue bound refused most of the
+        # fetches they asked for (the rest were given up after the grace).
+        misses = server.pipeline.lookups.statistics().misses.get("info", 0)
+        assert misses <= 400
+        assert statistics.refused + started <= misses
         assert singleflight.statistics().abandoned <= 400 - statistics.refused
         async with httpx.AsyncClient(base_url=server.url) as http:
             assert (await http.get("/healthz")).status_code == 200

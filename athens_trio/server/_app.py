@@ -32,7 +32,7 @@ from types import TracebackType
 
 import msgspec
 import trio
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 from quart import Response, request
 from quart.wrappers.response import ResponseBody
 from quart_trio import QuartTrio
@@ -50,6 +50,7 @@ from .._endpoints import (
     MOD,
     TEXT,
     ZIP,
+    Endpoint,
 )
 from .._exceptions import (
     GoBinaryError,
@@ -81,6 +82,7 @@ from ._catalog import (
     parse_timestamp,
 )
 from ._envelope import Envelope
+from ._fastpath import FastPath, ServedHook
 from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._metrics import Metrics
 from ._pages import ROBOTS_TXT, home_page, proxy_url
@@ -151,9 +153,11 @@ class _StreamBody(ResponseBody):
 
 
 class _ProxyApp(QuartTrio):
-    """QuartTrio with the envelope (``_envelope``) around every HTTP request."""
+    """QuartTrio with the envelope (``_envelope``) around every HTTP request, and inside
+    it the fast path (``_fastpath``) for stored files before Quart's dispatch."""
 
     envelope: Envelope
+    fast_path: FastPath | None = None
 
     async def asgi_app(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -161,7 +165,14 @@ class _ProxyApp(QuartTrio):
         if scope["type"] != "http":
             await super().asgi_app(scope, receive, send)
             return
-        await self.envelope(scope, receive, send, super().asgi_app)
+        await self.envelope(scope, receive, send, self._inside_envelope)
+
+    async def _inside_envelope(
+        self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if self.fast_path is not None and await self.fast_path(scope, send):
+            return
+        await super().asgi_app(scope, receive, send)
 
 
 def _text(body: str, status: int = 200, cache: str = CACHE_NONE) -> Response:
@@ -272,11 +283,37 @@ async def _document_for(protocol: DownloadProtocol, wanted: ProxyRequest) -> byt
     return await protocol.info(wanted.module, wanted.version)
 
 
-def create_app(pipeline: Pipeline, *, go_version: str, metrics: Metrics | None = None) -> QuartTrio:
+def _fast_path_served(pipeline: Pipeline) -> ServedHook | None:
+    """What the fast path tells of a hit: the protocol's outer wrappers (last served for
+    retention, what clients ask for to the prefetcher) never see one."""
+    activity, prefetcher = pipeline.activity, pipeline.prefetcher
+    if activity is None and prefetcher is None:
+        return None
+
+    def served(endpoint: Endpoint, module: str, version: str, body: bytes | None) -> None:
+        if activity is not None:
+            activity.last_served.mark(module, version)
+        if prefetcher is not None and endpoint is not ZIP:
+            prefetcher.asked(module, version)
+            if endpoint is MOD and body is not None:
+                prefetcher.served(body)
+
+    return served
+
+
+def create_app(
+    pipeline: Pipeline,
+    *,
+    go_version: str,
+    metrics: Metrics | None = None,
+    fast_path: bool = True,
+) -> QuartTrio:
     """The GOPROXY app over ``pipeline``; ``go_version`` is what ``/version`` reports.
 
     ``metrics`` is what ``/metrics`` shows (a fresh :class:`Metrics` bound to the
-    pipeline if None; ``serve`` passes one that also sees its connections)."""
+    pipeline if None; ``serve`` passes one that also sees its connections).
+    ``fast_path=False`` answers stored files through Quart too (what the fast path is
+    tested against)."""
     # Imported here, not at the top: athens_trio/__init__.py may import this package.
     from .. import __version__
 
@@ -291,6 +328,16 @@ def create_app(pipeline: Pipeline, *, go_version: str, metrics: Metrics | None =
     )
     app = _ProxyApp("athens_trio.server")
     app.envelope = Envelope(prefix=config.path_prefix, auth=auth, metrics=metrics)
+    if fast_path:
+        app.fast_path = FastPath(
+            pipeline.storage,
+            cache_bytes=config.stored_file_cache_bytes,
+            version_check=pipeline.filter_check,
+            url_map=app.url_map,
+            catch_all="proxy",
+            served=_fast_path_served(pipeline),
+        )
+        metrics.bind_fast_path(app.fast_path)
     prefix = app.envelope.prefix
     timestamps = Timestamps()
     catalog_lane = CatalogLane()
@@ -344,7 +391,7 @@ def create_app(pipeline: Pipeline, *, go_version: str, metrics: Metrics | None =
     @app.get("/metrics")
     async def metrics_route() -> Response:
         return Response(
-            metrics.render(),
+            await metrics.render(),
             content_type=METRICS_CONTENT_TYPE,
             headers={"Cache-Control": CACHE_NONE},
         )

@@ -37,25 +37,46 @@ from trio_util import AsyncValue, wait_any
 
 from ._hypercorn_worker import HypercornWorker
 
-__all__ = ["Requests", "WatchedStream", "serve_connection", "track_requests"]
+__all__ = ["Changes", "Requests", "WatchedStream", "serve_connection", "track_requests"]
 
 # Where a connection's Requests travels in the ASGI state, from here to the front.
 _STATE_KEY = "athens_trio.connection_requests"
 
 
+class Changes:
+    """Wakes a connection's watcher (:func:`_closing_time`) when what it watches changes:
+    bytes arrived, a request started, the client went.  One event, renewed per wait, in
+    place of a task per condition per idle spell (which cost a cached hit dearly)."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        """Until the next :meth:`notify`.  Check the condition right before: nothing can
+        change between that check and this call, which does not checkpoint first."""
+        self._event = trio.Event()
+        await self._event.wait()
+
+
 class Requests:
     """Requests being served (on one connection, or on all: ``parent``)."""
 
-    def __init__(self, parent: Requests | None = None) -> None:
+    def __init__(self, parent: Requests | None = None, changes: Changes | None = None) -> None:
         self.in_flight: AsyncValue[int] = AsyncValue(0)
         #: How many have started, ever.
         self.started = 0
         self._parent = parent
+        self._changes = changes
 
     @contextmanager
     def serving(self) -> Iterator[None]:
         self.started += 1
         self._add(1)
+        if self._changes is not None:
+            self._changes.notify()
         try:
             yield
         finally:
@@ -68,9 +89,6 @@ class Requests:
 
     async def wait_idle(self) -> None:
         await self.in_flight.wait_value(0)
-
-    async def wait_busy(self) -> None:
-        await self.in_flight.wait_value(lambda n: n > 0)
 
 
 def track_requests(app: ASGIFramework) -> ASGIFramework:
@@ -93,39 +111,46 @@ def track_requests(app: ASGIFramework) -> ASGIFramework:
 class WatchedStream(trio.abc.HalfCloseableStream):
     """A client's socket stream that notes bytes arriving and the client going."""
 
-    def __init__(self, stream: trio.SocketStream, write_timeout: float = math.inf) -> None:
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        write_timeout: float = math.inf,
+        changes: Changes | None = None,
+    ) -> None:
         self._stream = stream
         self._write_timeout = write_timeout
+        self._changes = changes or Changes()
         #: As on trio's SocketStream: hypercorn reads both ends' addresses here.
         self.socket = stream.socket
         #: Set once the client is gone: end of stream, reset, or a send that failed.
         self.gone = trio.Event()
         #: Set once a send took no byte for ``write_timeout`` seconds (and so failed).
         self.stalled = trio.Event()
-        self._arrived = trio.Event()
+        #: How many times bytes arrived from the client.
+        self.receipts = 0
 
-    def arrival(self) -> trio.Event:
-        """An event set when the next bytes arrive from the client."""
-        self._arrived = trio.Event()
-        return self._arrived
+    def _went(self) -> None:
+        self.gone.set()
+        self._changes.notify()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         try:
             data = await self._stream.receive_some(max_bytes)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.gone.set()
+            self._went()
             raise
         if data:
-            self._arrived.set()
+            self.receipts += 1
+            self._changes.notify()
         else:
-            self.gone.set()
+            self._went()
         return bytes(data)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         try:
             await self._send_bounded(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self.gone.set()
+            self._went()
             raise
 
     async def _send_bounded(self, data: bytes | bytearray | memoryview) -> None:
@@ -164,30 +189,37 @@ class WatchedStream(trio.abc.HalfCloseableStream):
 
 
 async def _closing_time(
-    stream: WatchedStream, requests: Requests, keep_alive_timeout: float, header_timeout: float
+    stream: WatchedStream,
+    requests: Requests,
+    changes: Changes,
+    keep_alive_timeout: float,
+    header_timeout: float,
 ) -> None:
     """Return when the connection should be closed (see the module docstring)."""
+    gone = stream.gone.is_set
     while True:
         await requests.wait_idle()
         if requests.in_flight.value:
             continue  # the next request started before this task woke
         started = requests.started
-        if stream.gone.is_set():
+        if gone():
             # Nothing is being served and nobody is there to answer: hypercorn might wait
             # on for bytes that cannot come (hypercorn's HTTP/1.1 parked on "can read").
             # A request whose bytes came before the end of stream has started by now:
             # hypercorn starts it before it reads on, and the front counts it at once.
             return
-        arrived = stream.arrival()
+        receipts = stream.receipts
         with trio.move_on_after(keep_alive_timeout):
-            await wait_any(arrived.wait, requests.wait_busy, stream.gone.wait)
-        if requests.started != started or stream.gone.is_set():
+            while stream.receipts == receipts and requests.started == started and not gone():
+                await changes.wait()
+        if requests.started != started or gone():
             continue
-        if not arrived.is_set():
+        if stream.receipts == receipts:
             return  # idle for KeepAliveTimeout
         with trio.move_on_after(header_timeout):
-            await wait_any(requests.wait_busy, stream.gone.wait)
-        if requests.started == started and not stream.gone.is_set():
+            while requests.started == started and not gone():
+                await changes.wait()
+        if requests.started == started and not gone():
             return  # the request's headers took too long
 
 
@@ -203,15 +235,16 @@ async def serve_connection(
 ) -> None:
     """Serve one accepted connection until hypercorn is done with it or it is time to
     close it; the stream is closed in the end, whatever happened."""
-    watched = WatchedStream(socket_stream, write_timeout)
+    changes = Changes()
+    watched = WatchedStream(socket_stream, write_timeout, changes)
     stream: trio.abc.Stream = watched
     if ssl_context is not None:
         stream = trio.SSLStream(watched, ssl_context, server_side=True, https_compatible=True)
-    requests = Requests(parent=all_requests)
+    requests = Requests(parent=all_requests, changes=changes)
     serve: Callable[[], Awaitable[Any]] = partial(
         worker.serve_connection, stream, {_STATE_KEY: requests}
     )
-    close = partial(_closing_time, watched, requests, keep_alive_timeout, header_timeout)
+    close = partial(_closing_time, watched, requests, changes, keep_alive_timeout, header_timeout)
     try:
         # A stalled client is dropped at once, request in flight or not: hypercorn would
         # otherwise only note the failed send and leave the request running on.

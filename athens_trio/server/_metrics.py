@@ -16,7 +16,9 @@ server pushes nothing down into the pipeline:
 - **cache hits and misses** (the download protocol's storage lookups of ``.info``,
   ``.mod`` and ``.zip``, :class:`~athens_trio.download.LookupStatistics`):
   ``athens_trio_cache_hits_total{endpoint}`` and
-  ``athens_trio_cache_misses_total{endpoint}``.  A hit was served as stored; a miss is a
+  ``athens_trio_cache_misses_total{endpoint}`` (hits include the fast path's answers,
+  ``_fastpath``, whose in-memory cache is ``athens_trio_stored_file_cache_bytes`` and
+  ``athens_trio_stored_file_cache_files``).  A hit was served as stored; a miss is a
   call that started a fetch or joined one in flight (or found that the version does not
   exist), and every ``.info`` of a query (a branch, ``latest``), which always asks
   upstream.  ``list`` and ``@latest`` always ask upstream and are not counted.
@@ -38,8 +40,10 @@ server pushes nothing down into the pipeline:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+import trio
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -58,11 +62,13 @@ from prometheus_client.utils import floatToGoString
 
 from .._endpoints import endpoint_of_shape
 from ..stash import FETCH_SECONDS_BOUNDS, FetchStatistics
+from ._workers import merged_metrics
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
     from .._pipeline import Pipeline
+    from ._fastpath import FastPath
     from ._listen import ConnectionLimit
 
 __all__ = [
@@ -118,9 +124,14 @@ class Metrics:
             ["route"],
             registry=registry,
         )
+        self._request_children: dict[tuple[str, str, int], Counter] = {}
+        self._route_children: dict[str, tuple[Histogram, Counter]] = {}
         ProcessCollector(registry=registry)
         self.pipeline: Pipeline | None = None
         self.connections: ConnectionLimit | None = None
+        self.fast_path: FastPath | None = None
+        #: The other workers' snapshots, when this process is one of several.
+        self.peers: Path | None = None
         registry.register(_PipelineCollector(self))
 
     def bind(self, pipeline: Pipeline, connections: ConnectionLimit | None = None) -> None:
@@ -128,17 +139,41 @@ class Metrics:
         self.pipeline = pipeline
         self.connections = connections
 
+    def bind_fast_path(self, fast_path: FastPath) -> None:
+        """Count the fast path's answers with the protocol's storage hits, and show its
+        cache."""
+        self.fast_path = fast_path
+
     def observe_request(
         self, route: str, method: str, status: int, seconds: float, sent: int
     ) -> None:
-        self.requests.labels(route, _method_label(method), str(status)).inc()
-        self.request_seconds.labels(route).observe(seconds)
+        # The labelled children are kept: labels() takes a lock and builds a key each
+        # time, a visible share of a cached hit's cost.
+        key = (route, method, status)
+        count = self._request_children.get(key)
+        if count is None:
+            count = self.requests.labels(route, _method_label(method), str(status))
+            self._request_children[key] = count
+        count.inc()
+        children = self._route_children.get(route)
+        if children is None:
+            children = (self.request_seconds.labels(route), self.response_bytes.labels(route))
+            self._route_children[route] = children
+        children[0].observe(seconds)
         if sent:
-            self.response_bytes.labels(route).inc(sent)
+            children[1].inc(sent)
 
-    def render(self) -> bytes:
-        """The Prometheus text exposition of every metric."""
+    def render_own(self) -> bytes:
+        """The Prometheus text exposition of this process's metrics."""
         return generate_latest(self.registry)
+
+    async def render(self) -> bytes:
+        """What ``/metrics`` shows: this process's metrics, summed with the other
+        workers' when it is one of several (``_workers``)."""
+        own = self.render_own()
+        if self.peers is None:
+            return own
+        return await trio.to_thread.run_sync(merged_metrics, own, self.peers)
 
 
 class _PipelineCollector(Collector):
@@ -152,8 +187,23 @@ class _PipelineCollector(Collector):
 
     def _collect(self) -> Iterator[Metric]:
         pipeline = self._metrics.pipeline
+        fast_path = self._metrics.fast_path
+        fast_hits: Mapping[str, int] = {}
+        if fast_path is not None:
+            fast = fast_path.statistics()
+            fast_hits = fast.hits
+            yield GaugeMetricFamily(
+                "athens_trio_stored_file_cache_bytes",
+                "Bytes of stored .info and .mod files held in memory.",
+                fast.cached_bytes,
+            )
+            yield GaugeMetricFamily(
+                "athens_trio_stored_file_cache_files",
+                "Stored .info and .mod files held in memory.",
+                fast.cached_files,
+            )
         if pipeline is not None:
-            yield from _pipeline_metrics(pipeline)
+            yield from _pipeline_metrics(pipeline, fast_hits)
         connections = self._metrics.connections
         if connections is not None:
             yield GaugeMetricFamily(
@@ -198,12 +248,14 @@ def _fetch_metrics(fetches: FetchStatistics) -> Iterator[Metric]:
     )
 
 
-def _pipeline_metrics(pipeline: Pipeline) -> Iterator[Metric]:
+def _pipeline_metrics(pipeline: Pipeline, fast_hits: Mapping[str, int]) -> Iterator[Metric]:
     lookups = pipeline.lookups.statistics()
+    # A hit answered by the fast path is a hit all the same.
+    hits = {e: lookups.hits.get(e, 0) + fast_hits.get(e, 0) for e in {*lookups.hits, *fast_hits}}
     yield _by_endpoint(
         "athens_trio_cache_hits",
         "info/mod/zip calls for a version storage already held.",
-        lookups.hits,
+        hits,
     )
     yield _by_endpoint(
         "athens_trio_cache_misses",

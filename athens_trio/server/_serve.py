@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import hypercorn.config
@@ -37,6 +38,7 @@ from ..upstream import Fetcher, Lister
 from ._app import create_app
 from ._listen import ConnectionLimit, serve_app
 from ._metrics import Metrics
+from ._workers import metrics_dir, publish_metrics
 
 __all__ = ["GO_CHECK_TIMEOUT", "Server", "check_go", "hypercorn_config", "serve"]
 
@@ -87,12 +89,20 @@ def _bind(host: str, port: int) -> str:
 
 
 def hypercorn_config(
-    config: Config, *, host: str | None = None, port: int | None = None, grace: float
+    config: Config,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    grace: float,
+    fds: Sequence[int] = (),
 ) -> hypercorn.config.Config:
     """hypercorn's config for ``config``: where to bind (``host``/``port`` override
-    ``UnixSocket`` and ``Port``), TLS, the keep-alive and the shutdown grace."""
+    ``UnixSocket`` and ``Port``; listening sockets inherited as ``fds`` override all),
+    TLS, the keep-alive and the shutdown grace."""
     hyper = hypercorn.config.Config()
-    if host is None and port is None and config.unix_socket:
+    if fds:
+        hyper.bind = [f"fd://{fd}" for fd in fds]
+    elif host is None and port is None and config.unix_socket:
         hyper.bind = [f"unix:{config.unix_socket}"]
     else:
         default_host, default_port = parse_listen_address(config.port)
@@ -123,6 +133,8 @@ async def serve(
     lister: Lister | None = None,
     go_version: str | None = None,
     shutdown_timeout: float | None = None,
+    fast_path: bool = True,
+    fds: Sequence[int] = (),
 ) -> AsyncIterator[Server]:
     """Open the pipeline for ``config`` and serve it until the block ends.
 
@@ -133,13 +145,16 @@ async def serve(
     ``go_version`` is ``go version``'s output if the caller checked the go binary
     already; otherwise it is checked here (:class:`~athens_trio.GoBinaryError`).
     ``shutdown_timeout`` (seconds) bounds how long in-flight requests may take to
-    finish once the block ends.  As from any nursery (and from ``open_pipeline``), an
-    exception the block raises comes out inside an ``ExceptionGroup``.
+    finish once the block ends.  ``fast_path=False`` serves stored files through the
+    full path too (see ``_fastpath``; for comparing the two).  As from any nursery (and
+    from ``open_pipeline``), an exception the block raises comes out inside an
+    ``ExceptionGroup``.  ``fds`` are listening sockets to serve instead (a worker's,
+    see ``_workers``).
     """
     if go_version is None:
         go_version = await check_go(config)
     grace = config.shutdown_timeout if shutdown_timeout is None else shutdown_timeout
-    hyper = hypercorn_config(config, host=host, port=port, grace=grace)
+    hyper = hypercorn_config(config, host=host, port=port, grace=grace, fds=fds)
     if hyper.ssl_enabled:
         hyper.create_ssl_context()  # a bad certificate or key fails here, before anything runs
     metrics = Metrics()
@@ -152,9 +167,19 @@ async def serve(
         lister=lister,
     ) as pipeline:
         metrics.bind(pipeline, connections)
-        app = create_app(pipeline, go_version=go_version, metrics=metrics)
+        app = create_app(pipeline, go_version=go_version, metrics=metrics, fast_path=fast_path)
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
+            publishing = trio.CancelScope()
+            peers = metrics_dir()  # one of several workers: metrics that add up
+            if peers is not None:
+                metrics.peers = peers
+
+                async def publish(directory: Path) -> None:
+                    with publishing:
+                        await publish_metrics(metrics.render_own, directory)
+
+                nursery.start_soon(publish, peers)
             binds: list[str] = await nursery.start(
                 partial(
                     serve_app,
@@ -173,3 +198,4 @@ async def serve(
                 # Stop accepting; requests in flight get `grace` seconds, then the server
                 # returns and open_pipeline cancels whatever the pipeline still runs.
                 stop.set()
+                publishing.cancel()

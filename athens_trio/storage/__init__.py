@@ -21,6 +21,7 @@ from ._backend import (
     Lifecycle,
     Reader,
     Saver,
+    StoredBytes,
     StoredZip,
 )
 from ._disk import DiskStorage
@@ -37,6 +38,7 @@ __all__ = [
     "MemoryStorage",
     "Reader",
     "Saver",
+    "StoredBytes",
     "StoredZip",
     "check_go_mod",
     "with_integrity",

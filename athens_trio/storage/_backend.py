@@ -32,6 +32,7 @@ __all__ = [
     "Lifecycle",
     "Reader",
     "Saver",
+    "StoredBytes",
     "StoredZip",
 ]
 
@@ -59,6 +60,21 @@ class StoredZip(abc.ABC):
         iterator is closed, so an abandoned response leaks nothing.  A zip removed
         before iteration starts raises :class:`~athens_trio.NotFoundError`.
         """
+
+
+class StoredBytes(StoredZip):
+    """A stored file already held in memory (a small one, or a backend's own bytes),
+    behind the same streaming interface."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.size = len(data)
+
+    async def chunks(self, start: int = 0, stop: int | None = None) -> AsyncIterator[bytes]:
+        stop = self.size if stop is None else min(stop, self.size)
+        for at in range(start, stop, CHUNK_SIZE):
+            await trio.lowlevel.checkpoint()
+            yield self.data[at : min(at + CHUNK_SIZE, stop)]
 
 
 class Reader(abc.ABC):
@@ -91,6 +107,13 @@ class Reader(abc.ABC):
     @abc.abstractmethod
     async def zip(self, module: str, version: str) -> StoredZip:
         """The version's zip, as a stream with a known size."""
+
+    async def go_mod_file(self, module: str, version: str) -> StoredZip:
+        """The version's ``go.mod`` as a stream with a known size (the zip's interface),
+        so that a big one (go allows 16 MiB) is never held whole per request.  A small
+        one may come as :class:`StoredBytes`, read in the same step.  The default holds
+        it whole: right for backends that keep it in memory anyway."""
+        return StoredBytes(await self.go_mod(module, version))
 
     @abc.abstractmethod
     async def zip_sum(self, module: str, version: str) -> str | None:

@@ -68,7 +68,7 @@ from .._module import (
     unescape_version,
 )
 from .._semver import sort_versions
-from ._backend import CHUNK_SIZE, Backend, StoredZip
+from ._backend import CHUNK_SIZE, Backend, StoredBytes, StoredZip
 
 __all__ = ["DiskStorage"]
 
@@ -200,6 +200,28 @@ class DiskStorage(Backend):
 
     async def go_mod(self, module: str, version: str) -> bytes:
         return await self._read(module, version, "mod")
+
+    async def go_mod_file(self, module: str, version: str) -> StoredZip:
+        # One thread hop: a go.mod of up to CHUNK_SIZE comes back read (nearly all do),
+        # a bigger one as a file streamed in chunks.
+        info = self._file(module, version, "info")
+        path = self._file(module, version, "mod")
+
+        def open_sync() -> StoredZip:
+            try:
+                if not info.exists():
+                    raise FileNotFoundError(info)
+                with open(path, "rb", buffering=0) as f:
+                    size = os.fstat(f.fileno()).st_size
+                    if size > CHUNK_SIZE:
+                        return _DiskZip(path, size)
+                    return StoredBytes(f.read())
+            except FileNotFoundError:
+                raise NotFoundError(f"{module}@{version} is not in storage") from None
+            except OSError as exc:
+                raise StorageError(f"cannot read {path}: {exc.strerror}") from exc
+
+        return await trio.to_thread.run_sync(open_sync)
 
     async def zip(self, module: str, version: str) -> StoredZip:
         info = self._file(module, version, "info")

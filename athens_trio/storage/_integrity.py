@@ -3,7 +3,8 @@
 A stored file can be damaged after the fact (a crash, a full disk, a hand).  The cheap
 checks run where storage is read, in one place for every backend:
 
-- a go.mod is small: it is checked against the hash recorded at save time on every read;
+- a go.mod is checked against the hash recorded at save time on every read; a big one
+  read as a stream (``go_mod_file``, over 1 MiB), once per go.mod and size, as a zip;
 - a zip is checked by its tail when opened (:func:`zip_is_whole`: the end record must be
   where the central directory says it ends, and end the file), once per zip and size —
   a truncation or an append changes the size, so it is caught again.
@@ -15,6 +16,7 @@ fetch again) is the download protocol's business.  The thorough check, the zip's
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,8 +24,8 @@ from pathlib import Path
 import trio
 
 from .._exceptions import DamagedVersionError
-from .._ziphash import mod_h1
-from ._backend import Backend, StoredZip
+from .._ziphash import mod_h1, mod_h1_of_digest
+from ._backend import Backend, StoredBytes, StoredZip
 
 __all__ = ["check_go_mod", "with_integrity", "zip_is_whole"]
 
@@ -79,19 +81,45 @@ def check_go_mod(module: str, version: str, mod: bytes, recorded: str | None) ->
         raise DamagedVersionError(f"{module}@{version}: go.mod does not match its {recorded}")
 
 
+def _remember(memo: dict[tuple[str, str, int], None], key: tuple[str, str, int]) -> None:
+    if len(memo) >= WHOLE_MEMO_SIZE:
+        del memo[next(iter(memo))]  # the oldest
+    memo[key] = None
+
+
 class _IntegrityChecked(Backend):
     """``inner`` with its go.mod and zip reads checked; everything else passed through."""
 
     def __init__(self, inner: Backend) -> None:
         self._inner = inner
         self.description = inner.description
-        # (module, version, size) of zips found whole; a dict keeps insertion order.
+        # (module, version, size) of zips found whole, and of big go.mod files found
+        # matching their hash; a dict keeps insertion order.
         self._whole: dict[tuple[str, str, int], None] = {}
+        self._mods_checked: dict[tuple[str, str, int], None] = {}
 
     async def go_mod(self, module: str, version: str) -> bytes:
         mod = await self._inner.go_mod(module, version)
         check_go_mod(module, version, mod, await self._inner.mod_sum(module, version))
         return mod
+
+    async def go_mod_file(self, module: str, version: str) -> StoredZip:
+        stored = await self._inner.go_mod_file(module, version)
+        recorded = await self._inner.mod_sum(module, version)
+        if isinstance(stored, StoredBytes):
+            check_go_mod(module, version, stored.data, recorded)
+        elif recorded and (module, version, stored.size) not in self._mods_checked:
+            # A big one is hashed as it streams by (then streamed again to the client),
+            # once per size, as a zip's tail: a truncation or an append is caught again.
+            digest = hashlib.sha256()
+            async for chunk in stored.chunks():
+                digest.update(chunk)
+            if mod_h1_of_digest(digest.hexdigest()) != recorded:
+                raise DamagedVersionError(
+                    f"{module}@{version}: go.mod does not match its {recorded}"
+                )
+            _remember(self._mods_checked, (module, version, stored.size))
+        return stored
 
     async def zip(self, module: str, version: str) -> StoredZip:
         stored = await self._inner.zip(module, version)
@@ -103,14 +131,13 @@ class _IntegrityChecked(Backend):
                 f"{module}@{version}: the stored zip is damaged ({stored.size} bytes, "
                 "its structure does not reach its end)"
             )
-        if len(self._whole) >= WHOLE_MEMO_SIZE:
-            del self._whole[next(iter(self._whole))]  # the oldest
-        self._whole[key] = None
+        _remember(self._whole, key)
         return stored
 
     async def delete(self, module: str, version: str) -> None:
-        for key in [k for k in self._whole if k[:2] == (module, version)]:
-            del self._whole[key]
+        for memo in (self._whole, self._mods_checked):
+            for key in [k for k in memo if k[:2] == (module, version)]:
+                del memo[key]
         await self._inner.delete(module, version)
 
     # --- passed through -----------------------------------------------------------

@@ -1,0 +1,324 @@
+"""Workers: N server processes on one listening socket, each its own trio event loop.
+
+``Workers`` (default: the number of cores) > 1 makes the command a supervisor: it binds
+the listening sockets once (as a single server would: ``Port``, TLS), then starts that
+many ``python -m athens_trio`` processes which inherit them (``fd://`` binds, hypercorn's
+own) and serve them; the kernel hands each new connection to one of them.  A worker is
+the whole server (pipeline, fast path, metrics) in its own process.
+
+- **One fetch per version, whatever the worker**: each worker's single-flight covers its
+  own requests; across workers :func:`with_version_lock` (a stash wrapper, the hook in
+  ``open_pipeline``) takes an ``flock`` on one of :data:`LOCK_BUCKETS` files under
+  ``<root>/.locks/`` around the fetch and save, and the fetch looks in storage first
+  once it has the lock: the second worker finds the version saved and fetches nothing.
+- **SIGTERM / SIGINT** reach the supervisor, which passes each on to every worker (each
+  stops gracefully on the first, at once on the second, as a single server does) and
+  exits once all have, 0 if all exited 0.  Workers run in their own session, so a
+  terminal's Ctrl-C is passed on once, not twice; each asks the kernel for SIGTERM if
+  the supervisor dies (``PR_SET_PDEATHSIG``), so a ``kill -9`` of it leaves no worker.
+- **Metrics add up**: each worker writes its metrics to a directory the supervisor
+  made (``<pid>.prom``, every :data:`PUBLISH_EVERY` seconds, renamed into place), and
+  ``/metrics``, whichever worker answers it, is the sum over all of them (its own
+  live, the others' as last written): counters, histograms and gauges summed by name
+  and labels, ``process_start_time_seconds`` the earliest, ``*_created`` left out.
+
+With ``UnixSocket`` (its socket file's lifecycle is the single server's) or memory
+storage (which processes cannot share) a single process serves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import trio
+from hypercorn.utils import repr_socket_addr
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+from .._config import Config
+from ..stash import Part, Stasher, Wrapper
+
+__all__ = [
+    "LOCK_BUCKETS",
+    "METRICS_DIR_VAR",
+    "PUBLISH_EVERY",
+    "WORKER_FDS_VAR",
+    "in_worker",
+    "inherited_fds",
+    "merged_metrics",
+    "metrics_dir",
+    "publish_metrics",
+    "run_supervisor",
+    "with_version_lock",
+    "worker_argv",
+    "worker_count",
+]
+
+log = logging.getLogger("athens_trio.workers")
+
+#: How a worker learns the listening sockets it inherited (descriptor numbers, commas).
+WORKER_FDS_VAR = "ATHENS_TRIO_WORKER_FDS"
+#: The supervisor's PID, so a worker started after its supervisor died stops at once.
+_SUPERVISOR_VAR = "ATHENS_TRIO_SUPERVISOR"
+#: Where the workers' metrics go (a directory the supervisor makes and removes).
+METRICS_DIR_VAR = "ATHENS_TRIO_METRICS_DIR"
+#: Seconds between a worker's metrics snapshots.
+PUBLISH_EVERY = 1.0
+#: Lock files, bounded: a version's lock is one of these by its hash (two versions
+#: sharing one only take turns across workers).
+LOCK_BUCKETS = 1024
+#: Seconds between tries of a lock another worker holds.
+_LOCK_POLL = 0.05
+_PR_SET_PDEATHSIG = 1
+
+
+def worker_count(config: Config) -> int:
+    """How many processes serve: ``Workers``; 1 with a unix socket, with memory storage
+    (which processes cannot share) and inside a worker."""
+    if config.unix_socket or config.storage_type == "memory" or in_worker():
+        return 1
+    return config.workers or (os.cpu_count() or 1)
+
+
+def in_worker() -> bool:
+    """Whether this process is one of several workers (so stashes take the version lock)."""
+    return bool(os.environ.get(WORKER_FDS_VAR))
+
+
+def inherited_fds() -> list[int]:
+    """The listening sockets this worker inherited ([] outside a worker); also makes the
+    kernel send SIGTERM when the supervisor dies."""
+    value = os.environ.get(WORKER_FDS_VAR, "")
+    if not value:
+        return []
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != int(os.environ.get(_SUPERVISOR_VAR, "0")):
+        os.kill(os.getpid(), signal.SIGTERM)  # the supervisor died before the prctl
+    return [int(fd) for fd in value.split(",")]
+
+
+# ---------------------------------------------------------------------------------------
+# One fetch per version across workers
+# ---------------------------------------------------------------------------------------
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return False
+        raise
+    return True
+
+
+class _VersionLocked(Stasher):
+    def __init__(self, inner: Stasher, directory: Path) -> None:
+        self._inner = inner
+        self._directory = directory
+
+    async def stash(self, module: str, version: str, part: Part) -> None:
+        digest = hashlib.blake2b(f"{module}@{version}".encode(), digest_size=8).digest()
+        bucket = int.from_bytes(digest, "big") % LOCK_BUCKETS
+        path = self._directory / f"{bucket}.lock"
+
+        def open_lock() -> int:
+            self._directory.mkdir(parents=True, exist_ok=True)
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+        fd = await trio.to_thread.run_sync(open_lock)
+        try:
+            # Polled, not a blocking flock in a thread: a cancelled wait must not leave
+            # a thread behind that takes the lock later.
+            while not _try_lock(fd):  # noqa: ASYNC110 (another process holds it)
+                await trio.sleep(_LOCK_POLL)
+            await self._inner.stash(module, version, part)
+        finally:
+            os.close(fd)  # releases the lock
+
+
+def with_version_lock(root: Path) -> Wrapper:
+    """A stash wrapper (innermost: around the fetch and save, whose look into storage
+    comes first) that lets one worker at a time stash a version of the storage tree at
+    ``root``; its lock files are under ``root/.locks`` (storage skips dot directories)."""
+    directory = root / ".locks"
+
+    def wrap(inner: Stasher) -> Stasher:
+        return _VersionLocked(inner, directory)
+
+    return wrap
+
+
+# ---------------------------------------------------------------------------------------
+# Metrics that add up
+# ---------------------------------------------------------------------------------------
+
+
+def metrics_dir() -> Path | None:
+    """Where this worker's metrics snapshots go (None outside workers)."""
+    value = os.environ.get(METRICS_DIR_VAR)
+    return Path(value) if value and in_worker() else None
+
+
+async def publish_metrics(render: Callable[[], bytes], directory: Path) -> None:
+    """Write ``render()`` to ``directory/<pid>.prom`` every :data:`PUBLISH_EVERY`
+    seconds, for ever (each write whole: a temporary file renamed into place)."""
+    final = directory / f"{os.getpid()}.prom"
+    temporary = directory / f".{os.getpid()}.prom.tmp"
+
+    def write(text: bytes) -> None:
+        temporary.write_bytes(text)
+        temporary.replace(final)
+
+    while True:
+        await trio.to_thread.run_sync(write, render())
+        await trio.sleep(PUBLISH_EVERY)
+
+
+def _read_peers(directory: Path, own: str) -> list[str]:
+    texts: list[str] = []
+    for path in directory.glob("*.prom"):
+        if path.name != own:
+            with contextlib.suppress(FileNotFoundError):
+                texts.append(path.read_text())
+    return texts
+
+
+def merged_metrics(own: bytes, directory: Path) -> bytes:
+    """``own`` (this worker's exposition) summed with every other worker's snapshot in
+    ``directory``.  Blocking (reads files): call it in a thread."""
+    families: dict[str, Metric] = {}
+    values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    order: dict[str, list[tuple[str, tuple[tuple[str, str], ...]]]] = {}
+    for text in [own.decode(), *_read_peers(directory, f"{os.getpid()}.prom")]:
+        for family in text_string_to_metric_families(text):
+            if family.name.endswith("_created"):
+                continue  # when a counter began: no sum of them means anything
+            if family.name not in families:
+                families[family.name] = Metric(family.name, family.documentation, family.type)
+                order[family.name] = []
+            for sample in family.samples:
+                if sample.name.endswith("_created"):
+                    continue
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                if key not in values:
+                    values[key] = sample.value
+                    order[family.name].append(key)
+                elif sample.name == "process_start_time_seconds":
+                    values[key] = min(values[key], sample.value)
+                else:
+                    values[key] += sample.value
+    for name, family in families.items():
+        for key in order[name]:
+            family.add_sample(key[0], dict(key[1]), values[key])
+    registry = CollectorRegistry()
+    registry.register(_Fixed(list(families.values())))
+    return generate_latest(registry)
+
+
+class _Fixed(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+# ---------------------------------------------------------------------------------------
+# The supervisor
+# ---------------------------------------------------------------------------------------
+
+
+def run_supervisor(config: Config, workers: int, argv: Sequence[str], describe: str) -> int:
+    """Bind, start ``workers`` processes of ``argv`` on the sockets, print where they
+    serve, pass signals on, and return the exit code once all have exited.
+
+    Plain blocking code, not trio: the workers' parent-death signal is tied to the
+    thread that started them, and trio starts processes from worker threads that end
+    when idle; here the main thread starts them and lives as long as the process."""
+    # Imported here: _serve imports the pipeline, which imports this module's users.
+    from ._serve import hypercorn_config
+
+    hyper = hypercorn_config(config, grace=config.shutdown_timeout)
+    if hyper.ssl_enabled:
+        hyper.create_ssl_context()  # a bad certificate stops the start here, once
+    bound = hyper.create_sockets()
+    sockets = [*bound.secure_sockets, *bound.insecure_sockets]
+    alive: dict[int, None] = {}
+
+    def pass_on(signum: int, frame: object) -> None:
+        log.info("%s: passed on to %d workers", signal.Signals(signum).name, len(alive))
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    with contextlib.ExitStack() as stack:
+        for sock in sockets:
+            stack.callback(sock.close)
+            sock.listen(hyper.backlog)
+        fds = [sock.fileno() for sock in sockets]
+        shared = tempfile.mkdtemp(prefix="athens-trio-metrics-")
+        stack.callback(shutil.rmtree, shared, ignore_errors=True)
+        env = {
+            **os.environ,
+            WORKER_FDS_VAR: ",".join(map(str, fds)),
+            _SUPERVISOR_VAR: str(os.getpid()),
+            METRICS_DIR_VAR: shared,
+        }
+        scheme = "https" if hyper.ssl_enabled else "http"
+        where = ", ".join(
+            f"{scheme}://{repr_socket_addr(s.family, s.getsockname())}" for s in sockets
+        )
+        previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGINT, signal.SIGTERM)}
+        stack.callback(lambda: [signal.signal(sig, h) for sig, h in previous.items()])
+        for _ in range(workers):
+            process = subprocess.Popen(
+                list(argv),
+                env=env,
+                pass_fds=fds,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            alive[process.pid] = None
+        # The workers hold the sockets now; once they close theirs (a SIGTERM), new
+        # connections are refused, as by a single server.
+        for sock in sockets:
+            sock.close()
+        print(f"athens-trio serving on {where} ({workers} workers; {describe})", flush=True)
+        failed: list[int] = []
+        while alive:
+            pid, status = os.wait()  # a signal runs pass_on and the wait goes on
+            if pid not in alive:
+                continue
+            del alive[pid]
+            code = os.waitstatus_to_exitcode(status)
+            code = code if code >= 0 else 128 - code  # killed by a signal: as a shell says
+            if code != 0 and not failed:
+                # A worker failed on its own: stop the others (a start that fails in
+                # one fails in all).
+                pass_on(signal.SIGTERM, None)
+            if code != 0:
+                failed.append(code)
+    return failed[0] if failed else 0
+
+
+def worker_argv() -> list[str]:
+    """The command that runs this program again, as a worker."""
+    return [sys.executable, "-m", "athens_trio", *sys.argv[1:]]

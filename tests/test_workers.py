@@ -1,0 +1,152 @@
+"""Workers: several server processes on one listening socket (``server/_workers.py``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import httpx
+import trio
+
+from athens_trio.server._metrics import Metrics
+from athens_trio.server._workers import merged_metrics, with_version_lock
+from athens_trio.stash import Part, Stasher
+
+from .gofixtures import GoFixtures
+from .helpers import (
+    child_env,
+    child_server,
+    counting_go,
+    fixture_env_vars,
+    go_runs,
+    hello_path,
+    process_alive,
+    wait_until,
+)
+
+
+class _CheckThenFetch(Stasher):
+    """Storage looked at first, then a fetch that takes a while: as FetchAndSave."""
+
+    def __init__(self, stored: set[str], tally: dict[str, list[int]]) -> None:
+        self._stored = stored
+        self._tally = tally  # module -> [fetching now, most at once, fetches]
+
+    async def stash(self, module: str, version: str, part: Part) -> None:
+        if module in self._stored:
+            return
+        counts = self._tally.setdefault(module, [0, 0, 0])
+        counts[0] += 1
+        counts[1] = max(counts[1], counts[0])
+        counts[2] += 1
+        await trio.sleep(0.05)  # the fetch
+        self._stored.add(module)
+        counts[0] -= 1
+
+
+async def test_the_version_lock_lets_one_process_at_a_time_fetch_a_version(
+    tmp_path: Path,
+) -> None:
+    # Two workers' stashers: each opens the lock file itself, as two processes do, so
+    # the flock excludes one from the other (one open file description each).
+    stored: set[str] = set()
+    tally: dict[str, list[int]] = {}
+    workers = [with_version_lock(tmp_path)(_CheckThenFetch(stored, tally)) for _ in range(2)]
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            for worker in workers:
+                nursery.start_soon(worker.stash, "example.com/m", "v1.0.0", "mod")
+                nursery.start_soon(worker.stash, "example.com/other", "v1.0.0", "mod")
+    # One fetch per version, never two at once.
+    assert tally == {"example.com/m": [0, 1, 1], "example.com/other": [0, 1, 1]}
+    assert (tmp_path / ".locks").is_dir()
+
+
+def test_metrics_of_workers_are_summed(tmp_path: Path) -> None:
+    metrics = [Metrics() for _ in range(3)]
+    for n, worker in enumerate(metrics):
+        for _ in range(n + 1):
+            worker.observe_request("mod", "GET", 200, 0.01, 100)
+    for n, worker in enumerate(metrics[1:]):
+        (tmp_path / f"{n}.prom").write_bytes(worker.render_own())
+    merged = merged_metrics(metrics[0].render_own(), tmp_path).decode()
+    lines = merged.splitlines()
+    assert 'athens_trio_http_requests_total{method="GET",route="mod",status="200"} 6.0' in lines
+    assert 'athens_trio_http_response_bytes_total{route="mod"} 600.0' in lines
+    assert 'athens_trio_http_request_duration_seconds_count{route="mod"} 6.0' in lines
+    assert "_created" not in merged
+    assert "# TYPE athens_trio_http_requests_total counter" in lines
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        text = Path(f"/proc/{pid}/task/{task}/children").read_text()
+        found += [int(child) for child in text.split()]
+    return found
+
+
+async def test_workers_share_the_socket_fetch_once_and_stop_together(
+    tmp_path: Path, go_binary: str, go_fixtures: GoFixtures
+) -> None:
+    script, runs = counting_go(tmp_path, go_binary)
+    env = child_env(
+        tmp_path,
+        ATHENS_WORKERS="2",
+        ATHENS_DISK_STORAGE_ROOT=str(tmp_path / "storage"),
+        ATHENS_GO_BINARY_PATH=str(script),
+        ATHENS_GO_BINARY_ENV_VARS=fixture_env_vars(go_fixtures),
+        ATHENS_GOGET_DIR=str(tmp_path),
+    )
+    async with child_server(tmp_path, "workers", env) as child:
+        assert "(2 workers;" in child.banner
+        await wait_until(lambda: len(_children(child.process.pid)) == 2, 30)
+        workers = _children(child.process.pid)
+        path = hello_path(go_fixtures, "v1.0.0.mod")
+        bodies: list[bytes] = []
+
+        async def fetch() -> None:
+            # A connection each, so the kernel hands them to either worker.
+            async with httpx.AsyncClient(timeout=60) as client:
+                response = await client.get(child.url + path)
+                assert response.status_code == 200, response.text
+                bodies.append(response.content)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(16):
+                nursery.start_soon(fetch)
+        assert len(set(bodies)) == 1
+        # One go run for the go.mod part (go version checks aside), whatever the worker.
+        fetches = [run for run in go_runs(runs) if run[:1] != ["version"]]
+        assert len(fetches) == 1, fetches
+
+        # /metrics adds up across workers, whichever answers (each one's snapshot is at
+        # most a second old: poll until the sum is there).
+        async def counted() -> bool:
+            async with httpx.AsyncClient(timeout=30) as client:
+                text = (await client.get(child.url + "/metrics")).text
+            wanted = 'athens_trio_http_requests_total{method="GET",route="mod",status="200"}'
+            return any(line == f"{wanted} 16.0" for line in text.splitlines())
+
+        await wait_until(counted, 30)
+
+        child.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            assert await child.process.wait() == 0
+        for pid in workers:
+            assert not process_alive(pid)
+
+
+async def test_workers_die_with_a_killed_supervisor(tmp_path: Path) -> None:
+    env = child_env(
+        tmp_path,
+        ATHENS_WORKERS="2",
+        ATHENS_DISK_STORAGE_ROOT=str(tmp_path / "storage"),
+        ATHENS_GO_BINARY_PATH="/bin/true",
+    )
+    async with child_server(tmp_path, "workers", env) as child:
+        await wait_until(lambda: len(_children(child.process.pid)) == 2, 30)
+        workers = _children(child.process.pid)
+        child.process.kill()
+        await wait_until(lambda: not any(process_alive(pid) for pid in workers), 30)
