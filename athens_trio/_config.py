@@ -149,7 +149,7 @@ class StorageConfig(msgspec.Struct, rename="pascal", forbid_unknown_fields=False
 
 
 # --- [SingleFlight]: one fetch per version across replicas (Athens' keys and variables) ---
-SingleFlightType = Literal["memory", "redis", "redis-sentinel"]
+SingleFlightType = Literal["memory", "redis", "redis-sentinel", "s3"]
 
 
 class RedisLockConfig(msgspec.Struct, rename="pascal", forbid_unknown_fields=False):
@@ -179,11 +179,21 @@ class RedisSentinelSingleFlightConfig(msgspec.Struct, rename="pascal", forbid_un
     lock_config: RedisLockConfig = msgspec.field(default_factory=RedisLockConfig)
 
 
+class S3SingleFlightConfig(msgspec.Struct, rename="pascal", forbid_unknown_fields=False):
+    # Athens' [SingleFlight.S3]: the lock objects live in [Storage.S3]'s bucket.  The
+    # same meanings as RedisLockConfig's (Athens' TTL of 900 is for a lease nobody
+    # refreshes; this one is refreshed, so short).  Timeout bounds each S3 call.
+    ttl: PositiveInt = field(name="TTL", default=30)
+    timeout: PositiveInt = 15
+    max_retries: PositiveInt = 10
+
+
 class SingleFlightConfig(msgspec.Struct, rename="pascal", forbid_unknown_fields=False):
     redis: RedisSingleFlightConfig = msgspec.field(default_factory=RedisSingleFlightConfig)
     redis_sentinel: RedisSentinelSingleFlightConfig = msgspec.field(
         default_factory=RedisSentinelSingleFlightConfig
     )
+    s3: S3SingleFlightConfig = msgspec.field(name="S3", default_factory=S3SingleFlightConfig)
 
 
 #: An environment variable's entry: the key path it sets, its parser, its names.
@@ -224,6 +234,9 @@ _SINGLE_FLIGHT_ENVIRONMENT: list[_Variable] = [
     (("SingleFlight", "RedisSentinel", "RedisPassword"), str, ("ATHENS_REDIS_PASSWORD",)),
     (("SingleFlight", "RedisSentinel", "DB"), int, ("ATHENS_REDIS_SENTINEL_DB",)),
     *_lock_variables("RedisSentinel"),
+    (("SingleFlight", "S3", "TTL"), int, ("ATHENS_S3_LOCK_TTL",)),
+    (("SingleFlight", "S3", "Timeout"), int, ("ATHENS_S3_LOCK_TIMEOUT",)),
+    (("SingleFlight", "S3", "MaxRetries"), int, ("ATHENS_S3_LOCK_MAX_RETRIES",)),
 ]
 # --- end of [SingleFlight] ---
 
@@ -469,7 +482,8 @@ def load_config(
         )
     if config.path_prefix and not config.path_prefix.startswith("/"):
         raise ConfigError(key_name(("PathPrefix",)), f"{config.path_prefix!r} must start with /")
-    if config.storage_type == "s3":
+    # SingleFlightType s3 keeps its locks in [Storage.S3]'s bucket, as Athens'.
+    if config.storage_type == "s3" or config.single_flight_type == "s3":
         _check_s3(config.storage.s3, key_name)
     return config
 
