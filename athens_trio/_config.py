@@ -115,17 +115,21 @@ _S3_ENVIRONMENT: list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ..
 ]
 
 
-def _check_s3(s3: S3StorageConfig, key_name: Callable[[tuple[str, ...]], str]) -> None:
-    """What StorageType s3 needs: a bucket, a region, an http(s) endpoint if any, and
-    one way to credentials."""
+def _check_s3(
+    s3: S3StorageConfig,
+    key_name: Callable[[tuple[str, ...]], str],
+    needed_by: str = "StorageType s3",
+) -> None:
+    """What StorageType s3 (or SingleFlightType s3) needs: a bucket, a region, an
+    http(s) endpoint if any, and one way to credentials."""
 
     def fail(name: str, message: str) -> ConfigError:
         return ConfigError(key_name(("Storage", "S3", name)), message)
 
     if not s3.bucket:
-        raise fail("Bucket", "StorageType s3 needs a bucket")
+        raise fail("Bucket", f"{needed_by} needs a bucket")
     if not s3.region:
-        raise fail("Region", "StorageType s3 needs a region")
+        raise fail("Region", f"{needed_by} needs a region")
     if s3.endpoint and not re.fullmatch(r"https?://[^/?#\s]+/?", s3.endpoint):
         raise fail("Endpoint", f"{s3.endpoint!r} is not an http(s) URL of a host")
     if s3.key and not s3.secret:
@@ -135,7 +139,7 @@ def _check_s3(s3: S3StorageConfig, key_name: Callable[[tuple[str, ...]], str]) -
     if not (s3.use_default_configuration or s3.key or s3.credentials_endpoint):
         raise fail(
             "Key",
-            "StorageType s3 needs credentials: Key and Secret, UseDefaultConfiguration "
+            f"{needed_by} needs credentials: Key and Secret, UseDefaultConfiguration "
             "or CredentialsEndpoint",
         )
 
@@ -482,9 +486,11 @@ def load_config(
         )
     if config.path_prefix and not config.path_prefix.startswith("/"):
         raise ConfigError(key_name(("PathPrefix",)), f"{config.path_prefix!r} must start with /")
-    # SingleFlightType s3 keeps its locks in [Storage.S3]'s bucket, as Athens'.
-    if config.storage_type == "s3" or config.single_flight_type == "s3":
+    if config.storage_type == "s3":
         _check_s3(config.storage.s3, key_name)
+    elif config.single_flight_type == "s3":
+        # Its lock objects live in [Storage.S3]'s bucket, as Athens' do.
+        _check_s3(config.storage.s3, key_name, "SingleFlightType s3")
     return config
 
 

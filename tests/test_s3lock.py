@@ -133,7 +133,7 @@ def test_athens_s3_singleflight_keys_and_variables(tmp_path: Path) -> None:
         ({"ATHENS_S3_LOCK_TTL": "0"}, "ATHENS_S3_LOCK_TTL"),
         ({"ATHENS_S3_LOCK_MAX_RETRIES": "many"}, "ATHENS_S3_LOCK_MAX_RETRIES"),
         # The lock objects live in [Storage.S3]'s bucket, whatever StorageType is.
-        ({"ATHENS_SINGLE_FLIGHT_TYPE": "s3"}, "ATHENS_S3_BUCKET_NAME"),
+        ({"ATHENS_SINGLE_FLIGHT_TYPE": "s3"}, "Storage.S3.Bucket: SingleFlightType s3 needs"),
     ],
 )
 def test_a_bad_s3_singleflight_value_names_its_variable(
