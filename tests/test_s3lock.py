@@ -172,6 +172,7 @@ async def test_a_herd_on_two_replicas_sharing_a_bucket_runs_go_once_per_version_
     assert go_downloads(runs) == 1
     assert len(go_runs(runs)) == 2, go_runs(runs)
     assert sum(s.acquired for s in statistics) >= 2  # a lock per (version, part)
+    assert sum(s.waited for s in statistics) >= 1  # a replica waited for the other
     assert all(s.fallbacks == 0 and s.reachable for s in statistics)
     assert all(s.held == s.waiting == 0 and not s.subscribed for s in statistics)
 

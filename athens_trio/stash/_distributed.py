@@ -50,7 +50,7 @@ import trio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .._exceptions import ConfigError, NotFoundError
+from .._exceptions import ConfigError, NotFoundError, StorageError
 from ..storage import Backend
 from ._stasher import Part, Stasher, is_stored
 
@@ -372,10 +372,11 @@ class DistributedLock(Generic[H]):
             self._waiting -= 1
 
     async def _stored(self, module: str, version: str, part: Part) -> bool:
-        # Storage failing is the stash's business (the lock's holder will see it).
+        # Storage failing is the stash's business (the lock's holder will see it): a
+        # waiter looks at the lock instead.
         try:
             return await is_stored(self._storage, module, version, part)
-        except Exception:
+        except StorageError:
             return False
 
     async def _hold(
