@@ -242,14 +242,14 @@ def _distributed_lock(
         bucket, credentials = _s3_bucket(config)
         # A client of its own, timed out by the lock's deadline, not storage's.
         s3_client = S3Client(bucket, credentials, timeout=settings.call_deadline)
-        at = redact_url(bucket.endpoint) if bucket.endpoint else bucket.region
+        at = f"at {redact_url(bucket.endpoint)}" if bucket.endpoint else f"in {bucket.region}"
         return S3Lock(
             s3_client,
             storage,
             nursery,
             settings,
             prefix=config.storage.s3.prefix,
-            where=f"bucket {bucket.bucket} at {at}",
+            name=f"S3 bucket {bucket.bucket} {at}",
         )
     return None
 

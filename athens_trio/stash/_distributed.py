@@ -185,9 +185,9 @@ class LeaseBackend(abc.ABC, Generic[H]):
     """Where the leases live: each call may raise one of :attr:`failures` (the server
     is unreachable); :class:`DistributedLock` puts each under its deadline."""
 
-    #: How the log names the server (no secret).
-    where: str
-    #: What the log calls it ("Redis", "S3").
+    #: How the log names the server ("Redis at host:port"; no secret).
+    name: str
+    #: What kind of server it is ("Redis", "S3"), for task names.
     kind: str
     #: The exceptions that mean the server is unreachable.
     failures: tuple[type[BaseException], ...]
@@ -454,10 +454,8 @@ class DistributedLock(Generic[H]):
             self._reachable = False
             reason = "no answer in time" if isinstance(exc, trio.TooSlowError) else str(exc)
             log.warning(
-                "%s at %s is unreachable (%s): each replica fetches on its own until "
-                "it answers again",
-                self._backend.kind,
-                self._backend.where,
+                "%s is unreachable (%s): each replica fetches on its own until it answers again",
+                self._backend.name,
                 reason,
             )
 
@@ -466,11 +464,7 @@ class DistributedLock(Generic[H]):
         if not self._reachable:
             self._reachable = True
             self._retry_at = -math.inf
-            log.info(
-                "%s at %s answers again: one fetch per version across replicas",
-                self._backend.kind,
-                self._backend.where,
-            )
+            log.info("%s answers again: one fetch per version across replicas", self._backend.name)
 
     # ------------------------------------------------------------------ messages
 
@@ -514,7 +508,8 @@ class _RedisLeases(LeaseBackend[str]):
         self._client = client
         self._ttl_ms = math.ceil(settings.ttl * 1000)
         self._poll = settings.poll
-        self.where = where  # for the log: host:port or the sentinel master, no secret
+        # For the log: host:port or the sentinel master, no secret.
+        self.name = f"Redis at {where}"
         self._on_close = on_close
         self._limiter = trio.CapacityLimiter(REDIS_THREADS)
         self._refresh = client.register_script(_REFRESH)

@@ -32,10 +32,10 @@ class _S3LockLeases(LeaseBackend[Lease]):
     # to read (ValueError: not JSON).
     failures = (StorageError, httpx.HTTPError, OSError, ValueError)
 
-    def __init__(self, client: S3Client, settings: LockSettings, prefix: str, where: str) -> None:
+    def __init__(self, client: S3Client, settings: LockSettings, prefix: str, name: str) -> None:
         self._client = client
         self._leases = S3Leases(client, prefix=prefix, ttl=settings.ttl)
-        self.where = where
+        self.name = name
 
     async def take(self, key: str) -> Lease | None:
         return await self._leases.try_acquire(key)
@@ -61,7 +61,8 @@ class _S3LockLeases(LeaseBackend[Lease]):
 
 class S3Lock(DistributedLock[Lease]):
     """The distributed single-flight on ``client``'s bucket (its own client, whose
-    timeout is the lock's call deadline); lock objects under ``prefix``."""
+    timeout is the lock's call deadline); lock objects under ``prefix``; ``name`` is
+    how the log names the bucket (no secret)."""
 
     def __init__(
         self,
@@ -71,6 +72,6 @@ class S3Lock(DistributedLock[Lease]):
         settings: LockSettings,
         *,
         prefix: str = "",
-        where: str,
+        name: str,
     ) -> None:
-        super().__init__(_S3LockLeases(client, settings, prefix, where), storage, nursery, settings)
+        super().__init__(_S3LockLeases(client, settings, prefix, name), storage, nursery, settings)
