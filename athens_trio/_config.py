@@ -116,17 +116,21 @@ _S3_ENVIRONMENT: list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ..
 ]
 
 
-def _check_s3(s3: S3StorageConfig, key_name: Callable[[tuple[str, ...]], str]) -> None:
-    """What StorageType s3 needs: a bucket, a region, an http(s) endpoint if any, and
-    one way to credentials."""
+def _check_s3(
+    s3: S3StorageConfig,
+    key_name: Callable[[tuple[str, ...]], str],
+    needed_by: str = "StorageType s3",
+) -> None:
+    """What StorageType s3 (or SingleFlightType s3) needs: a bucket, a region, an
+    http(s) endpoint if any, and one way to credentials."""
 
     def fail(name: str, message: str) -> ConfigError:
         return ConfigError(key_name(("Storage", "S3", name)), message)
 
     if not s3.bucket:
-        raise fail("Bucket", "StorageType s3 needs a bucket")
+        raise fail("Bucket", f"{needed_by} needs a bucket")
     if not s3.region:
-        raise fail("Region", "StorageType s3 needs a region")
+        raise fail("Region", f"{needed_by} needs a region")
     if s3.endpoint and not re.fullmatch(r"https?://[^/?#\s]+/?", s3.endpoint):
         raise fail("Endpoint", f"{s3.endpoint!r} is not an http(s) URL of a host")
     if s3.key and not s3.secret:
@@ -136,7 +140,7 @@ def _check_s3(s3: S3StorageConfig, key_name: Callable[[tuple[str, ...]], str]) -
     if not (s3.use_default_configuration or s3.key or s3.credentials_endpoint):
         raise fail(
             "Key",
-            "StorageType s3 needs credentials: Key and Secret, UseDefaultConfiguration "
+            f"{needed_by} needs credentials: Key and Secret, UseDefaultConfiguration "
             "or CredentialsEndpoint",
         )
 
@@ -150,7 +154,7 @@ class StorageConfig(msgspec.Struct, rename="pascal", forbid_unknown_fields=False
 
 
 # --- [SingleFlight]: one fetch per version across replicas (Athens' keys and variables) ---
-SingleFlightType = Literal["memory", "redis", "redis-sentinel"]
+SingleFlightType = Literal["memory", "redis", "redis-sentinel", "s3"]
 
 
 class RedisLockConfig(msgspec.Struct, rename="pascal", forbid_unknown_fields=False):
@@ -180,11 +184,21 @@ class RedisSentinelSingleFlightConfig(msgspec.Struct, rename="pascal", forbid_un
     lock_config: RedisLockConfig = msgspec.field(default_factory=RedisLockConfig)
 
 
+class S3SingleFlightConfig(msgspec.Struct, rename="pascal", forbid_unknown_fields=False):
+    # Athens' [SingleFlight.S3]: the lock objects live in [Storage.S3]'s bucket.  The
+    # same meanings as RedisLockConfig's (Athens' TTL of 900 is for a lease nobody
+    # refreshes; this one is refreshed, so short).  Timeout bounds each S3 call.
+    ttl: PositiveInt = field(name="TTL", default=30)
+    timeout: PositiveInt = 15
+    max_retries: PositiveInt = 10
+
+
 class SingleFlightConfig(msgspec.Struct, rename="pascal", forbid_unknown_fields=False):
     redis: RedisSingleFlightConfig = msgspec.field(default_factory=RedisSingleFlightConfig)
     redis_sentinel: RedisSentinelSingleFlightConfig = msgspec.field(
         default_factory=RedisSentinelSingleFlightConfig
     )
+    s3: S3SingleFlightConfig = msgspec.field(name="S3", default_factory=S3SingleFlightConfig)
 
 
 #: An environment variable's entry: the key path it sets, its parser, its names.
@@ -225,6 +239,9 @@ _SINGLE_FLIGHT_ENVIRONMENT: list[_Variable] = [
     (("SingleFlight", "RedisSentinel", "RedisPassword"), str, ("ATHENS_REDIS_PASSWORD",)),
     (("SingleFlight", "RedisSentinel", "DB"), int, ("ATHENS_REDIS_SENTINEL_DB",)),
     *_lock_variables("RedisSentinel"),
+    (("SingleFlight", "S3", "TTL"), int, ("ATHENS_S3_LOCK_TTL",)),
+    (("SingleFlight", "S3", "Timeout"), int, ("ATHENS_S3_LOCK_TIMEOUT",)),
+    (("SingleFlight", "S3", "MaxRetries"), int, ("ATHENS_S3_LOCK_MAX_RETRIES",)),
 ]
 # --- end of [SingleFlight] ---
 
@@ -503,6 +520,9 @@ def load_config(
         raise ConfigError(key_name(("PathPrefix",)), f"{config.path_prefix!r} must start with /")
     if config.storage_type == "s3":
         _check_s3(config.storage.s3, key_name)
+    elif config.single_flight_type == "s3":
+        # Its lock objects live in [Storage.S3]'s bucket, as Athens' do.
+        _check_s3(config.storage.s3, key_name, "SingleFlightType s3")
     return config
 
 

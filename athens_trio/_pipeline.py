@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import trio
@@ -25,6 +26,7 @@ import trio
 from . import download, stash, upstream
 from ._config import Config, StorageType
 from ._ownership import remove_if_empty
+from ._redact import redact_url
 from ._sumdb import SumDBProxy
 from .download import DownloadProtocol
 from .ops._activity import LAST_SERVED_DIR, Activity, LastServed
@@ -56,6 +58,9 @@ HTTP_TIMEOUT = 30.0
 
 __all__ = ["Pipeline", "go_env", "go_runner", "open_pipeline", "storage_from_config"]
 
+if TYPE_CHECKING:
+    from .storage._s3client import Bucket, CredentialSource
+
 log = logging.getLogger("athens_trio.pipeline")
 
 
@@ -76,8 +81,9 @@ class Pipeline:
     lookups: download.StorageFirst
     #: The checksum database proxy over ``SumDBs`` (None if there are none).
     sumdb: SumDBProxy | None = None
-    #: The lock shared by replicas (``SingleFlightType`` redis or redis-sentinel), or None.
-    redis_lock: stash.RedisLock | None = None
+    #: The lock shared by replicas (``SingleFlightType`` redis, redis-sentinel or s3),
+    #: or None (memory).
+    distributed_lock: stash.DistributedLock[Any] | None = None
     #: Where shared and background work runs (single-flight fetches, admin jobs).
     nursery: trio.Nursery | None = None
     #: When each version was last served, and the recent failures (ops/_activity).
@@ -89,21 +95,28 @@ class Pipeline:
     filter_check: download.FilterCheck | None = None
 
 
+def _s3_bucket(config: Config) -> tuple[Bucket, CredentialSource]:
+    """``[Storage.S3]``'s bucket and credentials (S3 storage's, and the s3 lock's)."""
+    # Imported here: botocore is loaded only by those who use S3.
+    from .storage._s3 import Bucket, CredentialSource
+
+    s3 = config.storage.s3
+    return Bucket(s3.bucket, s3.region, s3.endpoint, s3.force_path_style), CredentialSource(
+        key=s3.key,
+        secret=s3.secret,
+        token=s3.token,
+        use_default_configuration=s3.use_default_configuration,
+        credentials_endpoint=s3.credentials_endpoint,
+        container_relative_uri=s3.aws_container_credentials_relative_uri,
+    )
+
+
 def _s3_storage(config: Config) -> Backend:
-    # Imported here: botocore is loaded only by those who store in S3.
-    from .storage._s3 import Bucket, CredentialSource, S3Storage
+    from .storage._s3 import S3Storage
 
     s3 = config.storage.s3
     return S3Storage(
-        Bucket(s3.bucket, s3.region, s3.endpoint, s3.force_path_style),
-        CredentialSource(
-            key=s3.key,
-            secret=s3.secret,
-            token=s3.token,
-            use_default_configuration=s3.use_default_configuration,
-            credentials_endpoint=s3.credentials_endpoint,
-            container_relative_uri=s3.aws_container_credentials_relative_uri,
-        ),
+        *_s3_bucket(config),
         prefix=s3.prefix,
         redirect_expiry=s3.redirect_expiry if s3.redirect_zips else None,
     )
@@ -202,9 +215,12 @@ def _upstream(
     )
 
 
-def _redis_lock(config: Config, storage: Backend, nursery: trio.Nursery) -> stash.RedisLock | None:
-    """The lock ``SingleFlightType`` names, on ``[SingleFlight.Redis]`` or
-    ``[SingleFlight.RedisSentinel]``; None for ``memory`` (this process alone)."""
+def _distributed_lock(
+    config: Config, storage: Backend, nursery: trio.Nursery
+) -> stash.DistributedLock[Any] | None:
+    """The lock ``SingleFlightType`` names, on ``[SingleFlight.Redis]``,
+    ``[SingleFlight.RedisSentinel]`` or ``[Storage.S3]``'s bucket (``[SingleFlight.S3]``);
+    None for ``memory`` (this process alone)."""
     section = config.single_flight
     if config.single_flight_type == "redis":
         lock = section.redis.lock_config
@@ -225,6 +241,25 @@ def _redis_lock(config: Config, storage: Backend, nursery: trio.Nursery) -> stas
             db=sentinel.db,
         )
         return stash.RedisLock(client, storage, nursery, settings, where=where, on_close=close)
+    if config.single_flight_type == "s3":
+        # Imported here: botocore is loaded only by those who use S3.
+        from .stash._s3lock import S3Lock
+        from .storage._s3client import S3Client
+
+        s3 = section.s3
+        settings = stash.LockSettings(s3.ttl, s3.timeout, s3.max_retries)
+        bucket, credentials = _s3_bucket(config)
+        # A client of its own, timed out by the lock's deadline, not storage's.
+        s3_client = S3Client(bucket, credentials, timeout=settings.call_deadline)
+        at = f"at {redact_url(bucket.endpoint)}" if bucket.endpoint else f"in {bucket.region}"
+        return S3Lock(
+            s3_client,
+            storage,
+            nursery,
+            settings,
+            prefix=config.storage.s3.prefix,
+            name=f"S3 bucket {bucket.bucket} {at}",
+        )
     return None
 
 
@@ -328,12 +363,12 @@ async def open_pipeline(
             singleflight = stash.with_singleflight(
                 nursery, abandon_after=config.abandoned_fetch_grace
             )
-            # Across replicas: inside the local single-flight (one Redis lock per
+            # Across replicas: inside the local single-flight (one shared lock per
             # replica per version), outside the hook and the pool (a waiter takes
             # no go worker, and only the lock's holder asks the hook).
-            redis_lock = _redis_lock(config, storage, nursery)
-            if redis_lock is not None:
-                lock_closer.push_async_callback(redis_lock.aclose)
+            distributed_lock = _distributed_lock(config, storage, nursery)
+            if distributed_lock is not None:
+                lock_closer.push_async_callback(distributed_lock.aclose)
             fetches = stash.FetchAndSave(fetcher, storage)
             stasher = stash.wrap(
                 fetches,
@@ -342,7 +377,7 @@ async def open_pipeline(
                 stash_pool,
                 # The hook is asked once per fetch, without holding a go worker.
                 *policy_stash_wrappers,
-                *([redis_lock] if redis_lock is not None else []),
+                *([distributed_lock] if distributed_lock is not None else []),
                 singleflight,
             )
             resolutions = download.CachedLister(
@@ -394,7 +429,7 @@ async def open_pipeline(
                 protocol_pool,
                 lookups,
                 sumdb,
-                redis_lock,
+                distributed_lock,
                 nursery,
                 activity,
                 prefetcher=prefetcher,

@@ -57,6 +57,7 @@ __all__ = [
     "s3_open_server",
     "s3_server",
     "start_s3_server",
+    "stop_s3_server",
     "versitygw_server",
 ]
 
@@ -129,7 +130,7 @@ def start_s3_server(*, check_signatures: bool) -> tuple[subprocess.Popen[bytes],
     assert process.stdout is not None
     port = process.stdout.readline().decode().strip()
     if not port.isdigit():
-        _stop(process)
+        stop_s3_server(process)
         pytest.fail(f"moto's S3 server did not start ({port!r}); {INSTALL_HINT}")
     key, secret = _ANY_KEY
     if check_signatures:
@@ -137,7 +138,7 @@ def start_s3_server(*, check_signatures: bool) -> tuple[subprocess.Popen[bytes],
     return process, S3Server(f"http://127.0.0.1:{port}", key, secret)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_s3_server(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     process.wait(timeout=10)
     if process.stdout is not None:
@@ -150,7 +151,7 @@ def s3_server() -> Iterator[S3Server]:
     try:
         yield server
     finally:
-        _stop(process)
+        stop_s3_server(process)
 
 
 @pytest.fixture(scope="session")
@@ -159,7 +160,7 @@ def s3_open_server() -> Iterator[S3Server]:
     try:
         yield server
     finally:
-        _stop(process)
+        stop_s3_server(process)
 
 
 VERSITYGW = "github.com/versity/versitygw/cmd/versitygw"
@@ -212,7 +213,7 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], seconds: float =
             return
         except OSError:
             time.sleep(0.05)  # a child process's start: only polling sees it
-    _stop(process)
+    stop_s3_server(process)
     pytest.fail(f"versitygw did not start on port {port}")
 
 
@@ -235,7 +236,7 @@ def versitygw_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Ser
     try:
         yield S3Server(f"http://127.0.0.1:{port}", key, secret)
     finally:
-        _stop(process)
+        stop_s3_server(process)
 
 
 @pytest.fixture
@@ -296,7 +297,7 @@ def main(argv: list[str]) -> None:
             try:
                 server.create_bucket()
             finally:
-                _stop(process)
+                stop_s3_server(process)
         print("moto's S3 servers run")
     else:
         sys.exit("usage: python -m tests.s3fixtures serve [--check] | build")

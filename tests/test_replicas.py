@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,9 +28,9 @@ from athens_trio._config import (
 )
 from athens_trio._pipeline import Pipeline
 from athens_trio.stash import (
+    DistributedLock,
+    DistributedLockStatistics,
     LockSettings,
-    RedisLock,
-    RedisLockStatistics,
     redis_client,
     sentinel_client,
 )
@@ -102,12 +103,12 @@ async def replicas(
         yield pipelines
 
 
-def lock_of(pipeline: Pipeline) -> RedisLock:
-    assert pipeline.redis_lock is not None
-    return pipeline.redis_lock
+def lock_of(pipeline: Pipeline) -> DistributedLock[Any]:
+    assert pipeline.distributed_lock is not None
+    return pipeline.distributed_lock
 
 
-def stats(pipelines: list[Pipeline]) -> list[RedisLockStatistics]:
+def stats(pipelines: list[Pipeline]) -> list[DistributedLockStatistics]:
     return [lock_of(pipeline).statistics() for pipeline in pipelines]
 
 

@@ -8,16 +8,18 @@ The pool bounds the stashes waiting too (``queue``: one more is refused with
 waits for once ``abandon_after`` seconds passed.  The fetch-then-save
 (:class:`FetchAndSave`), the pool and the single-flight each tell their
 :meth:`statistics` (frozen dataclasses, as trio's primitives do).
-Across replicas, :class:`RedisLock` goes just inside the single-flight: one stash per
-version among all the replicas sharing a Redis.
+Across replicas, a :class:`DistributedLock` goes just inside the single-flight: one
+stash per version among all the replicas sharing a Redis (:class:`RedisLock`) or an S3
+bucket (``S3Lock``, in ``athens_trio.stash._s3lock``: imported by those who choose it).
 """
 
 from __future__ import annotations
 
 from ._distributed import (
+    DistributedLock,
+    DistributedLockStatistics,
     LockSettings,
     RedisLock,
-    RedisLockStatistics,
     redis_client,
     sentinel_client,
 )
@@ -39,6 +41,8 @@ from ._validator import with_validator
 
 __all__ = [
     "FETCH_SECONDS_BOUNDS",
+    "DistributedLock",
+    "DistributedLockStatistics",
     "FetchAndSave",
     "FetchStatistics",
     "LockSettings",
@@ -48,7 +52,6 @@ __all__ = [
     "Pool",
     "PoolStatistics",
     "RedisLock",
-    "RedisLockStatistics",
     "SingleFlight",
     "SingleFlightStatistics",
     "Slots",

@@ -1,40 +1,46 @@
-"""RedisLock: one stash per module@version and part across replicas sharing a Redis.
+"""A single-flight shared by replicas: one stash per module@version and part.
 
 The local :class:`~athens_trio.stash.SingleFlight` stays outermost: a replica's
 concurrent callers join one stash, and only that one stash goes through this lock, so
-each replica asks Redis once per key, not once per request.
+each replica asks the shared lock once per key, not once per request.
 
-- **The lock** is a key per (module, version, part), set with ``SET NX PX`` to a random
-  token.  Its lease is short (``TTL``) and refreshed every third of it while the stash
-  runs, so a long fetch keeps it and a dead holder loses it within ``TTL``.  Only the
-  holder's token deletes it (compare-and-delete in one Lua script).
-- **Waiters** (the replicas that found the lock taken) wait as long as its holder lives:
-  they are woken by a message on the key's channel when the holder ends (one pub/sub
-  connection per replica, pattern-subscribed), and poll the lock every
-  :attr:`LockSettings.poll` seconds in case a message was missed or the holder died.
-  The lock gone, a waiter takes it and looks in storage first: the version the holder
-  stored is served without a fetch.  No retry count ends a wait on a live holder;
-  ``MaxRetries`` bounds only how many *dead* holders (expired locks) a waiter outlives.
-- **Redis unreachable** (refused, timed out, failing over): the stash runs on the local
-  single-flight alone, so no request fails or hangs for Redis; a warning is logged once
-  per outage, Redis is left alone for :data:`OUTAGE_RETRY` seconds at a time, and an
-  info line says when it answers again.  Every Redis call runs in a worker thread under
-  a deadline (``Timeout``, at most half the lease).  Two replicas may then fetch one
+The protocol is written once (:class:`DistributedLock`); what holds the locks is a
+:class:`LeaseBackend` — Redis here (:class:`RedisLock`), an S3 bucket's conditional
+writes in :mod:`._s3lock`:
+
+- **The lock** is a lease per (module, version, part) with a random owner.  Its lease
+  is short (``TTL``) and refreshed every third of it while the stash runs, so a long
+  fetch keeps it and a dead holder loses it within ``TTL``.  Only its owner releases it.
+- **Waiters** (the replicas that found the lock taken) wait as long as its holder lives.
+  With pub/sub (Redis) they are woken by the holder's message when it ends; they also
+  look at the lock every :attr:`LockSettings.poll` seconds in case a message was missed
+  or the holder died, and without a subscription (S3, or Redis' listener down) they look
+  in storage too, so a version the holder stored is served as soon as it is there.
+  The lock gone, a waiter takes it and looks in storage first.  No retry count ends a
+  wait on a live holder; ``MaxRetries`` bounds only how many *dead* holders (expired
+  leases) a waiter outlives.
+- **The lock's server unreachable** (refused, timed out, failing over): the stash runs on
+  the local single-flight alone, so no request fails or hangs for it; a warning is
+  logged once per outage, the server is left alone for :data:`OUTAGE_RETRY` seconds at
+  a time, and an info line says when it answers again.  Every call runs under a
+  deadline (``Timeout``, at most half the lease).  Two replicas may then fetch one
   version at once; storage's create-if-absent writes keep that safe.
 
-The client is redis-py's synchronous one, run in :func:`trio.to_thread.run_sync`.
+Redis' client is redis-py's synchronous one, run in :func:`trio.to_thread.run_sync`.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
+import enum
 import functools
 import logging
 import math
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 import redis
@@ -44,15 +50,18 @@ import trio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .._exceptions import ConfigError, NotFoundError
+from .._exceptions import ConfigError, NotFoundError, StorageError
 from ..storage import Backend
 from ._stasher import Part, Stasher, is_stored
 
 __all__ = [
     "OUTAGE_RETRY",
+    "DistributedLock",
+    "DistributedLockStatistics",
+    "LeaseBackend",
     "LockSettings",
+    "Look",
     "RedisLock",
-    "RedisLockStatistics",
     "redis_client",
     "sentinel_client",
 ]
@@ -60,8 +69,11 @@ __all__ = [
 log = logging.getLogger("athens_trio.singleflight")
 
 T = TypeVar("T")
+#: What a backend knows a lease it holds by (a token, an ETag...).
+H = TypeVar("H")
 
-#: Seconds Redis is left alone after it failed (requests go local meanwhile), then tried.
+#: Seconds the lock's server is left alone after it failed (requests go local
+#: meanwhile), then tried.
 OUTAGE_RETRY = 2.0
 #: Seconds one wait of the listener thread for a message lasts (how long its
 #: cancellation may take); a message is handed over as soon as it arrives.
@@ -73,11 +85,11 @@ _PREFIX = "athens-trio:singleflight:"
 _LOCK_PREFIX = _PREFIX + "lock:"
 _CHANNEL_PREFIX = _PREFIX + "done:"
 
-#: What a holder publishes when it ends: the version is stored; it does not exist
+#: What a holder's release tells waiters: the version is stored; it does not exist
 #: (followed by ``:`` and go's words); or anything else (failed, cancelled): look again.
-_STORED = "stored"
-_NOT_FOUND = "not_found"
-_RELEASED = "released"
+STORED = "stored"
+NOT_FOUND = "not_found"
+RELEASED = "released"
 
 # KEYS[1] the lock, ARGV[1] the token, ARGV[2] the lease in ms.
 _REFRESH = """
@@ -101,12 +113,12 @@ return deleted
 
 @dataclass(frozen=True)
 class LockSettings:
-    """Athens' ``LockConfig``, in seconds, as this lock reads it."""
+    """Athens' lock settings (``LockConfig``, ``[SingleFlight.S3]``), in seconds."""
 
     #: The lease: refreshed every third of it while the stash runs; a dead holder's
     #: lock is taken over within it.
     ttl: float
-    #: The deadline of each Redis call (capped at half the lease).
+    #: The deadline of each call to the lock's server (capped at half the lease).
     timeout: float
     #: How many dead holders (expired locks) one waiting stash outlives before it gives
     #: up; never a bound on waiting for a live one.
@@ -127,8 +139,8 @@ class LockSettings:
 
 
 @dataclass(frozen=True)
-class RedisLockStatistics:
-    """What :meth:`RedisLock.statistics` returns."""
+class DistributedLockStatistics:
+    """What :meth:`DistributedLock.statistics` returns."""
 
     #: Locks this replica holds now (its stashes running).
     held: int
@@ -144,20 +156,68 @@ class RedisLockStatistics:
     takeovers: int
     #: Looks at the lock so far while waiting (one per poll interval, or per message).
     lock_checks: int
-    #: Stashes run on the local single-flight alone because Redis failed.
+    #: Stashes run on the local single-flight alone because the lock's server failed.
     fallbacks: int
-    #: Whether Redis answered the last call (False during an outage).
+    #: Whether the lock's server answered the last call (False during an outage).
     reachable: bool
-    #: Whether the listener is subscribed to the holders' messages (else waiters poll).
+    #: Whether the listener is subscribed to the holders' messages (else waiters poll;
+    #: always False for a backend without messages, such as S3).
     subscribed: bool
 
 
-class RedisUnreachable(Exception):
-    """A Redis call failed or ran past its deadline (internal: the stash goes local)."""
+class Look(enum.Enum):
+    """What a waiter sees when it looks at a lock."""
+
+    #: A live holder (its lease runs).
+    HELD = "held"
+    #: Gone, given up by its holder.
+    RELEASED = "released"
+    #: Gone or expired, and nothing says its holder gave it up: maybe it died.
+    LAPSED = "lapsed"
+
+
+class LockServerUnreachable(Exception):
+    """A call to the lock's server failed or ran past its deadline (internal: the stash
+    goes local)."""
+
+
+class LeaseBackend(abc.ABC, Generic[H]):
+    """Where the leases live: each call may raise one of :attr:`failures` (the server
+    is unreachable); :class:`DistributedLock` puts each under its deadline."""
+
+    #: How the log names the server ("Redis at host:port"; no secret).
+    name: str
+    #: What kind of server it is ("Redis", "S3"), for task names.
+    kind: str
+    #: The exceptions that mean the server is unreachable.
+    failures: tuple[type[BaseException], ...]
+
+    @abc.abstractmethod
+    async def take(self, key: str) -> H | None:
+        """The lease on ``key`` if it was free (or expired: taken over); None if held."""
+
+    @abc.abstractmethod
+    async def refresh(self, key: str, lease: H) -> H | None:
+        """The lease for another TTL; None if it is no longer ours."""
+
+    @abc.abstractmethod
+    async def release(self, key: str, lease: H, outcome: str) -> None:
+        """Give the lease up (if it is still ours) and tell waiters ``outcome``."""
+
+    @abc.abstractmethod
+    async def look(self, key: str) -> Look:
+        """Whether someone holds ``key``'s lease now."""
+
+    async def listen(self, lock: DistributedLock[H]) -> None:
+        """Hand holders' outcomes to ``lock`` (:meth:`DistributedLock.deliver`) for
+        ever; a backend without messages returns at once (waiters poll)."""
+
+    async def aclose(self) -> None:
+        """Close the connections (once the nursery is done with them)."""
 
 
 class _Watch:
-    """A waiter's interest in one key's channel: set when a message comes."""
+    """A waiter's interest in one key's messages: set when a message comes."""
 
     def __init__(self) -> None:
         self.arrived = trio.Event()
@@ -170,30 +230,34 @@ class _Watch:
         return message
 
 
-class RedisLock:
+class _Holding(Generic[H]):
+    """A held lease, as its refresher last renewed it."""
+
+    def __init__(self, lease: H) -> None:
+        self.lease = lease
+
+
+class DistributedLock(Generic[H]):
     """A stash wrapper (call it on one stasher, inside the local single-flight) that
-    shares each stash among replicas through ``client``; the listener runs in
-    ``nursery``.  ``storage`` is looked at once the lock is taken."""
+    shares each stash among replicas through ``backend``'s leases; the listener and
+    refreshers run in ``nursery``.  ``storage`` is looked at once the lock is taken
+    (and while waiting without messages)."""
 
     def __init__(
         self,
-        client: redis.Redis,
+        backend: LeaseBackend[H],
         storage: Backend,
         nursery: trio.Nursery,
         settings: LockSettings,
-        *,
-        where: str,
-        on_close: Callable[[], None] | None = None,
     ) -> None:
-        self._client = client
+        self._backend = backend
         self._storage = storage
         self._settings = settings
-        self._where = where  # for the log: host:port or the sentinel master, no secret
-        self._on_close = on_close
         self._nursery = nursery
-        self._limiter = trio.CapacityLimiter(REDIS_THREADS)
-        self._refresh = client.register_script(_REFRESH)
-        self._release = client.register_script(_RELEASE)
+        self._failures: tuple[type[BaseException], ...] = (
+            *backend.failures,
+            trio.TooSlowError,
+        )
         self._watches: dict[str, set[_Watch]] = {}
         self._reachable = True
         self._subscribed = False
@@ -201,14 +265,18 @@ class RedisLock:
         self._held = self._waiting = 0
         self._acquired = self._waited = self._woken = 0
         self._takeovers = self._lock_checks = self._fallbacks = 0
-        nursery.start_soon(self._listen, name="redis single-flight listener")
+        nursery.start_soon(backend.listen, self, name=f"{backend.kind} single-flight listener")
 
     def __call__(self, inner: Stasher) -> Stasher:
         return _LockedStasher(inner, self)
 
-    def statistics(self) -> RedisLockStatistics:
+    @property
+    def settings(self) -> LockSettings:
+        return self._settings
+
+    def statistics(self) -> DistributedLockStatistics:
         """Locks held and waited for now, and what happened so far."""
-        return RedisLockStatistics(
+        return DistributedLockStatistics(
             held=self._held,
             waiting=self._waiting,
             acquired=self._acquired,
@@ -222,15 +290,9 @@ class RedisLock:
         )
 
     async def aclose(self) -> None:
-        """Close the connections (once the nursery is done with them)."""
+        """Close the backend's connections (once the nursery is done with them)."""
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(self._close_connections)
-
-    def _close_connections(self) -> None:
-        self._client.close()
-        self._client.connection_pool.disconnect()
-        if self._on_close is not None:
-            self._on_close()
+            await self._backend.aclose()
 
     # ------------------------------------------------------------------ the stash
 
@@ -243,7 +305,7 @@ class RedisLock:
         self._watches.setdefault(key, set()).add(watch)
         try:
             await self._stash(inner, module, version, part, key, watch)
-        except RedisUnreachable:
+        except LockServerUnreachable:
             await self._local(inner, module, version, part)
         finally:
             watchers = self._watches[key]
@@ -256,23 +318,19 @@ class RedisLock:
     ) -> None:
         dead_holders = 0
         while True:
-            token = secrets.token_hex(16)
-            ttl_ms = math.ceil(self._settings.ttl * 1000)
-            take = functools.partial(
-                self._client.set, _LOCK_PREFIX + key, token, nx=True, px=ttl_ms
-            )
-            if await self._call(take):
+            lease = await self._call(functools.partial(self._backend.take, key))
+            if lease is not None:
                 self._acquired += 1
                 if dead_holders:
                     self._takeovers += 1
-                await self._hold(inner, module, version, part, key, token)
+                await self._hold(inner, module, version, part, key, lease)
                 return
             self._waited += 1
-            outcome = await self._wait(key, watch)
-            if outcome == _STORED:
+            outcome = await self._wait(module, version, part, key, watch)
+            if outcome == STORED:
                 return
-            if outcome is not None and outcome.startswith(_NOT_FOUND):
-                raise NotFoundError(outcome.removeprefix(_NOT_FOUND).removeprefix(":"))
+            if outcome is not None and outcome.startswith(NOT_FOUND):
+                raise NotFoundError(outcome.removeprefix(NOT_FOUND).removeprefix(":"))
             if outcome is None:  # the lease ran out under its holder
                 dead_holders += 1
                 if dead_holders > self._settings.max_retries:
@@ -288,7 +346,9 @@ class RedisLock:
                     await self._local(inner, module, version, part)
                     return
 
-    async def _wait(self, key: str, watch: _Watch) -> str | None:
+    async def _wait(
+        self, module: str, version: str, part: Part, key: str, watch: _Watch
+    ) -> str | None:
         """Until the lock is free: the holder's outcome, or None if its lease ran out
         (or its message was missed)."""
         self._waiting += 1
@@ -300,113 +360,191 @@ class RedisLock:
                 self._lock_checks += 1
                 if message is not None:
                     self._woken += 1
-                    if message != _RELEASED:
+                    if message != RELEASED:
                         return message
-                if await self._call(functools.partial(self._client.exists, _LOCK_PREFIX + key)):
+                elif not self._subscribed and await self._stored(module, version, part):
+                    return STORED  # no message to wait for: storage says it
+                look = await self._call(functools.partial(self._backend.look, key))
+                if look is Look.HELD:
                     continue  # a live holder (or a new one): wait on
-                return _RELEASED if message is not None else None
+                return RELEASED if message is not None or look is Look.RELEASED else None
         finally:
             self._waiting -= 1
 
+    async def _stored(self, module: str, version: str, part: Part) -> bool:
+        # Storage failing is the stash's business (the lock's holder will see it): a
+        # waiter looks at the lock instead.
+        try:
+            return await is_stored(self._storage, module, version, part)
+        except StorageError:
+            return False
+
     async def _hold(
-        self, inner: Stasher, module: str, version: str, part: Part, key: str, token: str
+        self, inner: Stasher, module: str, version: str, part: Part, key: str, lease: H
     ) -> None:
         self._held += 1
-        outcome = _RELEASED
+        holding = _Holding(lease)
+        outcome = RELEASED
         # The refresher runs beside the stash in the pipeline's nursery (where the stash
         # itself runs), not in a nursery of ours: the stash's error reaches its callers
         # as itself, not inside an exception group.
         keeping = trio.CancelScope()
-        self._nursery.start_soon(self._keep, key, token, keeping, name=f"refresh lock {key}")
+        self._nursery.start_soon(self._keep, key, holding, keeping, name=f"refresh lock {key}")
         try:
             if not await is_stored(self._storage, module, version, part):
                 await inner.stash(module, version, part)
-            outcome = _STORED
+            outcome = STORED
         except NotFoundError as exc:
-            outcome = f"{_NOT_FOUND}:{exc}"
+            outcome = f"{NOT_FOUND}:{exc}"
             raise
         finally:
             keeping.cancel()
             self._held -= 1
             # Unreachable: the lease runs out instead.
-            with trio.CancelScope(shield=True), contextlib.suppress(RedisUnreachable):
+            with trio.CancelScope(shield=True), contextlib.suppress(LockServerUnreachable):
                 await self._call(
-                    functools.partial(
-                        self._release,
-                        keys=[_LOCK_PREFIX + key, _CHANNEL_PREFIX + key],
-                        args=[token, outcome],
-                    )
+                    functools.partial(self._backend.release, key, holding.lease, outcome)
                 )
 
-    async def _keep(self, key: str, token: str, scope: trio.CancelScope) -> None:
+    async def _keep(self, key: str, holding: _Holding[H], scope: trio.CancelScope) -> None:
         """Refresh the lease until ``scope`` is cancelled (the stash ended)."""
-        ttl_ms = math.ceil(self._settings.ttl * 1000)
         with scope:
-            await self._keep_refreshing(key, token, ttl_ms)
+            await self._keep_refreshing(key, holding)
 
-    async def _keep_refreshing(self, key: str, token: str, ttl_ms: int) -> None:
+    async def _keep_refreshing(self, key: str, holding: _Holding[H]) -> None:
         while True:
             await trio.sleep(self._settings.refresh_every)
             try:
                 kept = await self._call(
-                    functools.partial(
-                        self._refresh, keys=[_LOCK_PREFIX + key], args=[token, ttl_ms]
-                    )
+                    functools.partial(self._backend.refresh, key, holding.lease)
                 )
-            except RedisUnreachable:
+            except LockServerUnreachable:
                 continue  # the stash goes on; storage keeps a second fetch harmless
-            if not kept:
+            if kept is None:
                 log.warning(
                     "lost the single-flight lock on %s (its lease ran out): another "
                     "replica may fetch it too",
                     key,
                 )
                 return
+            holding.lease = kept
 
     async def _local(self, inner: Stasher, module: str, version: str, part: Part) -> None:
         self._fallbacks += 1
         await inner.stash(module, version, part)
 
-    # ------------------------------------------------------------------ Redis calls
+    # ------------------------------------------------------------------ server calls
 
-    async def _call(self, call: Callable[[], T]) -> T:
-        """``call()`` in a worker thread under the deadline; RedisUnreachable if it
-        fails (the outage noted once)."""
+    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()`` under the deadline; LockServerUnreachable if it fails (the outage
+        noted once)."""
         try:
             with trio.fail_after(self._settings.call_deadline):
-                result = await trio.to_thread.run_sync(
-                    call, abandon_on_cancel=True, limiter=self._limiter
-                )
-        except (redis.exceptions.RedisError, OSError, trio.TooSlowError) as exc:
-            self._unreachable(exc)
-            raise RedisUnreachable(str(exc)) from exc
-        self._answered()
+                result = await call()
+        except self._failures as exc:
+            self.note_unreachable(exc)
+            raise LockServerUnreachable(str(exc)) from exc
+        self.note_answered()
         return result
 
-    def _unreachable(self, exc: BaseException) -> None:
+    def note_unreachable(self, exc: BaseException) -> None:
+        """The server failed: requests go local for OUTAGE_RETRY (warned once)."""
         self._retry_at = trio.current_time() + OUTAGE_RETRY
         if self._reachable:
             self._reachable = False
             reason = "no answer in time" if isinstance(exc, trio.TooSlowError) else str(exc)
             log.warning(
-                "Redis at %s is unreachable (%s): each replica fetches on its own until "
-                "it answers again",
-                self._where,
+                "%s is unreachable (%s): each replica fetches on its own until it answers again",
+                self._backend.name,
                 reason,
             )
 
-    def _answered(self) -> None:
+    def note_answered(self) -> None:
+        """The server answered (the outage, if any, is over)."""
         if not self._reachable:
             self._reachable = True
             self._retry_at = -math.inf
-            log.info(
-                "Redis at %s answers again: one fetch per version across replicas", self._where
-            )
+            log.info("%s answers again: one fetch per version across replicas", self._backend.name)
 
-    # ------------------------------------------------------------------ the listener
+    # ------------------------------------------------------------------ messages
 
-    async def _listen(self) -> None:
-        """Hand each holder's outcome to this replica's waiters, for ever."""
+    def note_subscribed(self, subscribed: bool) -> None:
+        """Whether the listener hears holders' messages now (else waiters poll)."""
+        self._subscribed = subscribed
+
+    def deliver(self, key: str, message: str) -> None:
+        """A holder's ``message`` on ``key``, to this replica's waiters on it."""
+        for watch in self._watches.get(key, ()):
+            watch.message = message
+            watch.arrived.set()
+
+
+class _LockedStasher(Stasher, Generic[H]):
+    def __init__(self, inner: Stasher, lock: DistributedLock[H]) -> None:
+        self._inner = inner
+        self._lock = lock
+
+    async def stash(self, module: str, version: str, part: Part) -> None:
+        await self._lock.stash(self._inner, module, version, part)
+
+
+# ---------------------------------------------------------------------- Redis
+
+
+class _RedisLeases(LeaseBackend[str]):
+    """Leases as Redis keys (``SET NX PX`` to a random token, refreshed and deleted
+    only by that token in Lua), and outcomes on a channel per key."""
+
+    kind = "Redis"
+    failures = (redis.exceptions.RedisError, OSError)
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: LockSettings,
+        where: str,
+        on_close: Callable[[], None] | None,
+    ) -> None:
+        self._client = client
+        self._ttl_ms = math.ceil(settings.ttl * 1000)
+        self._poll = settings.poll
+        # For the log: host:port or the sentinel master, no secret.
+        self.name = f"Redis at {where}"
+        self._on_close = on_close
+        self._limiter = trio.CapacityLimiter(REDIS_THREADS)
+        self._refresh = client.register_script(_REFRESH)
+        self._release = client.register_script(_RELEASE)
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        # Abandoned if the deadline passes: a thread stuck on a dead socket must not
+        # hold the caller (redis-py's own socket timeout ends it later).
+        return await trio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=self._limiter)
+
+    async def take(self, key: str) -> str | None:
+        token = secrets.token_hex(16)
+        set_if_free = functools.partial(
+            self._client.set, _LOCK_PREFIX + key, token, nx=True, px=self._ttl_ms
+        )
+        return token if await self._run(set_if_free) else None
+
+    async def refresh(self, key: str, lease: str) -> str | None:
+        call = functools.partial(
+            self._refresh, keys=[_LOCK_PREFIX + key], args=[lease, self._ttl_ms]
+        )
+        return lease if await self._run(call) else None
+
+    async def release(self, key: str, lease: str, outcome: str) -> None:
+        call = functools.partial(
+            self._release, keys=[_LOCK_PREFIX + key, _CHANNEL_PREFIX + key], args=[lease, outcome]
+        )
+        await self._run(call)
+
+    async def look(self, key: str) -> Look:
+        # An expired key and a released one look alike: the release's message tells.
+        held = await self._run(functools.partial(self._client.exists, _LOCK_PREFIX + key))
+        return Look.HELD if held else Look.LAPSED
+
+    async def listen(self, lock: DistributedLock[str]) -> None:
         while True:
             pubsub = self._client.pubsub(  # type: ignore[no-untyped-call]
                 ignore_subscribe_messages=True
@@ -417,38 +555,53 @@ class RedisLock:
                 await trio.to_thread.run_sync(
                     pubsub.psubscribe, _CHANNEL_PREFIX + "*", abandon_on_cancel=True
                 )
-                self._subscribed = True
+                lock.note_subscribed(True)
                 while True:
                     message = await trio.to_thread.run_sync(
                         functools.partial(pubsub.get_message, timeout=LISTEN_WAIT)
                     )
                     if message is not None:
-                        self._deliver(message)
-                    self._answered()
-            except (redis.exceptions.RedisError, OSError) as exc:
-                self._unreachable(exc)
+                        channel = _text(message.get("channel"))
+                        lock.deliver(
+                            channel.removeprefix(_CHANNEL_PREFIX), _text(message.get("data"))
+                        )
+                    lock.note_answered()
+            except self.failures as exc:
+                lock.note_unreachable(exc)
             finally:
-                self._subscribed = False
+                lock.note_subscribed(False)
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(pubsub.close)
             # Waiters poll meanwhile; a listener that cannot connect tries again later.
-            await trio.sleep(min(OUTAGE_RETRY, self._settings.poll))
+            await trio.sleep(min(OUTAGE_RETRY, self._poll))
 
-    def _deliver(self, message: dict[str, Any]) -> None:
-        channel = _text(message.get("channel"))
-        watchers = self._watches.get(channel.removeprefix(_CHANNEL_PREFIX), ())
-        for watch in watchers:
-            watch.message = _text(message.get("data"))
-            watch.arrived.set()
+    async def aclose(self) -> None:
+        await trio.to_thread.run_sync(self._close_connections)
+
+    def _close_connections(self) -> None:
+        self._client.close()
+        self._client.connection_pool.disconnect()
+        if self._on_close is not None:
+            self._on_close()
 
 
-class _LockedStasher(Stasher):
-    def __init__(self, inner: Stasher, lock: RedisLock) -> None:
-        self._inner = inner
-        self._lock = lock
+class RedisLock(DistributedLock[str]):
+    """The distributed single-flight on a Redis (``SingleFlightType`` redis or
+    redis-sentinel): ``client``'s keys are the leases, its pub/sub wakes waiters."""
 
-    async def stash(self, module: str, version: str, part: Part) -> None:
-        await self._lock.stash(self._inner, module, version, part)
+    def __init__(
+        self,
+        client: redis.Redis,
+        storage: Backend,
+        nursery: trio.Nursery,
+        settings: LockSettings,
+        *,
+        where: str,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(
+            _RedisLeases(client, settings, where, on_close), storage, nursery, settings
+        )
 
 
 def _text(value: object) -> str:

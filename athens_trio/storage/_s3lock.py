@@ -9,8 +9,8 @@ and a holder that was taken over learns it at its next refresh (:class:`LeaseLos
 Expiry is judged on the server's clock (its ``Date`` against the lease's
 ``Last-Modified``), so the replicas' clocks do not matter.
 
-Not wired into the stash single-flight here: that is the distributed single-flight's
-work (``SingleFlightType``); this is what its ``s3`` kind stands on.
+The stash single-flight's ``SingleFlightType = "s3"`` (``athens_trio.stash._s3lock``)
+stands on these.
 """
 
 from __future__ import annotations
@@ -68,18 +68,33 @@ class S3Leases:
             return Lease(name, key, etag)
         except S3PreconditionFailed:
             pass
-        stored = await self._client.get_versioned(key)
+        stored = await self._read(key)
         if stored is None:
             return await self.try_acquire(name)  # released meanwhile: try again
-        body, etag, modified, server_now = stored
-        ttl = float(json.loads(body).get("ttl", self._ttl))
-        if server_now < modified + ttl:
+        etag, lives = stored
+        if lives:
             return None
         try:  # expired: take it over, unless someone else just did
             new_etag = await self._client.put(key, self._body(name), if_absent=False, if_match=etag)
         except S3PreconditionFailed:
             return None
         return Lease(name, key, new_etag)
+
+    async def _read(self, key: str) -> tuple[str, bool] | None:
+        """The lease object's ETag and whether its lease still runs (server time), or
+        None if there is none."""
+        stored = await self._client.get_versioned(key)
+        if stored is None:
+            return None
+        body, etag, modified, server_now = stored
+        ttl = float(json.loads(body).get("ttl", self._ttl))
+        return etag, server_now < modified + ttl
+
+    async def lives(self, name: str) -> bool | None:
+        """Whether someone holds the lease: True, False if it expired (its holder
+        stopped refreshing it), None if nobody took it or it was released."""
+        stored = await self._read(self._key(name))
+        return None if stored is None else stored[1]
 
     async def refresh(self, lease: Lease) -> Lease:
         """The lease for another ``ttl`` seconds; LeaseLost if it is no longer ours."""
