@@ -29,6 +29,7 @@ from ._goproxy import (
 )
 from ._lister import GoLister, Lister, PooledLister, UpstreamVersions
 from ._proxy import ProxyFetcher, ProxyLister, SumCheck
+from ._toolchain import Toolchains, ToolchainStatistics, required_go
 
 __all__ = [
     "CHUNK_BYTES",
@@ -52,6 +53,8 @@ __all__ = [
     "ProxyPlan",
     "SizeLimits",
     "SumCheck",
+    "ToolchainStatistics",
+    "Toolchains",
     "UpstreamInfo",
     "UpstreamVersions",
     "UseDirect",
@@ -61,4 +64,5 @@ __all__ = [
     "parse_goproxy",
     "plan_from_env",
     "private_home",
+    "required_go",
 ]
