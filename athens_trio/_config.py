@@ -249,7 +249,8 @@ class Config(msgspec.Struct, rename="pascal", forbid_unknown_fields=False, kw_on
     go_get_dir: str = ""
     # Not Athens keys.  A module needing a newer go than GoBinary gets a go toolchain
     # (downloaded once from GoToolchainProxy, kept in GoToolchainDir: "" means
-    # <GoGetDir or the system temp dir>/athens-trio-toolchains); off: such a zip is a 502.
+    # <GoGetDir or the system temp dir>/athens-trio-toolchains; GoToolchainProxy = "off":
+    # only the toolchains already there); GoToolchainSwitch = false: such a zip is a 502.
     go_toolchain_switch: bool = True
     go_toolchain_dir: str = ""
     go_toolchain_proxy: str = "https://proxy.golang.org"
@@ -476,9 +477,10 @@ def load_config(
             key_name(("TLSCertFile",) if not config.tls_cert_file else ("TLSKeyFile",)),
             "TLS needs both TLSCertFile and TLSKeyFile",
         )
-    if config.go_toolchain_switch and config.go_toolchain_proxy.strip() in ("", "off", "direct"):
+    if config.go_toolchain_switch and config.go_toolchain_proxy.strip() in ("", "direct"):
         raise ConfigError(
-            key_name(("GoToolchainProxy",)), "toolchains come from a module proxy: name one"
+            key_name(("GoToolchainProxy",)),
+            "toolchains come from a module proxy: name one (or off: only those at hand)",
         )
     if config.path_prefix and not config.path_prefix.startswith("/"):
         raise ConfigError(key_name(("PathPrefix",)), f"{config.path_prefix!r} must start with /")
