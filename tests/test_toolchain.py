@@ -15,7 +15,7 @@ import httpx
 import pytest
 import trio
 
-from athens_trio import Config, GoFetcher, UpstreamError
+from athens_trio import Config, ConfigError, GoFetcher, UpstreamError, load_config
 from athens_trio._ziphash import zip_h1
 from athens_trio.upstream import GoProcessRunner, GoResult, Toolchains, required_go
 
@@ -149,8 +149,8 @@ async def test_a_toolchain_that_cannot_be_had_is_a_502_with_no_server_path(
     assert f"go{TOOLCHAIN_GO}" in response.text
     assert str(tmp_path) not in response.text
     assert os.path.realpath(tmp_path) not in response.text
-    assert not (tmp_path / "tc" / "bin" / f"go{TOOLCHAIN_GO}").exists()
-    assert [p.name for p in (tmp_path / "tc").iterdir()] == ["bin"]  # no staging left
+    assert "GoToolchainProxy is off" in response.text
+    assert not (tmp_path / "tc").exists()  # nothing was tried
 
 
 @pytest.mark.parametrize(
@@ -198,3 +198,49 @@ async def test_a_bogus_required_version_never_reaches_go(bogus: str) -> None:
             pass
     assert toolchains.asked == []
     assert len(go.runs) == 1
+
+
+@pytest.mark.parametrize("proxy", ["empty", "http://user:secret@127.0.0.1:1/p"])
+async def test_a_failed_toolchain_download_is_a_502_and_leaves_nothing(
+    tmp_path: Path, go_binary: str, go_fixtures: GoFixtures, nextgo: str, proxy: str
+) -> None:
+    if proxy == "empty":
+        (tmp_path / "empty-proxy").mkdir()
+        proxy = (tmp_path / "empty-proxy").as_uri()
+    config = make_config(
+        tmp_path,
+        go_binary,
+        go_fixtures,
+        go_toolchain_dir=str(tmp_path / "toolchains"),
+        go_toolchain_proxy=proxy,
+    )
+    async with (
+        served(config) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=120) as http,
+    ):
+        response = await http.get(f"/{nextgo}/@v/v1.0.0.zip")
+    assert response.status_code == 502
+    assert f"go{TOOLCHAIN_GO}" in response.text
+    assert str(tmp_path) not in response.text
+    assert os.path.realpath(tmp_path) not in response.text
+    assert "secret" not in response.text
+    assert sorted(os.listdir(config.go_toolchain_dir)) == ["bin"]  # no staging left
+    assert os.listdir(Path(config.go_toolchain_dir) / "bin") == []
+
+
+def test_the_toolchain_keys_and_their_variables() -> None:
+    config = load_config(
+        environ={
+            "ATHENS_GO_TOOLCHAIN_SWITCH": "false",
+            "ATHENS_GO_TOOLCHAIN_DIR": "/srv/toolchains",
+            "ATHENS_GO_TOOLCHAIN_PROXY": "https://corp-proxy",
+        }
+    )
+    assert not config.go_toolchain_switch
+    assert (config.go_toolchain_dir, config.go_toolchain_proxy) == (
+        "/srv/toolchains",
+        "https://corp-proxy",
+    )
+    assert load_config(environ={}).go_toolchain_switch
+    with pytest.raises(ConfigError, match="GoToolchainProxy"):
+        load_config(environ={"ATHENS_GO_TOOLCHAIN_PROXY": "direct"})

@@ -27,6 +27,7 @@ from pathlib import Path
 import trio
 
 from .._exceptions import UpstreamError
+from .._redact import redact_urls
 from ._gocmd import GoProcessRunner, _message_proper, remove_tree, scrub_paths
 
 __all__ = ["ToolchainStatistics", "Toolchains", "required_go"]
@@ -155,6 +156,10 @@ class Toolchains:
         """Have go download and unpack toolchain ``version`` into a staging directory
         (go sets the commands' exec bits and restores its go.mod files), then rename it
         into place and publish its link."""
+        if self._proxy.strip() == "off":
+            raise UpstreamError(
+                f"the go{version} toolchain is not at hand and GoToolchainProxy is off"
+            )
         await trio.to_thread.run_sync(_make_private_dir, self._directory)
         await trio.to_thread.run_sync(_make_private_dir, self._bin)
         staging = Path(
@@ -177,12 +182,21 @@ class Toolchains:
                 private = (*result.private_paths, str(self._directory))
                 if result.returncode != 0 or f" go{version} " not in f" {output} ":
                     stderr = result.stderr.decode(errors="replace").strip()[-2000:]
-                    raise UpstreamError(f"{what}: {scrub_paths(stderr or output, private)}")
+                    raise UpstreamError(f"{what}: {self._public(stderr or output, private)}")
             await self._publish(version, staging)
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(remove_tree, staging)
         self._downloads += 1
+
+    def _public(self, text: str, private_paths: tuple[str, ...]) -> str:
+        """go's ``text`` fit for a client: the toolchain proxies (a file:// one is a
+        server path, an https one may carry credentials) named by their key, other URLs
+        redacted, server paths scrubbed."""
+        for entry in re.split(r"[,|]", self._proxy):
+            if entry.strip():
+                text = text.replace(entry.strip(), "$GoToolchainProxy")
+        return scrub_paths(redact_urls(text), private_paths)
 
     async def _publish(self, version: str, staging: Path) -> None:
         unpacked = sorted(
