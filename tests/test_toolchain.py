@@ -63,6 +63,19 @@ def _toolchains(config: Config, proxy: str) -> tuple[GoProcessRunner, Toolchains
     )
 
 
+async def _refused_zip(config: Config, module: str, tmp_path: Path) -> str:
+    """The body of the 502 answering ``module``'s v1.0.0 zip; it names no server path."""
+    async with (
+        served(config) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=120) as http,
+    ):
+        response = await http.get(f"/{module}/@v/v1.0.0.zip")
+    assert response.status_code == 502
+    assert str(tmp_path) not in response.text
+    assert os.path.realpath(tmp_path) not in response.text
+    return response.text
+
+
 async def test_the_zip_is_served_and_hashes_as_the_newer_go_computes_it(
     tmp_path: Path, go_binary: str, go_fixtures: GoFixtures, nextgo: str, toolchain_proxy: Path
 ) -> None:
@@ -124,15 +137,8 @@ async def test_switched_off_the_zip_is_a_502_naming_the_go_version_and_no_server
     tmp_path: Path, go_binary: str, go_fixtures: GoFixtures, nextgo: str
 ) -> None:
     config = make_config(tmp_path, go_binary, go_fixtures, go_toolchain_switch=False)
-    async with (
-        served(config) as server,
-        httpx.AsyncClient(base_url=server.url, timeout=120) as http,
-    ):
-        response = await http.get(f"/{nextgo}/@v/v1.0.0.zip")
-    assert response.status_code == 502
-    assert f"requires go >= {TOOLCHAIN_GO}" in response.text
-    assert str(tmp_path) not in response.text
-    assert os.path.realpath(tmp_path) not in response.text
+    text = await _refused_zip(config, nextgo, tmp_path)
+    assert f"requires go >= {TOOLCHAIN_GO}" in text
 
 
 async def test_a_toolchain_that_cannot_be_had_is_a_502_with_no_server_path(
@@ -140,16 +146,9 @@ async def test_a_toolchain_that_cannot_be_had_is_a_502_with_no_server_path(
 ) -> None:
     # make_config's GoToolchainProxy is off: only toolchains at hand, and none is.
     config = make_config(tmp_path, go_binary, go_fixtures, go_toolchain_dir=str(tmp_path / "tc"))
-    async with (
-        served(config) as server,
-        httpx.AsyncClient(base_url=server.url, timeout=120) as http,
-    ):
-        response = await http.get(f"/{nextgo}/@v/v1.0.0.zip")
-    assert response.status_code == 502
-    assert f"go{TOOLCHAIN_GO}" in response.text
-    assert str(tmp_path) not in response.text
-    assert os.path.realpath(tmp_path) not in response.text
-    assert "GoToolchainProxy is off" in response.text
+    text = await _refused_zip(config, nextgo, tmp_path)
+    assert f"go{TOOLCHAIN_GO}" in text
+    assert "GoToolchainProxy is off" in text
     assert not (tmp_path / "tc").exists()  # nothing was tried
 
 
@@ -214,16 +213,9 @@ async def test_a_failed_toolchain_download_is_a_502_and_leaves_nothing(
         go_toolchain_dir=str(tmp_path / "toolchains"),
         go_toolchain_proxy=proxy,
     )
-    async with (
-        served(config) as server,
-        httpx.AsyncClient(base_url=server.url, timeout=120) as http,
-    ):
-        response = await http.get(f"/{nextgo}/@v/v1.0.0.zip")
-    assert response.status_code == 502
-    assert f"go{TOOLCHAIN_GO}" in response.text
-    assert str(tmp_path) not in response.text
-    assert os.path.realpath(tmp_path) not in response.text
-    assert "secret" not in response.text
+    text = await _refused_zip(config, nextgo, tmp_path)
+    assert f"go{TOOLCHAIN_GO}" in text
+    assert "secret" not in text
     assert sorted(os.listdir(config.go_toolchain_dir)) == ["bin"]  # no staging left
     assert os.listdir(Path(config.go_toolchain_dir) / "bin") == []
 
