@@ -18,6 +18,7 @@ import trio
 from athens_trio import Config, ConfigError, GoFetcher, UpstreamError, load_config
 from athens_trio._ziphash import zip_h1
 from athens_trio.upstream import GoProcessRunner, GoResult, Toolchains, required_go
+from athens_trio.upstream._toolchain import _toolchain_for
 
 from .conftest import make_config
 from .gofixtures import OWNER, GoFixtures, _Commit, _make_repo
@@ -107,6 +108,9 @@ async def test_concurrent_fetches_download_the_toolchain_once_and_later_ones_nev
     tmp_path: Path, go_binary: str, go_fixtures: GoFixtures, nextgo: str, toolchain_proxy: Path
 ) -> None:
     config = _config(tmp_path, go_binary, go_fixtures, toolchain_proxy)
+    stale = Path(config.go_toolchain_dir) / ".staging-killed"  # a killed download's
+    (stale / "mod").mkdir(parents=True)
+    os.utime(stale, (0, 0))
     runner, toolchains = _toolchains(config, config.go_toolchain_proxy)
     fetcher = GoFetcher(runner, timeout=config.stash_timeout, toolchains=toolchains)
     sums: list[str] = []
@@ -236,3 +240,22 @@ def test_the_toolchain_keys_and_their_variables() -> None:
     assert load_config(environ={}).go_toolchain_switch
     with pytest.raises(ConfigError, match="GoToolchainProxy"):
         load_config(environ={"ATHENS_GO_TOOLCHAIN_PROXY": "direct"})
+
+
+async def test_a_toolchain_directory_others_can_write_is_never_used(
+    tmp_path: Path, go_binary: str, go_fixtures: GoFixtures, nextgo: str
+) -> None:
+    shared = tmp_path / "shared"
+    (shared / "bin").mkdir(parents=True)
+    shared.chmod(0o777)
+    config = make_config(tmp_path, go_binary, go_fixtures, go_toolchain_dir=str(shared))
+    text = await _refused_zip(config, nextgo, tmp_path)
+    assert "GoToolchainDir is not a directory private to this server" in text
+
+
+@pytest.mark.parametrize(
+    ("need", "toolchain"),
+    [("1.27", "1.27.0"), ("1.27.3", "1.27.3"), ("1.28rc1", "1.28rc1"), ("1.28beta2", "1.28beta2")],
+)
+def test_the_toolchain_downloaded_for_a_need(need: str, toolchain: str) -> None:
+    assert _toolchain_for(need) == toolchain

@@ -18,9 +18,12 @@ is its bin/ link made, so a half download is never used, by this process or anot
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import stat
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +75,10 @@ def required_go(message: str, *, module: str, query: str) -> str | None:
 def _toolchain_for(need: str) -> str:
     """The toolchain to download for ``need``: itself, or a language version's first
     release (go 1.27's toolchain is go1.27.0)."""
-    return need + ".0" if "." not in need[2:] and "rc" not in need and "beta" not in need else need
+    key = _version_key(need)
+    assert key is not None
+    _minor, stage, _number = key
+    return f"{need}.0" if stage == 0 else need
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,23 @@ class Toolchains:
         ]
         return sorted(versions, key=lambda v: _version_key(v) or (0, 0, 0))
 
+    def _check_private(self) -> None:
+        """Refuse a directory (or bin/) someone else could write: a go1.N link planted
+        there would run as this server.  (The default lies under the system temp dir.)"""
+        for directory in (self._directory, self._bin):
+            try:
+                info = os.lstat(directory)
+            except FileNotFoundError:
+                continue  # made private when first needed
+            if (
+                not stat.S_ISDIR(info.st_mode)
+                or info.st_uid != os.getuid()
+                or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+            ):
+                raise UpstreamError(
+                    "GoToolchainDir is not a directory private to this server: not using it"
+                )
+
     def _best(self, need: str) -> str | None:
         """The oldest toolchain at hand that is at least ``need``."""
         need_key = _version_key(need)
@@ -141,6 +164,7 @@ class Toolchains:
         hand.  Raises UpstreamError when it cannot be had."""
         if _version_key(need) is None:  # the gate again: nothing unchecked reaches go
             raise ValueError(f"not a go version: {need!r}")
+        await trio.to_thread.run_sync(self._check_private)
         version = self._best(need)
         if version is None:
             wanted = _toolchain_for(need)
@@ -162,6 +186,8 @@ class Toolchains:
             )
         await trio.to_thread.run_sync(_make_private_dir, self._directory)
         await trio.to_thread.run_sync(_make_private_dir, self._bin)
+        # What a killed process left: no download runs longer than its timeout.
+        await trio.to_thread.run_sync(_remove_stale_staging, self._directory, 2 * self._timeout)
         staging = Path(
             await trio.to_thread.run_sync(
                 lambda: tempfile.mkdtemp(prefix=".staging-", dir=self._directory)
@@ -218,6 +244,14 @@ class Toolchains:
 
 def _make_private_dir(directory: Path) -> None:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def _remove_stale_staging(directory: Path, older_than: float) -> None:
+    now = time.time()
+    for staging in directory.glob(".staging-*"):
+        with contextlib.suppress(OSError):
+            if now - staging.lstat().st_mtime > older_than:
+                remove_tree(staging)
 
 
 def _rename_unless_there(source: Path, target: Path) -> None:
