@@ -265,6 +265,13 @@ class Config(msgspec.Struct, rename="pascal", forbid_unknown_fields=False, kw_on
     list_cache_ttl: Annotated[int, msgspec.Meta(ge=0)] = field(name="ListCacheTTL", default=60)
     # Where the fetcher's temporary GOPATHs go; "": see go_get_root.
     go_get_dir: str = ""
+    # Not Athens keys.  A module needing a newer go than GoBinary gets a go toolchain
+    # (downloaded once from GoToolchainProxy, kept in GoToolchainDir: "" means
+    # <GoGetDir (or its default)>/athens-trio-toolchains; GoToolchainProxy = "off":
+    # only the toolchains already there); GoToolchainSwitch = false: such a zip is a 502.
+    go_toolchain_switch: bool = True
+    go_toolchain_dir: str = ""
+    go_toolchain_proxy: str = "https://proxy.golang.org"
     # Seconds in-flight requests get to finish once a shutdown starts.
     shutdown_timeout: Seconds = 60
     # What list and latest do when upstream fails: strict | offline | fallback.
@@ -390,6 +397,9 @@ _ENVIRONMENT: list[tuple[tuple[str, ...], Callable[[str], Any], tuple[str, ...]]
     (("StashTimeout",), _as_seconds, ("ATHENS_STASH_TIMEOUT",)),
     (("ListCacheTTL",), _as_int, ("ATHENS_LIST_CACHE_TTL",)),
     (("GoGetDir",), str, ("ATHENS_GOGET_DIR",)),
+    (("GoToolchainSwitch",), _as_bool, ("ATHENS_GO_TOOLCHAIN_SWITCH",)),
+    (("GoToolchainDir",), str, ("ATHENS_GO_TOOLCHAIN_DIR",)),
+    (("GoToolchainProxy",), str, ("ATHENS_GO_TOOLCHAIN_PROXY",)),
     (("ShutdownTimeout",), _as_seconds, ("ATHENS_SHUTDOWN_TIMEOUT",)),
     (("NetworkMode",), str, ("ATHENS_NETWORK_MODE",)),
     (("LogLevel",), str, ("ATHENS_LOG_LEVEL",)),
@@ -515,6 +525,11 @@ def load_config(
         raise ConfigError(
             key_name(("TLSCertFile",) if not config.tls_cert_file else ("TLSKeyFile",)),
             "TLS needs both TLSCertFile and TLSKeyFile",
+        )
+    if config.go_toolchain_switch and config.go_toolchain_proxy.strip() in ("", "direct"):
+        raise ConfigError(
+            key_name(("GoToolchainProxy",)),
+            "toolchains come from a module proxy: name one (or off: only those at hand)",
         )
     if config.path_prefix and not config.path_prefix.startswith("/"):
         raise ConfigError(key_name(("PathPrefix",)), f"{config.path_prefix!r} must start with /")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from .upstream import (
     ProxyLister,
     ProxyPlan,
     SumCheck,
+    Toolchains,
     plan_from_env,
     private_home,
 )
@@ -171,6 +173,19 @@ def go_runner(
     )
 
 
+def go_toolchains(config: Config, runner: GoProcessRunner) -> Toolchains | None:
+    """Where GoFetcher gets a newer go for a module that needs one (GoToolchainSwitch,
+    GoToolchainDir, GoToolchainProxy); None when switched off."""
+    if not config.go_toolchain_switch:
+        return None
+    directory = config.go_toolchain_dir or os.path.join(
+        config.go_get_root, "athens-trio-toolchains"
+    )
+    return Toolchains(
+        runner, Path(directory), proxy=config.go_toolchain_proxy, timeout=config.stash_timeout
+    )
+
+
 def _upstream(
     config: Config,
     plan: ProxyPlan,
@@ -186,7 +201,9 @@ def _upstream(
     if not plan.has_proxies:
         runner = go_runner(config, home=home, temp_root=temp_root)
         return (
-            GoFetcher(runner, timeout=config.stash_timeout),
+            GoFetcher(
+                runner, timeout=config.stash_timeout, toolchains=go_toolchains(config, runner)
+            ),
             GoLister(runner, timeout=config.timeout),
         )
     runner = go_runner(config, home=home, direct=True, temp_root=temp_root)
@@ -207,7 +224,9 @@ def _upstream(
     return (
         ProxyFetcher(
             client,
-            GoFetcher(runner, timeout=config.stash_timeout),
+            GoFetcher(
+                runner, timeout=config.stash_timeout, toolchains=go_toolchains(config, runner)
+            ),
             SumCheck(sumdb),
             temp_root=temp_root,
         ),

@@ -60,6 +60,8 @@ def make_config(
         "storage": StorageConfig(disk=DiskStorageConfig(root_path=str(tmp_path / "storage"))),
         "timeout": 60,
         "stash_timeout": 120,
+        # Hermetic: a module needing a newer go gets no toolchain from the internet.
+        "go_toolchain_proxy": "off",
     }
     fields.update(overrides)
     return Config(**fields)  # type: ignore[arg-type]

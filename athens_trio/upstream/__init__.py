@@ -36,6 +36,7 @@ from ._goproxy import (
 )
 from ._lister import GoLister, Lister, PooledLister, UpstreamVersions
 from ._proxy import ProxyFetcher, ProxyLister, SumCheck
+from ._toolchain import Toolchains, ToolchainStatistics, required_go
 
 __all__ = [
     "CHUNK_BYTES",
@@ -59,6 +60,8 @@ __all__ = [
     "ProxyPlan",
     "SizeLimits",
     "SumCheck",
+    "ToolchainStatistics",
+    "Toolchains",
     "UpstreamInfo",
     "UpstreamVersions",
     "UseDirect",
@@ -70,4 +73,5 @@ __all__ = [
     "private_home",
     "claim_run_dir",
     "sweep_run_dirs",
+    "required_go",
 ]

@@ -15,11 +15,12 @@ from pathlib import Path
 import msgspec
 import trio
 
-from .._exceptions import UpstreamError
+from .._exceptions import NotFoundError, UpstreamError
 from .._module import check_path, check_version_query, is_canonical_version
 from .._ziphash import mod_h1
-from ._gocmd import GoRunner, classify_go_error, scrub_paths
+from ._gocmd import GoResult, GoRunner, classify_go_error, scrub_paths
 from ._golist import go_list_module
+from ._toolchain import Toolchains, required_go
 
 __all__ = ["FetchedMod", "FetchedVersion", "Fetcher", "GoFetcher", "VersionInfo", "encode_info"]
 
@@ -105,9 +106,13 @@ class GoFetcher(Fetcher):
     """Runs ``go mod download -json <module>@<version>`` (in a temporary GOPATH, when
     ``runner`` is the real one) under ``timeout`` seconds (StashTimeout)."""
 
-    def __init__(self, runner: GoRunner, *, timeout: float) -> None:
+    def __init__(
+        self, runner: GoRunner, *, timeout: float, toolchains: Toolchains | None = None
+    ) -> None:
         self._runner = runner
         self._timeout = timeout
+        # Where a zip needing a newer go than ours gets one; None: such a zip is a 502.
+        self._toolchains = toolchains
 
     @contextlib.asynccontextmanager
     async def fetch(self, module: str, version: str) -> AsyncIterator[FetchedVersion]:
@@ -115,43 +120,27 @@ class GoFetcher(Fetcher):
         check_path(module)
         check_version_query(version)
         what = f"fetching {module}@{version}"
-        async with self._runner.run(
-            ["mod", "download", "-json", f"{module}@{version}"], timeout=self._timeout, what=what
-        ) as result:
-            try:
-                download = _download_decoder.decode(result.stdout)
-            except msgspec.DecodeError:
-                stderr = result.stderr.decode(errors="replace").strip()
-                tail = scrub_paths(stderr[-2000:], result.private_paths)
-                raise UpstreamError(
-                    f"{what}: go exited {result.returncode} without JSON: {tail}"
-                ) from None
-            if download.Error or result.returncode != 0:
-                raise classify_go_error(
-                    download.Error or result.stderr.decode(errors="replace"),
-                    module=module,
-                    query=version,
-                    private_paths=result.private_paths,
-                )
-            if download.Path != module or not is_canonical_version(download.Version):
-                raise UpstreamError(
-                    f"{what}: go reported {download.Path}@{download.Version} instead"
-                )
-            info = _info_decoder.decode(await trio.Path(download.Info).read_bytes())
-            zip_file = Path(download.Zip)
-            # go leaves its cache read-only; storage may move the zip out of it.
-            await trio.to_thread.run_sync(
-                os.chmod, zip_file.parent, stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP
-            )
-            yield FetchedVersion(
-                module=module,
-                version=download.Version,
-                info=encode_info(VersionInfo(Version=download.Version, Time=info.Time)),
-                mod=await trio.Path(download.GoMod).read_bytes(),
-                zip_file=zip_file,
-                zip_sum=download.Sum,
-                mod_sum=download.GoModSum,
-            )
+        args = ["mod", "download", "-json", f"{module}@{version}"]
+        async with self._runner.run(args, timeout=self._timeout, what=what) as result:
+            download = _decode_download(result, what)
+            failure = _download_failure(download, result, module, version)
+            if failure is None:
+                yield await _fetched(download, module, what)
+                return
+            need = None
+            if self._toolchains is not None and download.Error:
+                need = required_go(download.Error, module=module, query=version)
+            if need is None:
+                raise failure
+        # go refused the zip only for want of a newer go: once more, switching to one.
+        assert self._toolchains is not None
+        runner = await self._toolchains.runner_for(need)
+        async with runner.run(args, timeout=self._timeout, what=what) as result:
+            download = _decode_download(result, what)
+            failure = _download_failure(download, result, module, version)
+            if failure is not None:
+                raise failure
+            yield await _fetched(download, module, what)
 
     async def fetch_mod(self, module: str, version: str) -> FetchedMod:
         # go list fetches the go.mod (and the .info's time) but not the zip; the go.mod
@@ -167,3 +156,46 @@ class GoFetcher(Fetcher):
             mod=listed.mod,
             mod_sum=mod_h1(listed.mod),
         )
+
+
+def _decode_download(result: GoResult, what: str) -> _GoModDownload:
+    try:
+        return _download_decoder.decode(result.stdout)
+    except msgspec.DecodeError:
+        stderr = result.stderr.decode(errors="replace").strip()
+        tail = scrub_paths(stderr[-2000:], result.private_paths)
+        raise UpstreamError(f"{what}: go exited {result.returncode} without JSON: {tail}") from None
+
+
+def _download_failure(
+    download: _GoModDownload, result: GoResult, module: str, version: str
+) -> NotFoundError | UpstreamError | None:
+    """Why go's download failed, None when it did not."""
+    if download.Error or result.returncode != 0:
+        return classify_go_error(
+            download.Error or result.stderr.decode(errors="replace"),
+            module=module,
+            query=version,
+            private_paths=result.private_paths,
+        )
+    return None
+
+
+async def _fetched(download: _GoModDownload, module: str, what: str) -> FetchedVersion:
+    if download.Path != module or not is_canonical_version(download.Version):
+        raise UpstreamError(f"{what}: go reported {download.Path}@{download.Version} instead")
+    info = _info_decoder.decode(await trio.Path(download.Info).read_bytes())
+    zip_file = Path(download.Zip)
+    # go leaves its cache read-only; storage may move the zip out of it.
+    await trio.to_thread.run_sync(
+        os.chmod, zip_file.parent, stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP
+    )
+    return FetchedVersion(
+        module=module,
+        version=download.Version,
+        info=encode_info(VersionInfo(Version=download.Version, Time=info.Time)),
+        mod=await trio.Path(download.GoMod).read_bytes(),
+        zip_file=zip_file,
+        zip_sum=download.Sum,
+        mod_sum=download.GoModSum,
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import copy
 import errno
 import os
 import re
@@ -237,6 +238,18 @@ class GoProcessRunner(GoRunner):
         if agent and stat.S_ISSOCK(_stat_mode(agent)):
             self._base_env["SSH_AUTH_SOCK"] = agent
         self._overrides = dict(env or {})
+
+    def with_env(
+        self, env: Mapping[str, str], *, prepend_path: Path | None = None
+    ) -> GoProcessRunner:
+        """This runner with ``env`` on top of its environment, and ``prepend_path``
+        first in PATH (for toolchain switching, see upstream._toolchain)."""
+        other = copy.copy(self)
+        other._overrides = {**self._overrides, **env}
+        if prepend_path is not None:
+            path = other._overrides.get("PATH", self._base_env.get("PATH", os.defpath))
+            other._overrides["PATH"] = f"{prepend_path}{os.pathsep}{path}"
+        return other
 
     def environment(self, gopath: Path) -> dict[str, str]:
         """The go process's whole environment for a run with this GOPATH."""
