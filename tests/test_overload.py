@@ -158,6 +158,9 @@ async def test_fetches_beyond_the_goget_queue_get_503_with_retry_after(
         clients.start_soon(get_until_cancelled, http, cold(go_fixtures, 1), statuses)
         await wait_until(lambda: server.pipeline.singleflight.statistics().joined == 1)
         assert stash_pool.statistics().refused == 1
+        metrics = (await http.get("/metrics")).text
+        assert 'athens_trio_pool_refused_total{pool="stash"} 1.0' in metrics
+        assert 'athens_trio_pool_refused_total{pool="protocol"} 0.0' in metrics
         await wait_for_pids(tmp_path / "pids", 2)
         assert len(go_pids(tmp_path)) == 2  # one go (and its child) ran, no more
         clients.cancel_scope.cancel()
@@ -195,6 +198,9 @@ async def test_fetches_whose_clients_hung_up_end_after_the_grace(
         assert server.pipeline.fetches.statistics().in_progress == 1
         assert server.pipeline.fetches.statistics().outcomes["cancelled"].count == 10
         assert len(leftover(config)) == 1  # the staying fetch's GOPATH only
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            metrics = (await http.get("/metrics")).text
+        assert "athens_trio_singleflight_abandoned_total 10.0" in metrics
         staying.cancel_scope.cancel()
     assert statuses == []
     await wait_until(lambda: not any(process_alive(pid) for pid in go_pids(tmp_path)))

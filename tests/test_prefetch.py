@@ -308,3 +308,33 @@ async def test_the_frontier_moves_on_with_the_client() -> None:
         await _settled(prefetcher)
         assert graph.asked[3:] == [f"{chain[1]}@v1.0.0", f"{chain[3]}@v1.0.0"]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_served_server_prefetches_on_fast_path_hits_too_and_shows_it_in_metrics(
+    tmp_path: Path, upstream_graph: Path
+) -> None:
+    """The fast path answers stored go.mod files without the protocol: it still tells
+    the prefetcher, and /metrics shows the prefetcher's counts."""
+    import httpx
+
+    from .helpers import served, wait_until
+
+    async with static_proxy(upstream_graph) as proxy:
+        config = _config(tmp_path, proxy)
+        async with served(config) as server, httpx.AsyncClient(base_url=server.url) as http:
+            prefetcher = server.pipeline.prefetcher
+            assert prefetcher is not None
+            await server.pipeline.storage.save_mod(
+                "a.example/app",
+                "v1.0.0",
+                info=json.dumps({"Version": "v1.0.0"}).encode(),
+                mod=(upstream_graph / "a.example/app/@v/v1.0.0.mod").read_bytes(),
+            )
+            answer = await http.get("/a.example/app/@v/v1.0.0.mod")  # stored: the fast path
+            assert answer.status_code == 200
+            # Told once the answer is sent: the client may see it first.
+            await wait_until(lambda: prefetcher.statistics().prefetched == 2)
+            await _settled(prefetcher)
+            metrics = (await http.get("/metrics")).text
+            assert "athens_trio_prefetch_prefetched_total 2.0" in metrics
+            assert "athens_trio_prefetch_asked_total 0.0" in metrics

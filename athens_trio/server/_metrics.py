@@ -33,6 +33,13 @@ server pushes nothing down into the pipeline:
 - **pools**: ``athens_trio_pool_in_use{pool}``, ``athens_trio_pool_size{pool}`` and
   ``athens_trio_pool_waiting{pool}`` for ``pool`` ``stash`` (GoGetWorkers) and
   ``protocol`` (ProtocolWorkers).
+- **overload and shared work**: ``athens_trio_pool_refused_total{pool}`` (503s),
+  ``athens_trio_singleflight_abandoned_total``, ``athens_trio_background_fetches`` and
+  ``athens_trio_background_fetches_dropped_total``; with a replica lock
+  (``SingleFlightType`` redis, redis-sentinel, s3) ``athens_trio_replica_lock_*``
+  (held, waiting, reachable, acquired, waited, takeovers, fallbacks); with prefetch on,
+  ``athens_trio_prefetch_*`` (queued, prefetched, asked, dropped, failed: asked over
+  prefetched is the hit ratio).
 - **connections**: ``athens_trio_connections_open``, ``athens_trio_connections_max``;
   plus the process collector's ``process_*``.
 """
@@ -280,6 +287,11 @@ def _pipeline_metrics(pipeline: Pipeline, fast_hits: Mapping[str, int]) -> Itera
     waiting = GaugeMetricFamily(
         "athens_trio_pool_waiting", "Tasks waiting for a pool slot.", labels=["pool"]
     )
+    refused = CounterMetricFamily(
+        "athens_trio_pool_refused",
+        "Calls answered 503 because the pool's slots and queue were full.",
+        labels=["pool"],
+    )
     for name, pool in (
         ("stash", pipeline.stash_pool.statistics()),
         ("protocol", pipeline.protocol_pool.statistics()),
@@ -287,4 +299,56 @@ def _pipeline_metrics(pipeline: Pipeline, fast_hits: Mapping[str, int]) -> Itera
         in_use.add_metric([name], pool.in_use)
         size.add_metric([name], pool.size)
         waiting.add_metric([name], pool.waiting)
-    yield from (in_use, size, waiting)
+        refused.add_metric([name], pool.refused)
+    yield from (in_use, size, waiting, refused)
+    yield from _overload_metrics(pipeline)
+
+
+def _overload_metrics(pipeline: Pipeline) -> Iterator[Metric]:
+    """Work given up or not started, the async modes' background fetches, the lock
+    shared by replicas and the prefetcher: each read from its own statistics()."""
+    yield CounterMetricFamily(
+        "athens_trio_singleflight_abandoned",
+        "Fetches cancelled because no client waited for them any more (AbandonedFetchGrace).",
+        value=pipeline.singleflight.statistics().abandoned,
+    )
+    lookups = pipeline.lookups.statistics()
+    yield GaugeMetricFamily(
+        "athens_trio_background_fetches",
+        "Background fetches (DownloadMode async, async_redirect) queued or running.",
+        value=lookups.background,
+    )
+    yield CounterMetricFamily(
+        "athens_trio_background_fetches_dropped",
+        "Background fetches not started because BackgroundFetchQueue were pending.",
+        value=lookups.background_dropped,
+    )
+    if pipeline.distributed_lock is not None:
+        lock = pipeline.distributed_lock.statistics()
+        for name, kind, value, documentation in (
+            ("held", GaugeMetricFamily, lock.held, "Replica locks this process holds."),
+            ("waiting", GaugeMetricFamily, lock.waiting, "Stashes waiting for another replica."),
+            (
+                "reachable",
+                GaugeMetricFamily,
+                int(lock.reachable),
+                "1 if the lock's server answers.",
+            ),
+            ("acquired", CounterMetricFamily, lock.acquired, "Replica locks taken."),
+            ("waited", CounterMetricFamily, lock.waited, "Waits for another replica's lock."),
+            ("takeovers", CounterMetricFamily, lock.takeovers, "Locks taken from dead holders."),
+            ("fallbacks", CounterMetricFamily, lock.fallbacks, "Stashes run without the lock."),
+        ):
+            yield kind(f"athens_trio_replica_lock_{name}", documentation, value=value)
+    if pipeline.prefetcher is not None:
+        prefetch = pipeline.prefetcher.statistics()
+        yield GaugeMetricFamily(
+            "athens_trio_prefetch_queued", "go.mod parts waiting to be prefetched.", prefetch.queued
+        )
+        for name, value, documentation in (
+            ("prefetched", prefetch.prefetched, "go.mod parts prefetched (storage lacked them)."),
+            ("asked", prefetch.asked, "Prefetched go.mod parts a client asked for afterwards."),
+            ("dropped", prefetch.dropped, "Prefetches not queued: the queue was full."),
+            ("failed", prefetch.failed, "Prefetches refused, not found or failed."),
+        ):
+            yield CounterMetricFamily(f"athens_trio_prefetch_{name}", documentation, value=value)
