@@ -324,8 +324,9 @@ class Config(msgspec.Struct, rename="pascal", forbid_unknown_fields=False, kw_on
     abandoned_fetch_grace: Seconds = 5
     # --- prefetch (not Athens keys) ---
     # Go.mod parts fetched at once ahead of the client (what served go.mod files
-    # require, where go reads them); 0: off.  How many levels below a served go.mod.
-    prefetch_workers: Annotated[int, msgspec.Meta(ge=0)] = 0
+    # require, where go reads them; on by default: it hides the upstream's round trips
+    # from a go walking a graph); 0: off.  How many levels below a served go.mod.
+    prefetch_workers: Annotated[int, msgspec.Meta(ge=0)] = 8
     prefetch_depth: PositiveInt = 5
 
     # --- the hot path (not Athens keys) ---

@@ -62,6 +62,8 @@ def make_config(
         "stash_timeout": 120,
         # Hermetic: a module needing a newer go gets no toolchain from the internet.
         "go_toolchain_proxy": "off",
+        # Fetches counted exactly: no prefetch unless a test turns it on.
+        "prefetch_workers": 0,
     }
     fields.update(overrides)
     return Config(**fields)  # type: ignore[arg-type]

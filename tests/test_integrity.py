@@ -3,11 +3,13 @@ integrity wrapper, a zip by its h1 hash when verified; a repair takes one versio
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -129,6 +131,55 @@ async def test_the_wrapper_raises_for_a_damaged_go_mod_or_zip(tmp_path: Path) ->
     os.truncate(zip_path, zip_path.stat().st_size - 1)
     with pytest.raises(DamagedVersionError, match="zip is damaged"):
         await checked.zip(MODULE, "v1.0.0")
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk"])
+async def test_a_save_beside_a_damaged_go_mod_is_a_damaged_version(
+    tmp_path: Path, kind: str
+) -> None:
+    """The zip's save finds the stored go.mod part damaged: a repair's business (as a
+    checked read says), not another save's version."""
+    inner = MemoryStorage() if kind == "memory" else DiskStorage(tmp_path / "root")
+    checked = with_integrity(inner)
+    assert await checked.save_mod(MODULE, "v1.0.0", info=INFO, mod=b"m", mod_sum=mod_h1(b"m"))
+    if isinstance(inner, DiskStorage):
+        (inner.root / MODULE / "@v" / "v1.0.0.mod").write_bytes(b"n")
+    else:
+        key = (MODULE, "v1.0.0")
+        inner._versions[key] = dataclasses.replace(inner._versions[key], mod=b"n")
+    with pytest.raises(DamagedVersionError, match=r"go\.mod does not match"):
+        await save_checked(checked, tmp_path, "v1.0.0", make_zip())
+    assert not await inner.exists(MODULE, "v1.0.0")
+
+
+async def test_disk_through_the_wrapper_takes_one_thread_hop_a_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cold version's storage calls each cost one worker-thread hop on disk: the
+    go.mod part's save, a checked go.mod read, the whole save beside a stored go.mod
+    part (compared, zip linked, list written), and a zip's open is two (its size,
+    then its tail)."""
+    hops: list[object] = []
+    real = trio.to_thread.run_sync
+
+    async def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(fn)
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", counting)
+    checked = with_integrity(DiskStorage(tmp_path / "root"))
+
+    async def count(call: Awaitable[object]) -> int:
+        hops.clear()
+        await call
+        return len(hops)
+
+    mod_part = checked.save_mod(MODULE, "v1.0.0", info=INFO, mod=b"m", mod_sum=mod_h1(b"m"))
+    assert await count(mod_part) == 1
+    assert await count(checked.go_mod(MODULE, "v1.0.0")) == 1
+    assert await count(save_checked(checked, tmp_path, "v1.0.0", make_zip())) == 1
+    assert await count(checked.zip(MODULE, "v1.0.0")) == 2
+    assert (tmp_path / "root" / MODULE / "@v" / "list").read_text() == "v1.0.0\n"
 
 
 async def test_the_wrapper_checks_a_zip_tail_once(tmp_path: Path) -> None:

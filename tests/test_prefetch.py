@@ -280,7 +280,8 @@ async def test_a_client_joins_the_prefetch_in_flight(tmp_path: Path, upstream_gr
 def test_prefetch_keys() -> None:
     config = load_config(None, {"ATHENS_PREFETCH_WORKERS": "8", "ATHENS_PREFETCH_DEPTH": "2"})
     assert (config.prefetch_workers, config.prefetch_depth) == (8, 2)
-    assert load_config(None, {}).prefetch_workers == 0  # off unless asked for
+    assert load_config(None, {}).prefetch_workers == 8  # on unless turned off
+    assert load_config(None, {"ATHENS_PREFETCH_WORKERS": "0"}).prefetch_workers == 0
     with pytest.raises(ConfigError, match="PrefetchDepth"):
         load_config(None, {"ATHENS_PREFETCH_DEPTH": "0"})
 

@@ -120,6 +120,12 @@ class _DiskZip(StoredZip):
 
     async def chunks(self, start: int = 0, stop: int | None = None) -> AsyncIterator[bytes]:
         stop = self.size if stop is None else min(stop, self.size)
+        if stop - start <= CHUNK_SIZE:
+            # One chunk (a small zip, a zip's tail for the integrity check): one thread
+            # hop for open, seek, read and close rather than one for each.
+            if stop > start:
+                yield await trio.to_thread.run_sync(self._read_range_sync, start, stop)
+            return
         try:
             opened = await trio.open_file(self._path, "rb", buffering=0)
         except FileNotFoundError:
@@ -137,6 +143,18 @@ class _DiskZip(StoredZip):
                 remaining -= len(chunk)
                 yield chunk
 
+    def _read_range_sync(self, start: int, stop: int) -> bytes:
+        try:
+            with open(self._path, "rb", buffering=0) as f:
+                chunk = os.pread(f.fileno(), stop - start, start)
+        except FileNotFoundError:
+            raise NotFoundError("the zip was removed from storage") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {self._path}: {exc.strerror}") from exc
+        if len(chunk) < stop - start:
+            raise StorageError(f"{self._path} is shorter than its recorded size")
+        return chunk
+
 
 class DiskStorage(Backend):
     """A GOPROXY tree under ``root``; see the module docstring for the guarantees."""
@@ -144,9 +162,6 @@ class DiskStorage(Backend):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.description = f"disk at {self.root}"
-        # One writer of a module's list file at a time in this process; across
-        # processes the rescan in _write_list converges instead.
-        self._list_locks: dict[str, trio.Lock] = {}
 
     def _version_dir(self, module: str) -> Path:
         return self.root / escape_path(module) / "@v"
@@ -200,6 +215,15 @@ class DiskStorage(Backend):
 
     async def go_mod(self, module: str, version: str) -> bytes:
         return await self._read(module, version, "mod")
+
+    async def go_mod_and_sum(self, module: str, version: str) -> tuple[bytes, str | None]:
+        """``go_mod`` and ``mod_sum`` in one thread hop (the integrity check reads both)."""
+
+        def read_sync() -> tuple[bytes, str | None]:
+            mod = self._read_sync(module, version, "mod")
+            return mod, self._recorded_sync(module, version, "modhash")
+
+        return await trio.to_thread.run_sync(read_sync)
 
     async def go_mod_file(self, module: str, version: str) -> StoredZip:
         # One thread hop: a go.mod of up to CHUNK_SIZE comes back read (nearly all do),
@@ -305,14 +329,42 @@ class DiskStorage(Backend):
     ) -> bool:
         directory = self._version_dir(module)
         try:
-            saved = await trio.to_thread.run_sync(
+            return await trio.to_thread.run_sync(
                 _save_mod_sync, directory, version, info, mod, mod_sum
             )
         except OSError as exc:
             raise StorageError(f"cannot save {module}@{version}: {exc}") from exc
-        if saved:
-            await self._update_list(module)
-        return saved
+
+    async def save(
+        self,
+        module: str,
+        version: str,
+        *,
+        info: bytes,
+        mod: bytes,
+        zip_file: Path,
+        zip_sum: str | None = None,
+        mod_sum: str | None = None,
+    ) -> bool:
+        # As Backend.save (its go.mod part if absent, the zip only beside the same
+        # go.mod part), in one thread hop rather than one per file read and save.
+        directory = self._version_dir(module)
+
+        def save_sync() -> bool:
+            stored_mod = _save_mod_sync(directory, version, info, mod, mod_sum)
+            if not stored_mod and (
+                self._read_sync(module, version, "info") != info
+                or self._read_sync(module, version, "mod") != mod
+            ):
+                return False
+            return _save_zip_sync(directory, version, Path(zip_file), zip_sum)
+
+        try:
+            return await trio.to_thread.run_sync(save_sync)
+        except _ModPartMissing:
+            raise NotFoundError(f"{module}@{version}: its go.mod is not stored") from None
+        except OSError as exc:
+            raise StorageError(f"cannot save {module}@{version}: {exc}") from exc
 
     async def save_zip(
         self, module: str, version: str, *, zip_file: Path, zip_sum: str | None = None
@@ -341,20 +393,9 @@ class DiskStorage(Backend):
             # killed delete leaves is what a killed save could have left.
             for suffix in reversed(_LINK_ORDER):
                 (directory / f"{stem}.{suffix}").unlink(missing_ok=True)
+            _update_list_sync(directory)
 
         await trio.to_thread.run_sync(delete_sync)
-        await self._update_list(module)
-
-    async def _update_list(self, module: str) -> None:
-        """Rewrite the ``list`` file.  It serves ``GOPROXY=file://`` only (athens-trio
-        lists by scanning), so failing to write it fails nothing: the version is stored,
-        and the next save of the module writes the list again."""
-        lock = self._list_locks.setdefault(module, trio.Lock())
-        async with lock:
-            try:
-                await trio.to_thread.run_sync(_write_list_sync, self._version_dir(module))
-            except OSError as exc:
-                log.warning("cannot update %s/list: %s", self._version_dir(module), exc)
 
     async def ready(self) -> None:
         def probe() -> None:
@@ -625,6 +666,8 @@ def _save_mod_sync(
             os.replace(temp.paths["list"], directory / "list")
         if saved:
             _fsync_dir(directory)
+    if saved:
+        _update_list_sync(directory)
     return saved
 
 
@@ -658,6 +701,18 @@ def _fsync_dir(directory: Path) -> None:
 
 def _scan_versions(directory: Path) -> list[str]:
     return sort_versions(DiskStorage._list_versions_sync(directory))
+
+
+def _update_list_sync(directory: Path) -> None:
+    """Rewrite the ``list`` file if it lacks what is stored.  It serves
+    ``GOPROXY=file://`` only (athens-trio lists by scanning), so failing to write it
+    fails nothing: the version is stored, and the next save of the module writes the
+    list again.  (Concurrent writers, in this process or others, converge: see
+    :func:`_write_list_sync`.)"""
+    try:
+        _write_list_sync(directory)
+    except OSError as exc:
+        log.warning("cannot update %s/list: %s", directory, exc)
 
 
 def _write_list_sync(directory: Path) -> None:

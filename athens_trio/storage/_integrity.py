@@ -20,6 +20,7 @@ import hashlib
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import trio
 
@@ -81,6 +82,14 @@ def check_go_mod(module: str, version: str, mod: bytes, recorded: str | None) ->
         raise DamagedVersionError(f"{module}@{version}: go.mod does not match its {recorded}")
 
 
+@runtime_checkable
+class ReadsModWithSum(Protocol):
+    """A backend that reads a go.mod and its recorded hash at once (disk: one thread
+    hop rather than two)."""
+
+    async def go_mod_and_sum(self, module: str, version: str) -> tuple[bytes, str | None]: ...
+
+
 def _remember(memo: dict[tuple[str, str, int], None], key: tuple[str, str, int]) -> None:
     if len(memo) >= WHOLE_MEMO_SIZE:
         del memo[next(iter(memo))]  # the oldest
@@ -93,14 +102,19 @@ class _IntegrityChecked(Backend):
     def __init__(self, inner: Backend) -> None:
         self._inner = inner
         self.description = inner.description
+        self._reads_mod_with_sum = inner if isinstance(inner, ReadsModWithSum) else None
         # (module, version, size) of zips found whole, and of big go.mod files found
         # matching their hash; a dict keeps insertion order.
         self._whole: dict[tuple[str, str, int], None] = {}
         self._mods_checked: dict[tuple[str, str, int], None] = {}
 
     async def go_mod(self, module: str, version: str) -> bytes:
-        mod = await self._inner.go_mod(module, version)
-        check_go_mod(module, version, mod, await self._inner.mod_sum(module, version))
+        if self._reads_mod_with_sum is not None:
+            mod, recorded = await self._reads_mod_with_sum.go_mod_and_sum(module, version)
+        else:
+            mod = await self._inner.go_mod(module, version)
+            recorded = await self._inner.mod_sum(module, version)
+        check_go_mod(module, version, mod, recorded)
         return mod
 
     async def go_mod_file(self, module: str, version: str) -> StoredZip:
@@ -161,6 +175,33 @@ class _IntegrityChecked(Backend):
         self, module: str, version: str, *, info: bytes, mod: bytes, mod_sum: str | None = None
     ) -> bool:
         return await self._inner.save_mod(module, version, info=info, mod=mod, mod_sum=mod_sum)
+
+    async def save(
+        self,
+        module: str,
+        version: str,
+        *,
+        info: bytes,
+        mod: bytes,
+        zip_file: Path,
+        zip_sum: str | None = None,
+        mod_sum: str | None = None,
+    ) -> bool:
+        # The inner backend's save (one thread hop on disk) compares a stored go.mod
+        # part unchecked; where it stored nothing, a damaged stored go.mod is told
+        # apart from another save's, as the checked reads of Backend.save would.
+        saved = await self._inner.save(
+            module,
+            version,
+            info=info,
+            mod=mod,
+            zip_file=zip_file,
+            zip_sum=zip_sum,
+            mod_sum=mod_sum,
+        )
+        if not saved:
+            await self.go_mod(module, version)
+        return saved
 
     async def save_zip(
         self, module: str, version: str, *, zip_file: Path, zip_sum: str | None = None

@@ -24,7 +24,7 @@ asks the upstream for the zip alone and the database nothing.
 from __future__ import annotations
 
 import contextlib
-import shutil
+import secrets
 import tempfile
 import zipfile
 from collections import OrderedDict
@@ -170,7 +170,7 @@ class _RecentParts:
 
 class ProxyFetcher(Fetcher):
     """Fetches from the GOPROXYs of ``client``, checked by ``sums``; ``direct`` fetches
-    what goes direct.  Zips are written under a temporary directory in ``temp_root``
+    what goes direct.  Zips are written under a temporary name in ``temp_root``
     (None: the system's), removed when the fetch's block exits.  The go.mod parts of the
     last ``recent_parts`` versions fetched (at most ``recent_bytes`` of go.mod) are kept
     for their zip fetches."""
@@ -232,10 +232,15 @@ class ProxyFetcher(Fetcher):
     @contextlib.asynccontextmanager
     async def fetch(self, module: str, version: str) -> AsyncIterator[FetchedVersion]:
         if not self._client.plan.goes_direct(module):
-            temp = Path(tempfile.mkdtemp(prefix="athens-upstream-", dir=self._temp_root))
+            # A name of its own rather than a directory: no mkdir and rmdir blocking the
+            # event loop on every fetch (the download writes it under a temporary name
+            # and renames it; a save takes it by renaming it into storage).
+            zip_file = Path(self._temp_root or tempfile.gettempdir()) / (
+                f"athens-upstream-{secrets.token_hex(8)}.zip"
+            )
             try:
                 try:
-                    fetched = await self._fetch(module, version, temp)
+                    fetched = await self._fetch(module, version, zip_file)
                 except UseDirect:
                     pass
                 else:
@@ -243,12 +248,12 @@ class ProxyFetcher(Fetcher):
                     return
             finally:
                 # Synchronous, so that it also runs while being cancelled.
-                shutil.rmtree(temp, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    zip_file.unlink()
         async with self._direct.fetch(module, version) as fetched:
             yield fetched
 
-    async def _fetch(self, module: str, version: str, temp: Path) -> FetchedVersion:
-        zip_file = temp / "module.zip"
+    async def _fetch(self, module: str, version: str, zip_file: Path) -> FetchedVersion:
         part = self._recent.take(module, version)
         if part is not None:
             await self._client.download_zip(module, version, zip_file)
