@@ -29,6 +29,7 @@ import trio
 import athens_trio
 
 from ._fixtures import GoEnv
+from ._results import ATHENS_TRIO
 from ._sizes import Sizes
 
 __all__ = [
@@ -46,7 +47,7 @@ __all__ = [
 _READY_TIMEOUT = 60.0
 _STOP_TIMEOUT = 20.0
 # Settings the servers must not inherit from whoever runs the bench.
-_STRIPPED_ENV = ("ATHENS_", "GO_BINARY_PATH", "PORT", "GO", "GIT_")
+_STRIPPED_ENV = ("ATHENS_", "AWS_", "GO_BINARY_PATH", "PORT", "GO", "GIT_")
 # The server subprocess imports the very athens_trio this harness imported.
 _SOURCE = str(Path(athens_trio.__file__).resolve().parent.parent)
 
@@ -166,10 +167,12 @@ async def run_athens_trio(
     sizes: Sizes,
     goproxy: str = "direct",
     extra_env: Mapping[str, str] | None = None,
+    name: str = ATHENS_TRIO,
 ) -> AsyncIterator[Server]:
     """athens-trio on ``storage`` (disk), fetching through ``go_binary`` from the fixtures,
     or from the upstream proxies ``goproxy`` names (its GoBinaryEnvVars' GOPROXY);
-    ``extra_env`` adds settings (``ATHENS_*`` variables)."""
+    ``extra_env`` adds settings (``ATHENS_*`` variables, or ``ATHENS_STORAGE_TYPE=s3``
+    with its own); ``name`` is its label in the results."""
     port = free_port()
     goget = workdir / "goget"
     goget.mkdir(parents=True, exist_ok=True)
@@ -192,7 +195,7 @@ async def run_athens_trio(
     )
     env.update(extra_env or {})
     async with _serve(
-        "athens-trio",
+        name,
         [sys.executable, "-m", "athens_trio"],
         port=port,
         env=env,
@@ -203,7 +206,7 @@ async def run_athens_trio(
         yield server
     if server.exit_code != 0:
         raise ServerError(
-            f"athens-trio exited with {server.exit_code} on SIGTERM (want 0):\n{server.log_tail()}"
+            f"{name} exited with {server.exit_code} on SIGTERM (want 0):\n{server.log_tail()}"
         )
 
 
