@@ -35,7 +35,7 @@ from ._fixtures import OWNER, StoredVersion, store_version
 from ._gocli import go_mod_download
 from ._load import LoadResult
 from ._results import ATHENS_TRIO, Row, ScenarioResult, ratio
-from ._server import _SOURCE, Server, _clean_environ, _serve, free_port
+from ._server import _SOURCE, Server, _clean_environ, _serve, free_port, started_together
 from ._sizes import KIB, MIB
 
 __all__ = ["FLOOR", "TWO_WORKERS", "clients_label", "floor_main", "run_cached", "size_label"]
@@ -186,14 +186,16 @@ async def run_cached(ctx: Context, result: ScenarioResult) -> None:
     ]
 
     reference = ctx.reference_name
-    async with (
-        ctx.athens_trio(directory, root) as trio_server,
-        ctx.reference(directory, root) as ref_server,
-        run_floor(directory, root) as floor_server,
-        ctx.athens_trio(
-            directory / "workers", root, env={"ATHENS_WORKERS": "2"}, name=TWO_WORKERS
-        ) as workers_server,
-    ):
+    async with started_together(
+        [
+            ctx.athens_trio(directory, root),
+            ctx.reference(directory, root),
+            run_floor(directory, root),
+            ctx.athens_trio(
+                directory / "workers", root, env={"ATHENS_WORKERS": "2"}, name=TWO_WORKERS
+            ),
+        ]
+    ) as (trio_server, ref_server, floor_server, workers_server):
         servers = [trio_server, ref_server]
         # The small files are measured on the floor of athens-trio's own stack too, and
         # on two workers.

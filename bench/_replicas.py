@@ -41,7 +41,7 @@ from ._fixtures import OWNER, StoredVersion, Tag, make_repo, store_version
 from ._herd import PART_COMMANDS, count_runs, write_counting_go
 from ._load import BurstResult, LoadResult, burst
 from ._results import Row, ScenarioResult, ratio
-from ._server import Server, ServerError, _clean_environ, _serve, free_port
+from ._server import Server, ServerError, _clean_environ, _serve, free_port, started_together
 from ._sizes import KIB
 
 if TYPE_CHECKING:
@@ -155,38 +155,6 @@ async def _shared(ctx: Context, directory: Path) -> AsyncIterator[_Shared]:
             finally:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(stack.close)
-
-
-@contextlib.asynccontextmanager
-async def _started_together(
-    managers: Sequence[contextlib.AbstractAsyncContextManager[Server]],
-) -> AsyncIterator[list[Server]]:
-    """Enter every server's context manager at once (a replica takes seconds to start on
-    a busy machine); leave them all together."""
-    release = trio.Event()
-    servers: dict[int, Server] = {}
-
-    async def hold(
-        manager: contextlib.AbstractAsyncContextManager[Server],
-        *,
-        task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        async with manager as server:
-            task_status.started(server)
-            await release.wait()
-
-    async with trio.open_nursery() as nursery:
-
-        async def start(index: int) -> None:
-            servers[index] = await nursery.start(hold, managers[index])
-
-        try:
-            async with trio.open_nursery() as starting:
-                for index in range(len(managers)):
-                    starting.start_soon(start, index)
-            yield [servers[index] for index in range(len(managers))]
-        finally:
-            release.set()
 
 
 async def _fill_bucket(
@@ -319,7 +287,7 @@ async def run_replicas(ctx: Context, result: ScenarioResult) -> None:
             )
             for n in (1, 2)
         ]
-        async with _started_together(replicas) as (first, second):
+        async with started_together(replicas) as (first, second):
             configs: dict[str, list[Server]] = {
                 ONE_REPLICA: [first, first],
                 TWO_REPLICAS: [first, second],

@@ -19,7 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +42,7 @@ __all__ = [
     "run_nginx",
     "run_reference",
     "run_static",
+    "started_together",
 ]
 
 _READY_TIMEOUT = 60.0
@@ -156,6 +157,38 @@ async def _stop(process: trio.Process, stop_signal: signal.Signals) -> int:
             return await process.wait()
         process.kill()
     return await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def started_together(
+    managers: Sequence[contextlib.AbstractAsyncContextManager[Server]],
+) -> AsyncIterator[list[Server]]:
+    """Enter every server's context manager at once (athens-trio takes seconds to start
+    on a busy machine), yield the servers in their order, and leave them all together."""
+    release = trio.Event()
+    servers: dict[int, Server] = {}
+
+    async def hold(
+        manager: contextlib.AbstractAsyncContextManager[Server],
+        *,
+        task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with manager as server:
+            task_status.started(server)
+            await release.wait()
+
+    async with trio.open_nursery() as nursery:
+
+        async def start(index: int) -> None:
+            servers[index] = await nursery.start(hold, managers[index])
+
+        try:
+            async with trio.open_nursery() as starting:
+                for index in range(len(managers)):
+                    starting.start_soon(start, index)
+            yield [servers[index] for index in range(len(managers))]
+        finally:
+            release.set()
 
 
 @contextlib.asynccontextmanager
