@@ -9,7 +9,10 @@ the static server, and through ``GOPROXY=file://`` on the same directory.
 The small-file mix is also run against the floor of athens-trio's own stack: a bare
 ASGI app on hypercorn's trio worker answering the same ``.info``/``.mod`` bytes from a
 dict (:func:`floor_main`, run as ``python -m bench._cached <root> <port>``), so the
-rows ``... vs hypercorn-trio floor`` say how much athens-trio adds to its stack.
+rows ``... vs hypercorn-trio floor`` say how much athens-trio adds to its stack.  And on
+athens-trio with ``Workers = 2`` (two processes on one socket, on the same storage), so
+the rows ``... 2 workers vs 1`` say what a second process buys (athens-trio itself runs
+one worker throughout, as nginx does).
 """
 
 from __future__ import annotations
@@ -32,13 +35,15 @@ from ._fixtures import OWNER, StoredVersion, store_version
 from ._gocli import go_mod_download
 from ._load import LoadResult
 from ._results import ATHENS_TRIO, Row, ScenarioResult, ratio
-from ._server import _SOURCE, Server, _clean_environ, _serve, free_port
+from ._server import _SOURCE, Server, _clean_environ, _serve, free_port, started_together
 from ._sizes import KIB, MIB
 
-__all__ = ["FLOOR", "clients_label", "floor_main", "run_cached", "size_label"]
+__all__ = ["FLOOR", "TWO_WORKERS", "clients_label", "floor_main", "run_cached", "size_label"]
 
 #: The bare hypercorn-trio ASGI app's label in the results.
 FLOOR = "hypercorn-trio floor"
+#: athens-trio with ``Workers = 2``'s label in the results.
+TWO_WORKERS = f"{ATHENS_TRIO} 2 workers"
 
 _FLOOR_TYPES = {".info": b"application/json", ".mod": b"text/plain; charset=utf-8"}
 
@@ -181,20 +186,28 @@ async def run_cached(ctx: Context, result: ScenarioResult) -> None:
     ]
 
     reference = ctx.reference_name
-    async with (
-        ctx.athens_trio(directory, root) as trio_server,
-        ctx.reference(directory, root) as ref_server,
-        run_floor(directory, root) as floor_server,
-    ):
+    async with started_together(
+        [
+            ctx.athens_trio(directory, root),
+            ctx.reference(directory, root),
+            run_floor(directory, root),
+            ctx.athens_trio(
+                directory / "workers", root, env={"ATHENS_WORKERS": "2"}, name=TWO_WORKERS
+            ),
+        ]
+    ) as (trio_server, ref_server, floor_server, workers_server):
         servers = [trio_server, ref_server]
-        # The small files are measured on the floor of athens-trio's own stack too.
-        for server in [*servers, floor_server]:  # warm: imports, page cache, connections
-            await ctx.load(server, mixes[0][2], concurrency=1, workdir=directory, max_requests=50)
+        # The small files are measured on the floor of athens-trio's own stack too, and
+        # on two workers.
+        small_servers = [*servers, floor_server, workers_server]
+        warm = 2 * len(mixes[0][2])  # each worker process has its own cache
+        for server in small_servers:  # warm: imports, page cache, connections, caches
+            await ctx.load(server, mixes[0][2], concurrency=2, workdir=directory, max_requests=warm)
         flip = False
         for label, metric, paths in mixes:
             small_files = paths is mixes[0][2]
             for concurrency in sizes.cached_concurrency:
-                measured = [*servers, floor_server] if small_files else servers
+                measured = small_servers if small_files else servers
                 runs = await _measure(ctx, measured, paths, concurrency, flip)
                 flip = not flip
                 values: dict[str, float | None] = {
@@ -202,17 +215,18 @@ async def run_cached(ctx: Context, result: ScenarioResult) -> None:
                 }
                 values[reference] = values.pop(ref_server.name)
                 details = {name: run.details() for name, run in runs.items()}
-                ratios = [(f"{label}, ", reference)]
+                ratios = [(f"{label}, ", ATHENS_TRIO, reference)]
                 if small_files:
-                    ratios.append((f"{label} vs {FLOOR}, ", FLOOR))
-                for case, against in ratios:
+                    ratios.append((f"{label} vs {FLOOR}, ", ATHENS_TRIO, FLOOR))
+                    ratios.append((f"{label}, 2 workers vs 1, ", TWO_WORKERS, ATHENS_TRIO))
+                for case, measured_name, against in ratios:
                     result.add(
                         Row(
                             case=f"{case}{clients_label(concurrency)}",
                             metric=metric,
                             values=values,
-                            ratio_name=f"{ATHENS_TRIO} / {against}",
-                            ratio=ratio(values[ATHENS_TRIO], values[against]),
+                            ratio_name=f"{measured_name} / {against}",
+                            ratio=ratio(values[measured_name], values[against]),
                             better="higher",
                             details=details,
                         )

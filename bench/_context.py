@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ._fixtures import GoEnv, StoredVersion
 from ._load import LoadResult, load
+from ._results import ATHENS_TRIO
 from ._server import Server, run_athens_trio, run_reference
 from ._sizes import Sizes
 from ._tools import Tools
@@ -59,9 +60,17 @@ class Context:
         go_binary: str | None = None,
         goproxy: str = "direct",
         env: Mapping[str, str] | None = None,
+        name: str = ATHENS_TRIO,
     ) -> contextlib.AbstractAsyncContextManager[Server]:
         return run_athens_trio(
-            workdir, storage, self.go_env, go_binary or self.tools.go, self.sizes, goproxy, env
+            workdir,
+            storage,
+            self.go_env,
+            go_binary or self.tools.go,
+            self.sizes,
+            goproxy,
+            env,
+            name,
         )
 
     def reference(

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import trio
 
-from athens_trio import DiskStorage
+from athens_trio.storage import Saver
 
 from ._sizes import MIB
 
@@ -209,9 +209,10 @@ def write_module_zip(path: Path, module: str, version: str, size: int, mod: byte
 
 
 async def store_version(
-    storage: DiskStorage, module: str, version: str, zip_size: int, scratch: Path
+    storage: Saver, module: str, version: str, zip_size: int, scratch: Path
 ) -> StoredVersion:
-    """Save a synthetic version of ``module`` through the server's own DiskStorage."""
+    """Save a synthetic version of ``module`` through the server's own storage (its
+    DiskStorage, or the S3Storage of the bucket its replicas share)."""
     mod = f"module {module}\n\ngo 1.21\n".encode()
     info = f'{{"Version":"{version}","Time":"2024-01-01T00:00:00Z"}}'.encode()
     zip_path = scratch / f"{module.replace('/', '_')}@{version}.zip"

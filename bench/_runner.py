@@ -30,6 +30,7 @@ from ._fixtures import make_go_env
 from ._graph import run_graph
 from ._herd import run_herd
 from ._memory import run_memory
+from ._replicas import run_replicas
 from ._report import render_markdown, render_summary, render_table, write_chart, write_json
 from ._results import ScenarioResult
 from ._sizes import FULL, QUICK
@@ -46,6 +47,7 @@ SCENARIOS: dict[str, Callable[[Context, ScenarioResult], Awaitable[None]]] = {
     "memory": run_memory,
     "graph": run_graph,
     "upstream": run_upstream,
+    "replicas": run_replicas,
     "athens": run_athens,
 }
 

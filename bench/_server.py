@@ -19,7 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,7 @@ import trio
 import athens_trio
 
 from ._fixtures import GoEnv
+from ._results import ATHENS_TRIO
 from ._sizes import Sizes
 
 __all__ = [
@@ -41,12 +42,13 @@ __all__ = [
     "run_nginx",
     "run_reference",
     "run_static",
+    "started_together",
 ]
 
 _READY_TIMEOUT = 60.0
 _STOP_TIMEOUT = 20.0
 # Settings the servers must not inherit from whoever runs the bench.
-_STRIPPED_ENV = ("ATHENS_", "GO_BINARY_PATH", "PORT", "GO", "GIT_")
+_STRIPPED_ENV = ("ATHENS_", "AWS_", "GO_BINARY_PATH", "PORT", "GO", "GIT_")
 # The server subprocess imports the very athens_trio this harness imported.
 _SOURCE = str(Path(athens_trio.__file__).resolve().parent.parent)
 
@@ -158,6 +160,38 @@ async def _stop(process: trio.Process, stop_signal: signal.Signals) -> int:
 
 
 @contextlib.asynccontextmanager
+async def started_together(
+    managers: Sequence[contextlib.AbstractAsyncContextManager[Server]],
+) -> AsyncIterator[list[Server]]:
+    """Enter every server's context manager at once (athens-trio takes seconds to start
+    on a busy machine), yield the servers in their order, and leave them all together."""
+    release = trio.Event()
+    servers: dict[int, Server] = {}
+
+    async def hold(
+        manager: contextlib.AbstractAsyncContextManager[Server],
+        *,
+        task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with manager as server:
+            task_status.started(server)
+            await release.wait()
+
+    async with trio.open_nursery() as nursery:
+
+        async def start(index: int) -> None:
+            servers[index] = await nursery.start(hold, managers[index])
+
+        try:
+            async with trio.open_nursery() as starting:
+                for index in range(len(managers)):
+                    starting.start_soon(start, index)
+            yield [servers[index] for index in range(len(managers))]
+        finally:
+            release.set()
+
+
+@contextlib.asynccontextmanager
 async def run_athens_trio(
     workdir: Path,
     storage: Path,
@@ -166,10 +200,12 @@ async def run_athens_trio(
     sizes: Sizes,
     goproxy: str = "direct",
     extra_env: Mapping[str, str] | None = None,
+    name: str = ATHENS_TRIO,
 ) -> AsyncIterator[Server]:
     """athens-trio on ``storage`` (disk), fetching through ``go_binary`` from the fixtures,
     or from the upstream proxies ``goproxy`` names (its GoBinaryEnvVars' GOPROXY);
-    ``extra_env`` adds settings (``ATHENS_*`` variables)."""
+    ``extra_env`` adds settings (``ATHENS_*`` variables, or ``ATHENS_STORAGE_TYPE=s3``
+    with its own); ``name`` is its label in the results."""
     port = free_port()
     goget = workdir / "goget"
     goget.mkdir(parents=True, exist_ok=True)
@@ -192,7 +228,7 @@ async def run_athens_trio(
     )
     env.update(extra_env or {})
     async with _serve(
-        "athens-trio",
+        name,
         [sys.executable, "-m", "athens_trio"],
         port=port,
         env=env,
@@ -203,7 +239,7 @@ async def run_athens_trio(
         yield server
     if server.exit_code != 0:
         raise ServerError(
-            f"athens-trio exited with {server.exit_code} on SIGTERM (want 0):\n{server.log_tail()}"
+            f"{name} exited with {server.exit_code} on SIGTERM (want 0):\n{server.log_tail()}"
         )
 
 

@@ -41,6 +41,16 @@ class Sizes:
     # upstream, prefetch row: a tree of go 1.16 modules, each requiring this many.
     prefetch_fanout: int = 10
 
+    # replicas: athens-trio replicas sharing an S3 bucket and a Redis.
+    replicas_versions: int = 100
+    """Small versions whose .info and .mod make the cached request mix."""
+    replicas_concurrency: tuple[int, ...] = (8, 32, 128)
+    """Clients of the cached load, split over two load generators."""
+    replicas_herd_clients: int = 50
+    """Clients of a cold herd, split over the replicas."""
+    replicas_herd_versions: int = 3
+    """Cold versions each configuration's herd is run on (one herd each)."""
+
     # Limits of the athens-trio under test.
     goget_workers: int = 10
     protocol_workers: int = 30
@@ -61,6 +71,10 @@ QUICK = Sizes(
     memory_zip_size=8 * MIB,
     graph_dependencies=5,
     prefetch_fanout=2,
+    replicas_versions=5,
+    replicas_concurrency=(4,),
+    replicas_herd_clients=6,
+    replicas_herd_versions=1,
 )
 
 FULL = Sizes(

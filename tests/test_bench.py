@@ -22,6 +22,7 @@ from bench._athens import athens_layout
 from bench._fixtures import write_module_zip
 from bench._herd import count_runs, write_counting_go
 from bench._load import parse_wrk_output, wrk_script
+from bench._replicas import split
 from bench._report import format_value, render_markdown, render_table
 from bench._results import Row, ScenarioResult
 from bench._runner import SCENARIOS
@@ -53,7 +54,7 @@ def test_quick_run_measures_every_scenario(tmp_path: Path) -> None:
     scenarios = document["scenarios"]
     assert list(scenarios) == list(SCENARIOS)
     assert scenarios["athens"]["status"] == "skipped: no --athens-binary"
-    for name in ("cached", "cold", "herd", "memory", "graph"):
+    for name in ("cached", "cold", "herd", "memory", "graph", "replicas"):
         scenario = scenarios[name]
         assert scenario["status"] == "ok", scenario
         ratios = [row["ratio"] for row in scenario["rows"] if row["ratio_name"]]
@@ -66,6 +67,20 @@ def test_quick_run_measures_every_scenario(tmp_path: Path) -> None:
     runs = [row for row in scenarios["herd"]["rows"] if row["metric"] == "go runs"]
     assert runs
     assert all(row["values"]["herd"] == row["values"]["single"] for row in runs), runs
+    # Two workers and the floor are measured beside athens-trio on the small files.
+    cached_ratios = {row["ratio_name"] for row in scenarios["cached"]["rows"]}
+    assert "athens-trio 2 workers / athens-trio" in cached_ratios, cached_ratios
+    assert "athens-trio / hypercorn-trio floor" in cached_ratios, cached_ratios
+    # Replicas sharing a bucket and Redis: one go run per part across them, whichever
+    # replica each client asked.
+    replicas = scenarios["replicas"]
+    assert replicas["status"] == "ok", replicas
+    runs = [row for row in replicas["rows"] if row["metric"] == "go runs"]
+    assert len(runs) == 2
+    assert all(row["values"] == {"1 replica": 1, "2 replicas": 1} for row in runs), runs
+    assert [row["values"] for row in replicas["rows"] if row["metric"] == "errors"] == [
+        {"1 replica": 0, "2 replicas": 0}
+    ]
     assert document["machine"]["cpu_count"]
     assert document["tools"]["versions"]["go"]
     assert "== ratios" in done.stdout
@@ -160,6 +175,13 @@ def test_counting_go_counts_runs_per_part_and_module(tmp_path: Path) -> None:
     assert count_runs(log, "example.com/a") == {"mod": 1, "zip": 1}
     assert count_runs(log, "example.com/ab") == {"mod": 0, "zip": 1}
     assert count_runs(log, "example.com/c") == {"mod": 0, "zip": 0}
+
+
+def test_clients_are_dealt_evenly_over_replicas() -> None:
+    assert split(50, 2) == [25, 25]
+    assert split(7, 2) == [4, 3]
+    assert split(1, 2) == [1, 0]
+    assert split(9, 3) == [3, 3, 3]
 
 
 def test_table_shows_values_and_ratios() -> None:
