@@ -218,7 +218,10 @@ async def run_upstream(ctx: Context, result: ScenarioResult) -> None:
     )
     tree_consumer = write_consumer(directory / "tree-consumer", tree_requires)
     tree_root = await _fill_upstream(ctx, tree_consumer, directory / "tree")
-    prefetch_arms = {PREFETCH_ON: {"ATHENS_PREFETCH_WORKERS": "8"}, PREFETCH_OFF: {}}
+    prefetch_arms = {
+        PREFETCH_ON: {"ATHENS_PREFETCH_WORKERS": "8"},
+        PREFETCH_OFF: {"ATHENS_PREFETCH_WORKERS": "0"},
+    }
     async with (
         ctx.reference(directory, root) as upstream,
         ctx.reference(directory / "tree", tree_root) as tree_upstream,
