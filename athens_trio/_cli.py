@@ -82,7 +82,7 @@ from .server import serve
 from .server._catalog import sort_entries
 from .server._serve import check_go
 from .server._workers import inherited_fds, run_supervisor, worker_argv, worker_count
-from .storage import Backend, with_integrity
+from .storage import Backend, mark_takedown, with_integrity
 
 __all__ = ["main"]
 
@@ -552,13 +552,13 @@ def _export_main(args: argparse.Namespace) -> int:
 
 async def _import(config: Config, bundle: Path) -> tuple[BundleStatistics, str]:
     stats = BundleStatistics()
+    # Zips are staged beside the tree (renamed in, not copied), as fetches are.
+    config.go_get_root.mkdir(parents=True, exist_ok=True)
     async with _opened_storage(config) as storage, open_sum_check(config, storage) as sums:
         interrupted = await _with_progress(
             "import",
             stats.progress,
-            partial(
-                import_bundle, storage, bundle, sums, stats, temp_root=config.go_get_dir or None
-            ),
+            partial(import_bundle, storage, bundle, sums, stats, temp_root=str(config.go_get_root)),
         )
     return stats, interrupted
 
@@ -590,6 +590,10 @@ async def _gc(
     config: Config, unused_for: float, pins: Pins, dry_run: bool
 ) -> tuple[GcStatistics, str]:
     stats = GcStatistics()
+    if config.storage_type != "disk":
+        # When a version was stored and last served are kept beside a disk tree only:
+        # elsewhere every version would look fresh, and gc would remove nothing, silently.
+        raise ConfigError("StorageType", f"gc needs disk storage, not {config.storage_type!r}")
     async with _opened_storage(config) as storage:
         root = disk_root(storage)
         last_served = LastServed(root / LAST_SERVED_DIR if root else None)
@@ -608,6 +612,9 @@ async def _gc(
                 stats=stats,
             ),
         )
+        if root is not None and not dry_run:
+            # A server on the same tree forgets what it kept in memory of them.
+            await trio.to_thread.run_sync(mark_takedown, root)
     return stats, interrupted
 
 

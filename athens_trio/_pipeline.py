@@ -95,6 +95,8 @@ class Pipeline:
     #: The filter's verdict on a version (None without a FilterFile): the server's fast
     #: path for stored files asks it as the protocol's filter wrapper does.
     filter_check: download.FilterCheck | None = None
+    #: The root of a disk storage's tree (None for other storage).
+    storage_root: Path | None = None
 
 
 def _s3_bucket(config: Config) -> tuple[Bucket, CredentialSource]:
@@ -282,11 +284,12 @@ def _distributed_lock(
     return None
 
 
-def _across_workers(root: Path | None) -> list[stash.Wrapper]:
-    """The version lock when this process is one of several workers on a disk tree."""
+def _across_workers(root: Path) -> list[stash.Wrapper]:
+    """The version lock when this process is one of several workers (on one machine:
+    the lock files are local, whatever the storage)."""
     from .server._workers import in_worker, with_version_lock  # the server imports us
 
-    return [with_version_lock(root)] if root is not None and in_worker() else []
+    return [with_version_lock(root)] if in_worker() else []
 
 
 async def _sweep(storage: Backend, go_get_root: Path) -> None:
@@ -337,7 +340,9 @@ async def open_pipeline(
             # This server's own directory in GoGetDir: every temporary GOPATH and the
             # private home go in it, so nothing there outlives it (see _ownership).
             run_dir = await trio.to_thread.run_sync(upstream.claim_run_dir, config.go_get_root)
-            if not config.go_get_dir:  # the default place, ours to make and to remove
+            if not config.go_get_dir and storage_root is not None:
+                # The default place beside a disk tree: ours to make and to remove (the
+                # system temp dir, the default for other storage, is not).
                 stack.push_async_callback(
                     trio.to_thread.run_sync, remove_if_empty, config.go_get_root
                 )
@@ -392,7 +397,8 @@ async def open_pipeline(
             stasher = stash.wrap(
                 fetches,
                 # Workers (server/_workers.py): one fetch per version across processes.
-                *_across_workers(storage_root),
+                # Beside a disk tree; for a bucket, in GoGetDir (the workers' machine).
+                *_across_workers(storage_root or config.go_get_root / "athens-trio-locks"),
                 stash_pool,
                 # The hook is asked once per fetch, without holding a go worker.
                 *policy_stash_wrappers,
@@ -453,6 +459,7 @@ async def open_pipeline(
                 activity,
                 prefetcher=prefetcher,
                 filter_check=filter_check,
+                storage_root=storage_root,
             )
             nursery.cancel_scope.cancel()
     finally:

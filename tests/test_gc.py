@@ -221,3 +221,54 @@ def test_gc_command_dry_run(
     assert main([*args]) == 0
     assert trio.run(storage.list_versions, M1) == []
     assert main(["gc", "--config", str(toml), "--unused-for", "later"]) == 2
+
+
+async def test_a_takedown_is_not_served_from_any_servers_memory(
+    tmp_path: Path, go_binary: str, go_fixtures: GoFixtures
+) -> None:
+    """Two servers on one tree (as workers are) keep .info/.mod in memory: a DELETE
+    through one is answered 404 by it at once and by the other within a second."""
+    config = make_config(
+        tmp_path,
+        go_binary,
+        go_fixtures,
+        basic_auth_user="ops",
+        basic_auth_pass="s3cret",
+        download_mode="none",
+    )
+    storage = DiskStorage(config.disk_root)
+    await storage.ready()
+    await store_version(storage, tmp_path, M1, "v1.0.0", 100)
+    files = [f"/{M1}/@v/v1.0.0.{suffix}" for suffix in ("info", "mod")]
+    async with served(config) as deleting, served(config) as other:
+        clients = [
+            httpx.AsyncClient(base_url=server.url, auth=("ops", "s3cret"))
+            for server in (deleting, other)
+        ]
+        async with clients[0] as here, clients[1] as there:
+            for http in (here, there):  # now in both servers' memory
+                for path in files:
+                    assert (await http.get(path)).status_code == 200
+            deleted = await here.delete(f"/admin/modules/{M1}")
+            assert deleted.json()["deleted"] == ["v1.0.0"]
+            for path in files:
+                assert (await here.get(path)).status_code == 404
+
+            async def gone_there() -> bool:
+                return all([(await there.get(path)).status_code == 404 for path in files])
+
+            with trio.fail_after(10):
+                while not await gone_there():
+                    await trio.sleep(0.05)
+
+
+def test_gc_refuses_storage_it_cannot_date(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stored-at and last-served are kept beside a disk tree only: on other storage gc
+    would remove nothing and say nothing, so it refuses, naming the key."""
+    clean_athens_env(monkeypatch)
+    toml = tmp_path / "athens.toml"
+    toml.write_text('StorageType = "memory"\n')
+    assert main(["gc", "--config", str(toml), "--unused-for", "1d"]) == 1
+    assert "StorageType: gc needs disk storage" in capsys.readouterr().err

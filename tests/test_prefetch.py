@@ -311,8 +311,9 @@ async def test_the_frontier_moves_on_with_the_client() -> None:
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.parametrize("cache_bytes", [64 << 20, 0], ids=["cached", "no-cache"])
 async def test_a_served_server_prefetches_on_fast_path_hits_too_and_shows_it_in_metrics(
-    tmp_path: Path, upstream_graph: Path
+    tmp_path: Path, upstream_graph: Path, cache_bytes: int
 ) -> None:
     """The fast path answers stored go.mod files without the protocol: it still tells
     the prefetcher, and /metrics shows the prefetcher's counts."""
@@ -321,7 +322,7 @@ async def test_a_served_server_prefetches_on_fast_path_hits_too_and_shows_it_in_
     from .helpers import served, wait_until
 
     async with static_proxy(upstream_graph) as proxy:
-        config = _config(tmp_path, proxy)
+        config = _config(tmp_path, proxy, stored_file_cache_bytes=cache_bytes)
         async with served(config) as server, httpx.AsyncClient(base_url=server.url) as http:
             prefetcher = server.pipeline.prefetcher
             assert prefetcher is not None

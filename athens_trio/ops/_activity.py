@@ -13,6 +13,7 @@ unused a little earlier than it was.  Memory storage keeps the marks in memory o
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -67,6 +68,16 @@ class LastServed:
         self._pending.setdefault(module, {})[version] = now
         self._seen.setdefault(module, {})[version] = now
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Held around a read-merge-write: several workers (and ``gc``) share the
+        directory, and a write not under it could drop another's marks."""
+        assert self.directory is not None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / ".lock", "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            yield
+
     def _file(self, module: str) -> Path:
         assert self.directory is not None
         return self.directory / f"{escape_path(module)}.json"
@@ -110,10 +121,11 @@ class LastServed:
             return 0
 
         def merge(module: str, marks: dict[str, float]) -> None:
-            served = self._read_sync(module)
-            for version, when in marks.items():
-                served[version] = max(when, served.get(version, 0.0))
-            self._write_sync(module, served)
+            with self._locked():
+                served = self._read_sync(module)
+                for version, when in marks.items():
+                    served[version] = max(when, served.get(version, 0.0))
+                self._write_sync(module, served)
 
         for module, marks in pending.items():
             try:
@@ -132,8 +144,9 @@ class LastServed:
             return
 
         def rewrite() -> None:
-            served = self._read_sync(module)
-            self._write_sync(module, {v: t for v, t in served.items() if v not in gone})
+            with self._locked():
+                served = self._read_sync(module)
+                self._write_sync(module, {v: t for v, t in served.items() if v not in gone})
 
         await trio.to_thread.run_sync(rewrite)
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 import logging
 import secrets
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
 import msgspec
+import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
@@ -29,6 +31,7 @@ from .._module import check_canonical_version, check_path, unescape_path, unesca
 from .._pipeline import Pipeline
 from .._semver import sort_versions
 from ..ops import DEFAULT_WARM_CONCURRENCY, Warm, parse_go_mod, parse_go_sum, parse_module_version
+from ..storage import mark_takedown
 
 __all__ = ["ADMIN_OFF", "WarmJobs", "register"]
 
@@ -108,8 +111,15 @@ async def _deletion(pipeline: Pipeline, path: str) -> tuple[str, list[str]]:
     return module, sort_versions(await pipeline.storage.list_versions(module))
 
 
-def register(app: QuartTrio, pipeline: Pipeline, *, auth: bool) -> None:
-    """Add the admin routes and /ui to ``app``; ``auth``: basic auth is configured."""
+def register(
+    app: QuartTrio,
+    pipeline: Pipeline,
+    *,
+    auth: bool,
+    forget_stored: Callable[[], None] | None = None,
+) -> None:
+    """Add the admin routes and /ui to ``app``; ``auth``: basic auth is configured;
+    ``forget_stored``: what drops the fast path's memory of stored files."""
     from . import _ui  # the catalog pages: behind the same guard
 
     jobs = WarmJobs()
@@ -138,6 +148,11 @@ def register(app: QuartTrio, pipeline: Pipeline, *, auth: bool) -> None:
             except AthensTrioError as exc:  # nobody waits for it: the log and the status
                 log.warning("warm %s failed: %s", job_id, exc)
                 return
+            except Exception:
+                # A bug in a background job must not take the server (and, through the
+                # supervisor, every worker) down with it: logged whole, the job ends.
+                log.exception("warm %s failed", job_id)
+                return
             log.info(
                 "warm %s: %d fetched, %d already stored, %d failed",
                 job_id,
@@ -163,6 +178,13 @@ def register(app: QuartTrio, pipeline: Pipeline, *, auth: bool) -> None:
             deleted.append(version)
         if pipeline.activity is not None:
             await pipeline.activity.last_served.forget(module, deleted)
+        if deleted:
+            # Nothing kept in memory serves them any more: this worker's fast path now,
+            # the other workers' within a second (the marker).
+            if forget_stored is not None:
+                forget_stored()
+            if pipeline.storage_root is not None:
+                await trio.to_thread.run_sync(mark_takedown, pipeline.storage_root)
         if not deleted:
             raise NotFoundError(f"{module}: nothing of it is stored")
         log.info("deleted %s@%s by the admin API", module, ",".join(deleted))

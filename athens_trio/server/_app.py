@@ -65,7 +65,7 @@ from .._exceptions import (
 from .._pipeline import Pipeline
 from .._redact import redact_urls
 from ..download import DownloadProtocol
-from ..storage import StoredZip
+from ..storage import TAKEDOWN_MARKER, StoredZip
 from . import _admin
 from ._auth import BasicAuth
 from ._catalog import (
@@ -336,6 +336,7 @@ def create_app(
             url_map=app.url_map,
             catch_all="proxy",
             served=_fast_path_served(pipeline),
+            takedowns=(pipeline.storage_root / TAKEDOWN_MARKER if pipeline.storage_root else None),
         )
         metrics.bind_fast_path(app.fast_path)
     prefix = app.envelope.prefix
@@ -461,7 +462,12 @@ def create_app(
         return response
 
     # The operator's routes (admin API, /ui): helper ops's one hook into the app.
-    _admin.register(app, pipeline, auth=auth is not None)
+    _admin.register(
+        app,
+        pipeline,
+        auth=auth is not None,
+        forget_stored=app.fast_path.forget if app.fast_path is not None else None,
+    )
 
     @app.get("/<anypath:_target>")
     async def proxy(_target: str) -> Response:

@@ -30,14 +30,18 @@ are kept in memory once read (a stored version never changes), up to
 ``StoredFileCacheBytes`` in all, least recently used first out.  A go.mod is checked
 against its recorded hash once, when it enters the cache (storage's integrity wrapper
 does it), not per request.  A bigger go.mod (go allows 16 MiB) is never cached nor held
-whole: it is checked and streamed in chunks each time.  A version an operator removes
-from the tree stays served from the cache until it is pushed out or the server restarts.
+whole: it is checked and streamed in chunks each time.  A version deleted through the
+admin API or ``athens-trio gc`` is forgotten within a second by every worker (they
+touch :data:`~athens_trio.storage.TAKEDOWN_MARKER`); one an operator removes from the
+tree by hand stays served from the cache until it is pushed out or the server restarts.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -124,6 +128,10 @@ class FastPathStatistics:
     max_cached_bytes: int
 
 
+#: Seconds between two looks at the takedown marker.
+TAKEDOWN_LOOK_EVERY = 1.0
+
+
 class StoredFileCache:
     """Immutable files by key, bounded in bytes, least recently used first out."""
 
@@ -134,6 +142,10 @@ class StoredFileCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.bytes = 0
 
     def get(self, key: tuple[str, str, str]) -> _Document | None:
         document = self._entries.get(key)
@@ -187,9 +199,14 @@ class FastPath:
         url_map: Map | None = None,
         catch_all: str = "proxy",
         served: ServedHook | None = None,
+        takedowns: Path | None = None,
     ) -> None:
         self._storage = storage
         self._served = served
+        # Looked at once a second at most: a takedown elsewhere empties the cache.
+        self._takedowns = takedowns
+        self._takedowns_looked = -math.inf
+        self._takedowns_stamp = self._takedown_stamp()
         self._check = version_check
         self._cache = StoredFileCache(cache_bytes)
         self._etags: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
@@ -216,9 +233,34 @@ class FastPath:
         exact, prefixes = self._others
         return path in exact or path.startswith(prefixes)
 
+    def forget(self) -> None:
+        """Drop what is kept of stored files (versions were deleted)."""
+        self._cache.clear()
+        self._etags.clear()
+        self._zips.clear()
+
+    def _takedown_stamp(self) -> int | None:
+        if self._takedowns is None:
+            return None
+        try:
+            return os.stat(self._takedowns).st_mtime_ns
+        except OSError:
+            return None
+
+    def _look_for_takedowns(self) -> None:
+        now = time.monotonic()
+        if self._takedowns is None or now - self._takedowns_looked < TAKEDOWN_LOOK_EVERY:
+            return
+        self._takedowns_looked = now
+        stamp = self._takedown_stamp()  # one stat a second, on the loop: cheap enough
+        if stamp != self._takedowns_stamp:
+            self._takedowns_stamp = stamp
+            self.forget()
+
     async def __call__(self, scope: HTTPScope, send: ASGISendCallable) -> bool:
         """Answer the request if it is a stored file's; False (nothing sent) if the full
         path must."""
+        self._look_for_takedowns()
         method = scope["method"]
         path = scope["path"]
         if method not in ("GET", "HEAD"):
@@ -229,17 +271,18 @@ class FastPath:
             if verdict is None:
                 return False
         endpoint, module, version = verdict
+        body: bytes | None = None
         if endpoint is ZIP:
             answered = await self._zip(scope, send, module, version)
         else:
-            answered = await self._document(scope, send, endpoint, module, version)
+            answered, body = await self._document(scope, send, endpoint, module, version)
         if answered:
             self._hits[endpoint.name] += 1
             if self._served is not None:
                 # What the full path's protocol wrappers see of a hit (last served,
-                # prefetch): the body only of a small cached go.mod, as read already.
-                document = self._cache.get((endpoint.name, module, version))
-                self._served(endpoint, module, version, document.body if document else None)
+                # prefetch): the body of a small .info or go.mod, as read already (a
+                # big one streamed by is not kept).
+                self._served(endpoint, module, version, body)
             if path not in self._verdicts:
                 if len(self._verdicts) >= VERDICT_MEMO_SIZE:
                     del self._verdicts[next(iter(self._verdicts))]  # the oldest
@@ -273,7 +316,7 @@ class FastPath:
         endpoint: Endpoint,
         module: str,
         version: str,
-    ) -> bool:
+    ) -> tuple[bool, bytes | None]:
         key = (endpoint.name, module, version)
         document = self._cache.get(key)
         if document is None:
@@ -283,14 +326,14 @@ class FastPath:
                 else:
                     stored = await self._storage.go_mod_file(module, version)
             except Exception:
-                return False  # not stored (a miss), damaged (a repair), a fault: all theirs
+                return False, None  # not stored (a miss), damaged (a repair), a fault: all theirs
             if not isinstance(stored, StoredBytes) or stored.size > CHUNK_SIZE:
-                return await self._stream_document(scope, send, endpoint, key, stored)
+                return await self._stream_document(scope, send, endpoint, key, stored), None
             document = _document(stored.data, endpoint.content_type)
             self._cache.put(key, document)
         if etag_matches(_header(scope, b"if-none-match"), document.etag.decode()):
             await _not_modified(send, document.etag)
-            return True
+            return True, document.body
         await _start(send, 200, document.headers)
         await send(
             {
@@ -299,7 +342,7 @@ class FastPath:
                 "more_body": False,
             }
         )
-        return True
+        return True, document.body
 
     async def _stream_document(
         self,

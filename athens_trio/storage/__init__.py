@@ -24,12 +24,13 @@ from ._backend import (
     StoredBytes,
     StoredZip,
 )
-from ._disk import DiskStorage
+from ._disk import TAKEDOWN_MARKER, DiskStorage, mark_takedown
 from ._integrity import check_go_mod, with_integrity, zip_is_whole
 from ._memory import MemoryStorage
 
 __all__ = [
     "CHUNK_SIZE",
+    "TAKEDOWN_MARKER",
     "Backend",
     "Cataloger",
     "Deleter",
@@ -37,6 +38,7 @@ __all__ = [
     "Lifecycle",
     "MemoryStorage",
     "Reader",
+    "mark_takedown",
     "Saver",
     "StoredBytes",
     "StoredZip",

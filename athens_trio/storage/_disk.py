@@ -409,6 +409,19 @@ class DiskStorage(Backend):
             raise StorageError(f"cannot use {self.root}: {exc.strerror}") from exc
 
 
+#: Touched by whatever deletes stored versions (the admin API, ``athens-trio gc``), so
+#: that every process serving the tree forgets what it keeps in memory of them.
+TAKEDOWN_MARKER = Path(".locks") / "takedowns"
+
+
+def mark_takedown(root: Path) -> None:
+    """Say that versions were deleted from the tree at ``root`` (see TAKEDOWN_MARKER)."""
+    marker = root / TAKEDOWN_MARKER
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    os.utime(marker)  # a new mtime even when it existed
+
+
 #: The threads that flush a part's files at once (a part has at most four).  Saves
 #: run in trio's worker threads; this pool only waits on the disk.
 _FLUSHERS = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync")
