@@ -182,6 +182,15 @@ async def test_admin_warm_runs_in_the_background_behind_basic_auth(
             assert reports[-1]["fetched"] == 1
             assert reports[-1]["failed"] == 0
             assert (await http.get("/admin/warm/nope")).status_code == 404
+            assert (await http.get("/admin/warm/..%2F..%2Fetc")).status_code == 404
+            # Another server on the same tree (as a sibling worker is) tells it too.
+            async with (
+                served(config) as sibling,
+                httpx.AsyncClient(base_url=sibling.url, auth=("ops", "s3cret")) as there,
+            ):
+                elsewhere = await there.get(status_path)
+                assert elsewhere.status_code == 200
+                assert elsewhere.json() == reports[-1]
     assert await stored_parts(config, go_fixtures.hello, "v1.0.0") == (True, True)
 
 

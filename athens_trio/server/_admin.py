@@ -13,11 +13,16 @@ in bulk, deletes or shows what is stored is ever open to anyone who can reach th
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -41,6 +46,43 @@ ADMIN_OFF = "the admin API and /ui need BasicAuthUser and BasicAuthPass set"
 #: Warm jobs remembered for GET /admin/warm/<id>; beyond it the oldest finished go.
 MAX_WARM_JOBS = 100
 MAX_WARM_CONCURRENCY = 32
+#: Seconds between two writes of a running warm's status for the other workers.
+WARM_STATUS_EVERY = 1.0
+#: A warm's status file older than this is removed when a new warm starts.
+WARM_STATUS_KEPT = 24 * 3600.0
+_JOB_ID = re.compile(r"[0-9a-f]{16}")
+
+
+class WarmStatusFiles:
+    """Warm statuses where every worker of this machine reads them (a GET may reach
+    another worker than the POST did): ``<id>.json`` in ``directory``, each written
+    whole (a temporary file renamed into place)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def write(self, job_id: str, status: dict[str, Any]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        temporary = self.directory / f".{job_id}.{secrets.token_hex(4)}.tmp"
+        temporary.write_bytes(msgspec.json.encode(status))
+        os.replace(temporary, self.directory / f"{job_id}.json")
+
+    def read(self, job_id: str) -> Any:
+        """The status written for ``job_id``, or None (never a path from the request:
+        ``job_id`` is checked to be one of ours in form first)."""
+        if not _JOB_ID.fullmatch(job_id):
+            return None
+        try:
+            return msgspec.json.decode((self.directory / f"{job_id}.json").read_bytes())
+        except (OSError, msgspec.DecodeError):
+            return None
+
+    def prune(self, now: float) -> None:
+        with contextlib.suppress(OSError):
+            for path in self.directory.glob("*.json"):
+                with contextlib.suppress(OSError):
+                    if now - path.stat().st_mtime > WARM_STATUS_KEPT:
+                        path.unlink()
 
 
 class WarmJobs:
@@ -123,6 +165,9 @@ def register(
     from . import _ui  # the catalog pages: behind the same guard
 
     jobs = WarmJobs()
+    # Beside a disk tree, else in GoGetDir: where every worker of this machine looks.
+    shared = pipeline.storage_root or pipeline.config.go_get_root / "athens-trio-locks"
+    statuses = WarmStatusFiles(shared / ".locks" / "warm")
 
     def guard() -> None:
         if not auth:
@@ -142,9 +187,35 @@ def register(
         warm = Warm(pipeline.protocol, pipeline.storage, concurrency=concurrency)
         job_id = jobs.add(warm)
 
+        def status() -> dict[str, Any]:
+            return {"id": job_id, **asdict(warm.statistics())}
+
+        async def write_status() -> None:
+            try:
+                await trio.to_thread.run_sync(statuses.write, job_id, status())
+            except OSError as exc:  # the warm goes on; only other workers miss its status
+                log.warning("cannot write warm %s's status: %s", job_id, exc)
+
+        async def publish() -> None:
+            try:
+                while True:
+                    await write_status()
+                    await trio.sleep(WARM_STATUS_EVERY)
+            finally:
+                with trio.CancelScope(shield=True):  # the last word: finished (or not)
+                    await write_status()
+
+        async def run_and_publish() -> Any:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(publish)
+                try:
+                    return await warm.run(**arguments)
+                finally:
+                    nursery.cancel_scope.cancel()
+
         async def run() -> None:
             try:
-                stats = await warm.run(**arguments)
+                stats = await run_and_publish()
             except AthensTrioError as exc:  # nobody waits for it: the log and the status
                 log.warning("warm %s failed: %s", job_id, exc)
                 return
@@ -162,6 +233,7 @@ def register(
             )
 
         assert pipeline.nursery is not None, "the pipeline's nursery runs the warms"
+        await trio.to_thread.run_sync(statuses.prune, time.time())
         pipeline.nursery.start_soon(run, name=f"warm {job_id}")
         return _json({"id": job_id, "status": f"admin/warm/{job_id}"}, 202)
 
@@ -197,5 +269,9 @@ def register(
         guard()
         warm = jobs.get(job_id)
         if warm is None:
+            # Started by another worker of this machine?
+            written = await trio.to_thread.run_sync(statuses.read, job_id)
+            if written is not None:
+                return _json(written)
             raise NotFoundError(f"no warm {job_id!r} (finished ones are forgotten in time)")
         return _json({"id": job_id, **asdict(warm.statistics())})
