@@ -98,6 +98,17 @@ class Pipeline:
     #: The root of a disk storage's tree (None for other storage).
     storage_root: Path | None = None
 
+    @property
+    def machine_root(self) -> Path:
+        """Where the workers of this machine share lock and status files (under its
+        ``.locks``): beside a disk tree, else in GoGetDir."""
+        return machine_root(self.config, self.storage_root)
+
+
+def machine_root(config: Config, storage_root: Path | None) -> Path:
+    """See :attr:`Pipeline.machine_root`."""
+    return storage_root or config.go_get_root / "athens-trio-locks"
+
 
 def _s3_bucket(config: Config) -> tuple[Bucket, CredentialSource]:
     """``[Storage.S3]``'s bucket and credentials (S3 storage's, and the s3 lock's)."""
@@ -397,8 +408,7 @@ async def open_pipeline(
             stasher = stash.wrap(
                 fetches,
                 # Workers (server/_workers.py): one fetch per version across processes.
-                # Beside a disk tree; for a bucket, in GoGetDir (the workers' machine).
-                *_across_workers(storage_root or config.go_get_root / "athens-trio-locks"),
+                *_across_workers(machine_root(config, storage_root)),
                 stash_pool,
                 # The hook is asked once per fetch, without holding a go worker.
                 *policy_stash_wrappers,

@@ -165,9 +165,7 @@ def register(
     from . import _ui  # the catalog pages: behind the same guard
 
     jobs = WarmJobs()
-    # Beside a disk tree, else in GoGetDir: where every worker of this machine looks.
-    shared = pipeline.storage_root or pipeline.config.go_get_root / "athens-trio-locks"
-    statuses = WarmStatusFiles(shared / ".locks" / "warm")
+    statuses = WarmStatusFiles(pipeline.machine_root / ".locks" / "warm")
 
     def guard() -> None:
         if not auth:

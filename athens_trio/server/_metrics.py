@@ -75,6 +75,8 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
     from .._pipeline import Pipeline
+    from ..download import LookupStatistics
+    from ..stash import SingleFlightStatistics
     from ._fastpath import FastPath
     from ._listen import ConnectionLimit
 
@@ -301,18 +303,19 @@ def _pipeline_metrics(pipeline: Pipeline, fast_hits: Mapping[str, int]) -> Itera
         waiting.add_metric([name], pool.waiting)
         refused.add_metric([name], pool.refused)
     yield from (in_use, size, waiting, refused)
-    yield from _overload_metrics(pipeline)
+    yield from _overload_metrics(pipeline, lookups, singleflight)
 
 
-def _overload_metrics(pipeline: Pipeline) -> Iterator[Metric]:
+def _overload_metrics(
+    pipeline: Pipeline, lookups: LookupStatistics, singleflight: SingleFlightStatistics
+) -> Iterator[Metric]:
     """Work given up or not started, the async modes' background fetches, the lock
     shared by replicas and the prefetcher: each read from its own statistics()."""
     yield CounterMetricFamily(
         "athens_trio_singleflight_abandoned",
         "Fetches cancelled because no client waited for them any more (AbandonedFetchGrace).",
-        value=pipeline.singleflight.statistics().abandoned,
+        value=singleflight.abandoned,
     )
-    lookups = pipeline.lookups.statistics()
     yield GaugeMetricFamily(
         "athens_trio_background_fetches",
         "Background fetches (DownloadMode async, async_redirect) queued or running.",

@@ -418,8 +418,7 @@ def mark_takedown(root: Path) -> None:
     """Say that versions were deleted from the tree at ``root`` (see TAKEDOWN_MARKER)."""
     marker = root / TAKEDOWN_MARKER
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.touch()
-    os.utime(marker)  # a new mtime even when it existed
+    marker.touch()  # a new mtime even when it existed
 
 
 #: The threads that flush a part's files at once (a part has at most four).  Saves
