@@ -10,7 +10,7 @@ import httpx
 import trio
 
 from athens_trio.server._metrics import Metrics
-from athens_trio.server._workers import merged_metrics, with_version_lock
+from athens_trio.server._workers import METRICS_DIR_PREFIX, merged_metrics, with_version_lock
 from athens_trio.stash import Part, Stasher
 
 from .gofixtures import GoFixtures
@@ -139,14 +139,33 @@ async def test_workers_share_the_socket_fetch_once_and_stop_together(
 
 
 async def test_workers_die_with_a_killed_supervisor(tmp_path: Path) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
     env = child_env(
         tmp_path,
         ATHENS_WORKERS="2",
         ATHENS_DISK_STORAGE_ROOT=str(tmp_path / "storage"),
         ATHENS_GO_BINARY_PATH="/bin/true",
+        TMPDIR=str(temp),
     )
+
+    def metrics_dirs() -> list[str]:
+        return [p.name for p in temp.iterdir() if p.name.startswith(METRICS_DIR_PREFIX)]
+
     async with child_server(tmp_path, "workers", env) as child:
         await wait_until(lambda: len(_children(child.process.pid)) == 2, 30)
         workers = _children(child.process.pid)
         child.process.kill()
         await wait_until(lambda: not any(process_alive(pid) for pid in workers), 30)
+    # Killed with -9, the supervisor left its workers' metrics directory; the next
+    # start removes it (its owner is gone), and a graceful stop removes its own.
+    killed = metrics_dirs()
+    assert len(killed) == 1
+    async with child_server(tmp_path, "workers", env) as child:
+        await wait_until(lambda: len(_children(child.process.pid)) == 2, 30)
+        assert len(metrics_dirs()) == 1
+        assert metrics_dirs() != killed
+        child.process.terminate()
+        with trio.fail_after(30):
+            await child.process.wait()
+    assert not metrics_dirs()

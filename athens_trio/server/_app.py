@@ -32,6 +32,7 @@ from types import TracebackType
 
 import msgspec
 import trio
+from hypercorn.config import Config as HypercornConfig
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 from quart import Response, request
 from quart.wrappers.response import ResponseBody
@@ -82,6 +83,7 @@ from ._catalog import (
     parse_timestamp,
 )
 from ._envelope import Envelope
+from ._express import ExpressLane
 from ._fastpath import FastPath, ServedHook
 from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._metrics import Metrics
@@ -299,6 +301,14 @@ def _fast_path_served(pipeline: Pipeline) -> ServedHook | None:
                 prefetcher.served(body)
 
     return served
+
+
+def express_lane(app: QuartTrio, config: HypercornConfig) -> ExpressLane | None:
+    """The express lane (``_express``) over ``app``'s envelope and fast path; None if
+    the app has no fast path (then every request goes through Quart)."""
+    if not isinstance(app, _ProxyApp) or app.fast_path is None:
+        return None
+    return ExpressLane(app.envelope, app.fast_path, config)
 
 
 def create_app(

@@ -29,13 +29,16 @@ import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
 from trio_util import AsyncValue, wait_any
 
 from ._hypercorn_worker import HypercornWorker
+
+if TYPE_CHECKING:
+    from ._express import ExpressLane
 
 __all__ = ["Changes", "Requests", "WatchedStream", "serve_connection", "track_requests"]
 
@@ -128,12 +131,25 @@ class WatchedStream(trio.abc.HalfCloseableStream):
         self.stalled = trio.Event()
         #: How many times bytes arrived from the client.
         self.receipts = 0
+        self._unread = b""
+
+    def unread(self, data: bytes) -> None:
+        """Have the next receives return ``data`` first: bytes already read off the
+        socket by someone else (the express lane, handing a request over)."""
+        self._unread = data + self._unread
 
     def _went(self) -> None:
         self.gone.set()
         self._changes.notify()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._unread:
+            await trio.lowlevel.checkpoint()
+            size = len(self._unread) if max_bytes is None else max_bytes
+            data, self._unread = self._unread[:size], self._unread[size:]
+            self.receipts += 1
+            self._changes.notify()
+            return data
         try:
             data = await self._stream.receive_some(max_bytes)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -232,9 +248,12 @@ async def serve_connection(
     keep_alive_timeout: float,
     header_timeout: float,
     write_timeout: float,
+    express: ExpressLane | None = None,
 ) -> None:
     """Serve one accepted connection until hypercorn is done with it or it is time to
-    close it; the stream is closed in the end, whatever happened."""
+    close it; the stream is closed in the end, whatever happened.  A plain (not TLS)
+    connection starts on the ``express`` lane, if given, and goes to hypercorn at the
+    first request the lane does not answer."""
     changes = Changes()
     watched = WatchedStream(socket_stream, write_timeout, changes)
     stream: trio.abc.Stream = watched
@@ -246,6 +265,16 @@ async def serve_connection(
     )
     close = partial(_closing_time, watched, requests, changes, keep_alive_timeout, header_timeout)
     try:
+        if express is not None and ssl_context is None:
+            handoff = await express.serve(
+                watched,
+                requests,
+                keep_alive_timeout=keep_alive_timeout,
+                header_timeout=header_timeout,
+            )
+            if handoff is None:
+                return
+            watched.unread(handoff.received)
         # A stalled client is dropped at once, request in flight or not: hypercorn would
         # otherwise only note the failed send and leave the request running on.
         await wait_any(serve, close, watched.stalled.wait)

@@ -58,7 +58,10 @@ _REQUEST_ID_HEADER = REQUEST_ID_HEADER.lower().encode()
 _NOT_IN_ID = re.compile(rb"[^A-Za-z0-9._:/+=@-]")
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
 
-Inner = Callable[[HTTPScope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
+#: What the envelope wraps.  It may decline a request by returning False having sent
+#: nothing (the express lane's fast path, ``_express``): then the request is not the
+#: envelope's either -- no access line, no metrics -- and another server answers it.
+Inner = Callable[[HTTPScope, ASGIReceiveCallable, ASGISendCallable], Awaitable[bool | None]]
 
 
 def clean_request_id(raw: bytes | None) -> str:
@@ -131,7 +134,9 @@ class Envelope:
         receive: ASGIReceiveCallable,
         send: ASGISendCallable,
         inner: Inner,
-    ) -> None:
+    ) -> bool:
+        """Serve the request through ``inner``; False if ``inner`` declined it (see
+        :data:`Inner`), True once it is answered."""
         started = time.perf_counter()
         rid = clean_request_id(_header(scope, _REQUEST_ID_HEADER))
         token = request_id.set(rid)
@@ -139,6 +144,7 @@ class Envelope:
         sent = 0
         counts_body = scope["method"] != "HEAD"
         route = "other"
+        declined = False
 
         async def enveloped_send(message: ASGISendEvent) -> None:
             nonlocal status, sent
@@ -173,11 +179,11 @@ class Envelope:
                     # the start of the next: h11 closes after this answer.
                     [(b"connection", b"close")],
                 )
-                return
+                return True
             path = strip_prefix(scope["path"], self.prefix)
             if path is None:
                 await _plain(scope, enveloped_send, 404, "404 Not Found\n")
-                return
+                return True
             route = route_label(path)
             if (
                 self._auth is not None
@@ -192,22 +198,31 @@ class Envelope:
                     "(basic auth; for go, a netrc entry)\n",
                     [(b"www-authenticate", CHALLENGE.encode())],
                 )
-                return
+                return True
             if self.prefix:
                 inner_scope: HTTPScope = {
                     **scope,
                     "path": path,
                     "raw_path": self._strip_raw(scope, path),
                 }
-                await inner(inner_scope, receive, enveloped_send)
+                answered = await inner(inner_scope, receive, enveloped_send)
             else:
-                await inner(scope, receive, enveloped_send)
+                answered = await inner(scope, receive, enveloped_send)
+            declined = answered is False and status == 0 and sent == 0
+            return not declined
         finally:
-            seconds = time.perf_counter() - started
-            if access_log.isEnabledFor(logging.INFO):
-                _log_access(scope, status, sent, seconds, route, rid)
-            self._metrics.observe_request(route, scope["method"], status, seconds, sent)
+            if not declined:
+                self._account(scope, status, sent, started, route, rid)
             request_id.reset(token)
+
+    def _account(
+        self, scope: HTTPScope, status: int, sent: int, started: float, route: str, rid: str
+    ) -> None:
+        """The access line and the request metrics of one answered request."""
+        seconds = time.perf_counter() - started
+        if access_log.isEnabledFor(logging.INFO):
+            _log_access(scope, status, sent, seconds, route, rid)
+        self._metrics.observe_request(route, scope["method"], status, seconds, sent)
 
 
 def _log_access(

@@ -48,6 +48,7 @@ from hypercorn.typing import ASGIFramework
 from hypercorn.utils import repr_socket_addr
 
 from ._connections import Requests, serve_connection, track_requests
+from ._express import ExpressLane
 from ._hypercorn_worker import open_worker
 
 __all__ = ["ConnectionLimit", "serve_app"]
@@ -141,6 +142,7 @@ async def serve_app(
     header_timeout: float,
     write_timeout: float,
     shutdown_trigger: Callable[[], Awaitable[object]],
+    express: ExpressLane | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` as hypercorn's ``trio.serve`` does, with ``connections`` capping the
@@ -173,6 +175,7 @@ async def serve_app(
                             keep_alive_timeout=keep_alive_timeout,
                             header_timeout=header_timeout,
                             write_timeout=write_timeout,
+                            express=express,
                         )
                     finally:
                         connections.release()
@@ -201,6 +204,8 @@ async def serve_app(
                 finally:
                     # Idle connections close now; requests in flight get the grace period.
                     await worker.terminate()
+                    if express is not None:
+                        express.stop()
                     connection_nursery.cancel_scope.deadline = (
                         trio.current_time() + config.graceful_timeout
                     )

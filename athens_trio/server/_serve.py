@@ -35,7 +35,7 @@ from .._exceptions import GoBinaryError
 from .._pipeline import Pipeline, go_runner, open_pipeline
 from ..storage import Backend
 from ..upstream import Fetcher, Lister
-from ._app import create_app
+from ._app import create_app, express_lane
 from ._listen import ConnectionLimit, serve_app
 from ._metrics import Metrics
 from ._workers import metrics_dir, publish_metrics
@@ -189,6 +189,7 @@ async def serve(
                     header_timeout=config.request_header_timeout,
                     write_timeout=config.write_timeout,
                     shutdown_trigger=stop.wait,
+                    express=express_lane(app, hyper),
                 )
             )
             server = Server(pipeline, binds, stop)

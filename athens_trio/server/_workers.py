@@ -35,7 +35,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -51,6 +50,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from .._config import Config
+from .._ownership import claim, dead_claims
 from ..stash import Part, Stasher, Wrapper
 
 __all__ = [
@@ -77,6 +77,8 @@ WORKER_FDS_VAR = "ATHENS_TRIO_WORKER_FDS"
 _SUPERVISOR_VAR = "ATHENS_TRIO_SUPERVISOR"
 #: Where the workers' metrics go (a directory the supervisor makes and removes).
 METRICS_DIR_VAR = "ATHENS_TRIO_METRICS_DIR"
+#: The supervisor's claimed directory for its workers' metrics, in the temp dir.
+METRICS_DIR_PREFIX = "athens-trio-workers-"
 #: Seconds between a worker's metrics snapshots.
 PUBLISH_EVERY = 1.0
 #: Lock files, bounded: a version's lock is one of these by its hash (two versions
@@ -273,8 +275,12 @@ def run_supervisor(config: Config, workers: int, argv: Sequence[str], describe: 
             stack.callback(sock.close)
             sock.listen(hyper.backlog)
         fds = [sock.fileno() for sock in sockets]
-        shared = tempfile.mkdtemp(prefix="athens-trio-metrics-")
-        stack.callback(shutil.rmtree, shared, ignore_errors=True)
+        # Claimed (flock-owned): a supervisor killed with -9 cannot remove its directory,
+        # so each start removes those whose supervisor is gone.
+        temp = Path(tempfile.gettempdir())
+        dead_claims(temp, METRICS_DIR_PREFIX)
+        metrics_claim = stack.enter_context(claim(temp, METRICS_DIR_PREFIX))
+        shared = str(metrics_claim.path)
         env = {
             **os.environ,
             WORKER_FDS_VAR: ",".join(map(str, fds)),

@@ -1,0 +1,312 @@
+"""The express lane: stored files answered over HTTP/1.1 straight from the socket.
+
+A profile of a warm ``go mod download`` (330 cached hits, the fast path already on) put
+most of the server's time in hypercorn's per-request machinery rather than in the app:
+a task per request, its stream and event objects, the connection's watcher waking on
+every byte, three socket sends per answer (head, body, end).  For the requests the
+fast path answers -- the bulk of what a warm build asks -- that machinery decides
+nothing.  So a plain (not TLS) connection starts here: h11 parses each request, and
+while the fast path answers, this loop writes the answers itself, head and body in one
+send.  The first request it does not answer (the fast path declines it: a miss, a
+list, a refusal; or it is not a plain GET/HEAD without a body; or h11 rejects it) is
+handed to hypercorn with the connection: the bytes read so far of that request, and
+whatever followed, are replayed to hypercorn first (:meth:`WatchedStream.unread`), and
+hypercorn serves the connection from there on as it serves every TLS connection.
+
+What stays exactly as on hypercorn's path, because the same code does it: the envelope
+(request ID, PathPrefix, basic auth, the access line, the request metrics) and the fast
+path's answers -- their statuses, headers and bodies (``tests/test_fastpath.py`` compares
+the bytes on the wire with the full path's).  The response headers hypercorn adds
+(``Date``) come from hypercorn's own config.  The connection's limits are kept here as
+``_connections`` keeps them for hypercorn: ``KeepAliveTimeout`` between requests,
+``RequestHeaderTimeout`` from a request's first byte to its last header, ``WriteTimeout``
+on a stalled send (``WatchedStream``), and at shutdown an idle connection closes at
+once while an answer being written gets the grace period.
+
+Not here: hypercorn's ``keep_alive_max_requests`` (a kept-alive connection is closed
+after that many requests); this lane serves a connection's requests for as long as
+the client keeps it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import unquote
+
+import h11
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.typing import ASGISendEvent, ConnectionState, HTTPScope
+
+from ._connections import Requests, WatchedStream
+from ._envelope import Envelope
+from ._fastpath import FastPath
+
+__all__ = ["ExpressLane", "Handoff"]
+
+log = logging.getLogger("athens_trio.server")
+
+#: Bytes asked of the socket per receive (a request's head is well under it).
+_RECEIVE_SIZE = 1 << 16
+#: A body at most this big goes out in the same send as its head (one copy); a bigger
+#: one in a send of its own (no copy).
+_JOIN_BELOW = 1 << 16
+_RECEIVE_BODYLESS: dict[str, Any] = {"type": "http.request", "body": b"", "more_body": False}
+#: Request headers that take a request off this lane: a body, an upgrade, an expectation.
+_NOT_EXPRESS_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"upgrade", b"expect"})
+
+
+class Handoff:
+    """A connection the lane gives up: serve it on hypercorn, replaying ``received``."""
+
+    __slots__ = ("received",)
+
+    def __init__(self, received: bytes) -> None:
+        self.received = received
+
+
+class _ResponseHeaders:
+    """hypercorn's own response headers (``Date``), made once a second."""
+
+    def __init__(self, config: HypercornConfig) -> None:
+        self._config = config
+        self._second = -1
+        self._headers: list[tuple[bytes, bytes]] = []
+
+    def now(self) -> list[tuple[bytes, bytes]]:
+        second = int(time.time())
+        if second != self._second:
+            self._headers = self._config.response_headers("h11")
+            self._second = second
+        return self._headers
+
+
+class _Idle:
+    """The cancel scopes of connections waiting for their next request: all cancelled
+    when the server stops (idle connections close at once; answers go on)."""
+
+    def __init__(self) -> None:
+        self.scopes: set[trio.CancelScope] = set()
+        self.stopping = False
+
+    def stop(self) -> None:
+        self.stopping = True
+        for scope in self.scopes:
+            scope.cancel()
+
+
+class ExpressLane:
+    """Serves a plain connection's requests while ``fast_path`` answers them."""
+
+    def __init__(self, envelope: Envelope, fast_path: FastPath, config: HypercornConfig) -> None:
+        self._envelope = envelope
+        self._fast_path = fast_path
+        self._max_head = config.h11_max_incomplete_size
+        self._root_path = config.root_path
+        self._response_headers = _ResponseHeaders(config)
+        self._idle = _Idle()
+
+    def stop(self) -> None:
+        """The server is stopping: idle connections close now, and every connection
+        once its current answer is out."""
+        self._idle.stop()
+
+    async def serve(
+        self,
+        stream: WatchedStream,
+        requests: Requests,
+        *,
+        keep_alive_timeout: float,
+        header_timeout: float,
+    ) -> Handoff | None:
+        """Answer the connection's requests until one is not the lane's (a
+        :class:`Handoff`), or the connection is done (None: close it)."""
+        connection = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head)
+        client = _address(stream.socket, peer=True)
+        server = _address(stream.socket, peer=False)
+        received = bytearray()  # of the request being read, for a handoff
+        first_byte_at = math.inf
+        while True:
+            try:
+                event = connection.next_event()
+            except h11.RemoteProtocolError:
+                return Handoff(bytes(received))  # hypercorn answers it, in its words
+            if event is h11.NEED_DATA:
+                data = await self._receive(
+                    stream, bool(received), first_byte_at, keep_alive_timeout, header_timeout
+                )
+                if data is None:
+                    return None
+                if not received:
+                    first_byte_at = trio.current_time()
+                received += data
+                connection.receive_data(data)
+                continue
+            if not isinstance(event, h11.Request):
+                return None  # the client closed (h11.ConnectionClosed)
+            if not _is_express(event) or not _ends_here(connection):
+                return Handoff(bytes(received))
+            scope = self._scope(event, client, server)
+            sender = _Sender(stream, connection, self._response_headers.now())
+            try:
+                with requests.serving():
+                    answered = await self._envelope(
+                        scope, _receive_nothing, sender.send, self._fast_path_inner
+                    )
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None  # the client went (or stalled) mid-answer
+            except Exception:
+                # A bug, not the client's: logged as hypercorn logs an app's error, and
+                # this connection closes (a half-sent answer cannot be mended).
+                log.exception("the express lane failed on %r", event.target)
+                return None
+            if not answered:
+                return Handoff(bytes(received))
+            if self._idle.stopping or connection.our_state is not h11.DONE:
+                return None  # "Connection: close", an HTTP/1.0 client, or shutdown
+            try:
+                connection.start_next_cycle()
+            except h11.LocalProtocolError:
+                return None
+            received = bytearray(connection.trailing_data[0])
+            first_byte_at = trio.current_time() if received else math.inf
+
+    async def _fast_path_inner(self, scope: HTTPScope, receive: object, send: Any) -> bool:
+        return await self._fast_path(scope, send)
+
+    async def _receive(
+        self,
+        stream: WatchedStream,
+        started: bool,
+        first_byte_at: float,
+        keep_alive_timeout: float,
+        header_timeout: float,
+    ) -> bytes | None:
+        """The next bytes of a request; None if the connection should close (the client
+        went, it sat idle too long, its headers took too long, or the server stops)."""
+        if started:
+            with trio.move_on_at(first_byte_at + header_timeout):
+                return await _received_or_none(stream)
+            return None  # the request's headers took too long (slowloris)
+        if self._idle.stopping:
+            return None
+        with trio.move_on_after(keep_alive_timeout) as idle:
+            self._idle.scopes.add(idle)
+            try:
+                return await _received_or_none(stream)
+            finally:
+                self._idle.scopes.discard(idle)
+        return None  # idle too long, or the server stops
+
+    def _scope(
+        self, request: h11.Request, client: tuple[str, int] | None, server: tuple[str, int] | None
+    ) -> HTTPScope:
+        # As hypercorn's HTTPStream makes it, for what the envelope and fast path read.
+        raw_path, _, query = request.target.partition(b"?")
+        scope: HTTPScope = {
+            "type": "http",
+            "asgi": {"spec_version": "2.1", "version": "3.0"},
+            "http_version": request.http_version.decode(),
+            "method": request.method.decode("ascii").upper(),
+            "scheme": "http",
+            "path": unquote(raw_path.decode("ascii")),
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": self._root_path,
+            "headers": list(request.headers),
+            "client": client,
+            "server": server,
+            "state": ConnectionState({}),
+            "extensions": {},
+        }
+        return scope
+
+
+def _is_express(request: h11.Request) -> bool:
+    """A plain GET or HEAD of an origin-form, ASCII target, with no body, upgrade or
+    expectation: what the fast path may answer."""
+    if request.method not in (b"GET", b"HEAD") or not request.target.startswith(b"/"):
+        return False
+    if not request.target.isascii():
+        return False
+    return not any(name in _NOT_EXPRESS_HEADERS for name, _ in request.headers)
+
+
+def _ends_here(connection: h11.Connection) -> bool:
+    """Whether the request just read has ended (a bodyless one does, at once)."""
+    try:
+        return isinstance(connection.next_event(), h11.EndOfMessage)
+    except h11.RemoteProtocolError:
+        return False
+
+
+async def _received_or_none(stream: WatchedStream) -> bytes | None:
+    try:
+        data = await stream.receive_some(_RECEIVE_SIZE)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return None
+    return data or None
+
+
+async def _receive_nothing() -> Any:
+    return _RECEIVE_BODYLESS
+
+
+def _address(sock: trio.socket.SocketType, *, peer: bool) -> tuple[str, int] | None:
+    try:
+        address = sock.getpeername() if peer else sock.getsockname()
+    except OSError:
+        return None
+    if isinstance(address, tuple):
+        return (str(address[0]), int(address[1]))
+    return None  # a unix socket: hypercorn gives no address either
+
+
+class _Sender:
+    """ASGI's send for one answer, written through h11: the head waits for the body's
+    first bytes and goes out in the same send."""
+
+    def __init__(
+        self,
+        stream: WatchedStream,
+        connection: h11.Connection,
+        extra_headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        self._stream = stream
+        self._connection = connection
+        self._extra_headers = extra_headers
+        self._head: bytes = b""
+
+    async def send(self, message: ASGISendEvent) -> None:
+        if message["type"] == "http.response.start":
+            headers = [*message.get("headers", ()), *self._extra_headers]
+            self._head = _joined(
+                self._connection.send_with_data_passthrough(
+                    h11.Response(status_code=message["status"], headers=headers)
+                )
+                or ()
+            )
+            return
+        if message["type"] != "http.response.body":
+            return
+        parts: list[Any] = [self._head] if self._head else []
+        self._head = b""
+        body = message.get("body", b"")
+        if body:
+            parts += self._connection.send_with_data_passthrough(h11.Data(data=body)) or ()
+        if not message.get("more_body", False):
+            parts += self._connection.send_with_data_passthrough(h11.EndOfMessage()) or ()
+        if len(body) < _JOIN_BELOW:
+            await self._stream.send_all(_joined(parts))
+            return
+        for part in parts:  # a big chunk goes out as it is, never copied
+            if part:
+                await self._stream.send_all(part)
+
+
+def _joined(parts: Iterable[Any]) -> bytes:
+    return b"".join(parts)

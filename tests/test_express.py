@@ -1,0 +1,168 @@
+"""The express lane (``server/_express``): one connection, both lanes, nothing lost.
+
+A plain connection starts on the express lane and moves to hypercorn at the first
+request the fast path does not answer; the bytes of that request (and of any pipelined
+after it) must reach hypercorn whole, every request must be answered once, in order,
+logged once and counted once.  What each answer looks like is ``test_fastpath``'s
+business (it compares the bytes on the wire with the full path's); the connection
+limits on the lane are ``test_operator``'s and ``test_hardening``'s.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import h11
+import httpx
+import pytest
+import trio
+
+from athens_trio import Config, DiskStorage
+from athens_trio.server import Server
+
+from .helpers import served, store_version
+
+MODULE = "example.com/express/mod"
+V = f"/{MODULE}/@v/v1.0.0"
+
+
+def _config(tmp_path: Path, **overrides: object) -> Config:
+    config = Config(
+        storage_type="disk",
+        download_mode="none",
+        network_mode="offline",
+        go_binary="/nonexistent/go",
+        keep_alive_timeout=30,
+        **overrides,  # type: ignore[arg-type]
+    )
+    config.storage.disk.root_path = str(tmp_path / "storage")
+    return config
+
+
+@pytest.fixture
+async def config(tmp_path: Path) -> Config:
+    config = _config(tmp_path)
+    await store_version(DiskStorage(config.disk_root), tmp_path, MODULE, "v1.0.0", 3 << 20)
+    return config
+
+
+def _request(method: str, target: str, *extra: str) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", "Host: test", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def _responses(
+    stream: trio.SocketStream, methods: list[str]
+) -> list[tuple[int, dict[bytes, bytes], bytes]]:
+    """Read one response per method from ``stream``, in order (h11 as the client)."""
+    client = h11.Connection(h11.CLIENT)
+    answers: list[tuple[int, dict[bytes, bytes], bytes]] = []
+    for method in methods:
+        client.send(h11.Request(method=method, target="/", headers=[("Host", "test")]))
+        client.send(h11.EndOfMessage())
+        status, headers, body = 0, {}, bytearray()
+        while True:
+            event = client.next_event()
+            if event is h11.NEED_DATA:
+                client.receive_data(await stream.receive_some(1 << 16))
+            elif isinstance(event, h11.Response):
+                status, headers = event.status_code, dict(event.headers)
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                break
+        answers.append((status, headers, bytes(body)))
+        if client.our_state is h11.MUST_CLOSE:
+            break
+        client.start_next_cycle()
+    return answers
+
+
+async def _alone(server: Server, method: str, target: str) -> tuple[int, bytes]:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        response = await http.request(method, target)
+        return response.status_code, response.content
+
+
+async def test_one_connection_moves_to_hypercorn_at_the_first_request_not_express(
+    config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Pipelined in one write: two answered on the lane, the list handed over with the
+    # two after it already read; then more on the same connection, now hypercorn's.
+    first = [("GET", V + ".info"), ("HEAD", V + ".zip"), ("GET", f"/{MODULE}/@v/list")]
+    first += [("GET", V + ".zip"), ("GET", V + ".mod")]
+    then = [("GET", V + ".info"), ("GET", f"/{MODULE}/@v/v9.9.9.info"), ("GET", V + ".mod")]
+    caplog.set_level(logging.INFO, logger="athens_trio.access")
+    async with served(config) as server:
+        with trio.fail_after(30):
+            async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+                await stream.send_all(b"".join(_request(m, t) for m, t in first))
+                got = await _responses(stream, [m for m, _ in first])
+                # The rest, one at a time, the last one split mid-line.
+                for method, target in then[:-1]:
+                    await stream.send_all(_request(method, target))
+                    got += await _responses(stream, [method])
+                last = _request(*then[-1])
+                await stream.send_all(last[:7])
+                await trio.sleep(0.05)  # two packets, as a slow client sends them
+                await stream.send_all(last[7:])
+                got += await _responses(stream, [then[-1][0]])
+            expected = [await _alone(server, method, target) for method, target in first + then]
+    assert [(status, body) for status, _, body in got] == expected
+    assert [status for status, _ in expected] == [200, 200, 200, 200, 200, 200, 404, 200]
+    assert len(got[3][2]) > 3 << 20  # the whole zip, in several chunks
+    # Each request logged once (the 8 on the connection, the 8 alone), none twice.
+    lines = [r.getMessage() for r in caplog.records if r.name == "athens_trio.access"]
+    assert len(lines) == 16, lines
+    for method, target in first + then:
+        times = (first + then).count((method, target))
+        assert sum(line.startswith(f"{method} {target} ") for line in lines) == 2 * times, target
+
+
+async def test_an_http10_client_gets_its_answer_then_the_connection_closes(
+    config: Config,
+) -> None:
+    async with served(config) as server:
+        with trio.fail_after(30):
+            async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+                await stream.send_all(f"GET {V}.info HTTP/1.0\r\n\r\n".encode())
+                received = bytearray()
+                while chunk := await stream.receive_some(1 << 16):
+                    received += chunk
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert body.startswith(b'{"Version":"v1.0.0"') or b"v1.0.0" in body
+
+
+async def test_a_malformed_request_gets_hypercorns_answer(tmp_path: Path, config: Config) -> None:
+    bad = b"GET " + V.encode() + b".info HTTP/1.1\r\nHost: test\r\nNo colon here\r\n\r\n"
+
+    async def answer(server: Server) -> bytes:
+        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+            await stream.send_all(bad)
+            received = bytearray()
+            while chunk := await stream.receive_some(1 << 16):
+                received += chunk
+        return b"\r\n".join(
+            line for line in bytes(received).split(b"\r\n") if not line.startswith(b"date:")
+        )
+
+    with trio.fail_after(30):
+        async with served(config) as express, served(config, fast_path=False) as plain:
+            assert await answer(express) == await answer(plain)
+            assert (await answer(express)).startswith(b"HTTP/1.1 400 ")
+
+
+async def test_shutdown_closes_idle_express_connections_at_once(config: Config) -> None:
+    config.shutdown_timeout = 30
+    with trio.fail_after(20):
+        async with served(config, shutdown_timeout=30) as server:
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            await stream.send_all(_request("GET", V + ".info"))
+            assert [s for s, _, _ in await _responses(stream, ["GET"])] == [200]
+            stopping_at = trio.current_time()
+        # Not the 30 s grace: nothing was being answered.
+        assert trio.current_time() - stopping_at < 5
+        async with stream:
+            assert await stream.receive_some(1 << 16) == b""
