@@ -19,7 +19,8 @@ Exception hierarchy (HTTP status; fetch outcome where it is not ``error``)::
     ├── RangeNotSatisfiableError .. a Range starts past the end of the zip        416
     ├── UpstreamError ............. go could not reach or read the VCS            502 upstream_error
     │   ├── FetchTimeoutError ..... fetching or listing ran past its timeout      504 timeout
-    │   └── FetchTooLargeError .... a fetch used more disk than MaxFetchBytes     502 too_large
+    │   ├── FetchTooLargeError .... a fetch used more disk than MaxFetchBytes     502 too_large
+    │   └── NewerGoRequiredError .. the zip needs a go the proxy cannot have      502 upstream_error
     ├── OverloadedError ........... too many fetches waiting; ``Retry-After``     503 overloaded
     ├── StorageError .............. the storage backend failed                    500
     │   └── DamagedVersionError ... a stored file no longer matches its hash      500
@@ -48,6 +49,7 @@ __all__ = [
     "InvalidPathError",
     "InvalidRequestError",
     "InvalidVersionError",
+    "NewerGoRequiredError",
     "NoSuchEndpointError",
     "NotFoundError",
     "OverloadedError",
@@ -153,6 +155,12 @@ class UpstreamError(AthensTrioError):
 
     status = 502
     outcome = "upstream_error"
+
+
+class NewerGoRequiredError(UpstreamError):
+    """Building the version's zip needs a newer go than the proxy's, and none can be had
+    (GoToolchainSwitch off, or the toolchain could not be obtained).  Its go.mod part
+    can still be fetched and served."""
 
 
 class FetchTimeoutError(UpstreamError):

@@ -431,6 +431,7 @@ async def open_pipeline(
                 # The filter's version rules, on the version a query resolves to.
                 version_check=filter_check,
                 background_queue=config.background_fetch_queue,
+                whole_for_go_mod=fetcher.whole_for_go_mod,
             )
             protocol = download.wrap(
                 lookups,

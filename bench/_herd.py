@@ -13,7 +13,6 @@ everything (which adds serving C times the three files).
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
 from pathlib import Path
 
 import trio
@@ -23,7 +22,7 @@ from ._fixtures import Tag, make_repo
 from ._load import BurstResult, burst
 from ._results import Row, ScenarioResult, ratio
 
-__all__ = ["PART_COMMANDS", "count_runs", "run_herd", "write_counting_go"]
+__all__ = ["FETCH_COMMANDS", "count_runs", "run_herd", "write_counting_go"]
 
 
 def write_counting_go(path: Path, go: str, log: Path) -> Path:
@@ -38,21 +37,18 @@ def write_counting_go(path: Path, go: str, log: Path) -> Path:
     return path
 
 
-#: The go command that fetches each part of a version: ``mod`` (its ``.info`` and
-#: go.mod, no zip) and ``zip`` (the whole version).
-PART_COMMANDS: Mapping[str, str] = {"mod": "list -m", "zip": "mod download"}
+#: The go commands that fetch a version (a go.mod part alone: ``list -m``; the whole
+#: version: ``mod download``, which from a VCS serves a go.mod miss too).
+FETCH_COMMANDS = ("list -m", "mod download")
 
 
-def count_runs(log: Path, module: str) -> dict[str, int]:
-    """How many go runs the wrapper saw fetch each part of ``module``."""
-    runs = dict.fromkeys(PART_COMMANDS, 0)
-    for line in log.read_text().splitlines():
-        if not line.split()[-1].startswith(f"{module}@"):
-            continue
-        for part, command in PART_COMMANDS.items():
-            if line.startswith(command + " "):
-                runs[part] += 1
-    return runs
+def count_runs(log: Path, module: str) -> int:
+    """How many go runs the wrapper saw fetch a version of ``module`` (want: one per
+    version, however many clients asked for its .info, .mod and .zip)."""
+    return sum(
+        line.split()[-1].startswith(f"{module}@") and line.startswith(FETCH_COMMANDS)
+        for line in log.read_text().splitlines()
+    )
 
 
 async def run_herd(ctx: Context, result: ScenarioResult) -> None:
@@ -91,7 +87,7 @@ async def run_herd(ctx: Context, result: ScenarioResult) -> None:
             case="1 client",
             metric="s",
             values={"single": single.seconds},
-            details={**single.details(), "go_runs_per_part": single_runs},
+            details={**single.details(), "go_runs": single_runs},
         )
     )
     result.add(Row(case="1 client", metric="s to .info", values={"single": single.first_seconds}))
@@ -105,7 +101,7 @@ async def run_herd(ctx: Context, result: ScenarioResult) -> None:
                 ratio_name="herd / single",
                 ratio=ratio(run.seconds, single.seconds),
                 better="lower",
-                details={**run.details(), "go_runs_per_part": herd_runs},
+                details={**run.details(), "go_runs": herd_runs},
             )
         )
         result.add(
@@ -123,17 +119,13 @@ async def run_herd(ctx: Context, result: ScenarioResult) -> None:
             Row(
                 case=f"{count} clients",
                 metric="go runs",
-                values={"herd": sum(herd_runs.values()), "single": sum(single_runs.values())},
-                details={"want": dict.fromkeys(PART_COMMANDS, 1), "herd": herd_runs},
+                values={"herd": herd_runs, "single": single_runs},
+                details={"want": 1},
             )
         )
         result.add(Row(case=f"{count} clients", metric="errors", values={"herd": run.errors}))
-        for part, runs_of_part in herd_runs.items():
-            if runs_of_part != 1:
-                result.notes.append(
-                    f"{count} clients: go {PART_COMMANDS[part]} ({part} part) ran"
-                    f" {runs_of_part} times (want 1)"
-                )
+        if herd_runs != 1:
+            result.notes.append(f"{count} clients: go fetched the version {herd_runs} times")
         if run.errors:
             result.notes.append(
                 f"{count} clients: {run.errors} failed, e.g. {run.error_samples[:2]}"

@@ -13,9 +13,9 @@ Cached: the ``.info`` and ``.mod`` of versions stored in the bucket beforehand, 
 per second of both generators together (all requests over the longer one's time).  Cold:
 a herd of clients (split over the replicas the same way) asks for one version nobody has
 fetched, its ``.info``, ``.mod`` and ``.zip`` in turn; the replicas' go is one counting
-wrapper, so the go runs per version and part across the replicas are counted: one
-``go list -m`` (the go.mod part) and one ``go mod download`` (the zip), whatever the
-replica asked.
+wrapper, so the go runs per version across the replicas are counted: one (from a VCS
+a go.mod miss fetches the whole version, which the .zip then finds stored), whatever
+the replica asked.
 
 The S3 server is versitygw (its posix gateway, which checks signatures), as the test
 suite builds it (``python -m tests.s3fixtures build``; a full run builds it when it is
@@ -38,7 +38,7 @@ import trio
 
 from ._context import Context, version_paths
 from ._fixtures import OWNER, StoredVersion, Tag, make_repo, store_version
-from ._herd import PART_COMMANDS, count_runs, write_counting_go
+from ._herd import count_runs, write_counting_go
 from ._load import BurstResult, LoadResult, burst
 from ._results import Row, ScenarioResult, ratio
 from ._server import Server, ServerError, _clean_environ, _serve, free_port, started_together
@@ -343,7 +343,7 @@ async def run_replicas(ctx: Context, result: ScenarioResult) -> None:
 def _herd_rows(
     result: ScenarioResult,
     herds: dict[str, list[BurstResult]],
-    runs: dict[str, list[dict[str, int]]],
+    runs: dict[str, list[int]],
 ) -> None:
     clients = next(iter(herds.values()))[0].clients
     versions = len(next(iter(herds.values())))
@@ -366,15 +366,14 @@ def _herd_rows(
                 details={config: [run.details() for run in herd] for config, herd in herds.items()},
             )
         )
-    for part, command in PART_COMMANDS.items():
-        result.add(
-            Row(
-                case=f"cold herd, go {command} runs per version ({part} part; want 1)",
-                metric="go runs",
-                values={config: max(r[part] for r in per) for config, per in runs.items()},
-                details={"per_version": {c: [r[part] for r in per] for c, per in runs.items()}},
-            )
+    result.add(
+        Row(
+            case="cold herd, go runs fetching each version (want 1)",
+            metric="go runs",
+            values={config: max(per) for config, per in runs.items()},
+            details={"per_version": runs},
         )
+    )
     result.add(
         Row(
             case="cold herd, failed clients",
@@ -383,13 +382,11 @@ def _herd_rows(
         )
     )
     for config, per in runs.items():
-        for index, counted in enumerate(per):
-            for part, count in counted.items():
-                if count != 1:
-                    result.notes.append(
-                        f"{config}, version {index + 1}: go {PART_COMMANDS[part]} ({part} part)"
-                        f" ran {count} times (want 1)"
-                    )
+        for index, count in enumerate(per):
+            if count != 1:
+                result.notes.append(
+                    f"{config}, version {index + 1}: go fetched it {count} times (want 1)"
+                )
     for config, herd in herds.items():
         for run in herd:
             if run.errors:

@@ -386,9 +386,12 @@ def go_runs(runs_file: Path) -> list[list[str]]:
     ]
 
 
-def go_downloads(runs_file: Path) -> int:
-    """How many of the recorded runs were ``go mod download``."""
-    return sum(run[:2] == ["mod", "download"] for run in go_runs(runs_file))
+def go_downloads(runs_file: Path, spec: str | None = None) -> int:
+    """How many ``go mod download`` runs there were (of ``spec``, module@version, only)."""
+    return sum(
+        run[:2] == ["mod", "download"] and (spec is None or run[-1] == spec)
+        for run in go_runs(runs_file)
+    )
 
 
 def hanging_go(tmp_path: Path) -> Path:

@@ -63,7 +63,7 @@ def test_quick_run_measures_every_scenario(tmp_path: Path) -> None:
     # upstream: its ratios may be missing at toy sizes (nothing prefetched), not its runs.
     assert scenarios["upstream"]["status"] == "ok", scenarios["upstream"]
     # The herd's whole point: however many clients ask, go runs as for one client (one
-    # run per part fetched: the go.mod part for .info/.mod, the whole version for .zip).
+    # run: from a VCS the .info/.mod miss fetches the whole version, the .zip finds it).
     runs = [row for row in scenarios["herd"]["rows"] if row["metric"] == "go runs"]
     assert runs
     assert all(row["values"]["herd"] == row["values"]["single"] for row in runs), runs
@@ -71,12 +71,12 @@ def test_quick_run_measures_every_scenario(tmp_path: Path) -> None:
     cached_ratios = {row["ratio_name"] for row in scenarios["cached"]["rows"]}
     assert "athens-trio 2 workers / athens-trio" in cached_ratios, cached_ratios
     assert "athens-trio / hypercorn-trio floor" in cached_ratios, cached_ratios
-    # Replicas sharing a bucket and Redis: one go run per part across them, whichever
+    # Replicas sharing a bucket and Redis: one go run per version across them, whichever
     # replica each client asked.
     replicas = scenarios["replicas"]
     assert replicas["status"] == "ok", replicas
     runs = [row for row in replicas["rows"] if row["metric"] == "go runs"]
-    assert len(runs) == 2
+    assert len(runs) == 1
     assert all(row["values"] == {"1 replica": 1, "2 replicas": 1} for row in runs), runs
     assert [row["values"] for row in replicas["rows"] if row["metric"] == "errors"] == [
         {"1 replica": 0, "2 replicas": 0}
@@ -162,7 +162,7 @@ def test_athens_layout_links_the_same_files(tmp_path: Path) -> None:
     assert (target / "source.zip").samefile(versions / "v1.0.0.zip")
 
 
-def test_counting_go_counts_runs_per_part_and_module(tmp_path: Path) -> None:
+def test_counting_go_counts_fetching_runs_per_module(tmp_path: Path) -> None:
     log = tmp_path / "runs.log"
     wrapper = write_counting_go(tmp_path / "go", "/bin/true", log)
     for args in (
@@ -172,9 +172,9 @@ def test_counting_go_counts_runs_per_part_and_module(tmp_path: Path) -> None:
         ["mod", "download", "-json", "example.com/ab@v1.0.0"],
     ):
         subprocess.run([str(wrapper), *args], check=True)
-    assert count_runs(log, "example.com/a") == {"mod": 1, "zip": 1}
-    assert count_runs(log, "example.com/ab") == {"mod": 0, "zip": 1}
-    assert count_runs(log, "example.com/c") == {"mod": 0, "zip": 0}
+    assert count_runs(log, "example.com/a") == 2
+    assert count_runs(log, "example.com/ab") == 1
+    assert count_runs(log, "example.com/c") == 0
 
 
 def test_clients_are_dealt_evenly_over_replicas() -> None:

@@ -166,3 +166,44 @@ async def test_shutdown_closes_idle_express_connections_at_once(config: Config) 
         assert trio.current_time() - stopping_at < 5
         async with stream:
             assert await stream.receive_some(1 << 16) == b""
+
+
+async def _whole_answer(server: Server, request: bytes, *, shut_write: bool = False) -> bytes:
+    """Everything the server sends back to ``request`` until it closes, Date cut out."""
+    async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+        await stream.send_all(request)
+        if shut_write:
+            await stream.send_eof()
+        received = bytearray()
+        while chunk := await stream.receive_some(1 << 16):
+            received += chunk
+    lines = bytes(received).split(b"\r\n")
+    return b"\r\n".join(line for line in lines if not line.lower().startswith(b"date:"))
+
+
+async def test_a_truncated_request_then_end_of_stream_gets_hypercorns_400(
+    config: Config,
+) -> None:
+    truncated = f"GET {V}.info HTTP/1.1\r\nHost: te".encode()
+    with trio.fail_after(30):
+        async with served(config) as express, served(config, fast_path=False) as plain:
+            answer = await _whole_answer(express, truncated, shut_write=True)
+            assert answer == await _whole_answer(plain, truncated, shut_write=True)
+            assert answer.startswith(b"HTTP/1.1 400 ")
+
+
+async def test_a_fast_path_that_fails_before_answering_is_a_500_as_on_hypercorn(
+    tmp_path: Path, config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = _request("GET", V + ".zip", "Connection: close")
+    zip_file = config.disk_root / MODULE / "@v" / "v1.0.0.zip"
+    async with served(config) as server:
+        with trio.fail_after(30):
+            assert (await _whole_answer(server, request)).startswith(b"HTTP/1.1 200 ")
+            # Remembered where it is; now opening it fails (not "gone": a fault).
+            zip_file.unlink()
+            zip_file.symlink_to(zip_file.name)  # a loop: ELOOP
+            answer = await _whole_answer(server, request)
+    assert answer.startswith(b"HTTP/1.1 500 "), answer
+    assert b"content-length: 0" in answer.lower()
+    assert "the express lane failed" in caplog.text

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import fcntl
 import json
+import os
 import socket
 import termios
 from collections.abc import AsyncIterator, Sequence
@@ -27,7 +28,14 @@ import trio
 from athens_trio import Config, DiskStorage
 from athens_trio._ziphash import mod_h1, zip_h1
 from athens_trio.server import Server
-from athens_trio.server._fastpath import StoredFileCache, _document
+from athens_trio.server._fastpath import (
+    _WOULD_BLOCK,
+    StoredFileCache,
+    _document,
+    _open_zip,
+    _OpenedZip,
+    _read_chunk,
+)
 
 from .helpers import rss_bytes, served, wait_until, write_zip
 
@@ -295,6 +303,42 @@ async def test_a_zip_changed_after_it_was_served_goes_back_to_storage(tmp_path: 
         # which fails with no go here): the changed bytes never went out.
         assert not answer.startswith(b"HTTP/1.1 200")
         assert b"appended" not in answer
+
+
+async def test_a_zip_not_in_the_page_cache_is_read_in_a_thread(tmp_path: Path) -> None:
+    # A zip served before is read on the event loop only from the page cache; one the
+    # kernel dropped is read in a thread (the loop never waits on the disk), whole.
+    root = tmp_path / "storage"
+    await _store(root, tmp_path, BIG_MODULE, "v1.0.0", zip_size=2 * MIB + 5000)
+    zip_file = root / BIG_MODULE / "@v" / "v1.0.0.zip"
+    data = zip_file.read_bytes()
+
+    def drop_from_page_cache() -> None:
+        fd = os.open(zip_file, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+    drop_from_page_cache()
+    assert _open_zip(zip_file, len(data), 0, len(data), nowait=True) is _WOULD_BLOCK
+    async with served(_config(tmp_path, root)) as server:
+        target = f"/{BIG_MODULE}/@v/v1.0.0.zip".encode()
+        for _ in range(2):  # read in a thread; then (cached again) on the loop
+            answer = await _exchange(server.url, b"GET", target, [])
+            assert answer.startswith(b"HTTP/1.1 200")
+            assert answer.endswith(data)
+            drop_from_page_cache()
+        opened = _open_zip(zip_file, len(data), 0, len(data))
+        assert isinstance(opened, _OpenedZip)
+        assert opened.fd is not None
+        try:
+            drop_from_page_cache()
+            assert _read_chunk(opened, MIB, len(data), nowait=True) is _WOULD_BLOCK
+            assert _read_chunk(opened, MIB, len(data)) == data[MIB : 2 * MIB]
+        finally:
+            os.close(opened.fd)
 
 
 async def test_a_cached_go_mod_is_served_from_memory_after_damage_on_disk(

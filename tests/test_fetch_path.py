@@ -44,7 +44,6 @@ from .helpers import (
     go_runs,
     served,
     store_version,
-    tree,
     wait_until,
     write_zip,
 )
@@ -214,6 +213,14 @@ def race_answers(work: Path, *, other_mod: bool = False) -> Callable[[Sequence[s
     return answer
 
 
+class GoModAloneFetcher(GoFetcher):
+    """go's fetcher fetching a go.mod part alone (go list), as a fetcher from an
+    upstream proxy does; go's own fetches the whole version for it (VCS)."""
+
+    def whole_for_go_mod(self, module: str) -> bool:
+        return False
+
+
 def race_gate(args: Sequence[str]) -> str | None:
     """Fetches wait at a gate of their part; resolving runs straight through."""
     if args[:2] == ["mod", "download"]:
@@ -239,7 +246,7 @@ async def test_a_query_and_its_canonical_version_racing_store_one_version_never_
     got: dict[str, httpx.Response] = {}
     async with (
         served(
-            config, fetcher=GoFetcher(go, timeout=60), lister=GoLister(go, timeout=60)
+            config, fetcher=GoModAloneFetcher(go, timeout=60), lister=GoLister(go, timeout=60)
         ) as server,
         httpx.AsyncClient(base_url=server.url, timeout=60) as http,
     ):
@@ -298,7 +305,7 @@ async def test_a_zip_whose_go_mod_differs_from_the_stored_one_is_a_fault_never_a
     stem = f"/{RACE_MODULE}/@v/"
     async with (
         served(
-            config, fetcher=GoFetcher(go, timeout=60), lister=GoLister(go, timeout=60)
+            config, fetcher=GoModAloneFetcher(go, timeout=60), lister=GoLister(go, timeout=60)
         ) as server,
         httpx.AsyncClient(base_url=server.url, timeout=60) as http,
     ):
@@ -330,9 +337,12 @@ async def test_a_branch_whose_target_is_stored_costs_no_fetch(
     assert len(go_runs(runs)) == 4
 
 
-async def test_a_mod_miss_stores_no_zip_and_the_zip_is_fetched_when_asked(
+async def test_a_mod_miss_from_a_vcs_stores_the_whole_version_in_one_go_run(
     tmp_path: Path, go_binary: str, go_fixtures: GoFixtures
 ) -> None:
+    # From a VCS a go.mod costs go a fetch of the repository as the zip does: the whole
+    # version is fetched at once (as Athens), and the zip asked next costs no go run.
+    # (From an upstream proxy only the file asked is fetched: test_upstream_proxy.)
     hello = go_fixtures.hello
     direct = direct_download(go_fixtures, go_binary, tmp_path, f"{hello}@v1.0.0")
     script, runs = counting_go(tmp_path, go_binary)
@@ -341,18 +351,16 @@ async def test_a_mod_miss_stores_no_zip_and_the_zip_is_fetched_when_asked(
         mod = await pipeline.protocol.go_mod(hello, "v1.0.0")
         assert mod == Path(direct["GoMod"]).read_bytes()
         await pipeline.protocol.info(hello, "v1.0.0")
-        assert not [path for path in tree(tmp_path / "storage") if path.endswith(".zip")]
-        assert not await pipeline.storage.exists(hello, "v1.0.0")
-        assert [run[:2] for run in go_runs(runs)] == [["list", "-m"]]
+        assert await pipeline.storage.exists(hello, "v1.0.0")
+        assert [run[:2] for run in go_runs(runs)] == [["mod", "download"]]
         stored = await pipeline.protocol.zip(hello, "v1.0.0")
         zip_path = tmp_path / "served.zip"
         with zip_path.open("wb") as out:
             async for chunk in stored.chunks():
                 out.write(chunk)
         assert zip_h1(zip_path) == direct["Sum"]
-        await pipeline.protocol.zip(hello, "v1.0.0")
         assert await pipeline.protocol.go_mod(hello, "v1.0.0") == mod
-    assert [run[:2] for run in go_runs(runs)] == [["list", "-m"], ["mod", "download"]]
+    assert [run[:2] for run in go_runs(runs)] == [["mod", "download"]]
 
 
 # --- listings and resolutions: remembered ListCacheTTL, shared while asked ---------------

@@ -80,10 +80,10 @@ async def test_info_query_resolves_and_stores_the_pseudo_version(
     async with open_pipeline(config) as pipeline:
         info = json.loads(await pipeline.protocol.info(go_fixtures.hello, "main"))
         assert info["Version"] == go_fixtures.hello_main_pseudo
-        # Stored as its canonical version, without the zip nobody asked for.
+        # Stored as its canonical version (whole: from a VCS the zip costs little more).
         stored = await pipeline.storage.list_versions(go_fixtures.hello)
         assert stored == [go_fixtures.hello_main_pseudo]
-        assert not await pipeline.storage.exists(go_fixtures.hello, go_fixtures.hello_main_pseudo)
+        assert await pipeline.storage.exists(go_fixtures.hello, go_fixtures.hello_main_pseudo)
         assert await pipeline.protocol.go_mod(go_fixtures.hello, go_fixtures.hello_main_pseudo)
 
 

@@ -256,8 +256,9 @@ async def test_a_herd_on_two_replicas_runs_go_once_per_version_and_part(
         statistics = stats(pipelines)
     assert len(zips) == len(mods) == 30
     assert len(set(zips)) == len(set(mods)) == 1  # every client got the same bytes
-    # One go mod download for V1's zip, one go list for V2's go.mod part, not one each.
-    assert go_downloads(runs) == 1
+    # One go run per version and part, not one each: V1's zip, V2's go.mod part (from a
+    # VCS, a download of the whole version).
+    assert go_downloads(runs, f"{module}@{V1}") == 1
     assert len(go_runs(runs)) == 2, go_runs(runs)
     assert sum(s.acquired for s in statistics) >= 2  # a lock per (version, part)
     assert sum(s.waited for s in statistics) >= 1  # a replica waited for the other
@@ -395,7 +396,7 @@ async def test_redis_stopped_mid_fetch_fails_no_request(
     assert not any(s.reachable for s in statistics)
     # One warning per replica for the whole outage.
     assert 1 <= len(unreachable_warnings(caplog)) <= 2, caplog.text
-    assert 1 <= go_downloads(runs) <= 2  # each replica on its own, at worst
+    assert 1 <= go_downloads(runs, f"{module}@{V1}") <= 2  # each replica on its own, at worst
 
 
 @pytest.mark.slow
@@ -414,7 +415,8 @@ async def test_an_unreachable_redis_at_start_is_a_warning_not_a_failure(
         await fetch_mod(pipelines[0], module, V2, sizes)
         statistics = stats(pipelines)[0]
     assert len(sizes) == 6
-    assert go_downloads(runs) == 1  # the local single-flight still shares the fetch
+    # The local single-flight still shares the fetch.
+    assert go_downloads(runs, f"{module}@{V1}") == 1
     assert statistics.fallbacks >= 1
     assert not statistics.reachable
     assert len(unreachable_warnings(caplog)) == 1, caplog.text

@@ -145,6 +145,23 @@ async def test_switched_off_the_zip_is_a_502_naming_the_go_version_and_no_server
     assert f"requires go >= {TOOLCHAIN_GO}" in text
 
 
+async def test_switched_off_the_go_mod_and_info_are_still_served(
+    tmp_path: Path, go_binary: str, go_fixtures: GoFixtures, nextgo: str
+) -> None:
+    # From a VCS a .mod miss fetches the whole version; its zip needing a go the proxy
+    # cannot have, the go.mod part alone is fetched and served (a proxy builds nothing).
+    config = make_config(tmp_path, go_binary, go_fixtures, go_toolchain_switch=False)
+    async with (
+        served(config) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=120) as http,
+    ):
+        for tail in ("mod", "info"):
+            response = await http.get(f"/{nextgo}/@v/v1.0.0.{tail}")
+            assert response.status_code == 200, response.text
+        assert f"go {TOOLCHAIN_GO}" in (await http.get(f"/{nextgo}/@v/v1.0.0.mod")).text
+        assert (await http.get(f"/{nextgo}/@v/v1.0.0.zip")).status_code == 502
+
+
 async def test_a_toolchain_that_cannot_be_had_is_a_502_with_no_server_path(
     tmp_path: Path, go_binary: str, go_fixtures: GoFixtures, nextgo: str
 ) -> None:

@@ -24,7 +24,6 @@ from .helpers import (
     child_env,
     client_env,
     counting_go,
-    go_downloads,
     go_runs,
     go_script,
     leftover,
@@ -96,7 +95,11 @@ async def test_warm_a_module_then_install_it_with_the_vcs_gone(
         await run_go(go_binary, ["install", f"{fx.consumer_cmd}@v0.1.0"], cwd=tmp_path, env=env)
     ran = await trio.run_process([str(tmp_path / "bin" / "consumer")], capture_stdout=True)
     assert ran.stdout.decode() == f"consumer says: {fx.hello_texts['v1.1.0']}\n"
-    assert go_downloads(runs) == 2  # the warm's two zips, nothing since
+    # The warm's two versions, fetched once each, never again (go install's probes of
+    # the path's prefixes, github.com@v0.1.0 and the like, are misses storing nothing).
+    fetched = [run[-1] for run in go_runs(runs) if run[:2] == ["mod", "download"]]
+    assert fetched.count(f"{fx.consumer}@v0.1.0") == 1
+    assert fetched.count(f"{fx.hello}@v1.1.0") == 1
 
 
 async def test_go_sum_versions_with_only_a_go_mod_line_are_stored_without_their_zip(
@@ -114,9 +117,14 @@ async def test_go_sum_versions_with_only_a_go_mod_line_are_stored_without_their_
         stats = await Warm(pipeline.protocol, pipeline.storage).run(go_sums=[parse_go_sum(go_sum)])
     assert (stats.total, stats.fetched, stats.failed) == (3, 2, 1)
     assert stats.failures[0].startswith(f"{go_fixtures.missing}@v1.0.0 (mod): ")
-    assert await stored_parts(config, hello, "v1.0.0") == (True, False)
+    # From a VCS the go.mod-only line's version is stored whole too: go fetches the
+    # repository for a go.mod as for a zip (from an upstream proxy it would not be).
+    assert await stored_parts(config, hello, "v1.0.0") == (True, True)
     assert await stored_parts(config, hello, "v1.1.0") == (True, True)
-    assert go_downloads(runs) == 1  # the one zip; the go.mod alone needs no download
+    fetched = [run[-1] for run in go_runs(runs) if run[:2] == ["mod", "download"]]
+    assert sorted(fetched) == sorted(
+        [f"{hello}@v1.0.0", f"{hello}@v1.1.0", f"{go_fixtures.missing}@v1.0.0"]
+    )
 
 
 def test_warm_command_reads_a_go_mod_and_prints_plain_progress(
@@ -135,12 +143,13 @@ def test_warm_command_reads_a_go_mod_and_prints_plain_progress(
     )
     assert main(["warm", "--config", str(toml), str(project)]) == 0
     out, err = capsys.readouterr()
-    # The project's requirement: a zip; consumer's own requirement: its go.mod alone.
+    # The project's requirement: a zip; consumer's own requirement: its go.mod (from a
+    # VCS, with its zip: go fetches the repository for either).
     assert "warmed 2 of 2: 2 fetched, 0 already stored, 0 failed" in out
     assert "warm: " in err
     assert "\r" not in err
     storage_parts = trio.run(stored_parts, config, go_fixtures.hello, "v1.1.0")
-    assert storage_parts == (True, False)
+    assert storage_parts == (True, True)
 
     assert main(["warm", "--config", str(toml), str(project)]) == 0
     assert "2 already stored, 0 failed" in capsys.readouterr().out

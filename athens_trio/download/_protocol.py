@@ -37,6 +37,7 @@ from .._exceptions import (
     AthensTrioError,
     DamagedVersionError,
     InvalidVersionError,
+    NewerGoRequiredError,
     NotFoundError,
     Redirected,
     UpstreamError,
@@ -155,8 +156,10 @@ class StorageFirst(DownloadProtocol):
         background: trio.Nursery | None,
         version_check: VersionCheck | None = None,
         background_queue: int | None = None,
+        whole_for_go_mod: Callable[[str], bool] | None = None,
     ) -> None:
         self._storage = storage
+        self._whole_for_go_mod = whole_for_go_mod
         self._version_check = version_check
         self._hits: Counter[str] = Counter()
         self._misses: Counter[str] = Counter()
@@ -294,13 +297,12 @@ class StorageFirst(DownloadProtocol):
         DownloadMode says; raise NotFoundError / Redirected (towards what the client
         ``asked``) when the mode answers without waiting for it."""
         mode = self._policy.mode_for(module)
-        part = _part_of(endpoint)
         if mode == "sync":
             async with self._upstream_turn():
-                await self._stasher.stash(module, version, part)
+                await self._stash_for(module, version, endpoint)
             return
         if mode in ("async", "async_redirect"):
-            self._stash_in_background(module, version, part)
+            self._stash_in_background(module, version, endpoint)
         if mode in ("redirect", "async_redirect"):
             location = self._policy.url_for(module).rstrip("/") + endpoint.path(module, asked)
             raise Redirected(location, 301, f"{module}@{asked} is not stored here")
@@ -309,7 +311,23 @@ class StorageFirst(DownloadProtocol):
             + (": fetching it now, ask again soon)" if mode == "async" else ")")
         )
 
-    def _stash_in_background(self, module: str, version: str, part: Part) -> None:
+    async def _stash_for(self, module: str, version: str, endpoint: Endpoint) -> None:
+        """Stash what ``endpoint`` serves: the zip's part is the whole version; the
+        go.mod part alone, or the whole version where the fetcher says a go.mod costs
+        as much (from a VCS: then a .mod and a .zip of one version are one fetch, and
+        the zip a client asks after the go.mod is stored already)."""
+        part = _part_of(endpoint)
+        if part == "zip" or self._whole_for_go_mod is None or not self._whole_for_go_mod(module):
+            await self._stasher.stash(module, version, part)
+            return
+        try:
+            await self._stasher.stash(module, version, "zip")
+        except NewerGoRequiredError:
+            # The zip needs a go the proxy cannot have; the go.mod part can be served
+            # all the same (a proxy builds nothing).
+            await self._stasher.stash(module, version, "mod")
+
+    def _stash_in_background(self, module: str, version: str, endpoint: Endpoint) -> None:
         assert self._background is not None, "async download modes need a nursery"
         queue = self._background_queue
         if queue is not None and self._background_pending >= queue:
@@ -325,7 +343,7 @@ class StorageFirst(DownloadProtocol):
 
         async def stash_quietly() -> None:
             try:
-                await self._stasher.stash(module, version, part)
+                await self._stash_for(module, version, endpoint)
             except AthensTrioError as exc:  # nobody is waiting: the log is the answer
                 log.warning("background fetch of %s@%s failed: %s", module, version, exc)
             finally:
@@ -368,6 +386,7 @@ def new(
     background: trio.Nursery | None = None,
     version_check: VersionCheck | None = None,
     background_queue: int | None = None,
+    whole_for_go_mod: Callable[[str], bool] | None = None,
 ) -> StorageFirst:
     """The download protocol over ``storage``; :func:`wrap` adds the pool and policies,
     as Athens' ``download.New(opts, addons.WithPool(n))``.
@@ -381,7 +400,8 @@ def new(
     asked about the version a query resolved to before it is served or fetched.
     ``lister`` answers queries too: give it a :class:`~athens_trio.download.CachedLister`.
     ``background_queue`` bounds the background fetches pending at once (None: no
-    bound); beyond it a miss starts none.
+    bound); beyond it a miss starts none.  ``whole_for_go_mod`` (the fetcher's) says
+    for which modules a go.mod miss fetches the whole version.
     """
     policy = policy or DownloadPolicy()
     modes = {policy.mode, *(rule.mode for rule in policy.rules)}
@@ -396,6 +416,7 @@ def new(
         background,
         version_check,
         background_queue,
+        whole_for_go_mod,
     )
 
 

@@ -102,6 +102,9 @@ class Warm:
         self._limiter = trio.CapacityLimiter(concurrency)
         # (module, version) -> (part, walk) scheduled: a key comes back only to do more.
         self._scheduled: dict[tuple[str, str], tuple[str, bool]] = {}
+        # Versions a query's resolution stored (from a VCS a go.mod miss stores the
+        # whole version): fetched by this warm, not found stored.
+        self._stored_resolving: set[tuple[str, str]] = set()
         self._total = self._done = self._already = self._fetched = self._failed = 0
         self._in_flight = 0
         self._failures: list[str] = []
@@ -178,7 +181,10 @@ class Warm:
         if not is_canonical_version(query):
             try:
                 async with self._limiter:
+                    before = set(await self._storage.list_versions(module))
                     version = json.loads(await self._protocol.info(module, query))["Version"]
+                if version not in before:
+                    self._stored_resolving.add((module, version))
             except AthensTrioError as exc:
                 self._total += 1
                 self._done += 1
@@ -209,7 +215,7 @@ class Warm:
                 if need.part == "zip":
                     await self._protocol.zip(need.module, need.version)
                 mod = await self._protocol.go_mod(need.module, need.version)
-                if stored:
+                if stored and (need.module, need.version) not in self._stored_resolving:
                     self._already += 1
                 else:
                     self._fetched += 1

@@ -135,8 +135,12 @@ class WatchedStream(trio.abc.HalfCloseableStream):
 
     def unread(self, data: bytes) -> None:
         """Have the next receives return ``data`` first: bytes already read off the
-        socket by someone else (the express lane, handing a request over)."""
+        socket by someone else (the express lane, handing a request over).  If that
+        reader met the end of the stream too, the client is not gone until ``data`` is
+        read: the next reader gets the bytes, then the end."""
         self._unread = data + self._unread
+        if self.gone.is_set() and self._unread:
+            self.gone = trio.Event()
 
     def _went(self) -> None:
         self.gone.set()

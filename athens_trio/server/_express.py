@@ -30,6 +30,7 @@ the client keeps it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -141,6 +142,10 @@ class ExpressLane:
                 )
                 if data is None:
                     return None
+                if not data:  # the client's end of stream
+                    # Mid-request: hypercorn answers the truncated request (a 400), as
+                    # it would have; between requests there is nothing to answer.
+                    return Handoff(bytes(received)) if received else None
                 if not received:
                     first_byte_at = trio.current_time()
                 received += data
@@ -160,9 +165,13 @@ class ExpressLane:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return None  # the client went (or stalled) mid-answer
             except Exception:
-                # A bug, not the client's: logged as hypercorn logs an app's error, and
-                # this connection closes (a half-sent answer cannot be mended).
+                # Not the client's fault: logged, and answered as hypercorn answers an
+                # app that failed -- a 500 if nothing was sent yet (a half-sent answer
+                # cannot be mended) -- and the connection closes.
                 log.exception("the express lane failed on %r", event.target)
+                if connection.our_state is h11.SEND_RESPONSE:
+                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        await stream.send_all(_failed(connection, self._response_headers.now()))
                 return None
             if not answered:
                 return Handoff(bytes(received))
@@ -186,8 +195,9 @@ class ExpressLane:
         keep_alive_timeout: float,
         header_timeout: float,
     ) -> bytes | None:
-        """The next bytes of a request; None if the connection should close (the client
-        went, it sat idle too long, its headers took too long, or the server stops)."""
+        """The next bytes of a request, b"" at the client's end of stream; None if the
+        connection should close (it broke, sat idle too long, its headers took too long,
+        or the server stops)."""
         if started:
             with trio.move_on_at(first_byte_at + header_timeout):
                 return await _received_or_none(stream)
@@ -245,11 +255,18 @@ def _ends_here(connection: h11.Connection) -> bool:
 
 
 async def _received_or_none(stream: WatchedStream) -> bytes | None:
+    """The next bytes, b"" at the end of the stream, None if the connection broke."""
     try:
-        data = await stream.receive_some(_RECEIVE_SIZE)
+        return await stream.receive_some(_RECEIVE_SIZE)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         return None
-    return data or None
+
+
+def _failed(connection: h11.Connection, extra_headers: list[tuple[bytes, bytes]]) -> bytes:
+    """hypercorn's answer for an app that failed before it answered."""
+    headers = [(b"content-length", b"0"), (b"connection", b"close"), *extra_headers]
+    head = connection.send(h11.Response(status_code=500, headers=headers)) or b""
+    return head + (connection.send(h11.EndOfMessage()) or b"")
 
 
 async def _receive_nothing() -> Any:

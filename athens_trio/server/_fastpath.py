@@ -46,6 +46,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import trio
 from hypercorn.typing import ASGISendCallable, HTTPScope
@@ -451,8 +452,12 @@ class FastPath:
             await _start(send, status, headers)
             await _stream(send, source, start, stop)
             return True
-        opened = await trio.to_thread.run_sync(_open_zip, source[0], size, start, stop)
-        if opened is None:
+        # On the loop when the bytes are in the page cache (most hits: no thread hop);
+        # in a thread when reading them would wait on the disk.
+        opened = _open_zip(source[0], size, start, stop, nowait=True)
+        if opened is _WOULD_BLOCK:
+            opened = await trio.to_thread.run_sync(_open_zip, source[0], size, start, stop)
+        if not isinstance(opened, _OpenedZip):
             raise _ZipChanged
         await _start(send, status, headers)
         await _send_file(send, opened, start + len(opened.first), stop)
@@ -466,16 +471,45 @@ class _ZipChanged(Exception):
 @dataclass
 class _OpenedZip:
     """A zip opened for one response: its descriptor (None once closed) and its first
-    chunk, read in the same thread hop as the open."""
+    chunk, read in the same step as the open."""
 
     fd: int | None
     first: bytes
 
 
-def _open_zip(path: Path, size: int, start: int, stop: int) -> _OpenedZip | None:
+class _WouldBlock:
+    """A read that would wait on the disk: do it in a thread."""
+
+
+_WOULD_BLOCK = _WouldBlock()
+
+
+def _read_at(fd: int, wanted: int, offset: int, *, nowait: bool) -> bytes | _WouldBlock:
+    """``wanted`` bytes at ``offset`` (fewer at the end of the file); with ``nowait``
+    only from the page cache (``RWF_NOWAIT``), else :data:`_WOULD_BLOCK`."""
+    if not nowait:
+        return os.pread(fd, wanted, offset)
+    buffer = bytearray(wanted)
+    try:
+        got = os.preadv(fd, [buffer], offset, os.RWF_NOWAIT)
+    except OSError:  # EAGAIN: not all cached; EOPNOTSUPP: a filesystem without it
+        return _WOULD_BLOCK
+    if got != wanted:
+        return _WOULD_BLOCK  # partly cached (or short: the thread's read says which)
+    # Typed as bytes, which ASGI's body is: every taker here reads any bytes-like
+    # (hypercorn copies a body into bytes, the express lane sends it as it is), and a
+    # chunk's copy into bytes is spared.
+    return cast(bytes, buffer)
+
+
+def _open_zip(
+    path: Path, size: int, start: int, stop: int, *, nowait: bool = False
+) -> _OpenedZip | _WouldBlock | None:
     """Open the zip, check it is still ``size`` bytes, read its first chunk from
-    ``start``, and close it already if that was all: one thread hop for most zips.
-    None if it is gone or changed (then storage is asked again)."""
+    ``start``, and close it already if that was all: one step for most zips.  None if
+    it is gone or changed (then storage is asked again); with ``nowait``,
+    :data:`_WOULD_BLOCK` if the chunk is not in the page cache.  (``nowait`` is for
+    the event loop: a zip served before, so its path's lookup is cached too.)"""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -485,10 +519,10 @@ def _open_zip(path: Path, size: int, start: int, stop: int) -> _OpenedZip | None
             os.close(fd)
             return None
         wanted = min(CHUNK_SIZE, stop - start)
-        first = os.pread(fd, wanted, start)
-        if len(first) != wanted:
+        first = _read_at(fd, wanted, start, nowait=nowait)
+        if isinstance(first, _WouldBlock) or len(first) != wanted:
             os.close(fd)
-            return None
+            return first if isinstance(first, _WouldBlock) else None
         if start + wanted >= stop:
             os.close(fd)
             return _OpenedZip(None, first)
@@ -498,11 +532,16 @@ def _open_zip(path: Path, size: int, start: int, stop: int) -> _OpenedZip | None
         raise
 
 
-def _read_chunk(opened: _OpenedZip, offset: int, stop: int) -> bytes:
-    """The next chunk from ``offset``, closing the file in the same hop if it is the last."""
+def _read_chunk(
+    opened: _OpenedZip, offset: int, stop: int, *, nowait: bool = False
+) -> bytes | _WouldBlock:
+    """The next chunk from ``offset``, closing the file in the same step if it is the
+    last; with ``nowait``, :data:`_WOULD_BLOCK` if it is not in the page cache."""
     assert opened.fd is not None
     wanted = min(CHUNK_SIZE, stop - offset)
-    chunk = os.pread(opened.fd, wanted, offset)
+    chunk = _read_at(opened.fd, wanted, offset, nowait=nowait)
+    if isinstance(chunk, _WouldBlock):
+        return chunk
     if len(chunk) != wanted:
         raise StorageError("a stored zip is shorter than when it was opened")
     if offset + wanted >= stop:
@@ -517,7 +556,10 @@ async def _send_file(send: ASGISendCallable, opened: _OpenedZip, offset: int, st
     try:
         await send({"type": "http.response.body", "body": opened.first, "more_body": True})
         while offset < stop:
-            chunk = await trio.to_thread.run_sync(_read_chunk, opened, offset, stop)
+            chunk = _read_chunk(opened, offset, stop, nowait=True)
+            if isinstance(chunk, _WouldBlock):
+                chunk = await trio.to_thread.run_sync(_read_chunk, opened, offset, stop)
+                assert not isinstance(chunk, _WouldBlock)
             offset += len(chunk)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     finally:

@@ -217,6 +217,11 @@ class ProxyFetcher(Fetcher):
         self._recent.put(module, part)
         return part
 
+    def whole_for_go_mod(self, module: str) -> bool:
+        # Over HTTP a go.mod alone is one small request; from a VCS (GOPRIVATE, a
+        # "direct" entry) it is as dear as the whole (see GoFetcher).
+        return self._client.plan.goes_direct(module)
+
     async def fetch_mod(self, module: str, version: str) -> FetchedMod:
         if not self._client.plan.goes_direct(module):
             try:
