@@ -13,7 +13,7 @@ import httpx
 import pytest
 import trio
 
-from athens_trio import DiskStorage, MemoryStorage
+from athens_trio import Backend, Config, DiskStorage, MemoryStorage
 from athens_trio._exceptions import UpstreamError
 from athens_trio._redact import redact_url, redact_urls
 from athens_trio.server._catalog import CATALOG_WAITING, CATALOG_WALKS
@@ -45,14 +45,20 @@ async def _closed_by_server(stream: trio.SocketStream) -> bool:
     return True
 
 
+def _storage(kind: str, config: Config) -> Backend:
+    # Memory: streamed in chunks; disk: a zip the page cache holds goes by sendfile(2).
+    return MemoryStorage() if kind == "memory" else DiskStorage(config.disk_root)
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk"])
 async def test_clients_that_stop_reading_are_dropped_after_write_timeout(
-    tmp_path: Path, go_fixtures: GoFixtures
+    tmp_path: Path, go_fixtures: GoFixtures, kind: str
 ) -> None:
-    storage = MemoryStorage()
-    await store_version(storage, tmp_path, MODULE, "v1.0.0", 8 << 20)
     config = make_config(
         tmp_path, "/nonexistent/go", go_fixtures, max_connections=3, write_timeout=1
     )
+    storage = _storage(kind, config)
+    await store_version(storage, tmp_path, MODULE, "v1.0.0", 8 << 20)
     async with served(config, storage=storage) as server:
         stalled = [
             await _small_window_request(server.port, f"/{MODULE}/@v/v1.0.0.zip", 4096)
@@ -72,14 +78,15 @@ async def test_clients_that_stop_reading_are_dropped_after_write_timeout(
                 await stream.aclose()
 
 
+@pytest.mark.parametrize("kind", ["memory", "disk"])
 async def test_a_slow_reader_that_keeps_reading_gets_the_whole_zip(
-    tmp_path: Path, go_fixtures: GoFixtures
+    tmp_path: Path, go_fixtures: GoFixtures, kind: str
 ) -> None:
     # The timeout bounds a stall, not the response: 4 MiB read in small sips over more
     # than WriteTimeout seconds arrives whole.
-    storage = MemoryStorage()
-    data = await store_version(storage, tmp_path, MODULE, "v1.0.0", 4 << 20)
     config = make_config(tmp_path, "/nonexistent/go", go_fixtures, write_timeout=1)
+    storage = _storage(kind, config)
+    data = await store_version(storage, tmp_path, MODULE, "v1.0.0", 4 << 20)
     async with served(config, storage=storage) as server:
         stream = await _small_window_request(server.port, f"/{MODULE}/@v/v1.0.0.zip", 65536)
         received = bytearray()

@@ -31,7 +31,8 @@ import logging
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 from urllib.parse import quote
 
 import trio
@@ -55,6 +56,8 @@ REQUEST_ID_HEADER = "Athens-Request-ID"
 MAX_REQUEST_ID = 128
 
 _REQUEST_ID_HEADER = REQUEST_ID_HEADER.lower().encode()
+#: A response's body: in bytes, or as a file's range (ASGI's zero-copy extension).
+_BODY_TYPES = ("http.response.body", "http.response.zerocopy")
 _NOT_IN_ID = re.compile(rb"[^A-Za-z0-9._:/+=@-]")
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
 
@@ -88,6 +91,12 @@ def ambiguous_framing(scope: HTTPScope) -> bool:
         return False  # HTTP/2 frames itself; h2 refuses Transfer-Encoding anyway
     names = {key.lower() for key, _ in scope["headers"]}
     return b"content-length" in names and b"transfer-encoding" in names
+
+
+def _body_size(message: Mapping[str, Any]) -> int:
+    """The bytes a body message carries (a zero-copy one: its ``count``)."""
+    body = message.get("body")
+    return len(body) if body is not None else int(message.get("count", 0))
 
 
 def _loggable_path(scope: HTTPScope) -> str:
@@ -152,9 +161,9 @@ class Envelope:
                 status = message["status"]
                 headers = [*message.get("headers", ()), (_REQUEST_ID_HEADER, rid.encode())]
                 message = {**message, "headers": headers}
-            elif message["type"] == "http.response.body":
+            elif message["type"] in _BODY_TYPES:
                 if counts_body:
-                    sent += len(message.get("body", b""))
+                    sent += _body_size(message)
                 if not message.get("more_body", False):
                     # Inside this last send hypercorn ends the exchange: it closes the
                     # stream (which tells the app "disconnected", on which Quart-Trio

@@ -34,8 +34,8 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
 from urllib.parse import unquote
 
 import h11
@@ -45,7 +45,7 @@ from hypercorn.typing import ASGISendEvent, ConnectionState, HTTPScope
 
 from ._connections import Requests, WatchedStream
 from ._envelope import Envelope
-from ._fastpath import FastPath
+from ._fastpath import ZEROCOPY, FastPath
 
 __all__ = ["ExpressLane", "Handoff"]
 
@@ -231,7 +231,9 @@ class ExpressLane:
             "client": client,
             "server": server,
             "state": ConnectionState({}),
-            "extensions": {},
+            # ASGI's zero-copy extension: the fast path may send a cached zip's pages
+            # with sendfile(2) (hypercorn has no such thing).
+            "extensions": {ZEROCOPY: {}},
         }
         return scope
 
@@ -299,6 +301,9 @@ class _Sender:
         self._head: bytes = b""
 
     async def send(self, message: ASGISendEvent) -> None:
+        if message["type"] == ZEROCOPY:
+            await self._send_file(cast(Mapping[str, Any], message))
+            return
         if message["type"] == "http.response.start":
             headers = [*message.get("headers", ()), *self._extra_headers]
             self._head = _joined(
@@ -323,6 +328,36 @@ class _Sender:
         for part in parts:  # a big chunk goes out as it is, never copied
             if part:
                 await self._stream.send_all(part)
+
+    async def _send_file(self, message: Mapping[str, Any]) -> None:
+        # h11 frames the body by its length and passes the range through untouched
+        # (send_with_data_passthrough exists for this): the head, then sendfile(2).
+        body = _FileRange(message["file"].fileno(), message.get("offset", 0), message["count"])
+        parts: list[Any] = [self._head] if self._head else []
+        self._head = b""
+        data = h11.Data(data=cast(bytes, body))  # h11 takes only its len() here
+        parts += self._connection.send_with_data_passthrough(data) or ()
+        if not message.get("more_body", False):
+            parts += self._connection.send_with_data_passthrough(h11.EndOfMessage()) or ()
+        for part in parts:
+            if isinstance(part, _FileRange):
+                await self._stream.send_file(part.fd, part.offset, part.count)
+            elif part:
+                await self._stream.send_all(part)
+
+
+class _FileRange:
+    """Bytes of a file, as h11 sees a body chunk: only its length."""
+
+    __slots__ = ("count", "fd", "offset")
+
+    def __init__(self, fd: int, offset: int, count: int) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
 
 
 def _joined(parts: Iterable[Any]) -> bytes:
