@@ -37,7 +37,9 @@ from athens_trio.server._fastpath import (
     _read_chunk,
 )
 
-from .helpers import rss_bytes, served, wait_until, write_zip
+from .conftest import make_config
+from .gofixtures import GoFixtures
+from .helpers import counting_go, go_downloads, rss_bytes, served, wait_until, write_zip
 
 MODULE = "example.com/fast/mod"
 BIG_MODULE = "example.com/fast/big"
@@ -339,6 +341,30 @@ async def test_a_zip_not_in_the_page_cache_is_read_in_a_thread(tmp_path: Path) -
             assert _read_chunk(opened, MIB, len(data)) == data[MIB : 2 * MIB]
         finally:
             os.close(opened.fd)
+
+
+async def test_what_the_full_path_served_of_a_fetch_is_a_hit_from_memory_next(
+    tmp_path: Path, go_binary: str, go_fixtures: GoFixtures
+) -> None:
+    # A cold build's .info and .mod are answered by the full path (a fetch); the fast
+    # path keeps them, so a warm build's first requests read no storage.
+    script, runs = counting_go(tmp_path, go_binary)
+    config = make_config(tmp_path, str(script), go_fixtures)
+    hello = go_fixtures.hello
+    stored = config.disk_root / hello / "@v"
+    async with served(config) as server:
+        first = {
+            tail: await _exchange(server.url, b"GET", f"/{hello}/@v/v1.0.0.{tail}".encode(), [])
+            for tail in ("info", "mod")
+        }
+        for tail in ("info", "mod"):
+            (stored / f"v1.0.0.{tail}").rename(tmp_path / f"moved.{tail}")
+        for tail, answer in first.items():
+            assert answer.startswith(b"HTTP/1.1 200 ")
+            again = await _exchange(server.url, b"GET", f"/{hello}/@v/v1.0.0.{tail}".encode(), [])
+            assert again.split(b"\r\n\r\n", 1)[1] == answer.split(b"\r\n\r\n", 1)[1]
+            assert again.startswith(b"HTTP/1.1 200 ")
+    assert go_downloads(runs) == 1  # the files were gone: answered from memory
 
 
 async def test_a_cached_go_mod_is_served_from_memory_after_damage_on_disk(

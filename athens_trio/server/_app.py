@@ -63,6 +63,7 @@ from .._exceptions import (
     ValidatorError,
     status_of,
 )
+from .._module import is_canonical_version
 from .._pipeline import Pipeline
 from .._redact import redact_urls
 from ..download import DownloadProtocol
@@ -484,13 +485,18 @@ def create_app(
         # The ASGI path as sent (decoded once, PathPrefix cut off): not the converter's
         # value nor request.path, which werkzeug strips of leading slashes.
         wanted = parse_proxy_path(request.scope["path"])
+        fast = app.fast_path
         if wanted.endpoint is ZIP:
             assert wanted.version is not None
-            return _zip_response(wanted, await protocol.zip(wanted.module, wanted.version))
+            stored = await protocol.zip(wanted.module, wanted.version)
+            if fast is not None:
+                fast.remember_zip(wanted.module, wanted.version, stored)
+            return _zip_response(wanted, stored)
+        body = await _document_for(protocol, wanted)
+        if fast is not None and wanted.version is not None and is_canonical_version(wanted.version):
+            fast.remember(wanted.endpoint, wanted.module, wanted.version, body)
         return _document(
-            await _document_for(protocol, wanted),
-            wanted.endpoint.content_type,
-            wanted.endpoint.cache_control(wanted.version),
+            body, wanted.endpoint.content_type, wanted.endpoint.cache_control(wanted.version)
         )
 
     return app

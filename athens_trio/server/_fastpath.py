@@ -242,6 +242,23 @@ class FastPath:
         exact, prefixes = self._others
         return path in exact or path.startswith(prefixes)
 
+    def remember(self, endpoint: Endpoint, module: str, version: str, body: bytes) -> None:
+        """Keep what the full path just served of a stored canonical version (read and
+        checked by storage there), so the fast path's first answer for it costs no
+        storage read: after a cold build, the warm one's first requests are hits."""
+        if endpoint in (INFO, MOD) and len(body) <= CHUNK_SIZE:
+            key = (endpoint.name, module, version)
+            if self._cache.get(key) is None:
+                self._cache.put(key, _document(body, endpoint.content_type))
+
+    def remember_zip(self, module: str, version: str, stored: StoredZip) -> None:
+        """As :meth:`remember`, for a zip storage just opened (and checked) for the full
+        path: where it is and its size."""
+        if stored.path is not None and stored.redirect_url is None:
+            if len(self._zips) >= ZIP_MEMO_SIZE:
+                del self._zips[next(iter(self._zips))]  # the oldest
+            self._zips[(module, version)] = (stored.path, stored.size)
+
     def forget(self) -> None:
         """Drop what is kept of stored files (versions were deleted)."""
         self._cache.clear()
@@ -412,10 +429,8 @@ class FastPath:
                 return False  # answered by a redirect: the full path's one decision
             if stored.path is None:
                 return await self._answer_zip(scope, send, module, version, stored.size, stored)
+            self.remember_zip(module, version, stored)
             remembered = (stored.path, stored.size)
-            if len(self._zips) >= ZIP_MEMO_SIZE:
-                del self._zips[next(iter(self._zips))]  # the oldest
-            self._zips[key] = remembered
         return await self._answer_zip(scope, send, module, version, remembered[1], remembered)
 
     async def _answer_zip(
