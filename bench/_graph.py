@@ -58,19 +58,26 @@ async def run_graph(ctx: Context, result: ScenarioResult) -> None:
 
     warm: list[GoDownload] = []
     files: list[GoDownload] = []
+    static: list[GoDownload] = []
     async with ctx.athens_trio(directory, storage) as server:
         cold = await download(server.url)
-        for repeat in range(repeats):
-            if repeat % 2:
-                files.append(await download(storage.resolve().as_uri()))
-                warm.append(await download(server.url))
-            else:
-                warm.append(await download(server.url))
-                files.append(await download(storage.resolve().as_uri()))
+        # The static server on the same tree: the floor of any proxy go talks HTTP to.
+        async with ctx.reference(directory / "static", storage) as reference:
+            for repeat in range(repeats):
+                order = [
+                    (warm, server.url),
+                    (files, storage.resolve().as_uri()),
+                    (static, reference.url),
+                ]
+                shift = repeat % len(order)
+                for runs, proxy in order[shift:] + order[:shift]:
+                    runs.append(await download(proxy))
+            static_label = reference.name
     direct = await download("direct")
 
     warm_s = statistics.median(run.seconds for run in warm)
     file_s = statistics.median(run.seconds for run in files)
+    static_s = statistics.median(run.seconds for run in static)
     counts = {"mods": cold.mods, "zips": cold.zips}
     result.params["versions_resolved"] = counts
     result.add(
@@ -95,6 +102,20 @@ async def run_graph(ctx: Context, result: ScenarioResult) -> None:
                 "warm_runs_s": [run.seconds for run in warm],
                 "file_runs_s": [run.seconds for run in files],
                 "statistic": "median",
+            },
+        )
+    )
+    result.add(
+        Row(
+            case=f"warm, {static_label} on the same tree",
+            metric="s",
+            values={static_label: static_s, FILE: file_s},
+            ratio_name=f"{static_label} / {FILE}",
+            ratio=ratio(static_s, file_s),
+            better="lower",
+            details={
+                "meaning": "the HTTP floor: a static server answering go from the same files",
+                "runs_s": [run.seconds for run in static],
             },
         )
     )

@@ -15,6 +15,7 @@ from athens_trio._exceptions import ConfigError, ForbiddenError, NotFoundError
 from athens_trio._pipeline import open_pipeline
 from athens_trio.download import DownloadProtocol
 from athens_trio.prefetch import Prefetcher, parse_go_mod, with_prefetch
+from athens_trio.prefetch._gomod import surely_pruned
 from athens_trio.storage import MemoryStorage, StoredZip
 
 from .staticproxy import StaticProxy, add_version, static_proxy
@@ -67,6 +68,28 @@ def test_go_prunes_the_graph_from_go_1_17(go_line: str, pruned: bool) -> None:
     parsed = parse_go_mod(f"module m\n{go_line}require a.example/b v1.0.0\n".encode())
     assert parsed.pruned is pruned
     assert parsed.requires == (("a.example/b", "v1.0.0"),)
+
+
+@pytest.mark.parametrize(
+    "go_mod",
+    [
+        "module m\ngo 1.16\n",
+        "module m\ngo 1.17\n",
+        "module m\n  go 1.21.0 // the toolchain\n",
+        "module m\n// go 1.21\nrequire a.example/b v1.0.0\n",
+        "module m\n",
+        "module m\ngo 1.21\ngo 1.10\n",  # nonsense: unsure, so parsed
+        'module m\nrequire (\n\t"go" v1.0.0\n)\ngo 1.16\n',
+    ],
+)
+def test_the_quick_look_never_calls_pruned_what_the_parser_does_not(go_mod: str) -> None:
+    if surely_pruned(go_mod.encode()):
+        assert parse_go_mod(go_mod.encode()).pruned
+
+
+def test_the_quick_look_sees_the_usual_go_line() -> None:
+    assert surely_pruned(b"module m\n\ngo 1.22.3\n\nrequire a.example/b v1.0.0\n")
+    assert not surely_pruned(b"module m\n\ngo 1.16\n")
 
 
 def test_a_line_that_makes_no_sense_is_skipped() -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from .._exceptions import InvalidRequestError
 from .._module import check_module_version, is_canonical_version
 
-__all__ = ["GoMod", "parse_go_mod"]
+__all__ = ["GoMod", "parse_go_mod", "surely_pruned"]
 
 #: From this go version on, a module's go.mod lists every module its packages need and
 #: go prunes the graph below it: the client reads none of its requirements' go.mod
@@ -25,6 +25,17 @@ __all__ = ["GoMod", "parse_go_mod"]
 PRUNED_FROM = (1, 17)
 
 _GO_VERSION = re.compile(r"(\d+)\.(\d+)")
+# A go line at the start of a line (the go directive: go.mod has no block of them, and a
+# comment starts with //), for the quick look before any parsing.
+_GO_LINE = re.compile(rb"^[ \t]*go[ \t]+(\d+)\.(\d+)", re.MULTILINE)
+
+
+def surely_pruned(data: bytes) -> bool:
+    """Whether ``data``'s go line says go prunes the graph there, found without parsing
+    the go.mod (a few microseconds; a parse of a large go.mod takes milliseconds, and
+    most go.mod files served today are go 1.17 or later).  False when unsure."""
+    lines = _GO_LINE.findall(data)
+    return len(lines) == 1 and (int(lines[0][0]), int(lines[0][1])) >= PRUNED_FROM
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from .._exceptions import AthensTrioError, NotFoundError
 from .._module import is_canonical_version
 from ..download import DownloadProtocol
 from ..storage import Backend, StoredZip
-from ._gomod import parse_go_mod
+from ._gomod import parse_go_mod, surely_pruned
 
 __all__ = ["PrefetchStatistics", "Prefetcher", "with_prefetch"]
 
@@ -130,7 +130,7 @@ class Prefetcher:
     def served(self, go_mod: bytes, depth: int = 0) -> None:
         """A go.mod was served (``depth`` 0) or prefetched at ``depth``: queue what go
         will read next, unless go prunes the graph there or the depth is reached."""
-        if depth >= self._depth:
+        if depth >= self._depth or surely_pruned(go_mod):
             return
         parsed = parse_go_mod(go_mod)
         if parsed.pruned:
