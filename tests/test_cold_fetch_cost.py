@@ -24,21 +24,7 @@ from athens_trio.sumdb._tlog import (
 )
 
 from .sumdbfixtures import fake_record, run_sumdb_server
-
-
-def _tiles_of(leaves: list[bytes]) -> dict[str, bytes]:
-    """Every tile (full and partial) of a tree over ``leaves``, by path."""
-    full = 1 << TILE_HEIGHT
-    tiles: dict[str, bytes] = {}
-    level, row = 0, leaves
-    while row:
-        for index in range((len(row) + full - 1) // full):
-            chunk = row[index * full : (index + 1) * full]
-            for width in range(1, len(chunk) + 1):
-                tiles[Tile(TILE_HEIGHT, level, index, width).path] = b"".join(chunk[:width])
-        row = [merkle_root(row[i : i + full]) for i in range(0, len(row) - full + 1, full)]
-        level += 1
-    return tiles
+from .test_sumdb_client import _tiles_of
 
 
 @pytest.mark.parametrize("keep", [1, 2, 256])
