@@ -670,6 +670,8 @@ def _save_mod_sync(
     directory: Path, version: str, info: bytes, mod: bytes, mod_sum: str | None
 ) -> bool:
     stem = escape_version(version)
+    if (directory / f"{stem}.info").exists() and (directory / f"{stem}.mod").exists():
+        return False  # stored (as for every zip part saved after its go.mod part)
     # One listing answers what is there (rather than a stat per name) and what the
     # list file gets; what changes meanwhile is the links' to refuse and the list
     # update's rescan to catch.
