@@ -51,6 +51,8 @@ _T = TypeVar("_T")
 _MAX_LOOKUP = 64 * 1024
 _MAX_NOTE = 16 * 1024
 _MAX_TILE = (1 << TILE_HEIGHT) * HASH_SIZE
+#: At most this many authenticated tiles are kept hashed (see TreeHashes).
+_KEPT_TILES = 64
 
 
 class _Gone(Exception):
@@ -98,7 +100,9 @@ class SumDBClient:
         self._http = http
         self._state_dir = state_dir
         self._timeout = timeout
-        self._max_tiles = max_tiles
+        # Authenticated tiles kept with their subtree hashes (~40 KB each): the upper
+        # levels every proof climbs, and the latest leaf tiles.
+        self._kept_tiles = min(max_tiles, _KEPT_TILES)
         self._cache = TileCache(max_tiles)
         # The hashes of the tree last used, kept for the lookups in it that follow: a
         # tile authenticated once is not hashed again while the tree stays the same.
@@ -220,7 +224,7 @@ class SumDBClient:
         answer reflects what the server now serves (a fork, or a bad tile)."""
         hashes = self._hashes
         if hashes is None or hashes.tree != tree:
-            hashes = TreeHashes(tree, self._fetch_tile, self._cache, keep=self._max_tiles)
+            hashes = TreeHashes(tree, self._fetch_tile, self._cache, keep=self._kept_tiles)
             self._hashes = hashes
         try:
             return await use(hashes)
@@ -230,7 +234,7 @@ class SumDBClient:
         self._cache.clear()
         if self._hashes is hashes:
             self._hashes = None
-        return await use(TreeHashes(tree, self._fetch_tile, None, keep=self._max_tiles))
+        return await use(TreeHashes(tree, self._fetch_tile, None, keep=self._kept_tiles))
 
     async def _fetch_tile(self, tile: Tile) -> bytes:
         self._tiles_fetched += 1
