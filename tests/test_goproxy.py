@@ -317,20 +317,13 @@ async def test_zip_is_streamed_to_disk_in_bounded_chunks(
     root = tmp_path / "tree"
     add_version(root, MODULE, VERSION, zip_bytes=zip_bytes)
     writes: list[int] = []
-    wrap_file = trio.wrap_file
+    write = _goproxy._Spool.write
 
-    def recording_wrap_file(file: Any) -> Any:
-        wrapped = wrap_file(file)
-        write = wrapped.write
+    async def record(spool: _goproxy._Spool, data: bytes) -> None:
+        writes.append(len(data))
+        await write(spool, data)
 
-        async def record(data: bytes) -> int:
-            writes.append(len(data))
-            return await write(data)
-
-        wrapped.write = record  # type: ignore[method-assign]
-        return wrapped
-
-    monkeypatch.setattr(trio, "wrap_file", recording_wrap_file)
+    monkeypatch.setattr(_goproxy._Spool, "write", record)
     out = tmp_path / "out"
     out.mkdir()
     async with static_proxy(root) as served, httpx.AsyncClient() as http:

@@ -53,7 +53,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -111,6 +111,16 @@ def _version_named(directory: Path, stem: str) -> str | None:
     if first:
         log.warning("ignoring %s/%s*: not a file of a canonical version", directory, stem)
     return None
+
+
+def _versions_among(directory: Path, names: Iterable[str]) -> list[str]:
+    """The stored versions (their ``.info`` files) among the ``names`` in ``directory``."""
+    versions = (
+        _version_named(directory, name[: -len(".info")])
+        for name in names
+        if name.endswith(".info") and not name.startswith(".")
+    )
+    return [v for v in versions if v is not None]
 
 
 class _DiskZip(StoredZip):
@@ -180,12 +190,7 @@ class DiskStorage(Backend):
             return []
         except OSError as exc:
             raise StorageError(f"cannot list {directory}: {exc.strerror}") from exc
-        versions = (
-            _version_named(directory, name[: -len(".info")])
-            for name in names
-            if name.endswith(".info") and not name.startswith(".")
-        )
-        return [v for v in versions if v is not None]
+        return _versions_among(directory, names)
 
     async def exists(self, module: str, version: str) -> bool:
         return await trio.to_thread.run_sync(self._whole_sync, module, version)
@@ -438,6 +443,8 @@ class _TempFiles:
         }
         self._held: list[BinaryIO] = []
         self._unflushed: list[BinaryIO] = []
+        #: The temporary names this save gave out (only these need removing).
+        self.written: set[str] = set()
 
     def _create(self, suffix: str) -> BinaryIO:
         # Created under an unlocked kind's name (swept by age only) and renamed once
@@ -449,6 +456,7 @@ class _TempFiles:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)
             os.link(unlocked, path)  # never replaces: the module's rule
+            self.written.add(suffix)
         finally:
             unlocked.unlink(missing_ok=True)
         return f
@@ -464,13 +472,22 @@ class _TempFiles:
         """``fsync`` every file written since the last flush, all at once; return when
         all are on disk (raise the first failure, once every flush has ended)."""
         files, self._unflushed = self._unflushed, []
-        if len(files) == 1:
-            os.fsync(files[0].fileno())
+        if not files:
             return
-        flushes = [_FLUSHERS.submit(os.fsync, f.fileno()) for f in files]
+        # The last one in this thread, while the pool flushes the others: one thread
+        # handoff fewer per part, and the same concurrent commit.
+        *others, last = files
+        flushes = [_FLUSHERS.submit(os.fsync, f.fileno()) for f in others]
+        failure: OSError | None = None
+        try:
+            os.fsync(last.fileno())
+        except OSError as exc:
+            failure = exc
         concurrent.futures.wait(flushes)
         for flush in flushes:
             flush.result()
+        if failure is not None:
+            raise failure
 
     def take_zip(self, source: Path) -> None:
         """Move the fetched zip in as the temporary ``zip``: a rename where both sit on
@@ -489,13 +506,20 @@ class _TempFiles:
             dst.flush()
             self._unflushed.append(dst)
             return
+        self.written.add("zip")
         self._unflushed.append(src)
+
+    def replace(self, suffix: str, final: Path) -> None:
+        """Give the temporary ``suffix`` file the name ``final``, replacing what is there
+        (the ``list`` file only: version files are never replaced)."""
+        os.replace(self.paths[suffix], final)
+        self.written.discard(suffix)
 
     def close(self) -> None:
         """Remove the temporary names (whatever was linked stays), then unlock."""
-        for path in self.paths.values():
+        for suffix in self.written:
             with contextlib.suppress(OSError):
-                path.unlink()
+                self.paths[suffix].unlink()
         for f in self._held:
             f.close()
 
@@ -621,7 +645,7 @@ def _wait_for_winner(marker: Path, what: str) -> bool:
     return False
 
 
-def _link_part(directory: Path, stem: str, temp: dict[str, Path], part: tuple[str, ...]) -> bool:
+def _link_part(directory: Path, stem: str, temp: _TempFiles, part: tuple[str, ...]) -> bool:
     """Link a part's files written under ``temp`` names, its marker last; whether this
     save stored the part (or made a stored marker's part whole again)."""
     *files, marker = part
@@ -629,15 +653,15 @@ def _link_part(directory: Path, stem: str, temp: dict[str, Path], part: tuple[st
     marker_stored = final[marker].exists()
     completed = False  # a lost .mod of a stored .info linked by this save
     for name in files:
-        if not temp[name].exists():
+        if name not in temp.written:
             # Saved without this hash.  One stored already was linked before a .mod
             # or .zip equal to ours (the link order), so it is theirs too: kept.
             continue
-        if _link_or_keep(temp[name], final[name]):
+        if _link_or_keep(temp.paths[name], final[name]):
             completed |= name == "mod"
-        elif not _same_bytes(temp[name], final[name]):
+        elif not _same_bytes(temp.paths[name], final[name]):
             return _wait_for_winner(final[marker], f"{directory}/{stem}")
-    if _link_or_keep(temp[marker], final[marker]):
+    if _link_or_keep(temp.paths[marker], final[marker]):
         return True
     return marker_stored and completed  # else stored by a concurrent save, equal to ours
 
@@ -646,23 +670,32 @@ def _save_mod_sync(
     directory: Path, version: str, info: bytes, mod: bytes, mod_sum: str | None
 ) -> bool:
     stem = escape_version(version)
-    stored_info = (directory / f"{stem}.info").exists()
-    if stored_info and (directory / f"{stem}.mod").exists():
+    if (directory / f"{stem}.info").exists() and (directory / f"{stem}.mod").exists():
+        return False  # stored (as for every zip part saved after its go.mod part)
+    # One listing answers what is there (rather than a stat per name) and what the
+    # list file gets; what changes meanwhile is the links' to refuse and the list
+    # update's rescan to catch.
+    try:
+        names = set(os.listdir(directory))
+    except FileNotFoundError:
+        directory.mkdir(parents=True, exist_ok=True)
+        names = set()
+    stored_info = f"{stem}.info" in names
+    if stored_info and f"{stem}.mod" in names:
         return False
     # A .info whose .mod was lost (a hand, a failing disk) is no version: this save
     # makes it whole again, linking what is missing.
-    directory.mkdir(parents=True, exist_ok=True)
     if not stored_info:
         # What a killed save left an hour ago goes now rather than at the next sweep:
         # other bytes under these names would stop this save.
-        names = [f"{stem}.{s}" for s in _LINK_ORDER]
-        present = [n for n in names if (directory / n).exists()]
+        present = [n for n in (f"{stem}.{s}" for s in _LINK_ORDER) if n in names]
         _remove_leftovers(directory, present, time.time() - _ABANDONED_AFTER)
         # A zip part is linked only once the .info is there: one without it is what a
         # killed delete (or an older athens-trio's killed save) left, never a save in
         # progress, and must not become this version's zip.
         for suffix in reversed(_ZIP_PART):
-            (directory / f"{stem}.{suffix}").unlink(missing_ok=True)
+            if f"{stem}.{suffix}" in names:
+                (directory / f"{stem}.{suffix}").unlink(missing_ok=True)
     with _temp_files(directory, stem) as temp:
         temp.write("mod", mod)
         temp.write("info", info)
@@ -670,12 +703,12 @@ def _save_mod_sync(
             temp.write("modhash", mod_sum.encode())
         # Everything that can fail for want of space is written before the version
         # becomes visible, the list included: a full disk fails the save whole.
-        listed = sort_versions({*DiskStorage._list_versions_sync(directory), version})
+        listed = sort_versions({*_versions_among(directory, names), version})
         temp.write("list", "".join(f"{v}\n" for v in listed).encode())
         temp.flush()
-        saved = _link_part(directory, stem, temp.paths, _MOD_PART)
+        saved = _link_part(directory, stem, temp, _MOD_PART)
         if saved and not stored_info:
-            os.replace(temp.paths["list"], directory / "list")
+            temp.replace("list", directory / "list")
         if saved:
             _fsync_dir(directory)
     if saved:
@@ -697,7 +730,7 @@ def _save_zip_sync(directory: Path, version: str, zip_file: Path, zip_sum: str |
         if zip_sum:
             temp.write("ziphash", zip_sum.encode())
         temp.flush()
-        saved = _link_part(directory, stem, temp.paths, _ZIP_PART)
+        saved = _link_part(directory, stem, temp, _ZIP_PART)
         if saved:
             _fsync_dir(directory)
     return saved
@@ -742,6 +775,6 @@ def _write_list_sync(directory: Path) -> None:
         with _temp_files(directory, "") as temp:
             temp.write("list", text)
             temp.flush()
-            os.replace(temp.paths["list"], directory / "list")
+            temp.replace("list", directory / "list")
         if _scan_versions(directory) == versions:
             return

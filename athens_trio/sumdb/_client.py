@@ -51,6 +51,8 @@ _T = TypeVar("_T")
 _MAX_LOOKUP = 64 * 1024
 _MAX_NOTE = 16 * 1024
 _MAX_TILE = (1 << TILE_HEIGHT) * HASH_SIZE
+#: At most this many authenticated tiles are kept hashed (see TreeHashes).
+_KEPT_TILES = 64
 
 
 class _Gone(Exception):
@@ -98,7 +100,13 @@ class SumDBClient:
         self._http = http
         self._state_dir = state_dir
         self._timeout = timeout
+        # Authenticated tiles kept with their subtree hashes (~40 KB each): the upper
+        # levels every proof climbs, and the latest leaf tiles.
+        self._kept_tiles = min(max_tiles, _KEPT_TILES)
         self._cache = TileCache(max_tiles)
+        # The hashes of the tree last used, kept for the lookups in it that follow: a
+        # tile authenticated once is not hashed again while the tree stays the same.
+        self._hashes: TreeHashes | None = None
         self._merge_lock = trio.Lock()
         self._latest: _Signed | None = None
         self._lookups = 0
@@ -164,6 +172,8 @@ class SumDBClient:
         return (await self._merge(self._open(note))).tree
 
     def _open(self, note: bytes) -> _Signed:
+        if self._latest is not None and note == self._latest.note:
+            return self._latest  # these very bytes verified already (lookups repeat it)
         text = open_note(note, self._db.verifier)
         try:
             return _Signed(parse_tree(text), note)
@@ -212,14 +222,19 @@ class SumDBClient:
         """Run ``use`` on ``tree``'s hashes; tiles cached from an earlier tree that fail
         to authenticate against this one are dropped and read again once, so that the
         answer reflects what the server now serves (a fork, or a bad tile)."""
-        hashes = TreeHashes(tree, self._fetch_tile, self._cache)
+        hashes = self._hashes
+        if hashes is None or hashes.tree != tree:
+            hashes = TreeHashes(tree, self._fetch_tile, self._cache, keep=self._kept_tiles)
+            self._hashes = hashes
         try:
             return await use(hashes)
         except InconsistentTileError:
             if not hashes.used_cache:
                 raise
         self._cache.clear()
-        return await use(TreeHashes(tree, self._fetch_tile, None))
+        if self._hashes is hashes:
+            self._hashes = None
+        return await use(TreeHashes(tree, self._fetch_tile, None, keep=self._kept_tiles))
 
     async def _fetch_tile(self, tile: Tile) -> bytes:
         self._tiles_fetched += 1

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 
 from ._errors import InconsistentTileError, MalformedResponseError
-from ._tlog import HASH_SIZE, TILE_HEIGHT, Tile, Tree, fold_range, merkle_root, range_nodes
+from ._tlog import HASH_SIZE, TILE_HEIGHT, Tile, Tree, fold_range, node_hash, range_nodes
 
 __all__ = ["TileCache", "TreeHashes"]
 
@@ -52,13 +52,23 @@ class TileCache:
 
 class TreeHashes:
     """Authenticated node hashes of ``tree``, from tiles ``fetch`` reads (and ``cache``
-    remembers; ``cache`` None reads every tile from the server)."""
+    remembers; ``cache`` None reads every tile from the server).
 
-    def __init__(self, tree: Tree, fetch: TileFetcher, cache: TileCache | None) -> None:
-        self._tree = tree
+    Each authenticated tile is kept with the hashes of all its complete subtrees, which
+    authenticating it computes anyway, so a node's hash is looked up, never recomputed;
+    at most ``keep`` tiles are kept (the oldest dropped first; one needed again is read
+    and authenticated again).  One instance may serve any number of lookups in
+    ``tree``: what it holds is bound to the tree's signed root."""
+
+    def __init__(
+        self, tree: Tree, fetch: TileFetcher, cache: TileCache | None, *, keep: int = 256
+    ) -> None:
+        self.tree = tree
         self._fetch = fetch
         self._cache = cache
-        self._trusted: dict[tuple[int, int], list[bytes]] = {}  # (level, index) -> hashes
+        self._keep = max(keep, 1)
+        # (level, index) -> the tile's subtree hashes, level by level (see _subtrees)
+        self._trusted: OrderedDict[tuple[int, int], list[list[bytes]]] = OrderedDict()
         self.used_cache = False
 
     async def range_hashes(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
@@ -70,37 +80,40 @@ class TreeHashes:
 
     async def node(self, level: int, index: int) -> bytes:
         """The hash of complete subtree ``(level, index)``, which must lie in the tree."""
-        if (index + 1) << level > self._tree.size:
+        if (index + 1) << level > self.tree.size:
             raise ValueError("node outside the tree")
         tile_level, within = divmod(level, TILE_HEIGHT)
         first = index << within  # the node's first entry at the tile's level
-        hashes = await self._tile(tile_level, first // _FULL)
-        start = first % _FULL
-        return merkle_root(hashes[start : start + (1 << within)])
+        subtrees = await self._tile(tile_level, first // _FULL)
+        return subtrees[within][(first % _FULL) >> within]
 
     def _width(self, level: int, index: int) -> int:
-        return min(_FULL, (self._tree.size >> (level * TILE_HEIGHT)) - index * _FULL)
+        return min(_FULL, (self.tree.size >> (level * TILE_HEIGHT)) - index * _FULL)
 
-    async def _tile(self, level: int, index: int) -> list[bytes]:
+    async def _tile(self, level: int, index: int) -> list[list[bytes]]:
         trusted = self._trusted.get((level, index))
         if trusted is not None:
+            self._trusted.move_to_end((level, index))
+            if self._cache is not None:
+                self._cache.hits += 1  # a tile served from memory, as the cache's are
             return trusted
         if self._width(level, index) < _FULL:
-            await self._authenticate_edge()
-            return self._trusted[(level, index)]
+            return (await self._authenticate_edge())[(level, index)]
         tile = Tile(TILE_HEIGHT, level, index, _FULL)
         hashes = await self._read(tile)
         parent = await self.node((level + 1) * TILE_HEIGHT, index)
-        if merkle_root(hashes) != parent:
+        subtrees = _subtrees(hashes)
+        if subtrees[-1][0] != parent:
             raise InconsistentTileError(f"tile {tile.path} does not hash to the signed tree")
-        self._accept(tile, hashes)
-        return hashes
+        self._accept(tile, hashes, subtrees)
+        return subtrees
 
-    async def _authenticate_edge(self) -> None:
+    async def _authenticate_edge(self) -> dict[tuple[int, int], list[list[bytes]]]:
         """Read the partial tiles at the tree's right edge and check that they, with
-        the full tiles' entries above them, hash to the signed root."""
-        nodes = range_nodes(0, self._tree.size)
-        edge: dict[Tile, list[bytes]] = {}
+        the full tiles' entries above them, hash to the signed root; return their
+        subtree hashes by (level, index)."""
+        nodes = range_nodes(0, self.tree.size)
+        edge: dict[Tile, tuple[list[bytes], list[list[bytes]]]] = {}
         node_hashes = []
         for level, index in nodes:
             tile_level, within = divmod(level, TILE_HEIGHT)
@@ -108,16 +121,20 @@ class TreeHashes:
             tile_index = first // _FULL
             tile = Tile(TILE_HEIGHT, tile_level, tile_index, self._width(tile_level, tile_index))
             if tile not in edge:
-                edge[tile] = await self._read(tile)
-            start = first % _FULL
-            node_hashes.append(merkle_root(edge[tile][start : start + (1 << within)]))
-        if fold_range(node_hashes) != self._tree.hash:
+                hashes = await self._read(tile)
+                edge[tile] = (hashes, _subtrees(hashes))
+            node_hashes.append(edge[tile][1][within][(first % _FULL) >> within])
+        if fold_range(node_hashes) != self.tree.hash:
             raise InconsistentTileError("the tiles at the tree's edge do not hash to its root")
-        for tile, hashes in edge.items():
-            self._accept(tile, hashes)
+        for tile, (hashes, subtrees) in edge.items():
+            self._accept(tile, hashes, subtrees)
+        return {(tile.level, tile.index): subtrees for tile, (_, subtrees) in edge.items()}
 
-    def _accept(self, tile: Tile, hashes: list[bytes]) -> None:
-        self._trusted[(tile.level, tile.index)] = hashes
+    def _accept(self, tile: Tile, hashes: list[bytes], subtrees: list[list[bytes]]) -> None:
+        self._trusted[(tile.level, tile.index)] = subtrees
+        self._trusted.move_to_end((tile.level, tile.index))
+        while len(self._trusted) > self._keep:
+            self._trusted.popitem(last=False)
         if self._cache is not None:
             self._cache.put(tile, b"".join(hashes))
 
@@ -130,3 +147,15 @@ class TreeHashes:
         if len(data) != tile.width * HASH_SIZE:
             raise MalformedResponseError(f"tile {tile.path} has the wrong length")
         return [data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]
+
+
+def _subtrees(hashes: list[bytes]) -> list[list[bytes]]:
+    """A tile's hashes, then level by level the hashes of its complete subtrees (each
+    pair of the level below; an odd one out has no parent in the tile yet).  A full
+    tile's last level is its one Merkle root."""
+    levels = [hashes]
+    row = hashes
+    while len(row) > 1:
+        row = [node_hash(row[i], row[i + 1]) for i in range(0, len(row) - 1, 2)]
+        levels.append(row)
+    return levels

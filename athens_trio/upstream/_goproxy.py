@@ -47,7 +47,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, TypeVar, cast
+from typing import BinaryIO, Protocol, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -647,32 +647,83 @@ class GoproxyClient:
     async def _download(
         self, entry: PlanEntry, module: str, tail: str, what: str, dest: Path
     ) -> int:
+        spool = _Spool(dest, what)
         try:
-            fd, temp_name = tempfile.mkstemp(
-                prefix=f".{dest.name}.", suffix=".part", dir=dest.parent
-            )
-        except OSError as exc:
-            raise StorageError(f"{what}: cannot create a temporary file: {exc.strerror}") from None
-        temp = Path(temp_name)
-        renamed = False
-        try:
-            async with trio.wrap_file(os.fdopen(fd, "wb")) as out:
-
-                async def write(chunk: bytes) -> None:
-                    try:
-                        await out.write(chunk)
-                    except OSError as exc:
-                        raise StorageError(f"{what}: writing the zip: {exc.strerror}") from None
-
-                size = await self._copy(entry, module, tail, what, self._limits.zip, write)
-            os.replace(temp, dest)
-            renamed = True
+            size = await self._copy(entry, module, tail, what, self._limits.zip, spool.write)
+            await spool.finish()
         finally:
-            if not renamed:
-                # Quick and synchronous, so that it also runs while being cancelled.
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(temp)
+            spool.discard()
         return size
+
+
+class _Spool:
+    """A download written to a temporary file beside ``dest`` and renamed onto it once
+    complete; nothing is left behind on failure or cancellation (:meth:`discard`).
+
+    Each chunk is held until the next one comes, so the last one is written, the file
+    closed and renamed in one thread hop: a zip of one chunk (most) costs one hop rather
+    than creating the file on the event loop and a hop per write and for the close."""
+
+    def __init__(self, dest: Path, what: str) -> None:
+        self._dest = dest
+        self._what = what
+        self._held = b""
+        self._file: BinaryIO | None = None
+        self._temp: Path | None = None
+        self._renamed = False
+
+    async def write(self, chunk: bytes) -> None:
+        if self._held:
+            held, self._held = self._held, b""
+            await trio.to_thread.run_sync(self._write_sync, held)
+        self._held = chunk
+
+    async def finish(self) -> None:
+        """Write what is held, close the file and give it its name."""
+        held, self._held = self._held, b""
+        await trio.to_thread.run_sync(self._finish_sync, held)
+
+    def _write_sync(self, chunk: bytes) -> None:
+        file = self._opened()
+        try:
+            file.write(chunk)
+        except OSError as exc:
+            raise StorageError(f"{self._what}: writing the zip: {exc.strerror}") from None
+
+    def _finish_sync(self, chunk: bytes) -> None:
+        self._write_sync(chunk)  # (creating the file even for an empty body)
+        file, temp = self._opened(), self._temp
+        assert temp is not None  # named when opened
+        try:
+            file.close()
+            os.replace(temp, self._dest)
+        except OSError as exc:
+            raise StorageError(f"{self._what}: writing the zip: {exc.strerror}") from None
+        self._renamed = True
+
+    def _opened(self) -> BinaryIO:
+        if self._file is None:
+            try:
+                fd, name = tempfile.mkstemp(
+                    prefix=f".{self._dest.name}.", suffix=".part", dir=self._dest.parent
+                )
+            except OSError as exc:
+                raise StorageError(
+                    f"{self._what}: cannot create a temporary file: {exc.strerror}"
+                ) from None
+            self._temp = Path(name)
+            self._file = os.fdopen(fd, "wb")
+        return self._file
+
+    def discard(self) -> None:
+        """Close the temporary file and remove it unless it was renamed: quick and
+        synchronous, so that it also runs while being cancelled."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+        if self._temp is not None and not self._renamed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._temp)
 
 
 async def _finish(chunks: AsyncGenerator[bytes, None]) -> None:
