@@ -18,17 +18,17 @@ it follows the *thread* that forked, which for trio is a worker thread that exit
 idle.  go gets one anyway (``SIGKILL`` when the reaper goes), so a reaper killed on its
 own does not leave go running.
 
-Standard library only, and no ``site``: it starts in a few tens of milliseconds.
+Standard library only, no ``site``, and few imports: it starts in about 14 ms.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
+# The C module, not ``signal`` (which imports enum), and ctypes only in the child: the
+# reaper starts once per go run, and those imports were half its start (29 ms -> 14 ms).
+import _signal as signals  # type: ignore[import-not-found]
 import os
 import resource
 import select
-import signal
 import sys
 
 #: What the reaper exits with, and how its stderr starts, when the command cannot run.
@@ -39,7 +39,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _kill_group() -> None:
-    os.killpg(0, signal.SIGKILL)  # this process included: nothing is left to do
+    os.killpg(0, signals.SIGKILL)  # this process included: nothing is left to do
 
 
 def _start(command: list[str], reaper: int, max_file_bytes: int) -> int:
@@ -49,8 +49,12 @@ def _start(command: list[str], reaper: int, max_file_bytes: int) -> int:
     if pid == 0:  # pragma: no cover - the child
         try:
             os.close(errors_read)
-            with contextlib.suppress(OSError, AttributeError):
-                ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            try:
+                import ctypes
+
+                ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signals.SIGKILL, 0, 0, 0)
+            except (ImportError, OSError, AttributeError):
+                pass
             if os.getppid() != reaper:
                 os._exit(EXEC_FAILED)
             if max_file_bytes:
@@ -90,8 +94,8 @@ def main(argv: list[str]) -> int:
     command = argv[3:]
     os.set_inheritable(lifeline, False)  # go must not hold the server's lifeline
     # Asked to stop (an operator, a service manager): the group stops with it.
-    for stop in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(stop, lambda signum, frame: _kill_group())
+    for stop in (signals.SIGTERM, signals.SIGHUP, signals.SIGINT):
+        signals.signal(stop, lambda signum, frame: _kill_group())
     try:
         pid = _start(command, os.getpid(), max_file_bytes)
     except OSError as exc:
