@@ -18,6 +18,7 @@ from ._config import Config, load_config
 from ._exceptions import (
     AthensTrioError,
     ConfigError,
+    FetchStoppedError,
     FetchTimeoutError,
     FetchTooLargeError,
     ForbiddenError,
@@ -56,6 +57,7 @@ __all__ = [
     "ConfigError",
     "DiskStorage",
     "DownloadProtocol",
+    "FetchStoppedError",
     "FetchTimeoutError",
     "FetchTooLargeError",
     "ForbiddenError",

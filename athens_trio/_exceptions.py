@@ -20,6 +20,7 @@ Exception hierarchy (HTTP status; fetch outcome where it is not ``error``)::
     ├── UpstreamError ............. go could not reach or read the VCS            502 upstream_error
     │   ├── FetchTimeoutError ..... fetching or listing ran past its timeout      504 timeout
     │   ├── FetchTooLargeError .... a fetch used more disk than MaxFetchBytes     502 too_large
+    │   ├── FetchStoppedError ..... stopped: nobody waits any more, or shutdown   502 upstream_error
     │   └── NewerGoRequiredError .. the zip needs a go the proxy cannot have      502 upstream_error
     ├── OverloadedError ........... too many fetches waiting; ``Retry-After``     503 overloaded
     ├── StorageError .............. the storage backend failed                    500
@@ -42,6 +43,7 @@ __all__ = [
     "AthensTrioError",
     "ConfigError",
     "DamagedVersionError",
+    "FetchStoppedError",
     "FetchTimeoutError",
     "FetchTooLargeError",
     "ForbiddenError",
@@ -155,6 +157,11 @@ class UpstreamError(AthensTrioError):
 
     status = 502
     outcome = "upstream_error"
+
+
+class FetchStoppedError(UpstreamError):
+    """A shared fetch was stopped before it finished: nobody waited for it any more
+    (AbandonedFetchGrace), or the proxy is shutting down."""
 
 
 class NewerGoRequiredError(UpstreamError):

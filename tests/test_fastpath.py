@@ -36,6 +36,7 @@ from athens_trio.server._fastpath import (
     _OpenedZip,
     _read_chunk,
 )
+from athens_trio.server._pagecache import on_local_filesystem
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
@@ -459,3 +460,31 @@ async def test_a_hit_counts_as_served_for_retention_on_either_path(
             )
             assert answer.startswith(b"HTTP/1.1 200")
         assert set(await activity.last_served.served(MODULE)) == {"v1.0.0"}
+
+
+def test_storage_on_a_network_filesystem_is_never_opened_on_the_loop(tmp_path: Path) -> None:
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "30 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n"
+        "36 30 0:50 / /srv/goproxy rw,relatime - nfs4 files:/goproxy rw\n"
+        "37 30 0:51 / /srv/fuse rw,relatime - fuse.sshfs host:/x rw\n"
+        "38 30 0:52 / /srv/with\\040space rw,relatime - cifs //h/s rw\n"
+    )
+    assert on_local_filesystem(Path("/srv/goproxy-local/x"), str(mountinfo))
+    assert not on_local_filesystem(Path("/srv/goproxy/github.com"), str(mountinfo))
+    assert not on_local_filesystem(Path("/srv/fuse"), str(mountinfo))
+    assert not on_local_filesystem(Path("/srv/with space/m"), str(mountinfo))
+    assert not on_local_filesystem(Path("/x"), str(tmp_path / "missing"))
+
+
+async def test_zips_are_served_the_same_where_storage_is_not_local(
+    tmp_path: Path, stored_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on NFS: every open in a thread (zero-copy and page-cache reads still apply).
+    monkeypatch.setattr("athens_trio.server._app.on_local_filesystem", lambda path: False)
+    async with served(_config(tmp_path, stored_root)) as server:
+        for target in (f"/{MODULE}/@v/v1.0.0.zip", f"/{BIG_MODULE}/@v/v1.0.0.zip"):
+            first = await _exchange(server.url, b"GET", target.encode(), [REQUEST_ID])
+            second = await _exchange(server.url, b"GET", target.encode(), [REQUEST_ID])
+            assert first.startswith(b"HTTP/1.1 200 ")
+            assert first == second

@@ -186,7 +186,7 @@ async def test_closing_the_pipeline_kills_in_flight_fetches(
         nursery.start_soon(request)
         pids = await wait_for_pids(tmp_path / "pids", 2)
         # Leaving the pipeline cancelled its nursery: the waiting request is told why.
-    assert [type(e).__name__ for e in failures] == ["UpstreamError"]
+    assert [type(e).__name__ for e in failures] == ["FetchStoppedError"]
     # The group was killed; the processes are gone once the kernel reaped them.
     await wait_until(lambda: not any(process_alive(pid) for pid in pids))
     assert leftover(config) == []

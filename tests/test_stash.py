@@ -10,9 +10,17 @@ import pytest
 import trio
 import trio.testing
 
-from athens_trio import FetchedVersion, Fetcher, MemoryStorage, NotFoundError, UpstreamError, stash
+from athens_trio import (
+    FetchedVersion,
+    Fetcher,
+    MemoryStorage,
+    NotFoundError,
+    UpstreamError,
+    download,
+    stash,
+)
 from athens_trio._ziphash import mod_h1
-from athens_trio.upstream import FetchedMod
+from athens_trio.upstream import FetchedMod, Lister, UpstreamVersions, VersionInfo
 
 MODULE = "github.com/example/mod"
 
@@ -306,3 +314,86 @@ async def test_pool_and_singleflight_statistics(tmp_path: Path) -> None:
             fetcher.release.set()
     assert singleflight.statistics() == stash.SingleFlightStatistics(in_flight=0, joined=4)
     assert pool.statistics() == stash.PoolStatistics(in_use=0, size=1, waiting=0)
+
+
+class NoLister(Lister):
+    """Canonical versions only: nothing is ever listed or resolved."""
+
+    async def list(self, module: str) -> UpstreamVersions:
+        raise AssertionError("listed")
+
+    async def resolve(self, module: str, query: str) -> VersionInfo:
+        raise AssertionError("resolved")
+
+
+class ZipRefusingFetcher(ScriptedFetcher):
+    """A go.mod is had alone; the whole version fails for its zip (go refuses to build
+    it), after the test releases it."""
+
+    @contextlib.asynccontextmanager
+    async def fetch(self, module: str, version: str) -> AsyncIterator[FetchedVersion]:
+        self.calls.append(f"whole {version}")
+        self.started.set()
+        await self._refuse(module, version)
+        async with super().fetch(module, version) as never:
+            yield never
+
+    async def _refuse(self, module: str, version: str) -> None:
+        """Once released: go refuses the zip (it always does)."""
+        await self.release.wait()
+        raise UpstreamError(f"{module}@{version}: go cannot build its zip")
+
+    async def fetch_mod(self, module: str, version: str) -> FetchedMod:
+        self.calls.append(f"mod {version}")
+        mod = b"module " + module.encode()
+        info = b'{"Version":"%s"}' % version.encode()
+        return FetchedMod(module, version, info, mod, mod_h1(mod))
+
+
+async def test_a_go_mod_asked_while_its_zip_fails_is_fetched_alone(tmp_path: Path) -> None:
+    # A .mod joins the zip's flight (which would store the go.mod part too); that
+    # failing for the zip alone, the go.mod part is fetched by itself and served.
+    storage = MemoryStorage()
+    fetcher = ZipRefusingFetcher(tmp_path)
+    async with trio.open_nursery() as nursery:
+        stasher = stash.new(fetcher, storage, stash.with_singleflight(nursery))
+        outcomes: dict[str, str] = {}
+
+        async def ask(part: stash.Part) -> None:
+            try:
+                await stasher.stash(MODULE, "v1.0.0", part)
+                outcomes[part] = "ok"
+            except UpstreamError:
+                outcomes[part] = "failed"
+
+        nursery.start_soon(ask, "zip")
+        await fetcher.started.wait()
+        nursery.start_soon(ask, "mod")
+        await trio.testing.wait_all_tasks_blocked()
+        fetcher.release.set()
+    assert outcomes == {"zip": "failed", "mod": "ok"}
+    assert fetcher.calls == ["whole v1.0.0", "mod v1.0.0"]
+    assert await storage.go_mod(MODULE, "v1.0.0") == b"module " + MODULE.encode()
+
+
+async def test_from_a_vcs_a_go_mod_whose_zip_cannot_be_made_is_still_served(
+    tmp_path: Path,
+) -> None:
+    # From a VCS a .mod miss fetches the whole version; when only the zip fails (not a
+    # timeout, not "does not exist"), the go.mod part alone is fetched and served.
+    class FromAVcs(ZipRefusingFetcher):
+        def whole_for_go_mod(self, module: str) -> bool:
+            return True
+
+    storage = MemoryStorage()
+    fetcher = FromAVcs(tmp_path)
+    fetcher.release.set()
+    async with trio.open_nursery() as nursery:
+        stasher = stash.new(fetcher, storage, stash.with_singleflight(nursery))
+        protocol = download.new(
+            storage, stasher, NoLister(), whole_for_go_mod=fetcher.whole_for_go_mod
+        )
+        assert await protocol.go_mod(MODULE, "v1.0.0") == b"module " + MODULE.encode()
+        with pytest.raises(UpstreamError):
+            await protocol.zip(MODULE, "v1.0.0")
+    assert fetcher.calls == ["whole v1.0.0", "mod v1.0.0", "whole v1.0.0"]

@@ -36,8 +36,9 @@ from .._endpoints import INFO, MOD, ZIP, Endpoint
 from .._exceptions import (
     AthensTrioError,
     DamagedVersionError,
+    FetchStoppedError,
+    FetchTimeoutError,
     InvalidVersionError,
-    NewerGoRequiredError,
     NotFoundError,
     Redirected,
     UpstreamError,
@@ -322,9 +323,12 @@ class StorageFirst(DownloadProtocol):
             return
         try:
             await self._stasher.stash(module, version, "zip")
-        except NewerGoRequiredError:
-            # The zip needs a go the proxy cannot have; the go.mod part can be served
-            # all the same (a proxy builds nothing).
+        except (FetchTimeoutError, FetchStoppedError):
+            raise  # the go.mod alone would take as long, or nobody waits: this is the answer
+        except UpstreamError:
+            # The zip could not be had (it needs a go the proxy cannot have, go refuses
+            # to build it, it is past MaxFetchBytes...): the go.mod part can be served
+            # all the same, as go itself would (a proxy builds nothing).
             await self._stasher.stash(module, version, "mod")
 
     def _stash_in_background(self, module: str, version: str, endpoint: Endpoint) -> None:

@@ -88,6 +88,7 @@ from ._express import ExpressLane
 from ._fastpath import FastPath, ServedHook
 from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ._metrics import Metrics
+from ._pagecache import on_local_filesystem
 from ._pages import ROBOTS_TXT, home_page, proxy_url
 from ._routing import (
     ByteRange,
@@ -348,6 +349,10 @@ def create_app(
             catch_all="proxy",
             served=_fast_path_served(pipeline),
             takedowns=(pipeline.storage_root / TAKEDOWN_MARKER if pipeline.storage_root else None),
+            # Stored zips are opened on the event loop only on a local filesystem.
+            loop_opens=(
+                pipeline.storage_root is not None and on_local_filesystem(pipeline.storage_root)
+            ),
         )
         metrics.bind_fast_path(app.fast_path)
     prefix = app.envelope.prefix

@@ -200,14 +200,23 @@ class WatchedStream(trio.abc.HalfCloseableStream):
                     f"the client accepted no bytes for {self._write_timeout:g} s"
                 )
 
-    async def send_file(self, fd: int, offset: int, count: int) -> None:
-        """Send ``count`` bytes of file ``fd`` from ``offset`` with ``sendfile(2)`` (no
-        copy through Python; the caller knows the pages are in memory, so the kernel
-        never waits for the disk here), a stall bounded as :meth:`send_all` bounds it."""
+    async def send_file(
+        self,
+        fd: int,
+        offset: int,
+        count: int,
+        still_cached: Callable[[int, int], bool] | None = None,
+    ) -> int:
+        """Send up to ``count`` bytes of file ``fd`` from ``offset`` with ``sendfile(2)``
+        (no copy through Python; the caller knows the pages are in memory, so the kernel
+        never waits for the disk here), a stall bounded as :meth:`send_all` bounds it.
+        After each wait for the client, ``still_cached(offset, count)`` is asked about
+        what is left: if the pages went meanwhile, it stops.  The bytes sent."""
         sock = self._stream.socket
         if sock.did_shutdown_SHUT_WR:
             raise trio.ClosedResourceError("can't send data after sending EOF")
         waited = False
+        total = 0
         try:
             while count > 0:
                 try:
@@ -216,6 +225,8 @@ class WatchedStream(trio.abc.HalfCloseableStream):
                     with trio.move_on_after(self._write_timeout):
                         await trio.lowlevel.wait_writable(sock)
                         waited = True
+                        if still_cached is not None and not still_cached(offset, count):
+                            return total
                         continue
                     self.stalled.set()
                     raise trio.BrokenResourceError(
@@ -225,6 +236,7 @@ class WatchedStream(trio.abc.HalfCloseableStream):
                     raise StorageError("a stored zip is shorter than when it was opened")
                 offset += sent
                 count -= sent
+                total += sent
         except OSError as exc:
             self._went()
             if exc.errno == errno.EBADF:
@@ -235,6 +247,7 @@ class WatchedStream(trio.abc.HalfCloseableStream):
             raise
         if not waited:
             await trio.lowlevel.checkpoint()
+        return total
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
@@ -43,9 +44,12 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.typing import ASGISendEvent, ConnectionState, HTTPScope
 
+from .._exceptions import StorageError
+from ..storage import CHUNK_SIZE
 from ._connections import Requests, WatchedStream
 from ._envelope import Envelope
 from ._fastpath import ZEROCOPY, FastPath
+from ._pagecache import entirely_cached
 
 __all__ = ["ExpressLane", "Handoff"]
 
@@ -341,9 +345,34 @@ class _Sender:
             parts += self._connection.send_with_data_passthrough(h11.EndOfMessage()) or ()
         for part in parts:
             if isinstance(part, _FileRange):
-                await self._stream.send_file(part.fd, part.offset, part.count)
+                await self._send_range(part)
             elif part:
                 await self._stream.send_all(part)
+
+    async def _send_range(self, part: _FileRange) -> None:
+        """The range by sendfile while its pages stay in memory; if a slow client
+        outlasts them, the rest is read in a thread (never from the disk on the loop)."""
+        offset, count = part.offset, part.count
+
+        def still_cached(offset: int, count: int) -> bool:
+            return entirely_cached(part.fd, offset, count)
+
+        cached = True  # the fast path looked just now
+        while count > 0:
+            if cached:
+                sent = await self._stream.send_file(part.fd, offset, count, still_cached)
+                offset, count = offset + sent, count - sent
+                cached = False  # stopped early: the pages went
+            elif still_cached(offset, count):
+                cached = True
+            else:
+                chunk = await trio.to_thread.run_sync(
+                    os.pread, part.fd, min(CHUNK_SIZE, count), offset
+                )
+                if not chunk:
+                    raise StorageError("a stored zip is shorter than when it was opened")
+                await self._stream.send_all(chunk)
+                offset, count = offset + len(chunk), count - len(chunk)
 
 
 class _FileRange:

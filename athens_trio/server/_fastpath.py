@@ -38,6 +38,7 @@ tree by hand stays served from the cache until it is pushed out or the server re
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -209,11 +210,13 @@ class FastPath:
         catch_all: str = "proxy",
         served: ServedHook | None = None,
         takedowns: Path | None = None,
+        loop_opens: bool = False,
     ) -> None:
         self._storage = storage
         self._served = served
         # Looked at once a second at most: a takedown elsewhere empties the cache.
         self._takedowns = takedowns
+        self._loop_opens = loop_opens
         self._takedowns_looked = -math.inf
         self._takedowns_stamp = self._takedown_stamp()
         self._check = version_check
@@ -476,24 +479,35 @@ class FastPath:
             await _stream(send, source, start, stop)
             return True
         if stop - start >= ZEROCOPY_FROM and ZEROCOPY in scope.get("extensions", {}):
-            cached = _open_zip(source[0], size, start, stop, nowait=True, zerocopy=True)
+            cached = await self._open_zip(source[0], size, start, stop, zerocopy=True)
             if cached is None:
                 raise _ZipChanged
             if cached is not _WOULD_BLOCK:
                 assert isinstance(cached, _OpenedZip)
-                await _start(send, status, headers)
-                await _send_zerocopy(send, cached, start, stop)
+                await _send_zerocopy(send, cached, start, stop, status, headers)
                 return True
         # On the loop when the bytes are in the page cache (most hits: no thread hop);
         # in a thread when reading them would wait on the disk.
-        opened = _open_zip(source[0], size, start, stop, nowait=True)
+        opened = await self._open_zip(source[0], size, start, stop)
         if opened is _WOULD_BLOCK:
             opened = await trio.to_thread.run_sync(_open_zip, source[0], size, start, stop)
         if not isinstance(opened, _OpenedZip):
             raise _ZipChanged
-        await _start(send, status, headers)
-        await _send_file(send, opened, start + len(opened.first), stop)
+        await _send_file(send, opened, start + len(opened.first), stop, status, headers)
         return True
+
+    async def _open_zip(
+        self, path: Path, size: int, start: int, stop: int, *, zerocopy: bool = False
+    ) -> _OpenedZip | _WouldBlock | None:
+        """:func:`_open_zip` from the page cache only: on the loop where storage is on a
+        local filesystem (its lookups cached), in a thread where an open may go over a
+        network."""
+        opening = functools.partial(
+            _open_zip, path, size, start, stop, nowait=True, zerocopy=zerocopy
+        )
+        if self._loop_opens:
+            return opening()
+        return await trio.to_thread.run_sync(opening)
 
 
 class _ZipChanged(Exception):
@@ -513,11 +527,19 @@ class _OpenedZip:
         return self.fd
 
 
-async def _send_zerocopy(send: ASGISendCallable, opened: _OpenedZip, start: int, stop: int) -> None:
-    """Bytes ``[start, stop)`` of the opened zip as ASGI's zero-copy message; the file is
-    closed however the response ends."""
+async def _send_zerocopy(
+    send: ASGISendCallable,
+    opened: _OpenedZip,
+    start: int,
+    stop: int,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    """The answer's start, then bytes ``[start, stop)`` of the opened zip as ASGI's
+    zero-copy message; the file is closed however the response ends."""
     message = {"type": ZEROCOPY, "file": opened, "offset": start, "count": stop - start}
     try:
+        await _start(send, status, headers)
         await send(cast(ASGISendEvent, {**message, "more_body": False}))
     finally:
         if opened.fd is not None:
@@ -606,10 +628,18 @@ def _read_chunk(
     return chunk
 
 
-async def _send_file(send: ASGISendCallable, opened: _OpenedZip, offset: int, stop: int) -> None:
-    """The opened zip's first chunk, then bytes ``[offset, stop)``; the file is closed
-    however the response ends."""
+async def _send_file(
+    send: ASGISendCallable,
+    opened: _OpenedZip,
+    offset: int,
+    stop: int,
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    """The answer's start, the opened zip's first chunk, then bytes ``[offset, stop)``;
+    the file is closed however the response ends."""
     try:
+        await _start(send, status, headers)
         await send({"type": "http.response.body", "body": opened.first, "more_body": True})
         while offset < stop:
             chunk = _read_chunk(opened, offset, stop, nowait=True)

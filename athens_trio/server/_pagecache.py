@@ -6,15 +6,22 @@ connection.  ``cachestat(2)`` (Linux 6.5) answers in one call how many pages of 
 are cached: when all are, the loop sends them; otherwise the caller reads in a thread.
 Where the call does not exist (an older kernel, another system) every answer is "no",
 once and for all, and zips are read as before.
+
+Opening a file is on the loop too, for a zip served before: on a local filesystem its
+path's lookup is in the kernel's caches.  On a network one (NFS revalidates every open
+with its server) it would be a round trip, so there nothing is opened on the loop:
+:func:`on_local_filesystem` tells, once, from the mount table.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import os
 import sys
+from pathlib import Path
 
-__all__ = ["entirely_cached"]
+__all__ = ["entirely_cached", "on_local_filesystem"]
 
 # cachestat's number in the generic system call table, which every architecture Linux
 # added it to after 6.5 shares.
@@ -62,3 +69,31 @@ def entirely_cached(fd: int, offset: int, count: int) -> bool:
     """Whether every page of bytes ``[offset, offset + count)`` of ``fd`` is in memory
     (False where that cannot be told)."""
     return _cachestat.entirely_cached(fd, offset, count)
+
+
+#: Filesystem types whose opens and reads may go over a network (``fuse``: whatever it
+#: is, it is a process away).  Any other is taken as local.
+_NETWORK = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "afs"}
+    | {"gpfs", "beegfs", "virtiofs", "fuse", "fuseblk", "sshfs", "davfs"}
+)
+
+
+def on_local_filesystem(path: Path, mountinfo: str = "/proc/self/mountinfo") -> bool:
+    """Whether ``path`` lies on a local filesystem (False when that cannot be told)."""
+    try:
+        target = os.path.realpath(path)
+        with open(mountinfo, encoding="utf-8", errors="replace") as mounts:
+            lines = mounts.read().splitlines()
+    except OSError:
+        return False
+    best, fstype = "", ""
+    for line in lines:
+        fields = line.split(" ")
+        if " - " not in line or len(fields) < 5:
+            continue
+        point = fields[4].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, fstype = point, line.split(" - ", 1)[1].split(" ", 1)[0]
+    return bool(best) and fstype.split(".", 1)[0] not in _NETWORK

@@ -27,7 +27,7 @@ from typing import Generic, TypeVar
 
 import trio
 
-from .._exceptions import UpstreamError
+from .._exceptions import FetchStoppedError, FetchTimeoutError, NotFoundError, UpstreamError
 from ._stasher import Part, Stasher
 
 __all__ = ["Flights", "SingleFlight", "SingleFlightStatistics", "with_singleflight"]
@@ -126,11 +126,11 @@ class Flights(Generic[K, V]):
             if entry.scope.cancel_called and not entry.finished:
                 self.abandoned += 1
                 if entry.error is None:
-                    entry.error = UpstreamError("the fetch was given up: nobody waited for it")
+                    entry.error = FetchStoppedError("the fetch was given up: nobody waited for it")
             # Cancelled (the pipeline is closing) or worse: waiters get a plain error
             # while the BaseException itself goes on to the nursery.
             if not entry.finished and entry.error is None:
-                entry.error = UpstreamError("the proxy is shutting down")
+                entry.error = FetchStoppedError("the proxy is shutting down")
             if self.in_flight.get(key) is entry:
                 del self.in_flight[key]
             entry.done.set()
@@ -143,7 +143,20 @@ class _SingleFlightStasher(Stasher):
 
     async def stash(self, module: str, version: str, part: Part) -> None:
         if part == "mod" and self.flights.running((module, version, "zip")):
-            part = "zip"  # which stores the go.mod part too: joined, not fetched twice
+            # The whole version's fetch stores the go.mod part too: joined, not fetched
+            # twice.  If it fails for its zip (one go cannot build, one too big), the
+            # go.mod part alone may still be had: fetched then, unless the version does
+            # not exist or the fetch ran out of time (asking again would change neither).
+            try:
+                await self._run(module, version, "zip")
+                return
+            except (NotFoundError, FetchTimeoutError, FetchStoppedError):
+                raise
+            except UpstreamError:
+                pass
+        await self._run(module, version, part)
+
+    async def _run(self, module: str, version: str, part: Part) -> None:
         await self.flights.run(
             (module, version, part),
             functools.partial(self._inner.stash, module, version, part),

@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 import trio
 
-from .._exceptions import NewerGoRequiredError, NotFoundError, UpstreamError
+from .._exceptions import FetchTimeoutError, NewerGoRequiredError, NotFoundError, UpstreamError
 from .._module import check_path, check_version_query, is_canonical_version
 from .._ziphash import mod_h1
 from ._gocmd import GoResult, GoRunner, classify_go_error, scrub_paths
@@ -143,8 +143,8 @@ class GoFetcher(Fetcher):
         # go refused the zip only for want of a newer go: once more, switching to one.
         try:
             runner = await self._toolchains.runner_for(need)
-        except NewerGoRequiredError:
-            raise
+        except (NewerGoRequiredError, FetchTimeoutError):
+            raise  # a timeout stays one (a 504, not a 502)
         except UpstreamError as exc:
             raise NewerGoRequiredError(str(exc)) from exc
         async with runner.run(args, timeout=self._timeout, what=what) as result:
