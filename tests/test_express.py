@@ -17,9 +17,11 @@ import h11
 import httpx
 import pytest
 import trio
+from hypercorn.typing import ASGISendCallable, HTTPScope
 
 from athens_trio import Config, DiskStorage
 from athens_trio.server import Server
+from athens_trio.server._fastpath import FastPath
 
 from .helpers import served, store_version
 
@@ -207,3 +209,26 @@ async def test_a_fast_path_that_fails_before_answering_is_a_500_as_on_hypercorn(
     assert answer.startswith(b"HTTP/1.1 500 "), answer
     assert b"content-length: 0" in answer.lower()
     assert "the express lane failed" in caplog.text
+
+
+async def test_a_request_the_fast_path_declined_is_not_judged_again_on_hypercorn(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A miss costs one storage look on the lane, not a second one after the handover;
+    # the next request on the connection (now hypercorn's) goes to the fast path again.
+    looked: list[str] = []
+    original = FastPath.__call__
+
+    async def counting(self: FastPath, scope: HTTPScope, send: ASGISendCallable) -> bool:
+        looked.append(scope["path"])
+        return await original(self, scope, send)
+
+    monkeypatch.setattr(FastPath, "__call__", counting)
+    miss, hit = f"/{MODULE}/@v/v9.9.9.info", V + ".info"
+    async with served(config) as server:
+        with trio.fail_after(30):
+            async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+                await stream.send_all(_request("GET", miss) + _request("GET", hit))
+                statuses = [s for s, _, _ in await _responses(stream, ["GET", "GET"])]
+    assert statuses == [404, 200]
+    assert looked == [miss, hit]

@@ -83,6 +83,7 @@ from ._catalog import (
     parse_count,
     parse_timestamp,
 )
+from ._connections import declined_already
 from ._envelope import Envelope
 from ._express import ExpressLane
 from ._fastpath import FastPath, ServedHook
@@ -174,7 +175,11 @@ class _ProxyApp(QuartTrio):
     async def _inside_envelope(
         self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
-        if self.fast_path is not None and await self.fast_path(scope, send):
+        if (
+            self.fast_path is not None
+            and not declined_already(scope)
+            and await self.fast_path(scope, send)
+        ):
             return
         await super().asgi_app(scope, receive, send)
 

@@ -42,10 +42,28 @@ from ._hypercorn_worker import HypercornWorker
 if TYPE_CHECKING:
     from ._express import ExpressLane
 
-__all__ = ["Changes", "Requests", "WatchedStream", "serve_connection", "track_requests"]
+__all__ = [
+    "DECLINED_KEY",
+    "Changes",
+    "Requests",
+    "WatchedStream",
+    "declined_already",
+    "serve_connection",
+    "track_requests",
+]
 
 # Where a connection's Requests travels in the ASGI state, from here to the front.
 _STATE_KEY = "athens_trio.connection_requests"
+#: Where the app finds whether the fast path declined this connection's first request
+#: already, on the express lane (see :func:`declined_already`).
+DECLINED_KEY = "athens_trio.fast_path_declined"
+
+
+def declined_already(scope: Scope) -> bool:
+    """Whether this request is one the express lane's fast path declined and handed
+    over (so the fast path need not look at it again); true once per connection."""
+    mark = scope.get("state", {}).get(DECLINED_KEY)
+    return isinstance(mark, list) and bool(mark) and bool(mark.pop())
 
 
 class Changes:
@@ -315,9 +333,11 @@ async def serve_connection(
     if ssl_context is not None:
         stream = trio.SSLStream(watched, ssl_context, server_side=True, https_compatible=True)
     requests = Requests(parent=all_requests, changes=changes)
-    serve: Callable[[], Awaitable[Any]] = partial(
-        worker.serve_connection, stream, {_STATE_KEY: requests}
-    )
+    # One mark, shared by the requests' copies of the connection's state: set when the
+    # express lane hands over a request the fast path declined already.
+    declined: list[bool] = []
+    state = {_STATE_KEY: requests, DECLINED_KEY: declined}
+    serve: Callable[[], Awaitable[Any]] = partial(worker.serve_connection, stream, state)
     close = partial(_closing_time, watched, requests, changes, keep_alive_timeout, header_timeout)
     try:
         if express is not None and ssl_context is None:
@@ -330,6 +350,8 @@ async def serve_connection(
             if handoff is None:
                 return
             watched.unread(handoff.received)
+            if handoff.declined:
+                declined.append(True)
         # A stalled client is dropped at once, request in flight or not: hypercorn would
         # otherwise only note the failed send and leave the request running on.
         await wait_any(serve, close, watched.stalled.wait)

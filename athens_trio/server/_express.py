@@ -66,12 +66,14 @@ _NOT_EXPRESS_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"upg
 
 
 class Handoff:
-    """A connection the lane gives up: serve it on hypercorn, replaying ``received``."""
+    """A connection the lane gives up: serve it on hypercorn, replaying ``received``;
+    ``declined``: its first request is one the fast path has declined already."""
 
-    __slots__ = ("received",)
+    __slots__ = ("declined", "received")
 
-    def __init__(self, received: bytes) -> None:
+    def __init__(self, received: bytes, *, declined: bool = False) -> None:
         self.received = received
+        self.declined = declined
 
 
 class _ResponseHeaders:
@@ -178,7 +180,7 @@ class ExpressLane:
                         await stream.send_all(_failed(connection, self._response_headers.now()))
                 return None
             if not answered:
-                return Handoff(bytes(received))
+                return Handoff(bytes(received), declined=True)
             if self._idle.stopping or connection.our_state is not h11.DONE:
                 return None  # "Connection: close", an HTTP/1.0 client, or shutdown
             try:
