@@ -413,3 +413,30 @@ async def test_disk_an_up_to_date_list_is_not_written_again(
     listed.write_text("v0.1.0\n")  # out of date (by a hand): written again
     await trio.to_thread.run_sync(_write_list_sync, listed.parent)
     assert listed.read_text() == "v1.0.0\n"
+
+
+async def test_a_go_mod_part_save_never_removes_the_zip_of_a_save_that_won(
+    tmp_path: Path, make_zip: Callable[[bytes], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A go.mod-part save reads the directory while another save (another worker's)
+    links the whole version, .info first: the listing, no snapshot, may show the zip
+    but not the .info.  The zip is that save's, not a killed delete's: it stays."""
+    other = DiskStorage(tmp_path / "other")
+    await other.save(MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=make_zip(b"the zip"))
+    version_dir = tmp_path / "root" / VERSION_DIR
+    version_dir.mkdir(parents=True)
+    real_listdir = os.listdir
+
+    def racing_listdir(path: str | os.PathLike[str]) -> list[str]:
+        # The winner links its files now; the listing caught only its zip part.
+        for name in real_listdir(tmp_path / "other" / VERSION_DIR):
+            if name.startswith("v1.0.0."):
+                os.link(tmp_path / "other" / VERSION_DIR / name, version_dir / name)
+        return [n for n in real_listdir(path) if n.endswith((".zip", ".ziphash"))]
+
+    monkeypatch.setattr(os, "listdir", racing_listdir)
+    storage = DiskStorage(tmp_path / "root")
+    assert not await storage.save_mod(MODULE, "v1.0.0", info=INFO, mod=MOD, mod_sum=None)
+    monkeypatch.setattr(os, "listdir", real_listdir)
+    assert await storage.exists(MODULE, "v1.0.0")
+    assert await read_zip(storage, MODULE, "v1.0.0") == b"the zip"

@@ -695,6 +695,11 @@ def _save_mod_sync(
         # progress, and must not become this version's zip.
         for suffix in reversed(_ZIP_PART):
             if f"{stem}.{suffix}" in names:
+                # The listing is no snapshot: a save linking this version meanwhile
+                # (.info first, then its zip part) may show in it by its zip alone.
+                # With the .info there now, the zip part is that save's: kept.
+                if (directory / f"{stem}.info").exists():
+                    break
                 (directory / f"{stem}.{suffix}").unlink(missing_ok=True)
     with _temp_files(directory, stem) as temp:
         temp.write("mod", mod)
