@@ -143,4 +143,10 @@ def setup_logging(level: str, log_format: str, stream: TextIO | None = None) -> 
     root.setLevel(numeric)
     # hypercorn's "Running on ..." repeats our startup line; keep its warnings.
     logging.getLogger("athens_trio.hypercorn").setLevel(max(numeric, logging.WARNING))
+    # httpx logs every upstream request at INFO: a line per .info, go.mod, zip, checksum
+    # lookup and tile, repeating what athens_trio.fetch says once per fetch (and a few
+    # per cent of a cold fetch's CPU).  They stay at debug.
+    for chatty in ("httpx", "httpcore"):
+        quiet = logging.NOTSET if numeric <= logging.DEBUG else logging.WARNING
+        logging.getLogger(chatty).setLevel(quiet)
     return handler

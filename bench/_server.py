@@ -332,9 +332,16 @@ async def run_reference(nginx: str | None, workdir: Path, root: Path) -> AsyncIt
 
 @contextlib.asynccontextmanager
 async def run_athens_go(
-    binary: str, workdir: Path, storage: Path, go_env: GoEnv, go_binary: str, sizes: Sizes
+    binary: str,
+    workdir: Path,
+    storage: Path,
+    go_env: GoEnv,
+    go_binary: str,
+    sizes: Sizes,
+    goproxy: str = "direct",
 ) -> AsyncIterator[Server]:
-    """Athens (Go) with disk storage at ``storage`` (Athens' own layout)."""
+    """Athens (Go) with disk storage at ``storage`` (Athens' own layout), its go
+    fetching from the fixtures, or from the GOPROXY list ``goproxy``."""
     port = free_port()
     goget = workdir / "goget"
     goget.mkdir(parents=True, exist_ok=True)
@@ -344,7 +351,9 @@ async def run_athens_go(
         ATHENS_STORAGE_TYPE="disk",
         ATHENS_DISK_STORAGE_ROOT=str(storage),
         GO_BINARY_PATH=go_binary,
-        ATHENS_GO_BINARY_ENV_VARS=";".join(f"{k}={v}" for k, v in go_env.server_vars().items()),
+        ATHENS_GO_BINARY_ENV_VARS=";".join(
+            f"{k}={v}" for k, v in {**go_env.server_vars(), "GOPROXY": goproxy}.items()
+        ),
         # One process, as nginx runs one worker: a scenario asks for more itself.
         ATHENS_WORKERS="1",
         ATHENS_GOGET_WORKERS=str(sizes.goget_workers),

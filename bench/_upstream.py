@@ -9,12 +9,15 @@ Each repeat starts from an empty client cache and, for athens-trio, an empty sto
 the order alternates between repeats.  Measured twice: with the upstream on loopback,
 and with the upstream a round trip away (:data:`UPSTREAM_ROUND_TRIP`, added by a
 delaying relay in front of it, :mod:`bench._latency`), where the client and
-athens-trio, which sits next to it, both reach the upstream through the relay.  Also
-counted: the zips athens-trio stored against the zips the client fetched.
+athens-trio, which sits next to it, both reach the upstream through the relay.  Where
+``--athens-binary`` names a built Athens, it runs cold in front of the same upstream
+too (its GoBinaryEnvVars' GOPROXY), and a row per measurement gives athens-trio / Athens.
+Also counted: the zips athens-trio stored against the zips the client fetched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -26,12 +29,14 @@ from pathlib import Path
 
 import trio
 
+from ._athens import ATHENS
 from ._context import Context
 from ._fixtures import Tag, make_repo, write_consumer
 from ._gocli import go_mod_download, scratch_home
 from ._graph import build_graph
 from ._latency import delayed_relay
 from ._results import ATHENS_TRIO, Row, ScenarioResult, ratio
+from ._server import Server, run_athens_go
 
 __all__ = ["run_upstream"]
 
@@ -101,8 +106,41 @@ class _Runs:
         return {k: statistics.median(v) for k, v in self.seconds.items()}
 
 
-#: The athens-trio arms of a measurement: target name -> its extra ATHENS_* settings.
-_PLAIN: dict[str, dict[str, str]] = {ATHENS_TRIO: _DEFAULT_WORKERS}
+@dataclass(frozen=True)
+class _Arm:
+    """A proxy measured cold in front of the upstream: ``start(workdir, storage,
+    upstream_url)`` runs it; ``ours`` says whether its stored zips are counted."""
+
+    start: Callable[[Path, Path, str], contextlib.AbstractAsyncContextManager[Server]]
+    ours: bool = True
+
+
+def _trio_arm(ctx: Context, env: dict[str, str]) -> _Arm:
+    """athens-trio with ``env`` (ATHENS_* settings), its upstream that GOPROXY."""
+    return _Arm(
+        lambda workdir, storage, url: ctx.athens_trio(
+            workdir, storage, goproxy=f"{url},direct", env=env
+        )
+    )
+
+
+def _athens_arm(ctx: Context, binary: str) -> _Arm:
+    """Athens (Go) with its GoBinaryEnvVars' GOPROXY the upstream: its go fetches each
+    version whole from there (Athens' own download protocol)."""
+    return _Arm(
+        lambda workdir, storage, url: run_athens_go(
+            binary, workdir, storage, ctx.go_env, ctx.tools.go, ctx.sizes, goproxy=f"{url},direct"
+        ),
+        ours=False,
+    )
+
+
+def _plain_arms(ctx: Context) -> dict[str, _Arm]:
+    """athens-trio at its defaults, and Athens where ``--athens-binary`` names one."""
+    arms = {ATHENS_TRIO: _trio_arm(ctx, _DEFAULT_WORKERS)}
+    if ctx.athens_binary:
+        arms[ATHENS] = _athens_arm(ctx, ctx.athens_binary)
+    return arms
 
 
 async def _measure(
@@ -111,10 +149,10 @@ async def _measure(
     consumer: Path,
     upstream_url: str,
     label: str,
-    arms: dict[str, dict[str, str]] = _PLAIN,
+    arms: dict[str, _Arm],
 ) -> _Runs:
     """``go mod download`` straight from ``upstream_url`` and cold through each
-    athens-trio arm in front of it, in rotating order, ``cold_repeats`` times each."""
+    proxy arm in front of it, in rotating order, ``cold_repeats`` times each."""
     clients = directory / "clients"
     runs = _Runs(seconds={UPSTREAM: [], **{name: [] for name in arms}})
 
@@ -128,17 +166,17 @@ async def _measure(
         async def arm(repeat: int) -> None:
             tag = f"{label}-{len(runs.seconds[name])}-{name.replace(' ', '-')}"
             storage = directory / f"storage-{tag}"
+            storage.mkdir(parents=True, exist_ok=True)
             server_dir = directory / f"server-{tag}"
             server_dir.mkdir(parents=True, exist_ok=True)
-            async with ctx.athens_trio(
-                server_dir, storage, goproxy=f"{upstream_url},direct", env=arms[name]
-            ) as server:
+            async with arms[name].start(server_dir, storage, upstream_url) as server:
                 run = await go_mod_download(
                     ctx.tools.go, ctx.go_env, server.url, workdir=clients, module=consumer
                 )
             runs.seconds[name].append(run.seconds)
-            runs.fetched.append(run.zips)
-            runs.stored.append(await trio.to_thread.run_sync(_count_zips, storage))
+            if arms[name].ours:
+                runs.fetched.append(run.zips)
+                runs.stored.append(await trio.to_thread.run_sync(_count_zips, storage))
             runs.logs.setdefault(name, []).append(server.log)
             await trio.to_thread.run_sync(shutil.rmtree, storage)
 
@@ -152,17 +190,25 @@ async def _measure(
     return runs
 
 
-def _time_row(case: str, runs: _Runs, target: str = ATHENS_TRIO) -> Row:
+def _time_row(case: str, runs: _Runs, target: str = ATHENS_TRIO, against: str = UPSTREAM) -> Row:
     medians = runs.medians()
     return Row(
         case=case,
         metric="s",
         values=medians,
-        ratio_name=f"{target} / {UPSTREAM}",
-        ratio=ratio(medians[target], medians[UPSTREAM]),
+        ratio_name=f"{target} / {against}",
+        ratio=ratio(medians[target], medians[against]),
         better="lower",
         details={"runs_s": runs.seconds, "statistic": "median"},
     )
+
+
+def _time_rows(case: str, runs: _Runs) -> list[Row]:
+    """athens-trio against the upstream, and against Athens where it ran."""
+    rows = [_time_row(case, runs)]
+    if ATHENS in runs.seconds:
+        rows.append(_time_row(f"{case}, against Athens", runs, against=ATHENS))
+    return rows
 
 
 def build_tree(ctx: Context, prefix: str, fanout: int) -> list[str]:
@@ -223,28 +269,31 @@ async def run_upstream(ctx: Context, result: ScenarioResult) -> None:
     tree_consumer = write_consumer(directory / "tree-consumer", tree_requires)
     tree_root = await _fill_upstream(ctx, tree_consumer, directory / "tree")
     prefetch_arms = {
-        PREFETCH_ON: {**_DEFAULT_WORKERS, "ATHENS_PREFETCH_WORKERS": "8"},
+        PREFETCH_ON: _trio_arm(ctx, {**_DEFAULT_WORKERS, "ATHENS_PREFETCH_WORKERS": "8"}),
         # Each worker counts the prefetches a client then asked *it* for: the hit ratio
         # is read from one process, which sees every request.
-        PREFETCH_ONE_WORKER: {"ATHENS_PREFETCH_WORKERS": "8"},
-        PREFETCH_OFF: {**_DEFAULT_WORKERS, "ATHENS_PREFETCH_WORKERS": "0"},
+        PREFETCH_ONE_WORKER: _trio_arm(ctx, {"ATHENS_PREFETCH_WORKERS": "8"}),
+        PREFETCH_OFF: _trio_arm(ctx, {**_DEFAULT_WORKERS, "ATHENS_PREFETCH_WORKERS": "0"}),
     }
     async with (
         ctx.reference(directory, root) as upstream,
         ctx.reference(directory / "tree", tree_root) as tree_upstream,
     ):
-        near = await _measure(ctx, directory, consumer, upstream.url, "near")
+        plain = _plain_arms(ctx)
+        near = await _measure(ctx, directory, consumer, upstream.url, "near", plain)
         async with delayed_relay(upstream.url, UPSTREAM_ROUND_TRIP) as far_url:
-            far = await _measure(ctx, directory, consumer, far_url, "far")
+            far = await _measure(ctx, directory, consumer, far_url, "far", plain)
         async with delayed_relay(tree_upstream.url, UPSTREAM_ROUND_TRIP) as tree_url:
             tree = await _measure(
                 ctx, directory / "tree", tree_consumer, tree_url, "tree", prefetch_arms
             )
 
     zips = f"{len(requires)} dependencies, {near.fetched[0]} zips"
-    result.add(_time_row(f"cold graph ({zips})", near))
+    for row in _time_rows(f"cold graph ({zips})", near):
+        result.add(row)
     rtt = f"{UPSTREAM_ROUND_TRIP * 1000:g} ms"
-    result.add(_time_row(f"cold graph, upstream {rtt} away ({zips})", far))
+    for row in _time_rows(f"cold graph, upstream {rtt} away ({zips})", far):
+        result.add(row)
     modules = 1 + ctx.sizes.prefetch_fanout * (1 + ctx.sizes.prefetch_fanout)
     result.add(
         _time_row(
