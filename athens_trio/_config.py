@@ -514,9 +514,15 @@ def load_config(
         raise ConfigError(
             key_name(("DownloadURL",)), f"DownloadMode {config.download_mode} needs it"
         )
-    for url in config.sum_dbs:
+    from ._sumdb import parse_sum_db  # (with httpx: loaded by those who serve)
+
+    for entry in config.sum_dbs:
+        try:
+            _name, url = parse_sum_db(entry)
+        except ValueError as exc:
+            raise ConfigError(key_name(("SumDBs",)), str(exc)) from None
         if not url.startswith("https://"):
-            raise ConfigError(key_name(("SumDBs",)), f"{url!r}: checksum databases must be https")
+            raise ConfigError(key_name(("SumDBs",)), f"{entry!r}: checksum databases must be https")
     if config.github_token and config.netrc_path:
         raise ConfigError(
             key_name(("GithubToken",)),

@@ -1,11 +1,18 @@
-"""The checksum database proxy: ``/sumdb/<host>/...`` passed through to ``SumDBs``.
+"""The checksum database proxy: ``/sumdb/<name>/...`` passed through to ``SumDBs``.
 
-The go command asks ``<GOPROXY>/sumdb/<host>/supported`` and, on 200, fetches the
+The go command asks ``<GOPROXY>/sumdb/<name>/supported`` and, on 200, fetches the
 checksum database through the proxy (``lookup/<module>@<version>``, ``tile/...``,
 ``latest``): useful when only the proxy can reach the internet.  As in Athens, every
 configured database answers ``supported``; lookups of modules matching
 ``NoSumPatterns`` are refused with 403, so go does not leak private module names.
 Bodies stream through unchanged (httpx on trio), never held whole.
+
+A ``SumDBs`` entry is a database's URL, served under its host (Athens' form:
+``https://sum.golang.org``), or, as in ``GOSUMDB``, a name and the URL to reach it by
+(``sum.golang.org https://proxy.golang.org/sumdb/sum.golang.org``): a mirror, served
+under the database's own name, for where only the mirror can be reached
+(:func:`parse_sum_db`).  Clients verify what they get with the database's key, so a
+mirror is trusted with nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from ._exceptions import ForbiddenError, InvalidRequestError, NotFoundError, Ups
 from ._module import unescape_path
 from ._patterns import matches_any
 
-__all__ = ["SumDBProxy", "SumDBResponse"]
+__all__ = ["SumDBProxy", "SumDBResponse", "parse_sum_db"]
 
 # What go asks a checksum database for; nothing else is forwarded.
 _SUMDB_PATH = re.compile(r"latest|lookup/[A-Za-z0-9!._~/-]+@[A-Za-z0-9._+~!-]+|tile/[0-9a-z/.]+")
@@ -37,6 +44,33 @@ _FORWARDED_HEADERS = (
 )
 
 
+#: A checksum database's name as go puts it in a URL path (``sum.golang.org``).
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]+)?")
+
+
+def parse_sum_db(entry: str) -> tuple[str, str]:
+    """A ``SumDBs`` entry's database name and the base URL its requests go to.
+
+    ``https://host[/path]`` is served under ``host``; ``<name> https://url`` under
+    ``name``.  Raises ValueError saying what is wrong (the config names the key)."""
+    fields = entry.split()
+    if len(fields) == 1:
+        url = fields[0]
+        name = urlsplit(url).netloc
+    elif len(fields) == 2:
+        name, url = fields
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"{entry!r}: {name!r} is not a checksum database name")
+    else:
+        raise ValueError(f"{entry!r}: want a URL, or a database name and a URL")
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        raise ValueError(f"{entry!r}: {url!r} is not an http(s) URL")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"{entry!r}: the URL may have no query, fragment or userinfo")
+    return name, url.rstrip("/")
+
+
 @dataclass
 class SumDBResponse:
     status: int
@@ -45,12 +79,12 @@ class SumDBResponse:
 
 
 class SumDBProxy:
-    """Forwards checksum-database requests to the configured ``SumDBs`` by host."""
+    """Forwards checksum-database requests to the configured ``SumDBs`` by name."""
 
     def __init__(
         self, sum_dbs: list[str], no_sum_patterns: list[str], client: httpx.AsyncClient
     ) -> None:
-        self._upstreams = {urlsplit(url).netloc: url.rstrip("/") for url in sum_dbs}
+        self._upstreams = dict(parse_sum_db(entry) for entry in sum_dbs)
         self._no_sum_patterns = list(no_sum_patterns)
         self._client = client
 
@@ -59,7 +93,7 @@ class SumDBProxy:
 
     @contextlib.asynccontextmanager
     async def forward(self, host: str, path: str) -> AsyncIterator[SumDBResponse]:
-        """Ask ``host``'s database for ``path`` (what follows ``/sumdb/<host>/``)."""
+        """Ask database ``host`` for ``path`` (what follows ``/sumdb/<host>/``)."""
         upstream = self._upstreams.get(host)
         if upstream is None:
             raise NotFoundError(f"{host!r} is not a checksum database this proxy serves")

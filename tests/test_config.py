@@ -204,13 +204,18 @@ LogFormat = "JSON"
     assert config.log_format == "json"
     env = load_config(
         environ={
-            "ATHENS_SUM_DBS": "https://a.example, https://b.example",
+            "ATHENS_SUM_DBS": (
+                "https://a.example, sum.golang.org https://proxy.example/sumdb/sum.golang.org"
+            ),
             "ATHENS_GONOSUM_PATTERNS": "x.example/*,y.example",
             "BASIC_AUTH_USER": "u",
             "ATHENS_PROXY_VALIDATOR": "http://127.0.0.1:1/v",
         }
     )
-    assert env.sum_dbs == ["https://a.example", "https://b.example"]
+    assert env.sum_dbs == [
+        "https://a.example",
+        "sum.golang.org https://proxy.example/sumdb/sum.golang.org",
+    ]
     assert env.no_sum_patterns == ["x.example/*", "y.example"]
     assert env.validator_hook == "http://127.0.0.1:1/v"
     assert not env.basic_auth_enabled  # a user without a password turns nothing on
@@ -222,6 +227,10 @@ LogFormat = "JSON"
         ({"ATHENS_DOWNLOAD_MODE": "sometimes"}, "ATHENS_DOWNLOAD_MODE (DownloadMode)"),
         ({"ATHENS_DOWNLOAD_MODE": "redirect"}, "DownloadURL"),
         ({"ATHENS_SUM_DBS": "http://sum.example"}, "ATHENS_SUM_DBS (SumDBs)"),
+        ({"ATHENS_SUM_DBS": "sum.golang.org http://mirror.example"}, "ATHENS_SUM_DBS (SumDBs)"),
+        ({"ATHENS_SUM_DBS": "sum/golang https://mirror.example"}, "ATHENS_SUM_DBS (SumDBs)"),
+        ({"ATHENS_SUM_DBS": "a b https://mirror.example"}, "ATHENS_SUM_DBS (SumDBs)"),
+        ({"ATHENS_SUM_DBS": "sum.golang.org mirror.example"}, "ATHENS_SUM_DBS (SumDBs)"),
         (
             {"ATHENS_GITHUB_TOKEN": "t", "ATHENS_NETRC_PATH": "/n"},
             "ATHENS_GITHUB_TOKEN (GithubToken)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from athens_trio import (
     UpstreamError,
     serve,
 )
-from athens_trio._sumdb import SumDBProxy
+from athens_trio._sumdb import SumDBProxy, parse_sum_db
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
@@ -86,6 +87,53 @@ async def test_sumdb_proxy_forwards_and_refuses() -> None:
                 pass
         nursery.cancel_scope.cancel()
     assert seen == ["/db/lookup/github.com/a/b@v1.0.0", "/db/tile/8/0/x001/234.p/5", "/db/latest"]
+
+
+async def test_a_mirror_is_served_under_the_databases_own_name() -> None:
+    seen: list[str] = []
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as client:
+        upstream = await start_sumdb(nursery, seen)
+        mirror_host = upstream.split("//")[1].split("/")[0]
+        proxy = SumDBProxy([f"sum.golang.org {upstream}/"], [], client)
+        assert proxy.supported("sum.golang.org")
+        assert not proxy.supported(mirror_host)  # the mirror is no database of its own
+        async with proxy.forward("sum.golang.org", "lookup/github.com/a/b@v1.0.0") as response:
+            assert response.status == 200
+            assert b"".join([c async for c in response.body]).startswith(b"1234\n")
+        nursery.cancel_scope.cancel()
+    assert seen == ["/db/lookup/github.com/a/b@v1.0.0"]
+
+
+@pytest.mark.parametrize(
+    ("entry", "parsed"),
+    [
+        ("https://sum.golang.org", ("sum.golang.org", "https://sum.golang.org")),
+        ("https://sum.example:8443/db/", ("sum.example:8443", "https://sum.example:8443/db")),
+        (
+            " sum.golang.org  https://proxy.golang.org/sumdb/sum.golang.org ",
+            ("sum.golang.org", "https://proxy.golang.org/sumdb/sum.golang.org"),
+        ),
+    ],
+)
+def test_sum_db_entries(entry: str, parsed: tuple[str, str]) -> None:
+    assert parse_sum_db(entry) == parsed
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "",
+        "sum.golang.org",
+        "a b https://c",
+        "sum/x https://mirror.example",
+        "sum.golang.org ftp://mirror.example",
+        "sum.golang.org https://user:pw@mirror.example",
+        "sum.golang.org https://mirror.example/?q=1",
+    ],
+)
+def test_bad_sum_db_entries_say_what_is_wrong(entry: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(entry))):  # names the entry
+        parse_sum_db(entry)
 
 
 async def test_unreachable_sumdb_is_an_upstream_fault() -> None:

@@ -407,6 +407,45 @@ async def test_go_builds_a_consumer_through_an_upstream_backed_proxy(
     assert len(zips(proxy)) >= 1
 
 
+async def test_a_client_reaching_only_the_proxy_verifies_through_its_mirror_of_the_database(
+    tmp_path: Path,
+    go_binary: str,
+    go_fixtures: GoFixtures,
+    upstream: Upstream,
+    sumdb_binary: Path,
+    go_build_cache: Path,
+) -> None:
+    # The database is reached by a mirror's URL only (SumDBs "<name> <url>", as a proxy
+    # that reaches sum.golang.org through proxy.golang.org/sumdb/); the client knows the
+    # database by its key alone, and its name resolves nowhere: every lookup and tile
+    # goes through /sumdb/<name>/, and go checks them with the key.
+    fx = go_fixtures
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "go.mod").write_text(
+        f"module example.com/app\n\ngo 1.21\n\nrequire {fx.consumer} {fx.consumer_version}\n"
+    )
+    (app / "main.go").write_text(
+        f'package main\n\nimport "{fx.consumer}"\n\n'
+        "func main() { println(consumer.Greeting()) }\n"
+    )
+    async with upstream_servers(upstream, sumdb_binary, tmp_path) as (proxy, sumdb):
+        name = sumdb.vkey.split("+")[0]
+        config = proxy_config(tmp_path, go_binary, fx, f"{proxy.url},direct", sumdb)
+        config.sum_dbs = [f"{name} {sumdb.url}/"]
+        async with served(config) as server:
+            env = client_env(tmp_path, fx, go_build_cache, server.url)
+            env.update(GOSUMDB=sumdb.vkey, GONOSUMDB="", GOPRIVATE="", GOFLAGS="-mod=mod")
+            await run_go(go_binary, ["build", "-o", "app", "."], cwd=app, env=env)
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                assert (await http.get(f"/sumdb/{name}/supported")).status_code == 200
+                assert (await http.get(f"/sumdb/{sumdb.addr}/supported")).status_code == 404
+    go_sum = set((app / "go.sum").read_text().splitlines())
+    records = {line for record in upstream.records() for line in record.splitlines()}
+    assert {line for line in go_sum if fx.consumer in line} <= records
+    assert f"{fx.consumer} {fx.consumer_version} " in "\n".join(go_sum)
+
+
 # ---------------------------------------------------------------------------------------
 # A cold version costs round trips: asked at once, the go.mod part not asked twice
 # ---------------------------------------------------------------------------------------
