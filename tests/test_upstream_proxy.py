@@ -374,15 +374,8 @@ async def test_lister_lists_and_resolves_from_the_upstream(
 # ---------------------------------------------------------------------------------------
 
 
-async def test_go_builds_a_consumer_through_an_upstream_backed_proxy(
-    tmp_path: Path,
-    go_binary: str,
-    go_fixtures: GoFixtures,
-    upstream: Upstream,
-    sumdb_binary: Path,
-    go_build_cache: Path,
-) -> None:
-    fx = go_fixtures
+def consumer_app(tmp_path: Path, fx: GoFixtures) -> Path:
+    """A main module requiring the consumer fixture, printing what it says."""
     app = tmp_path / "app"
     app.mkdir()
     (app / "go.mod").write_text(
@@ -392,6 +385,27 @@ async def test_go_builds_a_consumer_through_an_upstream_backed_proxy(
         f'package main\n\nimport (\n\t"fmt"\n\n\t"{fx.consumer}"\n)\n\n'
         "func main() { fmt.Println(consumer.Greeting()) }\n"
     )
+    return app
+
+
+def assert_go_sum_proven(app: Path, upstream: Upstream, fx: GoFixtures) -> None:
+    """The consumer's go.sum lines are the database's records."""
+    go_sum = set((app / "go.sum").read_text().splitlines())
+    records = {line for record in upstream.records() for line in record.splitlines()}
+    assert {line for line in go_sum if fx.consumer in line} <= records
+    assert f"{fx.consumer} {fx.consumer_version} " in "\n".join(go_sum)
+
+
+async def test_go_builds_a_consumer_through_an_upstream_backed_proxy(
+    tmp_path: Path,
+    go_binary: str,
+    go_fixtures: GoFixtures,
+    upstream: Upstream,
+    sumdb_binary: Path,
+    go_build_cache: Path,
+) -> None:
+    fx = go_fixtures
+    app = consumer_app(tmp_path, fx)
     async with upstream_servers(upstream, sumdb_binary, tmp_path) as (proxy, sumdb):
         config = proxy_config(tmp_path, go_binary, fx, f"{proxy.url},direct", sumdb)
         async with served(config) as server:
@@ -400,10 +414,7 @@ async def test_go_builds_a_consumer_through_an_upstream_backed_proxy(
             await run_go(go_binary, ["build", "-o", "app", "."], cwd=app, env=env)
     ran = await trio.run_process([str(app / "app")], capture_stdout=True)
     assert ran.stdout.decode() == f"consumer says: {fx.hello_texts['v1.1.0']}\n"
-    go_sum = set((app / "go.sum").read_text().splitlines())
-    records = {line for record in upstream.records() for line in record.splitlines()}
-    assert {line for line in go_sum if fx.consumer in line} <= records
-    assert f"{fx.consumer} {fx.consumer_version} " in "\n".join(go_sum)
+    assert_go_sum_proven(app, upstream, fx)
     assert len(zips(proxy)) >= 1
 
 
@@ -420,15 +431,7 @@ async def test_a_client_reaching_only_the_proxy_verifies_through_its_mirror_of_t
     # database by its key alone, and its name resolves nowhere: every lookup and tile
     # goes through /sumdb/<name>/, and go checks them with the key.
     fx = go_fixtures
-    app = tmp_path / "app"
-    app.mkdir()
-    (app / "go.mod").write_text(
-        f"module example.com/app\n\ngo 1.21\n\nrequire {fx.consumer} {fx.consumer_version}\n"
-    )
-    (app / "main.go").write_text(
-        f'package main\n\nimport "{fx.consumer}"\n\n'
-        "func main() { println(consumer.Greeting()) }\n"
-    )
+    app = consumer_app(tmp_path, fx)
     async with upstream_servers(upstream, sumdb_binary, tmp_path) as (proxy, sumdb):
         name = sumdb.vkey.split("+")[0]
         config = proxy_config(tmp_path, go_binary, fx, f"{proxy.url},direct", sumdb)
@@ -440,10 +443,7 @@ async def test_a_client_reaching_only_the_proxy_verifies_through_its_mirror_of_t
             async with httpx.AsyncClient(base_url=server.url) as http:
                 assert (await http.get(f"/sumdb/{name}/supported")).status_code == 200
                 assert (await http.get(f"/sumdb/{sumdb.addr}/supported")).status_code == 404
-    go_sum = set((app / "go.sum").read_text().splitlines())
-    records = {line for record in upstream.records() for line in record.splitlines()}
-    assert {line for line in go_sum if fx.consumer in line} <= records
-    assert f"{fx.consumer} {fx.consumer_version} " in "\n".join(go_sum)
+    assert_go_sum_proven(app, upstream, fx)
 
 
 # ---------------------------------------------------------------------------------------
