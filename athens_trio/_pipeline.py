@@ -407,11 +407,9 @@ async def open_pipeline(
             fetches = stash.FetchAndSave(fetcher, storage)
             stasher = stash.wrap(
                 fetches,
-                stash_pool,
-                # Workers (server/_workers.py): one fetch per version across processes;
-                # outside the pool, so that waiting for another worker's fetch of a
-                # version holds no go worker that a fetch of another could use.
+                # Workers (server/_workers.py): one fetch per version across processes.
                 *_across_workers(machine_root(config, storage_root)),
+                stash_pool,
                 # The hook is asked once per fetch, without holding a go worker.
                 *policy_stash_wrappers,
                 *([distributed_lock] if distributed_lock is not None else []),

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 from pathlib import Path
 
 import httpx
-import pytest
 import trio
-import trio.testing
 
-from athens_trio import DiskStorage, open_pipeline
 from athens_trio.server._metrics import Metrics
-from athens_trio.server._workers import (
-    METRICS_DIR_PREFIX,
-    WORKER_FDS_VAR,
-    merged_metrics,
-    version_lock_file,
-    with_version_lock,
-)
+from athens_trio.server._workers import METRICS_DIR_PREFIX, merged_metrics, with_version_lock
 from athens_trio.stash import Part, Stasher
 
-from .conftest import make_config
 from .gofixtures import GoFixtures
 from .helpers import (
     child_env,
@@ -72,41 +61,6 @@ async def test_the_version_lock_lets_one_process_at_a_time_fetch_a_version(
     # One fetch per version, never two at once.
     assert tally == {"example.com/m": [0, 1, 1], "example.com/other": [0, 1, 1]}
     assert (tmp_path / ".locks").is_dir()
-
-
-async def test_waiting_for_another_workers_fetch_holds_no_go_worker(
-    tmp_path: Path, go_binary: str, go_fixtures: GoFixtures, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A worker's pipeline with one go worker, while "another worker" (this test) holds
-    # the lock of hello@v1.0.0: a fetch of another version goes ahead meanwhile.
-    monkeypatch.setenv(WORKER_FDS_VAR, "-1")  # only what the pipeline asks: in_worker()
-    config = make_config(tmp_path, go_binary, go_fixtures, go_get_workers=1)
-    locks = tmp_path / "storage" / ".locks"
-    held = version_lock_file(locks, go_fixtures.hello, "v1.0.0")
-    other = (go_fixtures.upper, go_fixtures.upper_version)
-    assert version_lock_file(locks, *other) != held
-    locks.mkdir(parents=True)
-    with held.open("w") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        async with open_pipeline(config) as pipeline, trio.open_nursery() as nursery:
-            waiting = trio.Event()
-
-            async def wait_for_hello() -> None:
-                waiting.set()
-                await pipeline.protocol.info(go_fixtures.hello, "v1.0.0")
-
-            nursery.start_soon(wait_for_hello)
-            await waiting.wait()
-            # Its fetch started, and waits for the lock (polling it).
-            await wait_until(lambda: pipeline.singleflight.statistics().in_flight == 1)
-            await trio.testing.wait_all_tasks_blocked()
-            assert pipeline.stash_pool.statistics().in_use == 0
-            # Before the fix the waiter held the only go worker: this never returned.
-            with trio.fail_after(60):
-                await pipeline.protocol.info(*other)
-            assert not await pipeline.storage.exists(go_fixtures.hello, "v1.0.0")
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-    assert await DiskStorage(tmp_path / "storage").exists(go_fixtures.hello, "v1.0.0")
 
 
 def test_metrics_of_workers_are_summed(tmp_path: Path) -> None:

@@ -11,8 +11,6 @@ the whole server (pipeline, fast path, metrics) in its own process.
   ``open_pipeline``) takes an ``flock`` on one of :data:`LOCK_BUCKETS` files under
   ``<root>/.locks/`` around the fetch and save, and the fetch looks in storage first
   once it has the lock: the second worker finds the version saved and fetches nothing.
-  A worker waiting for the lock holds none of its GoGetWorkers: it fetches other
-  versions meanwhile.
 - **SIGTERM / SIGINT** reach the supervisor, which passes each on to every worker (each
   stops gracefully on the first, at once on the second, as a single server does) and
   exits once all have, 0 if all exited 0.  Workers run in their own session, so a
@@ -66,7 +64,6 @@ __all__ = [
     "metrics_dir",
     "publish_metrics",
     "run_supervisor",
-    "version_lock_file",
     "with_version_lock",
     "worker_argv",
     "worker_count",
@@ -133,20 +130,15 @@ def _try_lock(fd: int) -> bool:
     return True
 
 
-def version_lock_file(directory: Path, module: str, version: str) -> Path:
-    """The file in ``directory`` whose ``flock`` stands for ``module@version`` (one of
-    :data:`LOCK_BUCKETS`: versions that share one wait for each other, rarely)."""
-    digest = hashlib.blake2b(f"{module}@{version}".encode(), digest_size=8).digest()
-    return directory / f"{int.from_bytes(digest, 'big') % LOCK_BUCKETS}.lock"
-
-
 class _VersionLocked(Stasher):
     def __init__(self, inner: Stasher, directory: Path) -> None:
         self._inner = inner
         self._directory = directory
 
     async def stash(self, module: str, version: str, part: Part) -> None:
-        path = version_lock_file(self._directory, module, version)
+        digest = hashlib.blake2b(f"{module}@{version}".encode(), digest_size=8).digest()
+        bucket = int.from_bytes(digest, "big") % LOCK_BUCKETS
+        path = self._directory / f"{bucket}.lock"
 
         def open_lock() -> int:
             self._directory.mkdir(parents=True, exist_ok=True)
@@ -164,11 +156,9 @@ class _VersionLocked(Stasher):
 
 
 def with_version_lock(root: Path) -> Wrapper:
-    """A stash wrapper that lets one worker at a time stash a version of the storage tree
-    at ``root``; its lock files are under ``root/.locks`` (storage skips dot
-    directories).  It goes outside the GoGetWorkers pool and inside the hook: waiting
-    for another worker's fetch holds no go worker, and the fetch and save inside look
-    into storage first, once the lock is held."""
+    """A stash wrapper (innermost: around the fetch and save, whose look into storage
+    comes first) that lets one worker at a time stash a version of the storage tree at
+    ``root``; its lock files are under ``root/.locks`` (storage skips dot directories)."""
     directory = root / ".locks"
 
     def wrap(inner: Stasher) -> Stasher:
