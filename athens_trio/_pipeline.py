@@ -295,12 +295,18 @@ def _distributed_lock(
     return None
 
 
-def _across_workers(root: Path) -> list[stash.Wrapper]:
+def _across_workers(
+    root: Path, storage: Backend
+) -> tuple[list[stash.Wrapper], list[stash.Wrapper]]:
     """The version lock when this process is one of several workers (on one machine:
-    the lock files are local, whatever the storage)."""
-    from .server._workers import in_worker, with_version_lock  # the server imports us
+    the lock files are local, whatever the storage): its wrappers inside the pool and
+    outside it."""
+    from .server._workers import VersionLock, in_worker  # the server imports us
 
-    return [with_version_lock(root)] if in_worker() else []
+    if not in_worker():
+        return [], []
+    lock = VersionLock(root, storage)
+    return [lock.inside], [lock.outside]
 
 
 async def _sweep(storage: Backend, go_get_root: Path) -> None:
@@ -405,11 +411,14 @@ async def open_pipeline(
             if distributed_lock is not None:
                 lock_closer.push_async_callback(distributed_lock.aclose)
             fetches = stash.FetchAndSave(fetcher, storage)
+            # Workers (server/_workers.py): one fetch per version across processes,
+            # the lock taken inside the pool and waited for outside it.
+            lock_inside, lock_outside = _across_workers(machine_root(config, storage_root), storage)
             stasher = stash.wrap(
                 fetches,
-                # Workers (server/_workers.py): one fetch per version across processes.
-                *_across_workers(machine_root(config, storage_root)),
+                *lock_inside,
                 stash_pool,
+                *lock_outside,
                 # The hook is asked once per fetch, without holding a go worker.
                 *policy_stash_wrappers,
                 *([distributed_lock] if distributed_lock is not None else []),

@@ -9,9 +9,10 @@ from pathlib import Path
 import httpx
 import trio
 
+from athens_trio import MemoryStorage, stash
 from athens_trio.server._metrics import Metrics
-from athens_trio.server._workers import METRICS_DIR_PREFIX, merged_metrics, with_version_lock
-from athens_trio.stash import Part, Stasher
+from athens_trio.server._workers import METRICS_DIR_PREFIX, VersionLock, merged_metrics
+from athens_trio.stash import Part, Stasher, is_stored
 
 from .gofixtures import GoFixtures
 from .helpers import (
@@ -27,22 +28,37 @@ from .helpers import (
 
 
 class _CheckThenFetch(Stasher):
-    """Storage looked at first, then a fetch that takes a while: as FetchAndSave."""
+    """Storage looked at first, then a fetch that takes a while, then a save: as
+    FetchAndSave.  A module with a gate in ``gates`` is fetched only once it is set."""
 
-    def __init__(self, stored: set[str], tally: dict[str, list[int]]) -> None:
-        self._stored = stored
+    def __init__(
+        self,
+        storage: MemoryStorage,
+        tally: dict[str, list[int]],
+        gates: dict[str, trio.Event] | None = None,
+    ) -> None:
+        self._storage = storage
         self._tally = tally  # module -> [fetching now, most at once, fetches]
+        self._gates = gates or {}
 
     async def stash(self, module: str, version: str, part: Part) -> None:
-        if module in self._stored:
+        if await is_stored(self._storage, module, version, part):
             return
         counts = self._tally.setdefault(module, [0, 0, 0])
         counts[0] += 1
         counts[1] = max(counts[1], counts[0])
         counts[2] += 1
-        await trio.sleep(0.05)  # the fetch
-        self._stored.add(module)
+        if module in self._gates:
+            await self._gates[module].wait()
+        await trio.sleep(0.01)  # the fetch
+        await self._storage.save_mod(module, version, info=b"{}", mod=b"module m\n")
         counts[0] -= 1
+
+
+def _worker(root: Path, fetches: Stasher, storage: MemoryStorage, slots: int = 8) -> Stasher:
+    """One worker's stasher over a shared tree, composed as open_pipeline does."""
+    lock = VersionLock(root, storage)
+    return stash.wrap(fetches, lock.inside, stash.with_pool(slots), lock.outside)
 
 
 async def test_the_version_lock_lets_one_process_at_a_time_fetch_a_version(
@@ -50,9 +66,9 @@ async def test_the_version_lock_lets_one_process_at_a_time_fetch_a_version(
 ) -> None:
     # Two workers' stashers: each opens the lock file itself, as two processes do, so
     # the flock excludes one from the other (one open file description each).
-    stored: set[str] = set()
+    storage = MemoryStorage()
     tally: dict[str, list[int]] = {}
-    workers = [with_version_lock(tmp_path)(_CheckThenFetch(stored, tally)) for _ in range(2)]
+    workers = [_worker(tmp_path, _CheckThenFetch(storage, tally), storage) for _ in range(2)]
     async with trio.open_nursery() as nursery:
         for _ in range(5):
             for worker in workers:
@@ -61,6 +77,80 @@ async def test_the_version_lock_lets_one_process_at_a_time_fetch_a_version(
     # One fetch per version, never two at once.
     assert tally == {"example.com/m": [0, 1, 1], "example.com/other": [0, 1, 1]}
     assert (tmp_path / ".locks").is_dir()
+
+
+_X, _Y, _SLOW = "example.com/x", "example.com/y", "example.com/slow"
+
+
+async def test_waiting_for_another_workers_fetch_holds_no_go_worker(tmp_path: Path) -> None:
+    storage = MemoryStorage()
+    tally: dict[str, list[int]] = {}
+    x_fetched = trio.Event()
+    a = _worker(tmp_path, _CheckThenFetch(storage, tally, {_X: x_fetched}), storage)
+    b_pool = stash.with_pool(1)
+    b_lock = VersionLock(tmp_path, storage)
+    b = stash.wrap(_CheckThenFetch(storage, tally), b_lock.inside, b_pool, b_lock.outside)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(a.stash, _X, "v1.0.0", "mod")  # A fetches x, held at its gate
+        await wait_until(lambda: _X in tally)
+        nursery.start_soon(b.stash, _X, "v1.0.0", "mod")  # B waits for A's lock...
+        await wait_until(lambda: b_lock.waiting == 1)
+        assert b_pool.statistics().in_use == 0  # ...holding none of its one go worker
+        with trio.fail_after(30):  # (never returned while the waiter held it)
+            await b.stash(_Y, "v1.0.0", "mod")  # so it fetches another version meanwhile
+        x_fetched.set()
+    assert tally[_X][2] == 1  # B found x stored once A let go: one fetch
+    assert tally[_Y][2] == 1
+
+
+async def test_no_version_lock_is_held_while_queued_for_a_go_worker(tmp_path: Path) -> None:
+    storage = MemoryStorage()
+    tally: dict[str, list[int]] = {}
+    slow_done = trio.Event()
+    a_pool = stash.with_pool(1)
+    a_lock = VersionLock(tmp_path, storage)
+    fetches = _CheckThenFetch(storage, tally, {_SLOW: slow_done})
+    a = stash.wrap(fetches, a_lock.inside, a_pool, a_lock.outside)
+    b = _worker(tmp_path, _CheckThenFetch(storage, tally), storage)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(a.stash, _SLOW, "v1.0.0", "mod")  # A's one go worker, busy
+        await wait_until(lambda: _SLOW in tally)
+        nursery.start_soon(a.stash, _X, "v1.0.0", "mod")  # queued behind it
+        await wait_until(lambda: a_pool.statistics().waiting == 1)
+        # An idle worker asked for x goes ahead rather than waiting for A's queue.
+        with trio.fail_after(30):  # (never returned when A held x's lock while queued)
+            await b.stash(_X, "v1.0.0", "mod")
+        slow_done.set()
+    assert tally[_X][2] == 1  # A's turn came, and found x stored
+
+
+async def test_a_version_stored_while_waiting_needs_no_go_worker(tmp_path: Path) -> None:
+    storage = MemoryStorage()
+    tally: dict[str, list[int]] = {}
+    x_fetched, slow_done = trio.Event(), trio.Event()
+    a = _worker(tmp_path, _CheckThenFetch(storage, tally, {_X: x_fetched}), storage)
+    b_pool = stash.with_pool(1, queue=0)
+    b_lock = VersionLock(tmp_path, storage)
+    b_fetches = _CheckThenFetch(storage, tally, {_SLOW: slow_done})
+    b = stash.wrap(b_fetches, b_lock.inside, b_pool, b_lock.outside)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(a.stash, _X, "v1.0.0", "mod")
+        nursery.start_soon(b.stash, _SLOW, "v1.0.0", "mod")  # B's one go worker, busy
+        await wait_until(lambda: _X in tally and _SLOW in tally)
+        waited = trio.Event()
+
+        async def b_asks_for_x() -> None:
+            await b.stash(_X, "v1.0.0", "mod")  # no room in B's pool, nor in its queue
+            waited.set()
+
+        nursery.start_soon(b_asks_for_x)
+        await wait_until(lambda: b_lock.waiting == 1)
+        x_fetched.set()  # A stores x and lets go
+        with trio.fail_after(30):
+            await waited.wait()  # B has x without a go worker (nor a 503)
+        assert not slow_done.is_set()
+        slow_done.set()
+    assert tally[_X][2] == 1
 
 
 def test_metrics_of_workers_are_summed(tmp_path: Path) -> None:

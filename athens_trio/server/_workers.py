@@ -7,10 +7,13 @@ own) and serve them; the kernel hands each new connection to one of them.  A wor
 the whole server (pipeline, fast path, metrics) in its own process.
 
 - **One fetch per version, whatever the worker**: each worker's single-flight covers its
-  own requests; across workers :func:`with_version_lock` (a stash wrapper, the hook in
+  own requests; across workers :class:`VersionLock` (two stash wrappers, the hook in
   ``open_pipeline``) takes an ``flock`` on one of :data:`LOCK_BUCKETS` files under
   ``<root>/.locks/`` around the fetch and save, and the fetch looks in storage first
   once it has the lock: the second worker finds the version saved and fetches nothing.
+  The lock is taken inside the GoGetWorkers pool and waited for outside it: a worker
+  waiting for another's fetch holds none of its go workers (it fetches other versions
+  meanwhile), and no lock is held while queued for one.
 - **SIGTERM / SIGINT** reach the supervisor, which passes each on to every worker (each
   stops gracefully on the first, at once on the second, as a single server does) and
   exits once all have, 0 if all exited 0.  Workers run in their own session, so a
@@ -51,7 +54,8 @@ from prometheus_client.registry import Collector
 
 from .._config import Config
 from .._ownership import claim, dead_claims
-from ..stash import Part, Stasher, Wrapper
+from ..stash import Part, Stasher, is_stored
+from ..storage import Backend
 
 __all__ = [
     "LOCK_BUCKETS",
@@ -64,7 +68,8 @@ __all__ = [
     "metrics_dir",
     "publish_metrics",
     "run_supervisor",
-    "with_version_lock",
+    "VersionLock",
+    "version_lock_file",
     "worker_argv",
     "worker_count",
 ]
@@ -130,41 +135,106 @@ def _try_lock(fd: int) -> bool:
     return True
 
 
-class _VersionLocked(Stasher):
+def version_lock_file(directory: Path, module: str, version: str) -> Path:
+    """The file in ``directory`` whose ``flock`` stands for ``module@version`` (one of
+    :data:`LOCK_BUCKETS`: versions that share one wait for each other, rarely)."""
+    digest = hashlib.blake2b(f"{module}@{version}".encode(), digest_size=8).digest()
+    return directory / f"{int.from_bytes(digest, 'big') % LOCK_BUCKETS}.lock"
+
+
+async def _open_lock(path: Path) -> int:
+    def open_lock() -> int:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    return await trio.to_thread.run_sync(open_lock)
+
+
+class _LockBusy(Exception):
+    """Another worker holds the version's lock: raised inside the pool (its slot goes
+    back at once), caught outside it, where the wait happens."""
+
+
+class _TakeLock(Stasher):
+    """Inside the pool: the lock taken without waiting, held around the fetch and save
+    (whose look into storage comes first); :class:`_LockBusy` when another holds it."""
+
     def __init__(self, inner: Stasher, directory: Path) -> None:
         self._inner = inner
         self._directory = directory
 
     async def stash(self, module: str, version: str, part: Part) -> None:
-        digest = hashlib.blake2b(f"{module}@{version}".encode(), digest_size=8).digest()
-        bucket = int.from_bytes(digest, "big") % LOCK_BUCKETS
-        path = self._directory / f"{bucket}.lock"
-
-        def open_lock() -> int:
-            self._directory.mkdir(parents=True, exist_ok=True)
-            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-
-        fd = await trio.to_thread.run_sync(open_lock)
+        fd = await _open_lock(version_lock_file(self._directory, module, version))
         try:
-            # Polled, not a blocking flock in a thread: a cancelled wait must not leave
-            # a thread behind that takes the lock later.
-            while not _try_lock(fd):  # noqa: ASYNC110 (another process holds it)
-                await trio.sleep(_LOCK_POLL)
+            if not _try_lock(fd):
+                raise _LockBusy
             await self._inner.stash(module, version, part)
         finally:
             os.close(fd)  # releases the lock
 
 
-def with_version_lock(root: Path) -> Wrapper:
-    """A stash wrapper (innermost: around the fetch and save, whose look into storage
-    comes first) that lets one worker at a time stash a version of the storage tree at
-    ``root``; its lock files are under ``root/.locks`` (storage skips dot directories)."""
-    directory = root / ".locks"
+class _WaitForLock(Stasher):
+    """Outside the pool: while another worker holds the version's lock, wait for it
+    holding nothing (a poll, not a blocking flock in a thread: a cancelled wait leaves
+    no thread behind to take the lock later), then look in storage: the other worker
+    most often stored the version, and then nothing more is needed.  Only then the
+    pool, where :class:`_TakeLock` takes the lock (and waits again here when another
+    took it meanwhile)."""
 
-    def wrap(inner: Stasher) -> Stasher:
-        return _VersionLocked(inner, directory)
+    def __init__(self, inner: Stasher, lock: VersionLock) -> None:
+        self._inner = inner
+        self._lock = lock
 
-    return wrap
+    async def stash(self, module: str, version: str, part: Part) -> None:
+        path = version_lock_file(self._lock.directory, module, version)
+        while True:
+            if await self._waited_for(path) and await is_stored(
+                self._lock.storage, module, version, part
+            ):
+                return
+            try:
+                await self._inner.stash(module, version, part)
+                return
+            except _LockBusy:
+                pass  # taken between the look and the turn: wait again
+
+    async def _waited_for(self, path: Path) -> bool:
+        """Wait while another holds ``path``'s lock; whether one did."""
+        fd = await _open_lock(path)
+        try:
+            if _try_lock(fd):
+                return False
+            self._lock.waiting += 1
+            try:
+                while not _try_lock(fd):  # noqa: ASYNC110 (another process holds it)
+                    await trio.sleep(_LOCK_POLL)
+            finally:
+                self._lock.waiting -= 1
+            return True
+        finally:
+            os.close(fd)  # only a look: the fetch takes it again, in a go worker
+
+
+class VersionLock:
+    """One fetch per version across the workers sharing the storage tree at ``root``
+    (``storage``; the lock files are under ``root/.locks``, which storage skips).
+
+    :meth:`inside` wraps the fetch and save inside the GoGetWorkers pool and
+    :meth:`outside` goes outside it (and inside the hook): a worker waiting for
+    another's fetch of a version holds no go worker, and a lock is held only by a
+    fetch that has one.  :attr:`waiting` counts the stashes waiting for another
+    worker's lock now."""
+
+    def __init__(self, root: Path, storage: Backend) -> None:
+        self.directory = root / ".locks"
+        self.storage = storage
+        self.waiting = 0
+
+    def inside(self, inner: Stasher) -> Stasher:
+        return _TakeLock(inner, self.directory)
+
+    def outside(self, inner: Stasher) -> Stasher:
+        return _WaitForLock(inner, self)
 
 
 # ---------------------------------------------------------------------------------------
