@@ -49,6 +49,7 @@ from .upstream import (
     Toolchains,
     plan_from_env,
     private_home,
+    sumdb_locator,
 )
 
 #: Where, under a disk storage's root, the checksum database client keeps the newest tree
@@ -233,7 +234,10 @@ def _upstream(
                     tempfile.TemporaryDirectory(prefix="athens-sumdb-", dir=temp_root)
                 )
             )
-        sumdb = SumDBClient(settings, http, sumdb_state, timeout=HTTP_TIMEOUT)
+        # As go: through the GOPROXY list's proxy that serves the database, if any.
+        sumdb = SumDBClient(
+            settings, http, sumdb_state, timeout=HTTP_TIMEOUT, locate=sumdb_locator(plan, http)
+        )
     return (
         ProxyFetcher(
             client,

@@ -446,6 +446,44 @@ async def test_a_client_reaching_only_the_proxy_verifies_through_its_mirror_of_t
     assert_go_sum_proven(app, upstream, fx)
 
 
+async def test_a_fetching_proxy_verifies_through_its_upstreams_checksum_proxy(
+    tmp_path: Path,
+    go_binary: str,
+    go_fixtures: GoFixtures,
+    upstream: Upstream,
+    sumdb_binary: Path,
+) -> None:
+    # athens-trio B serves the modules and, by a SumDBs mirror entry, the database;
+    # athens-trio A has B as its GOPROXY and the database by its key alone (its name
+    # resolves nowhere): A must find it through B, as go would.
+    fx = go_fixtures
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with upstream_servers(upstream, sumdb_binary, tmp_path) as (proxy, sumdb):
+        name = sumdb.vkey.split("+")[0]
+        b_config = proxy_config(tmp_path / "b", go_binary, fx, f"{proxy.url},direct", sumdb)
+        b_config.sum_dbs = [f"{name} {sumdb.url}"]
+        async with served(b_config) as b:
+            a_config = proxy_config(
+                tmp_path / "a", go_binary, fx, f"{b.url},direct", None, GOSUMDB=sumdb.vkey
+            )
+            async with open_pipeline(a_config) as a:
+                zip_file = await a.protocol.zip(fx.hello, "v1.1.0")
+                assert zip_file.size == upstream.file(fx.hello, "v1.1.0", "zip").stat().st_size
+                assert await a.storage.exists(fx.hello, "v1.1.0")  # verified through B
+            # Without B serving the database, A reaches for it directly, and cannot.
+            b_config.sum_dbs = []
+        async with served(b_config) as b:
+            (tmp_path / "c").mkdir()
+            c_config = proxy_config(
+                tmp_path / "c", go_binary, fx, f"{b.url},direct", None, GOSUMDB=sumdb.vkey
+            )
+            async with open_pipeline(c_config) as c:
+                with pytest.raises(UpstreamError, match=name):
+                    await c.protocol.zip(fx.hello, "v1.1.0")
+                assert not await c.storage.exists(fx.hello, "v1.1.0")
+
+
 # ---------------------------------------------------------------------------------------
 # A cold version costs round trips: asked at once, the go.mod part not asked twice
 # ---------------------------------------------------------------------------------------

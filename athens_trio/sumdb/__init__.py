@@ -22,6 +22,7 @@ from ._client import SumDBClient, SumDBStatistics
 from ._env import (
     SUM_GOLANG_ORG_KEY,
     GoSumDB,
+    SumDBAccess,
     SumDBSettings,
     parse_gosumdb,
     settings_from_env,
@@ -55,6 +56,7 @@ __all__ = [
     "RecordProofError",
     "SignatureError",
     "SkippedModuleError",
+    "SumDBAccess",
     "SumDBClient",
     "SumDBError",
     "SumDBSettings",

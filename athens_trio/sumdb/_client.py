@@ -12,7 +12,7 @@ import httpx
 import trio
 
 from .._module import check_module_version, escape_path, escape_version
-from ._env import GoSumDB, SumDBSettings
+from ._env import GoSumDB, SumDBAccess, SumDBSettings
 from ._errors import (
     ForkError,
     InconsistentTileError,
@@ -42,7 +42,7 @@ from ._tlog import (
     roots_from_consistency,
 )
 
-__all__ = ["SumDBClient", "SumDBStatistics"]
+__all__ = ["Locate", "SumDBClient", "SumDBStatistics"]
 
 _T = TypeVar("_T")
 
@@ -74,6 +74,11 @@ class _Signed:
     note: bytes
 
 
+#: Finds the proxy that serves a database (by its name), as go walks GOPROXY before
+#: its first request to it; None: no proxy does, reach the database directly.
+Locate = Callable[[str], Awaitable[SumDBAccess | None]]
+
+
 class SumDBClient:
     """Looks module versions up in one checksum database.
 
@@ -82,6 +87,10 @@ class SumDBClient:
     is a :class:`ForkError`), and the record is proven included in that tree from tiles
     authenticated against it.  Each HTTP request is bounded by ``timeout`` seconds and
     a size cap; at most ``max_tiles`` authenticated tiles are kept in memory.
+
+    Where GOSUMDB names no URL, ``locate`` is asked once, before the first request, for
+    a proxy serving the database (as go asks GOPROXY's ``/sumdb/<name>/supported``);
+    a failure to find out is the request's failure, and is asked again next time.
     """
 
     def __init__(
@@ -92,11 +101,17 @@ class SumDBClient:
         *,
         timeout: float = 30.0,
         max_tiles: int = 256,
+        locate: Locate | None = None,
     ) -> None:
         if settings.database is None:
             raise ValueError("GOSUMDB is off: there is no database to ask")
         self._settings = settings
         self._db: GoSumDB = settings.database
+        direct = SumDBAccess(self._db.url)
+        self._access: SumDBAccess | None = None if locate and not self._db.url_given else direct
+        self._direct = direct
+        self._locate = locate
+        self._locate_lock = trio.Lock()
         self._http = http
         self._state_dir = state_dir
         self._timeout = timeout
@@ -252,13 +267,33 @@ class SumDBClient:
         except _Gone:
             raise SumDBUnreachableError(f"{self.name} has no tile {tile.path}") from None
 
+    async def _where(self) -> SumDBAccess:
+        """The base URL (and credentials) requests go to, found out once."""
+        if self._access is not None:
+            return self._access
+        async with self._locate_lock:
+            if self._access is None:
+                assert self._locate is not None  # (else set in __init__)
+                try:
+                    with trio.fail_after(self._timeout):
+                        found = await self._locate(self.name)
+                except trio.TooSlowError:
+                    raise SumDBUnreachableError(
+                        f"{self.name}: the GOPROXY list did not say in time whether it "
+                        "serves the checksum database"
+                    ) from None
+                self._access = found or self._direct
+            return self._access
+
     async def _get(self, path: str, limit: int) -> bytes:
         """GET ``path`` below the database URL: at most ``limit`` bytes, within the timeout."""
-        url = f"{self._db.url}/{path}"
+        access = await self._where()
+        url = f"{access.url}/{path}"
+        auth = httpx.BasicAuth(access.username, access.password) if access.username else None
         body = bytearray()
         try:
             with trio.fail_after(self._timeout):
-                async with self._http.stream("GET", url) as response:
+                async with self._http.stream("GET", url, auth=auth) as response:
                     if response.status_code in (404, 410):
                         raise _Gone
                     if response.status_code != 200:

@@ -2,8 +2,10 @@
 with the go command's meanings.
 
 GOSUMDB is ``off``, a known database's name, ``<verifier key>``, or either of the last
-two followed by the URL to reach the database at (else ``https://<name>``).  GONOSUMDB
-(default: GOPRIVATE) lists comma-separated path globs whose modules are not looked up.
+two followed by the URL to reach the database at.  Without one, go asks the GOPROXY list
+first (``<proxy>/sumdb/<name>/supported``; :class:`SumDBAccess` is what that finds) and
+else reaches ``https://<name>``.  GONOSUMDB (default: GOPRIVATE) lists comma-separated
+path globs whose modules are not looked up.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .._exceptions import ConfigError
 from .._patterns import matches_pattern, split_patterns
@@ -20,6 +22,7 @@ from ._note import Verifier, parse_verifier_key
 __all__ = [
     "SUM_GOLANG_ORG_KEY",
     "GoSumDB",
+    "SumDBAccess",
     "SumDBSettings",
     "parse_gosumdb",
     "settings_from_env",
@@ -37,10 +40,12 @@ _NAME = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]+)?(/[A-Za-z0-9._~\-]+)*")
 
 @dataclass(frozen=True)
 class GoSumDB:
-    """A checksum database: its verifier key and where to reach it."""
+    """A checksum database: its verifier key and where to reach it directly
+    (``url_given``: GOSUMDB named the URL, so no proxy is asked)."""
 
     verifier: Verifier
     url: str
+    url_given: bool = False
 
     @property
     def name(self) -> str:
@@ -66,7 +71,17 @@ def parse_gosumdb(value: str) -> GoSumDB | None:
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.query:
         raise ConfigError("GOSUMDB", "the database URL must be http(s)://host[/path]")
-    return GoSumDB(verifier=verifier, url=url.rstrip("/"))
+    return GoSumDB(verifier=verifier, url=url.rstrip("/"), url_given=len(fields) == 2)
+
+
+@dataclass(frozen=True)
+class SumDBAccess:
+    """Where a database's requests go: a base URL and, for a proxy with userinfo in
+    GOPROXY, its basic-auth credentials (never part of the URL)."""
+
+    url: str
+    username: str = field(default="", repr=False)
+    password: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)

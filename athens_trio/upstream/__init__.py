@@ -36,6 +36,7 @@ from ._goproxy import (
 )
 from ._lister import GoLister, Lister, PooledLister, UpstreamVersions
 from ._proxy import ProxyFetcher, ProxyLister, SumCheck
+from ._sumdb_access import sumdb_locator
 from ._toolchain import Toolchains, ToolchainStatistics, required_go
 
 __all__ = [
@@ -74,4 +75,5 @@ __all__ = [
     "claim_run_dir",
     "sweep_run_dirs",
     "required_go",
+    "sumdb_locator",
 ]

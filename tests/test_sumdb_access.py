@@ -1,0 +1,70 @@
+"""Where a checksum database is reached: through the GOPROXY list first, as go does
+(``upstream/_sumdb_access.py``; end to end in test_upstream_proxy.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from athens_trio.sumdb import SumDBAccess, SumDBUnreachableError, parse_gosumdb
+from athens_trio.upstream import parse_goproxy, sumdb_locator
+
+from .staticproxy import static_proxy
+
+NAME = "sum.example.test"
+
+
+def _serving(root: Path) -> Path:
+    """A proxy tree that says it serves database NAME."""
+    supported = root / "sumdb" / NAME / "supported"
+    supported.parent.mkdir(parents=True)
+    supported.write_text("")
+    return root
+
+
+async def test_the_first_proxy_that_serves_the_database_is_used(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    async with (
+        static_proxy(tmp_path / "a") as silent,
+        static_proxy(_serving(tmp_path / "b")) as serving,
+        httpx.AsyncClient() as http,
+    ):
+        plan = parse_goproxy(f"{silent.url},http://u:p@{serving.url[7:]},direct")
+        access = await sumdb_locator(plan, http)(NAME)
+        assert access == SumDBAccess(f"{serving.url}/sumdb/{NAME}", "u", "p")
+        assert any(s.path == f"/sumdb/{NAME}/supported" for s in silent.seen)
+        # Not found everywhere, or direct reached: the database itself.
+        assert await sumdb_locator(parse_goproxy(f"{silent.url},direct"), http)(NAME) is None
+        assert await sumdb_locator(parse_goproxy(f"{silent.url}"), http)(NAME) is None
+        assert await sumdb_locator(parse_goproxy(f"direct,{serving.url}"), http)(NAME) is None
+
+
+async def test_a_fault_makes_the_database_unreachable_unless_the_list_falls_back(
+    tmp_path: Path,
+) -> None:
+    async with (
+        static_proxy(_serving(tmp_path / "a")) as broken,
+        static_proxy(_serving(tmp_path / "b")) as serving,
+        httpx.AsyncClient() as http,
+    ):
+        broken.faults["/supported"] = 503
+        with pytest.raises(SumDBUnreachableError, match="503"):
+            await sumdb_locator(parse_goproxy(f"{broken.url},{serving.url}"), http)(NAME)
+        plan = parse_goproxy(f"{broken.url}|{serving.url}")
+        access = await sumdb_locator(plan, http)(NAME)
+        assert access is not None
+        assert access.url == f"{serving.url}/sumdb/{NAME}"
+        # A fault followed by "direct" is still the answer, as in go (a fault outranks).
+        with pytest.raises(SumDBUnreachableError):
+            await sumdb_locator(parse_goproxy(f"{broken.url}|direct"), http)(NAME)
+
+
+def test_a_url_in_gosumdb_asks_no_proxy() -> None:
+    given = parse_gosumdb("sum.golang.org https://mirror.example/db")
+    assert given is not None
+    assert given.url_given
+    default = parse_gosumdb("sum.golang.org")
+    assert default is not None
+    assert not default.url_given
