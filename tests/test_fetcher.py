@@ -162,6 +162,7 @@ async def test_fetch_cancelled_kills_process_group_and_removes_temp_dir(
 async def test_lister_lists_tags_and_latest(config: Config, go_fixtures: GoFixtures) -> None:
     listed = await go_lister(config).list(go_fixtures.hello)
     assert listed.versions == list(go_fixtures.hello_versions)
+    assert listed.latest is not None
     assert listed.latest.Version == go_fixtures.hello_versions[-1]
     assert leftover(config) == []
 

@@ -116,6 +116,7 @@ async def test_list_includes_retracted_versions_but_latest_does_not(
     lister = GoLister(InspectingRunner(config), timeout=60)
     listed = await lister.list(fetch_fixtures.retracting)
     assert listed.versions == list(fetch_fixtures.retracting_versions)
+    assert listed.latest is not None
     assert listed.latest.Version == "v1.2.0"
     # A retracted version still resolves and fetches (a client pinned to it needs it).
     fetched = await GoFetcher(InspectingRunner(config), timeout=60).fetch_mod(
@@ -143,6 +144,7 @@ async def test_list_never_answers_a_retracted_latest() -> None:
     go = ScriptedGo(_retracted_latest)
     listed = await GoLister(go, timeout=5).list("example.com/r")
     assert listed.versions == ["v1.2.0", "v1.3.0"]
+    assert listed.latest is not None
     assert listed.latest.Version == "v1.2.0"
     assert [args for args, _ in go.runs] == [
         ["list", "-m", "-versions", "-retracted", "-json", "example.com/r@latest"],
@@ -160,6 +162,7 @@ async def test_a_module_for_a_newer_go_is_listed_resolved_and_its_go_mod_fetched
     lister = GoLister(InspectingRunner(config), timeout=60)
     listed = await lister.list(module)
     assert listed.versions == list(fetch_fixtures.future_versions)
+    assert listed.latest is not None
     assert listed.latest.Version == "v1.1.0"
     main = await lister.resolve(module, "main")
     assert main.Version == fetch_fixtures.future_main_pseudo

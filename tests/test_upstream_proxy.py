@@ -360,12 +360,22 @@ async def test_lister_lists_and_resolves_from_the_upstream(
             while not isinstance(lister, ProxyLister) and hasattr(lister, "_inner"):
                 lister = lister._inner
             assert isinstance(lister, ProxyLister)
+            asked = len(proxy.paths())
             listed = await lister.list(fx.hello)
-            # As the upstream lists them (a retracted or vanished one included).
+            # As the upstream lists them (a retracted or vanished one included), in one
+            # request: latest is another (the highest's .info), asked only for @latest.
             assert listed.versions == listing.split()
-            assert listed.latest.Version == "v1.1.0"
+            assert listed.latest is None
+            assert proxy.paths()[asked:] == [f"/{escape_path(fx.hello)}/@v/list"]
             assert (await lister.resolve(fx.hello, "v1.0.0")).Version == "v1.0.0"
             assert (await lister.resolve(fx.hello, "latest")).Version == "v1.1.0"
+            # Through the protocol: @latest resolves what the list does not say.
+            assert json.loads(await pipeline.protocol.latest(fx.hello))["Version"] == "v1.1.0"
+            # A list never depends on the .info of its highest version.
+            upper = f"/{escape_path(fx.upper)}/@v/{escape_version(fx.upper_version)}"
+            proxy.faults[f"{upper}.info"] = 502
+            listed_versions = await pipeline.protocol.list(fx.upper)
+            assert listed_versions == [fx.upper_version]
     assert not zips(proxy)
 
 

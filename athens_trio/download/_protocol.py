@@ -249,7 +249,10 @@ class StorageFirst(DownloadProtocol):
     async def latest(self, module: str) -> bytes:
         upstream, stored = await self._upstream_or_storage(module)
         if upstream is not None:
-            return encode_info(upstream.latest)
+            if upstream.latest is not None:
+                return encode_info(upstream.latest)
+            async with self._upstream_turn():  # the listing did not say
+                return encode_info(await self._lister.resolve(module, "latest"))
         latest = latest_stored(stored)
         assert latest is not None, "storage answers alone only when it holds versions"
         return await self._storage.info(module, latest)

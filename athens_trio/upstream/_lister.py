@@ -15,10 +15,12 @@ __all__ = ["GoLister", "Lister", "PooledLister", "UpstreamVersions"]
 
 
 class UpstreamVersions(msgspec.Struct, frozen=True):
-    """The tagged versions upstream has, and what ``latest`` resolves to there."""
+    """The tagged versions upstream has, and what ``latest`` resolves to there where the
+    listing told it too (None: ask ``resolve(module, "latest")``; an upstream proxy's
+    list does not say, and a list must not cost a second request nor fail with it)."""
 
     versions: list[str]
-    latest: VersionInfo
+    latest: VersionInfo | None
 
 
 class Lister(abc.ABC):

@@ -300,11 +300,12 @@ class ProxyLister(Lister):
         if not self._client.plan.goes_direct(module):
             try:
                 versions = await self._client.list(module)
-                latest = await self._latest(module, versions)
             except UseDirect:
                 pass
             else:
-                return UpstreamVersions(versions, latest)
+                # latest would be another request (the .info of the highest version),
+                # which a list does not need: resolve(module, "latest") asks it.
+                return UpstreamVersions(versions, None)
         return await self._direct.list(module)
 
     async def resolve(self, module: str, query: str) -> VersionInfo:
