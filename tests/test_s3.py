@@ -9,6 +9,7 @@ import http.server
 import itertools
 import json
 import threading
+import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -404,6 +405,24 @@ async def test_sweep_removes_a_killed_saves_leftovers_only(
         assert await storage.list_versions(MODULE) == ["v1.0.0"]
         await storage.save_mod(MODULE, "v1.1.0", info=INFO, mod=MOD)
         assert await storage.go_mod(MODULE, "v1.1.0") == MOD
+    finally:
+        await storage.aclose()
+
+
+async def test_sweep_looks_again_before_it_removes(s3_server: S3Server, s3_bucket: str) -> None:
+    # A sweep's listing of a big bucket takes minutes: a go.mod part it listed without
+    # its .info may be whole by the time it gets to it, and must stay.
+    storage = s3_server.storage(s3_bucket)
+    try:
+        stem = "github.com/example/!mixed/@v/v1.2.0"
+        await storage._client.put(f"{stem}.mod", MOD, if_absent=True)  # listed alone...
+        await storage.save_mod(MODULE, "v1.2.0", info=INFO, mod=MOD)  # ...whole since
+        later = time.time() + 60  # as if the listing were older than everything
+        assert await storage._remove_leftover(stem, "mod", "info", later) == 0
+        assert await storage.go_mod(MODULE, "v1.2.0") == MOD
+        await storage._client.put(f"{stem[:-1]}3.mod", MOD, if_absent=True)
+        assert await storage._remove_leftover(f"{stem[:-1]}3", "mod", "info", later) == 1
+        assert not await storage._client.exists(f"{stem[:-1]}3.mod")
     finally:
         await storage.aclose()
 

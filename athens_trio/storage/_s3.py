@@ -30,6 +30,7 @@ are removed by :meth:`S3Storage.sweep`, or by a later save that finds them an ho
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -280,22 +281,27 @@ class S3Storage(Backend):
             await self._client.put(key, body, if_absent=True)
 
     async def _create_or_match(self, key: str, body: bytes | FileRange) -> None:
-        """Create ``key`` with ``body`` unless it holds the same bytes already; a killed
-        save's leftover an hour old goes first; other bytes raise _LostRace."""
+        """Create ``key`` with ``body`` unless a concurrent save wrote the same bytes; a
+        killed save's leftover an hour old goes first, even of the same bytes (adopted,
+        its age would let a sweep take it for a leftover still); other bytes raise
+        _LostRace."""
         assert isinstance(body, bytes), "only a part's marker may be a streamed file"
-        for _ in range(2):
+        for _ in range(3):
             try:
                 await self._put(key, body)
                 return
             except S3PreconditionFailed:
                 pass
-            stored = await self._client.get_or_none(key)
-            if stored == body:
-                return
             head = await self._client.head(key)
-            if head is None or head.last_modified < time.time() - _ABANDONED_AFTER:
-                await self._client.delete(key)
+            if head is None:
+                continue  # removed meanwhile: create it
+            if head.last_modified < time.time() - _ABANDONED_AFTER:
+                # Only the object looked at: another replica may have replaced it since.
+                with contextlib.suppress(S3PreconditionFailed):
+                    await self._client.delete(key, if_match=head.etag)
                 continue
+            if await self._client.get_or_none(key) == body:
+                return
             raise _LostRace(key)
         raise _LostRace(key)
 
@@ -374,8 +380,7 @@ class S3Storage(Backend):
             for suffix, modified in present.items():
                 marker = "zip" if suffix == "ziphash" else "info"
                 if ("info" not in present or marker not in present) and modified < cutoff:
-                    await self._client.delete(f"{stem}.{suffix}")
-                    removed += 1
+                    removed += await self._remove_leftover(stem, suffix, marker, cutoff)
         # A killed multipart upload's parts stay (and are paid for) until aborted.
         async for uploads in self._client.list_uploads(self._prefix):
             for key, upload_id, initiated in uploads:
@@ -383,6 +388,24 @@ class S3Storage(Backend):
                     await self._client.abort_upload(key, upload_id)
                     removed += 1
         return removed
+
+    async def _remove_leftover(self, stem: str, suffix: str, marker: str, cutoff: float) -> int:
+        """Remove ``stem.suffix`` if it is still a leftover: the listing may be minutes
+        old, and a save may have completed its part since (its marker there now) or
+        written the object afresh.  Looked at again right before, deleted only as seen."""
+        for needed in {"info", marker}:
+            if await self._client.head(f"{stem}.{needed}") is None:
+                break  # still part of no whole version (or part)
+        else:
+            return 0  # its version's part completed since the listing
+        head = await self._client.head(f"{stem}.{suffix}")
+        if head is None or head.last_modified >= cutoff:
+            return 0
+        try:
+            await self._client.delete(f"{stem}.{suffix}", if_match=head.etag)
+        except S3PreconditionFailed:
+            return 0
+        return 1
 
     async def aclose(self) -> None:
         await self._client.aclose()
