@@ -31,7 +31,7 @@ from athens_trio import (
     open_pipeline,
 )
 from athens_trio._ziphash import mod_h1, zip_h1
-from athens_trio.download import CachedLister, negative_ttl_for
+from athens_trio.download import CachedLister, _resolution, negative_ttl_for
 from athens_trio.download._resolution import resolve_stored
 from athens_trio.upstream import GoResult
 
@@ -463,6 +463,41 @@ async def test_concurrent_listings_and_resolutions_run_one_go_each() -> None:
         # Done, and not remembered (TTL 0): the next question runs go again.
         await cached.list("example.com/m")
         assert len(go.runs) == 3
+        nursery.cancel_scope.cancel()
+
+
+class _ListsOf(Lister):
+    """Lists ``count`` versions of any module; counts the questions."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.asked = 0
+
+    async def list(self, module: str) -> UpstreamVersions:
+        self.asked += 1
+        await trio.lowlevel.checkpoint()
+        return UpstreamVersions([f"v1.0.{i}" for i in range(self.count)], None)
+
+    async def resolve(self, module: str, query: str) -> VersionInfo:
+        raise NotImplementedError
+
+
+async def test_remembered_lists_are_bounded_in_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_resolution, "MAX_BYTES", 256 << 10)
+    lister = _ListsOf(100)  # ~7 KiB a list
+    async with trio.open_nursery() as nursery:
+        cached = CachedLister(lister, nursery, ttl=60, negative_ttl=10)
+        for n in range(200):
+            await cached.list(f"example.com/m{n}")
+            assert cached.statistics().bytes <= 256 << 10
+        assert 20 < cached.statistics().entries < 200  # the oldest forgotten first
+        asked = lister.asked
+        await cached.list("example.com/m199")  # the newest: remembered
+        assert lister.asked == asked
+        lister.count = 1000  # ~70 KiB: more than a sixteenth of the bound, never kept
+        await cached.list("example.com/big")
+        await cached.list("example.com/big")
+        assert lister.asked == asked + 2
         nursery.cancel_scope.cancel()
 
 

@@ -34,9 +34,11 @@ __all__ = [
     "resolve_stored",
 ]
 
-#: Answers remembered at most, the oldest forgotten first: the memory stays bounded
-#: whatever clients ask for.
+#: Answers remembered at most, and their (estimated) bytes in all, the oldest forgotten
+#: first: the memory stays bounded whatever clients ask for, lists of thousands of
+#: versions included.  A list bigger than a sixteenth of the bytes is not remembered.
 MAX_ENTRIES = 10_000
+MAX_BYTES = 64 << 20
 
 #: "Does not exist" is remembered at most this long, however long answers are.
 MAX_NEGATIVE_TTL = 10.0
@@ -57,8 +59,9 @@ class ResolutionStatistics:
     misses: int
     #: Callers that joined a question another caller had asked, sparing a go run.
     joined: int
-    #: Answers remembered now.
+    #: Answers remembered now, and their estimated size in bytes.
     entries: int
+    bytes: int = 0
 
 
 _Key = tuple[str, str, str]  # (what, module, query)
@@ -68,6 +71,14 @@ _Key = tuple[str, str, str]  # (what, module, query)
 class _Remembered:
     expires: float
     answer: UpstreamVersions | VersionInfo | NotFoundError
+    size: int
+
+
+def _size_of(answer: UpstreamVersions | VersionInfo | NotFoundError) -> int:
+    """What ``answer`` takes in memory, roughly (a str and its list slot per version)."""
+    if isinstance(answer, UpstreamVersions):
+        return 256 + sum(len(v) + 64 for v in answer.versions)
+    return 256
 
 
 class CachedLister(Lister):
@@ -83,6 +94,7 @@ class CachedLister(Lister):
         self._ttl = ttl
         self._negative_ttl = negative_ttl
         self._remembered: dict[_Key, _Remembered] = {}
+        self._bytes = 0
         self._hits = 0
         self._misses = 0
 
@@ -92,6 +104,7 @@ class CachedLister(Lister):
             misses=self._misses,
             joined=self._flights.joined,
             entries=len(self._remembered),
+            bytes=self._bytes,
         )
 
     async def list(self, module: str) -> UpstreamVersions:
@@ -136,13 +149,22 @@ class CachedLister(Lister):
     def _remember(
         self, key: _Key, answer: UpstreamVersions | VersionInfo | NotFoundError, ttl: float
     ) -> None:
-        self._remembered.pop(key, None)  # re-inserted: the newest
-        if ttl <= 0:
+        self._forget(key)  # re-inserted: the newest
+        size = _size_of(answer)
+        if ttl <= 0 or size > MAX_BYTES // 16:
             return
-        while len(self._remembered) >= MAX_ENTRIES:
-            del self._remembered[next(iter(self._remembered))]
+        while self._remembered and (
+            len(self._remembered) >= MAX_ENTRIES or self._bytes + size > MAX_BYTES
+        ):
+            self._forget(next(iter(self._remembered)))
         # A stale answer costs one lookup to find; expired ones go as the oldest do.
-        self._remembered[key] = _Remembered(trio.current_time() + ttl, answer)
+        self._remembered[key] = _Remembered(trio.current_time() + ttl, answer, size)
+        self._bytes += size
+
+    def _forget(self, key: _Key) -> None:
+        gone = self._remembered.pop(key, None)
+        if gone is not None:
+            self._bytes -= gone.size
 
 
 # --- resolving from storage alone -------------------------------------------------------
