@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -300,6 +300,48 @@ async def test_unchecked_modules_are_stored_as_the_upstream_serves_them(
     assert response.content == tampered.read_bytes()
     # Nothing was looked up (a lookup stores the tree it verified).
     assert not list((tmp_path / "storage" / ".sumdb").glob("*.latest"))
+
+
+def rename_zip_entries(path: Path, rename: Callable[[str], str]) -> None:
+    """Rewrite a module zip with its entries renamed, content unchanged."""
+    with zipfile.ZipFile(path) as old:
+        entries = [(rename(info.filename), old.read(info)) for info in old.infolist()]
+    path.unlink()
+    with zipfile.ZipFile(path, "w") as new:
+        for name, data in entries:
+            new.writestr(name, data)
+
+
+@pytest.mark.parametrize(
+    ("rename", "problem"),
+    [
+        (lambda name: "other.com/x@v9.0.0/" + name.split("/", 3)[-1], "does not have prefix"),
+        (lambda name: name.replace("/go.mod", "/../../evil/go.mod"), "invalid path element"),
+    ],
+    ids=["other-prefix", "dot-dot"],
+)
+async def test_an_unchecked_zip_go_could_not_unzip_is_refused_and_not_stored(
+    tmp_path: Path,
+    go_binary: str,
+    go_fixtures: GoFixtures,
+    upstream: Upstream,
+    sumdb_binary: Path,
+    rename: Callable[[str], str],
+    problem: str,
+) -> None:
+    """With GOSUMDB=off nothing vouches for the zip: its structure must, as go checks it
+    before accepting a proxy's zip (storage never replaces it once stored)."""
+    fx = go_fixtures
+    async with upstream_servers(upstream, sumdb_binary, tmp_path) as (proxy, _sumdb):
+        rename_zip_entries(upstream.file(fx.hello, "v1.0.0", "zip"), rename)
+        config = proxy_config(tmp_path, go_binary, fx, f"{proxy.url},direct", None)
+        async with served(config) as server:
+            got = await get_all(server.url, [f"/{fx.hello}/@v/v1.0.0.zip"])
+    (response,) = got.values()
+    assert response.status_code == 502, response.text
+    assert f"{fx.hello}@v1.0.0: the upstream's zip is not valid" in response.text
+    assert problem in response.text
+    assert not list((tmp_path / "storage").rglob("*.zip"))
 
 
 async def test_fallthrough_to_go_on_not_found_on_error_and_for_gonoproxy(

@@ -27,6 +27,7 @@ import contextlib
 import secrets
 import tempfile
 import zipfile
+import zlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ import trio
 from .. import _semver as semver
 from .._exceptions import UpstreamError
 from .._module import check_path, check_version_query, is_canonical_version, is_pseudo_version
+from .._modzip import check_module_zip
 from .._ziphash import mod_h1, zip_h1
 from ..sumdb import ChecksumMismatchError, GoSumLines, SumDBClient, SumDBError
 from ._fetcher import FetchedMod, FetchedVersion, Fetcher, VersionInfo, encode_info
@@ -80,10 +82,21 @@ def _info_bytes(info: UpstreamInfo) -> bytes:
     return encode_info(VersionInfo(Version=info.version, Time=info.time))
 
 
+# What zipfile raises for a zip it cannot read: a broken archive or member header, a
+# corrupt (zlib.error) or cut-off (EOFError) deflate stream, an encrypted member
+# (RuntimeError); ValueError covers InvalidModuleZipError and MemberSizeError.
+_BAD_ZIP = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, ValueError)
+
+
 def _zip_sum(module: str, version: str, path: Path) -> str:
+    """The ``h1:`` hash of an upstream's zip of ``module@version``, once it has the
+    structure go requires: go checks that before it accepts a proxy's zip, and a
+    checksum database may be off (a zip no client can unzip would then be stored for
+    good); it also bounds what hashing decompresses."""
     try:
+        check_module_zip(path, module, version)
         return zip_h1(path)
-    except (zipfile.BadZipFile, ValueError) as exc:
+    except _BAD_ZIP as exc:
         raise UpstreamError(f"{module}@{version}: the upstream's zip is not valid: {exc}") from None
 
 
