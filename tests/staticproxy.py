@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,8 +56,9 @@ class Seen:
 class StaticProxy:
     """The ASGI app: files under :attr:`root` at ``<url>/<path>``; :attr:`faults` maps a
     path suffix to a status to answer instead, :attr:`hang` suffixes never answer,
-    :attr:`stall` ones stop after the first chunk of the body, and :attr:`unsized` ones
-    are sent chunked without a Content-Length."""
+    :attr:`stall` ones stop after the first chunk of the body, :attr:`unsized` ones
+    are sent chunked without a Content-Length, and :attr:`gzipped` maps a suffix to a
+    body answered with ``Content-Encoding: gzip`` whatever the client accepts."""
 
     root: Path
     base: str = ""
@@ -66,6 +67,7 @@ class StaticProxy:
     hang: set[str] = field(default_factory=set)
     unsized: set[str] = field(default_factory=set)
     stall: set[str] = field(default_factory=set)
+    gzipped: dict[str, bytes] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
 
     def paths(self) -> list[str]:
@@ -84,7 +86,7 @@ class StaticProxy:
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         self.seen.append(Seen(path, headers))
 
-        def matches(suffixes: set[str] | dict[str, int]) -> str | None:
+        def matches(suffixes: Iterable[str]) -> str | None:
             return next((s for s in suffixes if path.endswith(s)), None)
 
         if matches(self.hang):
@@ -92,8 +94,11 @@ class StaticProxy:
         fault = matches(self.faults)
         relative = path.removeprefix(self.base).lstrip("/")
         file = self.root / relative
+        gzipped = matches(self.gzipped)
         if fault is not None:
             await _answer(send, self.faults[fault], b"injected fault\n")
+        elif gzipped is not None:
+            await _answer(send, 200, self.gzipped[gzipped], ((b"content-encoding", b"gzip"),))
         elif not path.startswith(self.base + "/") or ".." in relative.split("/"):
             await _answer(send, 404, b"not here\n")
         elif not file.is_file():
@@ -103,8 +108,11 @@ class StaticProxy:
             await _send_file(send, file, sized=sized, stall=stall)
 
 
-async def _answer(send: Callable[..., Any], status: int, body: bytes) -> None:
+async def _answer(
+    send: Callable[..., Any], status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
     headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+    headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

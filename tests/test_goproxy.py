@@ -4,6 +4,7 @@ against proxies served on loopback (tests/staticproxy.py) and file:// trees."""
 from __future__ import annotations
 
 import contextlib
+import gzip
 import socket
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -382,6 +383,35 @@ async def test_size_caps(tmp_path: Path, tree: Path) -> None:
         # Under the cap all is well.
         client = client_for(second.url, http, chunk_bytes=512)
         assert await client.download_zip(MODULE, "v1.3.0", out / "v.zip") == 3000
+
+
+async def test_compressed_answers_are_refused_undecoded(tmp_path: Path, tree: Path) -> None:
+    # 32 MiB of zeros in 32 KiB: decoding one raw chunk would hold it all at once.
+    bomb = gzip.compress(bytes(32 << 20))
+    small_mod = gzip.compress(b"module example.com/Corp/Tool\n")
+    async with two_proxies(tmp_path, tree) as (first, second), httpx.AsyncClient() as http:
+        assert await client_for(second.url, http).mod(MODULE, VERSION)
+        assert second.seen[-1].headers["accept-encoding"] == "identity"
+        second.gzipped.update({".info": bomb, ".mod": small_mod})
+        client = client_for(second.url, http)
+        tracemalloc.start()
+        try:
+            with pytest.raises(UpstreamError, match="Content-Encoding 'gzip'") as caught:
+                await client.info(MODULE, VERSION)
+            _current, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 4 << 20, f"peak {peak} bytes refusing a 32 KiB gzip body"
+        assert f"{MODULE}@{VERSION}" in str(caught.value)
+        assert caught.value.status == 502
+        # Even a small one that would decode to a valid go.mod is refused...
+        with pytest.raises(UpstreamError, match="Content-Encoding 'gzip'"):
+            await client.mod(MODULE, VERSION)
+        # ...as a fault of that entry: a "|" entry falls through, a "," one does not.
+        first.root = tree
+        assert await client_for(f"{second.url}|{first.url}", http).mod(MODULE, VERSION)
+        with pytest.raises(UpstreamError, match="gzip"):
+            await client_for(f"{second.url},{first.url}", http).mod(MODULE, VERSION)
 
 
 async def test_file_tree(tmp_path: Path, tree: Path) -> None:

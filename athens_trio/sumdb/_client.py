@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import httpx
 import trio
 
+from .._http import IDENTITY, content_encoding, raw_chunks
 from .._module import check_module_version, escape_path, escape_version
 from ._env import GoSumDB, SumDBSettings
 from ._errors import (
@@ -258,16 +258,21 @@ class SumDBClient:
         body = bytearray()
         try:
             with trio.fail_after(self._timeout):
-                async with self._http.stream("GET", url) as response:
+                async with self._http.stream("GET", url, headers=IDENTITY) as response:
                     if response.status_code in (404, 410):
                         raise _Gone
                     if response.status_code != 200:
                         raise SumDBUnreachableError(
                             f"{self.name} answered {response.status_code} for /{path}"
                         )
-                    # httpx's aiter_bytes is an async generator: close it when leaving early.
-                    body_chunks = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
-                    async with aclosing(body_chunks) as chunks:
+                    if encoding := content_encoding(response):
+                        raise MalformedResponseError(
+                            f"{self.name} answered /{path} with Content-Encoding "
+                            f"{encoding!r} though asked for identity"
+                        )
+                    # Raw: counted against the limit as they come, never decoded (see
+                    # _http), and every iterator under them finished when leaving early.
+                    async with raw_chunks(response) as chunks:
                         async for chunk in chunks:
                             body += chunk
                             if len(body) > limit:

@@ -29,8 +29,10 @@ useful error it saw, ranked as go ranks them: a fault (:class:`UpstreamError`, o
 So NotFoundError comes out only when every entry tried said 404/410 (or ``off``, which
 go counts as "does not exist", :class:`ProxyOffError`).
 
-Bodies are read in chunks (:data:`CHUNK_BYTES`) and capped (go's limits for zips and
-go.mod files, small ones for the rest); a zip goes to a temporary file next to its
+Bodies are asked for unencoded, read raw in chunks (:data:`CHUNK_BYTES`) and capped
+(go's limits for zips and go.mod files, small ones for the rest); an answer with a
+Content-Encoding anyway is a fault of that entry, never decoded (see
+:mod:`athens_trio._http`); a zip goes to a temporary file next to its
 destination and is renamed there only when complete.  Error messages name the module,
 the version and the proxy's scheme and host, never a URL's userinfo, a local path, or
 what the upstream wrote in its error body.
@@ -43,11 +45,11 @@ import enum
 import logging
 import os
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, Protocol, TypeVar, cast
+from typing import BinaryIO, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -63,6 +65,7 @@ from athens_trio._exceptions import (
     StorageError,
     UpstreamError,
 )
+from athens_trio._http import IDENTITY, content_encoding, raw_chunks
 from athens_trio._module import (
     check_canonical_version,
     check_module_version,
@@ -296,7 +299,6 @@ class SizeLimits:
 
 _info_decoder = msgspec.json.Decoder(UpstreamInfo)
 _NOT_EXIST_STATUSES = (404, 410)
-_CLEANUP_SECONDS = 5
 
 
 class _Body(Protocol):
@@ -313,7 +315,7 @@ class _HttpBody:
     ) -> None:
         self.length: int | None = None
         declared = response.headers.get("content-length", "")
-        if declared.isdigit() and "content-encoding" not in response.headers:
+        if declared.isdigit():  # the body is read raw, and only unencoded ones are
             self.length = int(declared)
         self._chunks = chunks
         self._what = what
@@ -528,7 +530,9 @@ class GoproxyClient:
                 yield _FileBody(file.read, size, self._chunk, what)
             return
 
-        request = self._client.build_request("GET", f"{entry.url}/{escaped}/{tail}")
+        request = self._client.build_request(
+            "GET", f"{entry.url}/{escaped}/{tail}", headers=IDENTITY
+        )
         try:
             if entry.username or entry.password:
                 # httpx drops the header if a redirect leads to another host.
@@ -542,8 +546,8 @@ class GoproxyClient:
                 response = await self._client.send(request, follow_redirects=True, stream=True)
         except httpx.HTTPError as exc:
             raise _http_failure(exc, what, entry.label) from None
-        chunks = cast(AsyncGenerator[bytes, None], response.aiter_bytes(self._chunk))
-        try:
+        # Raw: counted against the cap as they come, never decoded (see _http).
+        async with raw_chunks(response, self._chunk) as chunks:
             status = response.status_code
             if status in _NOT_EXIST_STATUSES:
                 raise NotFoundError(f"{what}: {entry.label} answered {status} (not found)")
@@ -551,12 +555,12 @@ class GoproxyClient:
                 raise UpstreamError(
                     f"{what}: {entry.label} answered {status} {response.reason_phrase}"
                 )
+            if encoding := content_encoding(response):
+                raise UpstreamError(
+                    f"{what}: {entry.label} answered with Content-Encoding {encoding!r} "
+                    "though asked for identity"
+                )
             yield _HttpBody(response, chunks, what, entry.label)
-        finally:
-            # Shielded, so that a cancelled download still lets go of its connection.
-            with trio.move_on_after(_CLEANUP_SECONDS, shield=True):
-                await response.aclose()
-                await _finish(chunks)
 
     async def _copy(
         self,
@@ -724,20 +728,6 @@ class _Spool:
         if self._temp is not None and not self._renamed:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._temp)
-
-
-async def _finish(chunks: AsyncGenerator[bytes, None]) -> None:
-    """Run a closed response's body iterator to its end.
-
-    httpx's body iterators are async generators nested several deep, and closing the
-    outer one leaves the inner ones suspended, for the garbage collector to finalise with
-    a ResourceWarning (encode/httpx#3686).  Once the response is closed, one more step
-    fails at the bottom, and the failure ends every one of them.
-    """
-    with contextlib.suppress(Exception):
-        async for _ in chunks:
-            pass
-    await chunks.aclose()
 
 
 def _valid_for(module: str, version: str) -> bool:
