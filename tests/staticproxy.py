@@ -58,7 +58,9 @@ class StaticProxy:
     path suffix to a status to answer instead, :attr:`hang` suffixes never answer,
     :attr:`stall` ones stop after the first chunk of the body, :attr:`unsized` ones
     are sent chunked without a Content-Length, and :attr:`gzipped` maps a suffix to a
-    body answered with ``Content-Encoding: gzip`` whatever the client accepts."""
+    body answered with ``Content-Encoding: gzip`` whatever the client accepts.  With
+    :attr:`redirect_to` set, every request is answered 302 to it plus the path (less
+    :attr:`base`)."""
 
     root: Path
     base: str = ""
@@ -68,6 +70,7 @@ class StaticProxy:
     unsized: set[str] = field(default_factory=set)
     stall: set[str] = field(default_factory=set)
     gzipped: dict[str, bytes] = field(default_factory=dict)
+    redirect_to: str = ""
     seen: list[Seen] = field(default_factory=list)
 
     def paths(self) -> list[str]:
@@ -95,7 +98,10 @@ class StaticProxy:
         relative = path.removeprefix(self.base).lstrip("/")
         file = self.root / relative
         gzipped = matches(self.gzipped)
-        if fault is not None:
+        if self.redirect_to:
+            location = (self.redirect_to + path.removeprefix(self.base)).encode()
+            await _answer(send, 302, b"elsewhere\n", ((b"location", location),))
+        elif fault is not None:
             await _answer(send, self.faults[fault], b"injected fault\n")
         elif gzipped is not None:
             await _answer(send, 200, self.gzipped[gzipped], ((b"content-encoding", b"gzip"),))
@@ -131,12 +137,18 @@ async def _send_file(send: Callable[..., Any], file: Path, *, sized: bool, stall
 
 
 @contextlib.asynccontextmanager
-async def static_proxy(root: Path, base: str = "") -> AsyncIterator[StaticProxy]:
-    """Serve ``root`` at ``http://127.0.0.1:<port><base>`` until the block ends."""
+async def static_proxy(
+    root: Path, base: str = "", *, tls: tuple[Path, Path] | None = None
+) -> AsyncIterator[StaticProxy]:
+    """Serve ``root`` at ``http://127.0.0.1:<port><base>`` until the block ends; at
+    ``https://`` with ``tls``'s certificate and key files when given (helpers'
+    self_signed)."""
     proxy = StaticProxy(root, base)
     config = HypercornConfig()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
+    if tls is not None:
+        config.certfile, config.keyfile = str(tls[0]), str(tls[1])
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(hypercorn_serve, proxy, config)
         proxy.url = binds[0] + base

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import socket
+import ssl
 import tracemalloc
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -40,12 +41,15 @@ from athens_trio.upstream._goproxy import (
     UseDirect,
     parse_goproxy,
     plan_from_env,
+    redirect_allowed,
 )
 
+from .helpers import self_signed
 from .staticproxy import StaticProxy, add_version, static_proxy
 
 MODULE = "example.com/Corp/Tool"  # upper case: every request path is case-escaped
 VERSION = "v1.2.0-RC1"
+ESCAPED = "example.com/!corp/!tool"
 WHEN = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
@@ -164,6 +168,11 @@ async def two_proxies(tmp_path: Path, tree: Path) -> AsyncIterator[tuple[StaticP
     empty.mkdir()
     async with static_proxy(empty, "/first") as first, static_proxy(tree, "/second") as second:
         yield first, second
+
+
+def trusting(cert: Path) -> httpx.AsyncClient:
+    """An HTTP client that trusts ``cert`` (and no other)."""
+    return httpx.AsyncClient(verify=ssl.create_default_context(cafile=cert))
 
 
 def client_for(
@@ -412,6 +421,54 @@ async def test_compressed_answers_are_refused_undecoded(tmp_path: Path, tree: Pa
         assert await client_for(f"{second.url}|{first.url}", http).mod(MODULE, VERSION)
         with pytest.raises(UpstreamError, match="gzip"):
             await client_for(f"{second.url},{first.url}", http).mod(MODULE, VERSION)
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "allowed"),
+    [
+        ("https://a/x", "https://b/y", True),
+        ("http://a/x", "http://b/y", True),
+        ("http://a/x", "https://a/x", True),
+        ("https://a/x", "http://a/x", False),
+        ("https://a:443/x", "http://a:443/x", False),
+        ("HTTPS://a/x", "HTTP://b/y", False),
+    ],
+)
+def test_redirect_allowed(source: str, target: str, allowed: bool) -> None:
+    assert redirect_allowed(httpx.URL(source), httpx.URL(target)) is allowed
+
+
+async def test_redirects_from_https_to_http_are_refused_before_asking(
+    tmp_path: Path, tree: Path
+) -> None:
+    tls = self_signed(tmp_path)
+    async with (
+        two_proxies(tmp_path, tree) as (first, second),
+        static_proxy(tmp_path / "empty", tls=tls) as secure,
+        trusting(tls[0]) as http,
+    ):
+        assert secure.url.startswith("https://")
+        secure.redirect_to = second.url
+        client = client_for(f"{secure.url}|{first.url}", http)
+        with pytest.raises(UpstreamError) as caught:
+            await client.mod(MODULE, VERSION)
+        message = str(caught.value)
+        assert f"{MODULE}@{VERSION} go.mod" in message
+        assert f"from secure URL {secure.url} to insecure URL {second.url.rsplit('/', 1)[0]}" in (
+            message
+        )
+        assert "/second" not in message  # scheme and host only
+        assert second.seen == []  # refused before the insecure request went out
+        assert [seen.path for seen in first.seen] == [f"/first/{ESCAPED}/@v/v1.2.0-!r!c1.mod"]
+        # Upgrades, and redirects within a scheme, are followed.
+        first.redirect_to = secure.url
+        secure.root, secure.redirect_to = tree, ""
+        assert await client_for(first.url, http).mod(MODULE, VERSION)
+        # As in go, ten redirects at most.
+        secure.redirect_to = secure.url
+        with pytest.raises(UpstreamError, match="stopped after 10 redirects"):
+            await client_for(secure.url, http).mod(MODULE, VERSION)
+        assert len(secure.seen) == 1 + 1 + 11
 
 
 async def test_file_tree(tmp_path: Path, tree: Path) -> None:

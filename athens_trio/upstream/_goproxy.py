@@ -18,7 +18,8 @@ The plan is cmd/go's reading of ``GOPROXY``, ``GONOPROXY`` and ``GOPRIVATE``
   ``GOPROXY`` says, even ``off``.
 
 Where we are stricter than go: an http(s) URL must name a host, and no URL may carry a
-query or a fragment (go would send them along on every request).
+query or a fragment (go would send them along on every request).  Redirects are
+followed as go's web client follows them: at most ten, none from https to http.
 
 :class:`GoproxyClient` walks the plan for one request as cmd/go's ``TryProxies`` does.
 The first answer wins.  Reaching ``direct`` raises :class:`UseDirect`: the caller runs go
@@ -93,6 +94,7 @@ __all__ = [
     "UseDirect",
     "parse_goproxy",
     "plan_from_env",
+    "redirect_allowed",
 ]
 
 log = logging.getLogger("athens_trio.upstream")
@@ -299,6 +301,7 @@ class SizeLimits:
 
 _info_decoder = msgspec.json.Decoder(UpstreamInfo)
 _NOT_EXIST_STATUSES = (404, 410)
+_MAX_REDIRECTS = 10  # go's, as net/http's default client
 
 
 class _Body(Protocol):
@@ -530,20 +533,8 @@ class GoproxyClient:
                 yield _FileBody(file.read, size, self._chunk, what)
             return
 
-        request = self._client.build_request(
-            "GET", f"{entry.url}/{escaped}/{tail}", headers=IDENTITY
-        )
         try:
-            if entry.username or entry.password:
-                # httpx drops the header if a redirect leads to another host.
-                response = await self._client.send(
-                    request,
-                    auth=httpx.BasicAuth(entry.username, entry.password),
-                    follow_redirects=True,
-                    stream=True,
-                )
-            else:
-                response = await self._client.send(request, follow_redirects=True, stream=True)
+            response = await self._get_following(entry, f"{entry.url}/{escaped}/{tail}", what)
         except httpx.HTTPError as exc:
             raise _http_failure(exc, what, entry.label) from None
         # Raw: counted against the cap as they come, never decoded (see _http).
@@ -561,6 +552,32 @@ class GoproxyClient:
                     "though asked for identity"
                 )
             yield _HttpBody(response, chunks, what, entry.label)
+
+    async def _get_following(self, entry: PlanEntry, url: str, what: str) -> httpx.Response:
+        """GET ``url``, streamed, following redirects as go does: at most
+        :data:`_MAX_REDIRECTS`, and never from https to http (refused before the insecure
+        request is sent, see :func:`redirect_allowed`)."""
+        request = self._client.build_request("GET", url, headers=IDENTITY)
+        if entry.username or entry.password:
+            # Set on this request; httpx drops it from a redirect to another host.
+            auth: httpx.Auth | None = httpx.BasicAuth(entry.username, entry.password)
+        else:
+            auth = None
+        response = await self._client.send(request, auth=auth, follow_redirects=False, stream=True)
+        hops = 0
+        while (following := response.next_request) is not None:
+            source = response.url
+            await response.aclose()
+            if not redirect_allowed(source, following.url):
+                raise UpstreamError(
+                    f"{what}: {entry.label} redirected from secure URL {_origin(source)} "
+                    f"to insecure URL {_origin(following.url)}"
+                )
+            if hops == _MAX_REDIRECTS:
+                raise UpstreamError(f"{what}: {entry.label} stopped after {hops} redirects")
+            hops += 1
+            response = await self._client.send(following, follow_redirects=False, stream=True)
+        return response
 
     async def _copy(
         self,
@@ -728,6 +745,17 @@ class _Spool:
         if self._temp is not None and not self._renamed:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._temp)
+
+
+def redirect_allowed(source: httpx.URL, target: httpx.URL) -> bool:
+    """Whether a redirect from ``source`` to ``target`` may be followed: not from https
+    to anything else (go: "redirected from secure URL ... to insecure URL ...")."""
+    return source.scheme != "https" or target.scheme == "https"
+
+
+def _origin(url: httpx.URL) -> str:
+    """``scheme://host[:port]`` of ``url``: what a message may show of it."""
+    return f"{url.scheme}://{url.netloc.decode('ascii', errors='replace')}"
 
 
 def _valid_for(module: str, version: str) -> bool:
