@@ -49,6 +49,7 @@ from .upstream import (
     Toolchains,
     plan_from_env,
     private_home,
+    read_netrc,
 )
 
 #: Where, under a disk storage's root, the checksum database client keeps the newest tree
@@ -220,8 +221,14 @@ def _upstream(
             GoLister(runner, timeout=config.timeout),
         )
     runner = go_runner(config, home=home, direct=True, temp_root=temp_root)
+    # The .netrc go gets (NETRCPath, GithubToken): go sends it to https GOPROXYs too.
+    netrc = home / ".netrc" if home is not None else None
     client = GoproxyClient(
-        plan, http, timeout=config.timeout, download_timeout=config.stash_timeout
+        plan,
+        http,
+        timeout=config.timeout,
+        download_timeout=config.stash_timeout,
+        netrc=read_netrc(netrc) if netrc is not None and netrc.exists() else None,
     )
     settings = settings_from_env(go_env(config))
     sumdb: SumDBClient | None = None

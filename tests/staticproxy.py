@@ -60,7 +60,8 @@ class StaticProxy:
     are sent chunked without a Content-Length, and :attr:`gzipped` maps a suffix to a
     body answered with ``Content-Encoding: gzip`` whatever the client accepts.  With
     :attr:`redirect_to` set, every request is answered 302 to it plus the path (less
-    :attr:`base`)."""
+    :attr:`base`); with :attr:`require_auth` set, a request without that Authorization
+    header is answered 401."""
 
     root: Path
     base: str = ""
@@ -71,6 +72,7 @@ class StaticProxy:
     stall: set[str] = field(default_factory=set)
     gzipped: dict[str, bytes] = field(default_factory=dict)
     redirect_to: str = ""
+    require_auth: str = ""
     seen: list[Seen] = field(default_factory=list)
 
     def paths(self) -> list[str]:
@@ -98,7 +100,9 @@ class StaticProxy:
         relative = path.removeprefix(self.base).lstrip("/")
         file = self.root / relative
         gzipped = matches(self.gzipped)
-        if self.redirect_to:
+        if self.require_auth and headers.get("authorization") != self.require_auth:
+            await _answer(send, 401, b"who are you?\n")
+        elif self.redirect_to:
             location = (self.redirect_to + path.removeprefix(self.base)).encode()
             await _answer(send, 302, b"elsewhere\n", ((b"location", location),))
         elif fault is not None:

@@ -3,8 +3,10 @@ against proxies served on loopback (tests/staticproxy.py) and file:// trees."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gzip
+import logging
 import socket
 import ssl
 import tracemalloc
@@ -39,8 +41,10 @@ from athens_trio.upstream._goproxy import (
     SizeLimits,
     UpstreamInfo,
     UseDirect,
+    auth_for,
     parse_goproxy,
     plan_from_env,
+    read_netrc,
     redirect_allowed,
 )
 
@@ -290,6 +294,85 @@ async def test_userinfo_is_basic_auth_and_never_shown(tmp_path: Path, tree: Path
         with pytest.raises(NotFoundError):
             await client_for(first.url, http).list(MODULE)
         assert "authorization" not in first.seen[0].headers
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+NETRC = """\
+machine Corp.Example login corp password corp-pw
+machine 127.0.0.1 login bot password netrc-s3cret
+machine 127.0.0.1:8443 login port password port-pw
+default login anyone password default-pw
+"""
+
+
+def test_read_netrc(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "netrc").write_text(NETRC)
+    assert read_netrc(tmp_path / "netrc") == {
+        "corp.example": ("corp", "corp-pw"),
+        "127.0.0.1": ("bot", "netrc-s3cret"),
+        "127.0.0.1:8443": ("port", "port-pw"),
+    }
+    # What cannot be used gives nothing, with a warning that quotes no secret.
+    (tmp_path / "broken").write_text("machine a login x password unclosed-s3cret\nbogus-s3cret\n")
+    with caplog.at_level(logging.WARNING, "athens_trio.upstream"):
+        assert read_netrc(tmp_path / "broken") == {}
+        assert read_netrc(tmp_path / "missing") == {}
+    assert "cannot parse line" in caplog.text
+    assert "No such file" in caplog.text
+    assert "s3cret" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("url", "user", "expected"),
+    [
+        # Over https, the netrc's login for the host; host:port first where it has one.
+        ("https://corp.example/go", "", ("corp", "corp-pw")),
+        ("https://127.0.0.1:9/go", "", ("bot", "netrc-s3cret")),
+        ("https://127.0.0.1:8443/go", "", ("port", "port-pw")),
+        # Never over plain http; never a host it does not name ("default" is not used).
+        ("http://corp.example/go", "", None),
+        ("https://other.example/go", "", None),
+        # Userinfo wins, over http too (it was asked for).
+        ("https://corp.example/go", "me", ("me", "pw")),
+        ("http://corp.example/go", "me", ("me", "pw")),
+    ],
+)
+def test_auth_for(tmp_path: Path, url: str, user: str, expected: tuple[str, str] | None) -> None:
+    (tmp_path / "netrc").write_text(NETRC)
+    entry = proxy(url, user=user, password="pw" if user else "")
+    auth = auth_for(entry, httpx.URL(url), read_netrc(tmp_path / "netrc"))
+    if expected is None:
+        assert auth is None
+    else:
+        assert auth is not None
+        request = next(auth.auth_flow(httpx.Request("GET", url)))
+        assert request.headers["authorization"] == basic(*expected)
+
+
+async def test_netrc_logins_go_to_https_proxies_only(tmp_path: Path, tree: Path) -> None:
+    (tmp_path / "netrc").write_text(NETRC)
+    logins = read_netrc(tmp_path / "netrc")
+    tls = self_signed(tmp_path)
+    wanted = basic("bot", "netrc-s3cret")
+    async with (
+        static_proxy(tree) as plain,
+        static_proxy(tree, tls=tls) as secure,
+        trusting(tls[0]) as http,
+    ):
+        plain.require_auth = secure.require_auth = wanted
+        with pytest.raises(UpstreamError, match="answered 401") as caught:
+            await client_for(plain.url, http, netrc=logins).mod(MODULE, VERSION)
+        assert "authorization" not in plain.seen[0].headers
+        assert "s3cret" not in str(caught.value)
+        assert await client_for(secure.url, http, netrc=logins).mod(MODULE, VERSION)
+        assert secure.seen[-1].headers["authorization"] == wanted
+        # Without the netrc, none is sent.
+        with pytest.raises(UpstreamError, match="answered 401"):
+            await client_for(secure.url, http).mod(MODULE, VERSION)
+        assert "authorization" not in secure.seen[-1].headers
 
 
 async def test_network_failures_are_upstream_errors(tmp_path: Path, tree: Path) -> None:

@@ -12,7 +12,9 @@ The plan is cmd/go's reading of ``GOPROXY``, ``GONOPROXY`` and ``GOPRIVATE``
 * Anything else is a URL.  A word without ``.``, ``:`` or ``/`` is reserved and refused;
   something with a ``.`` or ``:`` but no ``:/`` (``corp-proxy.example``,
   ``localhost:8080``) gets ``https://`` in front.  Schemes are ``https``, ``http`` and
-  ``file`` (a path only).  Userinfo (``https://user:pass@host``) is sent as basic auth.
+  ``file`` (a path only).  Userinfo (``https://user:pass@host``) is sent as basic auth;
+  without it, an https proxy gets the netrc's login for its host, as go sends it
+  (:func:`read_netrc`, :func:`auth_for`), never a plain http one.
 * ``GONOPROXY`` (default ``GOPRIVATE``) is a comma-separated list of module path globs
   (:mod:`athens_trio._patterns`): a module matching one goes direct whatever
   ``GOPROXY`` says, even ``off``.
@@ -44,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import netrc
 import os
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -92,8 +95,11 @@ __all__ = [
     "SizeLimits",
     "UpstreamInfo",
     "UseDirect",
+    "NetrcLogins",
+    "auth_for",
     "parse_goproxy",
     "plan_from_env",
+    "read_netrc",
     "redirect_allowed",
 ]
 
@@ -106,6 +112,9 @@ CHUNK_BYTES = 1 << 20
 """Bodies are read, and zips written, this many bytes at a time."""
 
 _T = TypeVar("_T")
+
+NetrcLogins = Mapping[str, tuple[str, str]]
+"""Login and password by machine name (lower case), from a netrc file."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -386,7 +395,8 @@ class GoproxyClient:
     ``timeout`` bounds each :meth:`list`, :meth:`latest`, :meth:`info` and :meth:`mod`
     call as a whole (every entry tried), ``download_timeout`` each :meth:`download_zip`;
     past it they raise :class:`FetchTimeoutError`.  The client's own timeouts (connect,
-    read) apply per request and count as faults of that entry.
+    read) apply per request and count as faults of that entry.  ``netrc`` holds the
+    logins (:func:`read_netrc`) sent to https proxies whose URL has no userinfo.
     """
 
     def __init__(
@@ -398,8 +408,10 @@ class GoproxyClient:
         download_timeout: float = 300,
         limits: SizeLimits = SizeLimits(),
         chunk_bytes: int = CHUNK_BYTES,
+        netrc: NetrcLogins | None = None,
     ) -> None:
         self.plan = plan
+        self._netrc: NetrcLogins = netrc or {}
         self._client = client
         self._timeout = timeout
         self._download_timeout = download_timeout
@@ -558,11 +570,9 @@ class GoproxyClient:
         :data:`_MAX_REDIRECTS`, and never from https to http (refused before the insecure
         request is sent, see :func:`redirect_allowed`)."""
         request = self._client.build_request("GET", url, headers=IDENTITY)
-        if entry.username or entry.password:
-            # Set on this request; httpx drops it from a redirect to another host.
-            auth: httpx.Auth | None = httpx.BasicAuth(entry.username, entry.password)
-        else:
-            auth = None
+        # Set on this request only, as go does; httpx drops it from a redirect to
+        # another host.
+        auth = auth_for(entry, request.url, self._netrc)
         response = await self._client.send(request, auth=auth, follow_redirects=False, stream=True)
         hops = 0
         while (following := response.next_request) is not None:
@@ -745,6 +755,47 @@ class _Spool:
         if self._temp is not None and not self._renamed:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._temp)
+
+
+def read_netrc(path: Path) -> dict[str, tuple[str, str]]:
+    """The logins of the netrc file at ``path`` by machine name (lower case).
+
+    ``default`` is not used (go ignores it).  A file that cannot be read or parsed gives
+    none, with a warning: go's parser skips what it does not understand, and the file
+    is go's first.  Blocking: read once, at start.
+    """
+    try:
+        parsed = netrc.netrc(str(path))
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    except netrc.NetrcParseError as exc:
+        reason = f"cannot parse line {exc.lineno}"  # its message may quote a secret
+    else:
+        return {
+            machine.lower(): (login or "", password or "")
+            for machine, (login, _account, password) in parsed.hosts.items()
+            if machine != "default"
+        }
+    log.warning("netrc: %s; the upstream proxies get no credentials from it", reason)
+    return {}
+
+
+def auth_for(entry: PlanEntry, url: httpx.URL, logins: NetrcLogins) -> httpx.BasicAuth | None:
+    """The credentials for ``entry``'s request to ``url``: its userinfo, else the login
+    ``logins`` has for the URL's host (``host:port``, or the host alone), over https only.
+
+    Never a netrc password over plain http, where anyone on the path could read it
+    (go sends them over https only too).
+    """
+    if entry.username or entry.password:
+        return httpx.BasicAuth(entry.username, entry.password)
+    if url.scheme != "https":
+        return None
+    names = [f"{url.host}:{url.port}"] if url.port is not None else []
+    for name in [*names, url.host]:
+        if (login := logins.get(name.lower())) is not None:
+            return httpx.BasicAuth(*login)
+    return None
 
 
 def redirect_allowed(source: httpx.URL, target: httpx.URL) -> bool:
