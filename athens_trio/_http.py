@@ -17,7 +17,7 @@ from typing import cast
 import httpx
 import trio
 
-__all__ = ["IDENTITY", "content_encoding", "raw_chunks"]
+__all__ = ["IDENTITY", "aclose_shielded", "content_encoding", "raw_chunks"]
 
 IDENTITY: Mapping[str, str] = {"Accept-Encoding": "identity"}
 """Headers asking for the body as it is, uncompressed."""
@@ -50,10 +50,15 @@ async def raw_chunks(
     try:
         yield chunks
     finally:
-        # Shielded, so that a cancelled read still lets go of its connection.
+        await aclose_shielded(response)
         with trio.move_on_after(_CLEANUP_SECONDS, shield=True):
-            await response.aclose()
             await _finish(chunks)
+
+
+async def aclose_shielded(response: httpx.Response) -> None:
+    """Close ``response``, shielded: a cancelled request still lets go of its connection."""
+    with trio.move_on_after(_CLEANUP_SECONDS, shield=True):
+        await response.aclose()
 
 
 async def _finish(chunks: AsyncGenerator[bytes, None]) -> None:

@@ -69,7 +69,7 @@ from athens_trio._exceptions import (
     StorageError,
     UpstreamError,
 )
-from athens_trio._http import IDENTITY, content_encoding, raw_chunks
+from athens_trio._http import IDENTITY, aclose_shielded, content_encoding, raw_chunks
 from athens_trio._module import (
     check_canonical_version,
     check_module_version,
@@ -577,7 +577,7 @@ class GoproxyClient:
         hops = 0
         while (following := response.next_request) is not None:
             source = response.url
-            await response.aclose()
+            await aclose_shielded(response)
             if not redirect_allowed(source, following.url):
                 raise UpstreamError(
                     f"{what}: {entry.label} redirected from secure URL {_origin(source)} "
