@@ -49,6 +49,7 @@ from .upstream import (
     Toolchains,
     plan_from_env,
     private_home,
+    read_netrc,
     sumdb_locator,
 )
 
@@ -221,8 +222,14 @@ def _upstream(
             GoLister(runner, timeout=config.timeout),
         )
     runner = go_runner(config, home=home, direct=True, temp_root=temp_root)
+    # The .netrc go gets (NETRCPath, GithubToken): go sends it to https GOPROXYs too.
+    netrc = home / ".netrc" if home is not None else None
     client = GoproxyClient(
-        plan, http, timeout=config.timeout, download_timeout=config.stash_timeout
+        plan,
+        http,
+        timeout=config.timeout,
+        download_timeout=config.stash_timeout,
+        netrc=read_netrc(netrc) if netrc is not None and netrc.exists() else None,
     )
     settings = settings_from_env(go_env(config))
     sumdb: SumDBClient | None = None
@@ -236,7 +243,7 @@ def _upstream(
             )
         # As go: through the GOPROXY list's proxy that serves the database, if any.
         sumdb = SumDBClient(
-            settings, http, sumdb_state, timeout=HTTP_TIMEOUT, locate=sumdb_locator(plan, http)
+            settings, http, sumdb_state, timeout=HTTP_TIMEOUT, locate=sumdb_locator(client)
         )
     return (
         ProxyFetcher(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,8 +56,12 @@ class Seen:
 class StaticProxy:
     """The ASGI app: files under :attr:`root` at ``<url>/<path>``; :attr:`faults` maps a
     path suffix to a status to answer instead, :attr:`hang` suffixes never answer,
-    :attr:`stall` ones stop after the first chunk of the body, and :attr:`unsized` ones
-    are sent chunked without a Content-Length."""
+    :attr:`stall` ones stop after the first chunk of the body, :attr:`unsized` ones
+    are sent chunked without a Content-Length, and :attr:`gzipped` maps a suffix to a
+    body answered with ``Content-Encoding: gzip`` whatever the client accepts.  With
+    :attr:`redirect_to` set, every request is answered 302 to it plus the path (less
+    :attr:`base`); with :attr:`require_auth` set, a request without that Authorization
+    header is answered 401."""
 
     root: Path
     base: str = ""
@@ -66,6 +70,9 @@ class StaticProxy:
     hang: set[str] = field(default_factory=set)
     unsized: set[str] = field(default_factory=set)
     stall: set[str] = field(default_factory=set)
+    gzipped: dict[str, bytes] = field(default_factory=dict)
+    redirect_to: str = ""
+    require_auth: str = ""
     seen: list[Seen] = field(default_factory=list)
 
     def paths(self) -> list[str]:
@@ -84,7 +91,7 @@ class StaticProxy:
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         self.seen.append(Seen(path, headers))
 
-        def matches(suffixes: set[str] | dict[str, int]) -> str | None:
+        def matches(suffixes: Iterable[str]) -> str | None:
             return next((s for s in suffixes if path.endswith(s)), None)
 
         if matches(self.hang):
@@ -92,8 +99,16 @@ class StaticProxy:
         fault = matches(self.faults)
         relative = path.removeprefix(self.base).lstrip("/")
         file = self.root / relative
-        if fault is not None:
+        gzipped = matches(self.gzipped)
+        if self.require_auth and headers.get("authorization") != self.require_auth:
+            await _answer(send, 401, b"who are you?\n")
+        elif self.redirect_to:
+            location = (self.redirect_to + path.removeprefix(self.base)).encode()
+            await _answer(send, 302, b"elsewhere\n", ((b"location", location),))
+        elif fault is not None:
             await _answer(send, self.faults[fault], b"injected fault\n")
+        elif gzipped is not None:
+            await _answer(send, 200, self.gzipped[gzipped], ((b"content-encoding", b"gzip"),))
         elif not path.startswith(self.base + "/") or ".." in relative.split("/"):
             await _answer(send, 404, b"not here\n")
         elif not file.is_file():
@@ -103,8 +118,11 @@ class StaticProxy:
             await _send_file(send, file, sized=sized, stall=stall)
 
 
-async def _answer(send: Callable[..., Any], status: int, body: bytes) -> None:
+async def _answer(
+    send: Callable[..., Any], status: int, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
     headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+    headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -123,12 +141,18 @@ async def _send_file(send: Callable[..., Any], file: Path, *, sized: bool, stall
 
 
 @contextlib.asynccontextmanager
-async def static_proxy(root: Path, base: str = "") -> AsyncIterator[StaticProxy]:
-    """Serve ``root`` at ``http://127.0.0.1:<port><base>`` until the block ends."""
+async def static_proxy(
+    root: Path, base: str = "", *, tls: tuple[Path, Path] | None = None
+) -> AsyncIterator[StaticProxy]:
+    """Serve ``root`` at ``http://127.0.0.1:<port><base>`` until the block ends; at
+    ``https://`` with ``tls``'s certificate and key files when given (helpers'
+    self_signed)."""
     proxy = StaticProxy(root, base)
     config = HypercornConfig()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
+    if tls is not None:
+        config.certfile, config.keyfile = str(tls[0]), str(tls[1])
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(hypercorn_serve, proxy, config)
         proxy.url = binds[0] + base

@@ -3,8 +3,12 @@ against proxies served on loopback (tests/staticproxy.py) and file:// trees."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import gzip
+import logging
 import socket
+import ssl
 import tracemalloc
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -37,14 +41,19 @@ from athens_trio.upstream._goproxy import (
     SizeLimits,
     UpstreamInfo,
     UseDirect,
+    auth_for,
     parse_goproxy,
     plan_from_env,
+    read_netrc,
+    redirect_allowed,
 )
 
+from .helpers import self_signed
 from .staticproxy import StaticProxy, add_version, static_proxy
 
 MODULE = "example.com/Corp/Tool"  # upper case: every request path is case-escaped
 VERSION = "v1.2.0-RC1"
+ESCAPED = "example.com/!corp/!tool"
 WHEN = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
@@ -165,6 +174,11 @@ async def two_proxies(tmp_path: Path, tree: Path) -> AsyncIterator[tuple[StaticP
         yield first, second
 
 
+def trusting(cert: Path) -> httpx.AsyncClient:
+    """An HTTP client that trusts ``cert`` (and no other)."""
+    return httpx.AsyncClient(verify=ssl.create_default_context(cafile=cert))
+
+
 def client_for(
     goproxy: str, http: httpx.AsyncClient, gonoproxy: str = "", **kwargs: Any
 ) -> GoproxyClient:
@@ -282,6 +296,85 @@ async def test_userinfo_is_basic_auth_and_never_shown(tmp_path: Path, tree: Path
         assert "authorization" not in first.seen[0].headers
 
 
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+NETRC = """\
+machine Corp.Example login corp password corp-pw
+machine 127.0.0.1 login bot password netrc-s3cret
+machine 127.0.0.1:8443 login port password port-pw
+default login anyone password default-pw
+"""
+
+
+def test_read_netrc(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "netrc").write_text(NETRC)
+    assert read_netrc(tmp_path / "netrc") == {
+        "corp.example": ("corp", "corp-pw"),
+        "127.0.0.1": ("bot", "netrc-s3cret"),
+        "127.0.0.1:8443": ("port", "port-pw"),
+    }
+    # What cannot be used gives nothing, with a warning that quotes no secret.
+    (tmp_path / "broken").write_text("machine a login x password unclosed-s3cret\nbogus-s3cret\n")
+    with caplog.at_level(logging.WARNING, "athens_trio.upstream"):
+        assert read_netrc(tmp_path / "broken") == {}
+        assert read_netrc(tmp_path / "missing") == {}
+    assert "cannot parse line" in caplog.text
+    assert "No such file" in caplog.text
+    assert "s3cret" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("url", "user", "expected"),
+    [
+        # Over https, the netrc's login for the host; host:port first where it has one.
+        ("https://corp.example/go", "", ("corp", "corp-pw")),
+        ("https://127.0.0.1:9/go", "", ("bot", "netrc-s3cret")),
+        ("https://127.0.0.1:8443/go", "", ("port", "port-pw")),
+        # Never over plain http; never a host it does not name ("default" is not used).
+        ("http://corp.example/go", "", None),
+        ("https://other.example/go", "", None),
+        # Userinfo wins, over http too (it was asked for).
+        ("https://corp.example/go", "me", ("me", "pw")),
+        ("http://corp.example/go", "me", ("me", "pw")),
+    ],
+)
+def test_auth_for(tmp_path: Path, url: str, user: str, expected: tuple[str, str] | None) -> None:
+    (tmp_path / "netrc").write_text(NETRC)
+    entry = proxy(url, user=user, password="pw" if user else "")
+    auth = auth_for(entry, httpx.URL(url), read_netrc(tmp_path / "netrc"))
+    if expected is None:
+        assert auth is None
+    else:
+        assert auth is not None
+        request = next(auth.auth_flow(httpx.Request("GET", url)))
+        assert request.headers["authorization"] == basic(*expected)
+
+
+async def test_netrc_logins_go_to_https_proxies_only(tmp_path: Path, tree: Path) -> None:
+    (tmp_path / "netrc").write_text(NETRC)
+    logins = read_netrc(tmp_path / "netrc")
+    tls = self_signed(tmp_path)
+    wanted = basic("bot", "netrc-s3cret")
+    async with (
+        static_proxy(tree) as plain,
+        static_proxy(tree, tls=tls) as secure,
+        trusting(tls[0]) as http,
+    ):
+        plain.require_auth = secure.require_auth = wanted
+        with pytest.raises(UpstreamError, match="answered 401") as caught:
+            await client_for(plain.url, http, netrc=logins).mod(MODULE, VERSION)
+        assert "authorization" not in plain.seen[0].headers
+        assert "s3cret" not in str(caught.value)
+        assert await client_for(secure.url, http, netrc=logins).mod(MODULE, VERSION)
+        assert secure.seen[-1].headers["authorization"] == wanted
+        # Without the netrc, none is sent.
+        with pytest.raises(UpstreamError, match="answered 401"):
+            await client_for(secure.url, http).mod(MODULE, VERSION)
+        assert "authorization" not in secure.seen[-1].headers
+
+
 async def test_network_failures_are_upstream_errors(tmp_path: Path, tree: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -382,6 +475,83 @@ async def test_size_caps(tmp_path: Path, tree: Path) -> None:
         # Under the cap all is well.
         client = client_for(second.url, http, chunk_bytes=512)
         assert await client.download_zip(MODULE, "v1.3.0", out / "v.zip") == 3000
+
+
+async def test_compressed_answers_are_refused_undecoded(tmp_path: Path, tree: Path) -> None:
+    # 32 MiB of zeros in 32 KiB: decoding one raw chunk would hold it all at once.
+    bomb = gzip.compress(bytes(32 << 20))
+    small_mod = gzip.compress(b"module example.com/Corp/Tool\n")
+    async with two_proxies(tmp_path, tree) as (first, second), httpx.AsyncClient() as http:
+        assert await client_for(second.url, http).mod(MODULE, VERSION)
+        assert second.seen[-1].headers["accept-encoding"] == "identity"
+        second.gzipped.update({".info": bomb, ".mod": small_mod})
+        client = client_for(second.url, http)
+        tracemalloc.start()
+        try:
+            with pytest.raises(UpstreamError, match="Content-Encoding 'gzip'") as caught:
+                await client.info(MODULE, VERSION)
+            _current, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 4 << 20, f"peak {peak} bytes refusing a 32 KiB gzip body"
+        assert f"{MODULE}@{VERSION}" in str(caught.value)
+        assert caught.value.status == 502
+        # Even a small one that would decode to a valid go.mod is refused...
+        with pytest.raises(UpstreamError, match="Content-Encoding 'gzip'"):
+            await client.mod(MODULE, VERSION)
+        # ...as a fault of that entry: a "|" entry falls through, a "," one does not.
+        first.root = tree
+        assert await client_for(f"{second.url}|{first.url}", http).mod(MODULE, VERSION)
+        with pytest.raises(UpstreamError, match="gzip"):
+            await client_for(f"{second.url},{first.url}", http).mod(MODULE, VERSION)
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "allowed"),
+    [
+        ("https://a/x", "https://b/y", True),
+        ("http://a/x", "http://b/y", True),
+        ("http://a/x", "https://a/x", True),
+        ("https://a/x", "http://a/x", False),
+        ("https://a:443/x", "http://a:443/x", False),
+        ("HTTPS://a/x", "HTTP://b/y", False),
+    ],
+)
+def test_redirect_allowed(source: str, target: str, allowed: bool) -> None:
+    assert redirect_allowed(httpx.URL(source), httpx.URL(target)) is allowed
+
+
+async def test_redirects_from_https_to_http_are_refused_before_asking(
+    tmp_path: Path, tree: Path
+) -> None:
+    tls = self_signed(tmp_path)
+    async with (
+        two_proxies(tmp_path, tree) as (first, second),
+        static_proxy(tmp_path / "empty", tls=tls) as secure,
+        trusting(tls[0]) as http,
+    ):
+        assert secure.url.startswith("https://")
+        secure.redirect_to = second.url
+        client = client_for(f"{secure.url}|{first.url}", http)
+        with pytest.raises(UpstreamError) as caught:
+            await client.mod(MODULE, VERSION)
+        message = str(caught.value)
+        assert f"{MODULE}@{VERSION} go.mod" in message
+        assert f"from secure URL {secure.url} to insecure URL {second.url.rsplit('/', 1)[0]}" in (
+            message
+        )
+        assert "/second" not in message  # scheme and host only
+        assert second.seen == []  # refused before the insecure request went out
+        assert [seen.path for seen in first.seen] == [f"/first/{ESCAPED}/@v/v1.2.0-!r!c1.mod"]
+        # Upgrades, and redirects within a scheme, are followed.
+        first.redirect_to = secure.url
+        secure.root, secure.redirect_to = tree, ""
+        assert await client_for(first.url, http).mod(MODULE, VERSION)
+        # As in go, ten redirects at most.
+        secure.redirect_to = secure.url
+        with pytest.raises(UpstreamError, match="stopped after 10 redirects"):
+            await client_for(secure.url, http).mod(MODULE, VERSION)
+        assert len(secure.seen) == 1 + 1 + 11
 
 
 async def test_file_tree(tmp_path: Path, tree: Path) -> None:

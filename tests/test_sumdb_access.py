@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import httpx
 import pytest
 
 from athens_trio.sumdb import SumDBAccess, SumDBUnreachableError, parse_gosumdb
-from athens_trio.upstream import parse_goproxy, sumdb_locator
+from athens_trio.upstream import GoproxyClient, ProxyPlan, parse_goproxy, sumdb_locator
 
 from .staticproxy import static_proxy
 
@@ -24,6 +25,14 @@ def _serving(root: Path) -> Path:
     return root
 
 
+async def _locate(plan: ProxyPlan, http: httpx.AsyncClient) -> SumDBAccess | None:
+    return await sumdb_locator(GoproxyClient(plan, http))(NAME)
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
 async def test_the_first_proxy_that_serves_the_database_is_used(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     async with (
@@ -32,13 +41,16 @@ async def test_the_first_proxy_that_serves_the_database_is_used(tmp_path: Path) 
         httpx.AsyncClient() as http,
     ):
         plan = parse_goproxy(f"{silent.url},http://u:p@{serving.url[7:]},direct")
-        access = await sumdb_locator(plan, http)(NAME)
-        assert access == SumDBAccess(f"{serving.url}/sumdb/{NAME}", "u", "p")
+        access = await _locate(plan, http)
+        assert access is not None
+        assert access.url == f"{serving.url}/sumdb/{NAME}"
+        assert isinstance(access.auth, httpx.BasicAuth)  # the proxy's userinfo
+        assert serving.seen[-1].headers["authorization"] == _basic("u", "p")
         assert any(s.path == f"/sumdb/{NAME}/supported" for s in silent.seen)
         # Not found everywhere, or direct reached: the database itself.
-        assert await sumdb_locator(parse_goproxy(f"{silent.url},direct"), http)(NAME) is None
-        assert await sumdb_locator(parse_goproxy(f"{silent.url}"), http)(NAME) is None
-        assert await sumdb_locator(parse_goproxy(f"direct,{serving.url}"), http)(NAME) is None
+        assert await _locate(parse_goproxy(f"{silent.url},direct"), http) is None
+        assert await _locate(parse_goproxy(f"{silent.url}"), http) is None
+        assert await _locate(parse_goproxy(f"direct,{serving.url}"), http) is None
 
 
 async def test_a_fault_makes_the_database_unreachable_unless_the_list_falls_back(
@@ -51,14 +63,14 @@ async def test_a_fault_makes_the_database_unreachable_unless_the_list_falls_back
     ):
         broken.faults["/supported"] = 503
         with pytest.raises(SumDBUnreachableError, match="503"):
-            await sumdb_locator(parse_goproxy(f"{broken.url},{serving.url}"), http)(NAME)
+            await _locate(parse_goproxy(f"{broken.url},{serving.url}"), http)
         plan = parse_goproxy(f"{broken.url}|{serving.url}")
-        access = await sumdb_locator(plan, http)(NAME)
+        access = await _locate(plan, http)
         assert access is not None
         assert access.url == f"{serving.url}/sumdb/{NAME}"
         # A fault followed by "direct" is still the answer, as in go (a fault outranks).
         with pytest.raises(SumDBUnreachableError):
-            await sumdb_locator(parse_goproxy(f"{broken.url}|direct"), http)(NAME)
+            await _locate(parse_goproxy(f"{broken.url}|direct"), http)
 
 
 def test_a_url_in_gosumdb_asks_no_proxy() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import zipfile
 from collections.abc import AsyncIterator
@@ -53,6 +54,7 @@ from athens_trio.sumdb._tlog import (
     roots_from_consistency,
 )
 
+from .staticproxy import static_proxy
 from .sumdbfixtures import SumDBServer, fake_record, run_sumdb_server
 
 # ---------------------------------------------------------------------------------------
@@ -470,7 +472,12 @@ async def test_unreachable_slow_and_oversized(tmp_path: Path) -> None:
         raise AssertionError
 
     async def flood(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=b"x" * (1 << 20))
+        async def body() -> AsyncIterator[bytes]:
+            yield b"x" * (1 << 20)
+
+        # Streamed, as a real transport's: bytes content would come already read, and
+        # the client reads bodies raw.
+        return httpx.Response(200, content=body())
 
     async def broken(request: httpx.Request) -> httpx.Response:
         return httpx.Response(500, content=b"/srv/secret/path failed")
@@ -487,6 +494,22 @@ async def test_unreachable_slow_and_oversized(tmp_path: Path) -> None:
             await client.lookup("example.com/m", "v1.0.0")
         assert "secret" not in str(info.value)
         assert isinstance(info.value, UpstreamError)
+
+
+async def test_compressed_answers_are_refused_undecoded(tmp_path: Path) -> None:
+    _, vkey = _keypair("db.test")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    async with static_proxy(empty) as server, httpx.AsyncClient() as http:
+        # Answered gzip whatever is asked: 32 MiB of zeros, never to be decoded.
+        server.gzipped[""] = gzip.compress(bytes(32 << 20))
+        client = SumDBClient(
+            SumDBSettings(parse_gosumdb(f"{vkey} {server.url}")), http, tmp_path, timeout=5
+        )
+        with pytest.raises(MalformedResponseError, match="Content-Encoding 'gzip'") as caught:
+            await client.lookup("example.com/m", "v1.0.0")
+        assert isinstance(caught.value, UpstreamError)
+        assert server.seen[0].headers["accept-encoding"] == "identity"
 
 
 async def test_skipped_modules_are_not_looked_up(tmp_path: Path) -> None:

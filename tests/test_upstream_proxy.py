@@ -164,6 +164,13 @@ async def test_the_pipeline_uses_the_upstream_proxies_only_when_goproxy_names_on
     config = proxy_config(tmp_path, go_binary, fx, "http://127.0.0.1:9,direct", None)
     async with open_pipeline(config) as pipeline:
         assert isinstance(pipeline.fetches._fetcher, ProxyFetcher)
+        assert pipeline.fetches._fetcher._client._netrc == {}
+    # The .netrc go gets (NETRCPath here) is the upstream proxies' too.
+    (tmp_path / "netrc").write_text("machine corp.example login bot password pw\n")
+    config.netrc_path = str(tmp_path / "netrc")
+    async with open_pipeline(config) as pipeline:
+        assert isinstance(pipeline.fetches._fetcher, ProxyFetcher)
+        assert pipeline.fetches._fetcher._client._netrc == {"corp.example": ("bot", "pw")}
 
 
 async def test_info_mod_zip_list_are_the_upstreams_bytes_verified(

@@ -18,11 +18,10 @@ authenticated tiles (:class:`RecordProofError`).  Every failure is an
 
 from __future__ import annotations
 
-from ._client import SumDBClient, SumDBStatistics
+from ._client import SumDBAccess, SumDBClient, SumDBStatistics
 from ._env import (
     SUM_GOLANG_ORG_KEY,
     GoSumDB,
-    SumDBAccess,
     SumDBSettings,
     parse_gosumdb,
     settings_from_env,

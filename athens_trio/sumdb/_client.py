@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import aclosing
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import httpx
 import trio
 
+from .._http import IDENTITY, content_encoding, raw_chunks
 from .._module import check_module_version, escape_path, escape_version
-from ._env import GoSumDB, SumDBAccess, SumDBSettings
+from ._env import GoSumDB, SumDBSettings
 from ._errors import (
     ForkError,
     InconsistentTileError,
@@ -42,7 +42,7 @@ from ._tlog import (
     roots_from_consistency,
 )
 
-__all__ = ["Locate", "SumDBClient", "SumDBStatistics"]
+__all__ = ["Locate", "SumDBAccess", "SumDBClient", "SumDBStatistics"]
 
 _T = TypeVar("_T")
 
@@ -72,6 +72,15 @@ class SumDBStatistics:
 class _Signed:
     tree: Tree
     note: bytes
+
+
+@dataclass(frozen=True)
+class SumDBAccess:
+    """Where a database's requests go: a base URL, and the credentials a proxy serving
+    it gets (its userinfo in GOPROXY, or its netrc login), never part of the URL."""
+
+    url: str
+    auth: httpx.Auth | None = field(default=None, repr=False)
 
 
 #: Finds the proxy that serves a database (by its name), as go walks GOPROXY before
@@ -289,20 +298,25 @@ class SumDBClient:
         """GET ``path`` below the database URL: at most ``limit`` bytes, within the timeout."""
         access = await self._where()
         url = f"{access.url}/{path}"
-        auth = httpx.BasicAuth(access.username, access.password) if access.username else None
         body = bytearray()
         try:
             with trio.fail_after(self._timeout):
-                async with self._http.stream("GET", url, auth=auth) as response:
+                request = self._http.stream("GET", url, headers=IDENTITY, auth=access.auth)
+                async with request as response:
                     if response.status_code in (404, 410):
                         raise _Gone
                     if response.status_code != 200:
                         raise SumDBUnreachableError(
                             f"{self.name} answered {response.status_code} for /{path}"
                         )
-                    # httpx's aiter_bytes is an async generator: close it when leaving early.
-                    body_chunks = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
-                    async with aclosing(body_chunks) as chunks:
+                    if encoding := content_encoding(response):
+                        raise MalformedResponseError(
+                            f"{self.name} answered /{path} with Content-Encoding "
+                            f"{encoding!r} though asked for identity"
+                        )
+                    # Raw: counted against the limit as they come, never decoded (see
+                    # _http), and every iterator under them finished when leaving early.
+                    async with raw_chunks(response) as chunks:
                         async for chunk in chunks:
                             body += chunk
                             if len(body) > limit:

@@ -3,7 +3,7 @@ with the go command's meanings.
 
 GOSUMDB is ``off``, a known database's name, ``<verifier key>``, or either of the last
 two followed by the URL to reach the database at.  Without one, go asks the GOPROXY list
-first (``<proxy>/sumdb/<name>/supported``; :class:`SumDBAccess` is what that finds) and
+first (``<proxy>/sumdb/<name>/supported``) and
 else reaches ``https://<name>``.  GONOSUMDB (default: GOPRIVATE) lists comma-separated
 path globs whose modules are not looked up.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .._exceptions import ConfigError
 from .._patterns import matches_pattern, split_patterns
@@ -22,7 +22,6 @@ from ._note import Verifier, parse_verifier_key
 __all__ = [
     "SUM_GOLANG_ORG_KEY",
     "GoSumDB",
-    "SumDBAccess",
     "SumDBSettings",
     "parse_gosumdb",
     "settings_from_env",
@@ -72,16 +71,6 @@ def parse_gosumdb(value: str) -> GoSumDB | None:
     if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.query:
         raise ConfigError("GOSUMDB", "the database URL must be http(s)://host[/path]")
     return GoSumDB(verifier=verifier, url=url.rstrip("/"), url_given=len(fields) == 2)
-
-
-@dataclass(frozen=True)
-class SumDBAccess:
-    """Where a database's requests go: a base URL and, for a proxy with userinfo in
-    GOPROXY, its basic-auth credentials (never part of the URL)."""
-
-    url: str
-    username: str = field(default="", repr=False)
-    password: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from ._goproxy import (
     UseDirect,
     parse_goproxy,
     plan_from_env,
+    read_netrc,
 )
 from ._lister import GoLister, Lister, PooledLister, UpstreamVersions
 from ._proxy import ProxyFetcher, ProxyLister, SumCheck
@@ -72,6 +73,7 @@ __all__ = [
     "parse_goproxy",
     "plan_from_env",
     "private_home",
+    "read_netrc",
     "claim_run_dir",
     "sweep_run_dirs",
     "required_go",

@@ -12,13 +12,16 @@ The plan is cmd/go's reading of ``GOPROXY``, ``GONOPROXY`` and ``GOPRIVATE``
 * Anything else is a URL.  A word without ``.``, ``:`` or ``/`` is reserved and refused;
   something with a ``.`` or ``:`` but no ``:/`` (``corp-proxy.example``,
   ``localhost:8080``) gets ``https://`` in front.  Schemes are ``https``, ``http`` and
-  ``file`` (a path only).  Userinfo (``https://user:pass@host``) is sent as basic auth.
+  ``file`` (a path only).  Userinfo (``https://user:pass@host``) is sent as basic auth;
+  without it, an https proxy gets the netrc's login for its host, as go sends it
+  (:func:`read_netrc`, :func:`auth_for`), never a plain http one.
 * ``GONOPROXY`` (default ``GOPRIVATE``) is a comma-separated list of module path globs
   (:mod:`athens_trio._patterns`): a module matching one goes direct whatever
   ``GOPROXY`` says, even ``off``.
 
 Where we are stricter than go: an http(s) URL must name a host, and no URL may carry a
-query or a fragment (go would send them along on every request).
+query or a fragment (go would send them along on every request).  Redirects are
+followed as go's web client follows them: at most ten, none from https to http.
 
 :class:`GoproxyClient` walks the plan for one request as cmd/go's ``TryProxies`` does.
 The first answer wins.  Reaching ``direct`` raises :class:`UseDirect`: the caller runs go
@@ -29,8 +32,10 @@ useful error it saw, ranked as go ranks them: a fault (:class:`UpstreamError`, o
 So NotFoundError comes out only when every entry tried said 404/410 (or ``off``, which
 go counts as "does not exist", :class:`ProxyOffError`).
 
-Bodies are read in chunks (:data:`CHUNK_BYTES`) and capped (go's limits for zips and
-go.mod files, small ones for the rest); a zip goes to a temporary file next to its
+Bodies are asked for unencoded, read raw in chunks (:data:`CHUNK_BYTES`) and capped
+(go's limits for zips and go.mod files, small ones for the rest); an answer with a
+Content-Encoding anyway is a fault of that entry, never decoded (see
+:mod:`athens_trio._http`); a zip goes to a temporary file next to its
 destination and is renamed there only when complete.  Error messages name the module,
 the version and the proxy's scheme and host, never a URL's userinfo, a local path, or
 what the upstream wrote in its error body.
@@ -41,13 +46,14 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import netrc
 import os
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, Protocol, TypeVar, cast
+from typing import BinaryIO, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -63,6 +69,7 @@ from athens_trio._exceptions import (
     StorageError,
     UpstreamError,
 )
+from athens_trio._http import IDENTITY, aclose_shielded, content_encoding, raw_chunks
 from athens_trio._module import (
     check_canonical_version,
     check_module_version,
@@ -88,8 +95,12 @@ __all__ = [
     "SizeLimits",
     "UpstreamInfo",
     "UseDirect",
+    "NetrcLogins",
+    "auth_for",
     "parse_goproxy",
     "plan_from_env",
+    "read_netrc",
+    "redirect_allowed",
 ]
 
 log = logging.getLogger("athens_trio.upstream")
@@ -101,6 +112,9 @@ CHUNK_BYTES = 1 << 20
 """Bodies are read, and zips written, this many bytes at a time."""
 
 _T = TypeVar("_T")
+
+NetrcLogins = Mapping[str, tuple[str, str]]
+"""Login and password by machine name (lower case), from a netrc file."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -296,7 +310,7 @@ class SizeLimits:
 
 _info_decoder = msgspec.json.Decoder(UpstreamInfo)
 _NOT_EXIST_STATUSES = (404, 410)
-_CLEANUP_SECONDS = 5
+_MAX_REDIRECTS = 10  # go's, as net/http's default client
 
 
 class _Body(Protocol):
@@ -313,7 +327,7 @@ class _HttpBody:
     ) -> None:
         self.length: int | None = None
         declared = response.headers.get("content-length", "")
-        if declared.isdigit() and "content-encoding" not in response.headers:
+        if declared.isdigit():  # the body is read raw, and only unencoded ones are
             self.length = int(declared)
         self._chunks = chunks
         self._what = what
@@ -381,7 +395,8 @@ class GoproxyClient:
     ``timeout`` bounds each :meth:`list`, :meth:`latest`, :meth:`info` and :meth:`mod`
     call as a whole (every entry tried), ``download_timeout`` each :meth:`download_zip`;
     past it they raise :class:`FetchTimeoutError`.  The client's own timeouts (connect,
-    read) apply per request and count as faults of that entry.
+    read) apply per request and count as faults of that entry.  ``netrc`` holds the
+    logins (:func:`read_netrc`) sent to https proxies whose URL has no userinfo.
     """
 
     def __init__(
@@ -393,8 +408,10 @@ class GoproxyClient:
         download_timeout: float = 300,
         limits: SizeLimits = SizeLimits(),
         chunk_bytes: int = CHUNK_BYTES,
+        netrc: NetrcLogins | None = None,
     ) -> None:
         self.plan = plan
+        self._netrc: NetrcLogins = netrc or {}
         self._client = client
         self._timeout = timeout
         self._download_timeout = download_timeout
@@ -528,22 +545,12 @@ class GoproxyClient:
                 yield _FileBody(file.read, size, self._chunk, what)
             return
 
-        request = self._client.build_request("GET", f"{entry.url}/{escaped}/{tail}")
         try:
-            if entry.username or entry.password:
-                # httpx drops the header if a redirect leads to another host.
-                response = await self._client.send(
-                    request,
-                    auth=httpx.BasicAuth(entry.username, entry.password),
-                    follow_redirects=True,
-                    stream=True,
-                )
-            else:
-                response = await self._client.send(request, follow_redirects=True, stream=True)
+            response = await self._get_following(entry, f"{entry.url}/{escaped}/{tail}", what)
         except httpx.HTTPError as exc:
             raise _http_failure(exc, what, entry.label) from None
-        chunks = cast(AsyncGenerator[bytes, None], response.aiter_bytes(self._chunk))
-        try:
+        # Raw: counted against the cap as they come, never decoded (see _http).
+        async with raw_chunks(response, self._chunk) as chunks:
             status = response.status_code
             if status in _NOT_EXIST_STATUSES:
                 raise NotFoundError(f"{what}: {entry.label} answered {status} (not found)")
@@ -551,12 +558,47 @@ class GoproxyClient:
                 raise UpstreamError(
                     f"{what}: {entry.label} answered {status} {response.reason_phrase}"
                 )
+            if encoding := content_encoding(response):
+                raise UpstreamError(
+                    f"{what}: {entry.label} answered with Content-Encoding {encoding!r} "
+                    "though asked for identity"
+                )
             yield _HttpBody(response, chunks, what, entry.label)
-        finally:
-            # Shielded, so that a cancelled download still lets go of its connection.
-            with trio.move_on_after(_CLEANUP_SECONDS, shield=True):
-                await response.aclose()
-                await _finish(chunks)
+
+    def auth(self, entry: PlanEntry, url: httpx.URL) -> httpx.Auth | None:
+        """The credentials ``entry`` gets for a request to ``url`` (:func:`auth_for`)."""
+        return auth_for(entry, url, self._netrc)
+
+    async def status_of(self, entry: PlanEntry, url: str, what: str) -> int:
+        """The status ``entry`` answers a GET of ``url`` with, redirects followed as for
+        modules (UpstreamError for a refused one; httpx's errors as they come)."""
+        response = await self._get_following(entry, url, what)
+        await aclose_shielded(response)
+        return response.status_code
+
+    async def _get_following(self, entry: PlanEntry, url: str, what: str) -> httpx.Response:
+        """GET ``url``, streamed, following redirects as go does: at most
+        :data:`_MAX_REDIRECTS`, and never from https to http (refused before the insecure
+        request is sent, see :func:`redirect_allowed`)."""
+        request = self._client.build_request("GET", url, headers=IDENTITY)
+        # Set on this request only, as go does; httpx drops it from a redirect to
+        # another host.
+        auth = auth_for(entry, request.url, self._netrc)
+        response = await self._client.send(request, auth=auth, follow_redirects=False, stream=True)
+        hops = 0
+        while (following := response.next_request) is not None:
+            source = response.url
+            await aclose_shielded(response)
+            if not redirect_allowed(source, following.url):
+                raise UpstreamError(
+                    f"{what}: {entry.label} redirected from secure URL {_origin(source)} "
+                    f"to insecure URL {_origin(following.url)}"
+                )
+            if hops == _MAX_REDIRECTS:
+                raise UpstreamError(f"{what}: {entry.label} stopped after {hops} redirects")
+            hops += 1
+            response = await self._client.send(following, follow_redirects=False, stream=True)
+        return response
 
     async def _copy(
         self,
@@ -726,18 +768,56 @@ class _Spool:
                 os.unlink(self._temp)
 
 
-async def _finish(chunks: AsyncGenerator[bytes, None]) -> None:
-    """Run a closed response's body iterator to its end.
+def read_netrc(path: Path) -> dict[str, tuple[str, str]]:
+    """The logins of the netrc file at ``path`` by machine name (lower case).
 
-    httpx's body iterators are async generators nested several deep, and closing the
-    outer one leaves the inner ones suspended, for the garbage collector to finalise with
-    a ResourceWarning (encode/httpx#3686).  Once the response is closed, one more step
-    fails at the bottom, and the failure ends every one of them.
+    ``default`` is not used (go ignores it).  A file that cannot be read or parsed gives
+    none, with a warning: go's parser skips what it does not understand, and the file
+    is go's first.  Blocking: read once, at start.
     """
-    with contextlib.suppress(Exception):
-        async for _ in chunks:
-            pass
-    await chunks.aclose()
+    try:
+        parsed = netrc.netrc(str(path))
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    except netrc.NetrcParseError as exc:
+        reason = f"cannot parse line {exc.lineno}"  # its message may quote a secret
+    else:
+        return {
+            machine.lower(): (login or "", password or "")
+            for machine, (login, _account, password) in parsed.hosts.items()
+            if machine != "default"
+        }
+    log.warning("netrc: %s; the upstream proxies get no credentials from it", reason)
+    return {}
+
+
+def auth_for(entry: PlanEntry, url: httpx.URL, logins: NetrcLogins) -> httpx.BasicAuth | None:
+    """The credentials for ``entry``'s request to ``url``: its userinfo, else the login
+    ``logins`` has for the URL's host (``host:port``, or the host alone), over https only.
+
+    Never a netrc password over plain http, where anyone on the path could read it
+    (go sends them over https only too).
+    """
+    if entry.username or entry.password:
+        return httpx.BasicAuth(entry.username, entry.password)
+    if url.scheme != "https":
+        return None
+    names = [f"{url.host}:{url.port}"] if url.port is not None else []
+    for name in [*names, url.host]:
+        if (login := logins.get(name.lower())) is not None:
+            return httpx.BasicAuth(*login)
+    return None
+
+
+def redirect_allowed(source: httpx.URL, target: httpx.URL) -> bool:
+    """Whether a redirect from ``source`` to ``target`` may be followed: not from https
+    to anything else (go: "redirected from secure URL ... to insecure URL ...")."""
+    return source.scheme != "https" or target.scheme == "https"
+
+
+def _origin(url: httpx.URL) -> str:
+    """``scheme://host[:port]`` of ``url``: what a message may show of it."""
+    return f"{url.scheme}://{url.netloc.decode('ascii', errors='replace')}"
 
 
 def _valid_for(module: str, version: str) -> bool:

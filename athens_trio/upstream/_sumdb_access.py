@@ -10,35 +10,39 @@ Without a URL in GOSUMDB, go asks each proxy of its GOPROXY list, in order,
   the next one, where go, a short-lived command, would give up for the run).
 
 ``file://`` entries are passed over: a download cache served that way holds no checksum
-database.  A proxy's userinfo is sent as basic auth, as for its modules.
+database.  A proxy gets the credentials it gets for its modules
+(:meth:`GoproxyClient.auth`), and a redirect from https to http is not followed.
 """
 
 from __future__ import annotations
 
 import httpx
 
+from .._exceptions import UpstreamError
 from ..sumdb import SumDBAccess, SumDBUnreachableError
 from ..sumdb._client import Locate
-from ._goproxy import EntryKind, PlanEntry, ProxyPlan
+from ._goproxy import EntryKind, GoproxyClient, PlanEntry
 
 __all__ = ["sumdb_locator"]
 
 _NOT_EXIST = (404, 410)
 
 
-def sumdb_locator(plan: ProxyPlan, http: httpx.AsyncClient) -> Locate:
-    """What a :class:`~athens_trio.sumdb.SumDBClient` asks, once, for its database."""
+def sumdb_locator(client: GoproxyClient) -> Locate:
+    """What a :class:`~athens_trio.sumdb.SumDBClient` asks, once, for its database:
+    the proxies of ``client``'s plan, with its credentials."""
 
     async def locate(name: str) -> SumDBAccess | None:
         fault: str | None = None
-        for entry in plan.entries:
+        for entry in client.plan.entries:
             if entry.kind is not EntryKind.PROXY:
                 break  # direct or off: the database itself
             if entry.is_file:
                 continue
-            problem = await _supported(http, entry, name)
+            base = httpx.URL(f"{entry.url}/sumdb/{name}")
+            problem = await _supported(client, entry, base)
             if problem is None:
-                return SumDBAccess(f"{entry.url}/sumdb/{name}", entry.username, entry.password)
+                return SumDBAccess(str(base), client.auth(entry, base))
             if problem == "":
                 continue  # does not serve it: the next
             fault = problem
@@ -51,18 +55,18 @@ def sumdb_locator(plan: ProxyPlan, http: httpx.AsyncClient) -> Locate:
     return locate
 
 
-async def _supported(http: httpx.AsyncClient, entry: PlanEntry, name: str) -> str | None:
-    """None when ``entry`` serves database ``name``; "" when it says it does not
+async def _supported(client: GoproxyClient, entry: PlanEntry, base: httpx.URL) -> str | None:
+    """None when ``entry`` serves the database at ``base``; "" when it says it does not
     (404/410); else what went wrong, naming the proxy by scheme and host only."""
-    auth = httpx.BasicAuth(entry.username, entry.password) if entry.username else None
+    what = f"asking {entry.label} whether it serves it"
     try:
-        response = await http.get(
-            f"{entry.url}/sumdb/{name}/supported", auth=auth, follow_redirects=True
-        )
+        status = await client.status_of(entry, f"{base}/supported", what)
     except httpx.HTTPError as exc:
-        return f"asking {entry.label} whether it serves it: {type(exc).__name__}"
-    if response.status_code == 200:
+        return f"{what}: {type(exc).__name__}"
+    except UpstreamError as exc:
+        return str(exc)  # a redirect refused
+    if status == 200:
         return None
-    if response.status_code in _NOT_EXIST:
+    if status in _NOT_EXIST:
         return ""
-    return f"{entry.label} answered {response.status_code} asked whether it serves it"
+    return f"{entry.label} answered {status} asked whether it serves it"
