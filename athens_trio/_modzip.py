@@ -11,6 +11,7 @@ client can unzip would be stored for good (storage never replaces a version):
   Windows device name;
 * no two names are equal under case folding, and no name is both a file and a directory;
 * ``go.mod`` appears only at the root, spelled in lower case;
+* files are stored or deflated, the only methods go's archive/zip reads;
 * the zip, and the declared uncompressed sizes of its files together, are at most
   :data:`MAX_ZIP_FILE` bytes; ``go.mod`` and ``LICENSE`` at most :data:`MAX_GO_MOD` and
   :data:`MAX_LICENSE` bytes.
@@ -27,6 +28,8 @@ import posixpath
 import unicodedata
 import zipfile
 from collections.abc import Iterable
+
+from ._ziphash import raw_name
 
 __all__ = [
     "MAX_GO_MOD",
@@ -48,6 +51,10 @@ MAX_LICENSE = 16 << 20
 
 _QUOTE_LIMIT = 100
 
+#: The compression methods go's archive/zip reads: a zip using another (LZMA, bzip2)
+#: would hash the same and pass a checksum database, and no client could unzip it.
+_READABLE = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+
 # The ASCII punctuation go allows in a file name (fileNameOK): no shell quoting hazards
 # (" ' * < > ? ` |) and no separators (/ : \).
 _FILE_NAME_PUNCTUATION = frozenset("!#$%&()+,-.=@[]^_{}~ ")
@@ -60,10 +67,6 @@ _BAD_WINDOWS_NAMES = frozenset(
 
 # Python upper-cases the dotless i to "I", but go folds it with nothing else.
 _UNFOLDED = frozenset("\u0131")
-
-# The bit of a zip entry's flags saying its name is UTF-8; without it Python decodes the
-# name as code page 437.
-_UTF8_NAME_FLAG = 0x800
 
 
 class InvalidModuleZipError(ValueError):
@@ -83,8 +86,7 @@ def _go_name(info: zipfile.ZipInfo) -> str:
     Python decodes a name without the UTF-8 flag as code page 437 and cuts it at a NUL;
     go takes the bytes as they are, so the bytes are what is checked.
     """
-    encoding = "utf-8" if info.flag_bits & _UTF8_NAME_FLAG else "cp437"
-    raw = info.orig_filename.encode(encoding)
+    raw = raw_name(info)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -214,6 +216,11 @@ def check_zip_entries(entries: Iterable[zipfile.ZipInfo], module: str, version: 
             raise InvalidModuleZipError(f"{_quote(name)}: {problem}")
         if is_dir:
             continue
+        if info.compress_type not in _READABLE:
+            raise InvalidModuleZipError(
+                f"{_quote(name)}: compressed with method {info.compress_type}, which go "
+                "cannot read (only stored and deflated)"
+            )
         size = info.file_size
         total += size
         if total > MAX_ZIP_FILE:

@@ -12,7 +12,7 @@ import hashlib
 import os
 import zipfile
 
-__all__ = ["MemberSizeError", "mod_h1", "mod_h1_of_digest", "zip_h1"]
+__all__ = ["UTF8_NAME_FLAG", "MemberSizeError", "mod_h1", "mod_h1_of_digest", "raw_name", "zip_h1"]
 
 _CHUNK_BYTES = 1 << 20
 
@@ -21,21 +21,36 @@ class MemberSizeError(ValueError):
     """A zip member's data is not the size its header declares."""
 
 
+#: The general-purpose flag bit saying an entry's name is UTF-8.
+UTF8_NAME_FLAG = 0x800
+
+
+def raw_name(info: zipfile.ZipInfo) -> bytes:
+    """An entry's name as stored, the bytes go reads: Python decodes a name without the
+    UTF-8 flag as code page 437 (reversibly), and cuts its ``filename`` at a NUL."""
+    return info.orig_filename.encode("utf-8" if info.flag_bits & UTF8_NAME_FLAG else "cp437")
+
+
 def zip_h1(path: str | os.PathLike[str]) -> str:
     """The ``h1:`` hash of the zip at ``path`` (blocking: run it in a thread).
 
-    Each member is read up to its declared size and one byte more, never further, so
-    the declared sizes bound the work (a zip from elsewhere has them checked first:
+    As go's dirhash.HashZip: a line per entry (a name twice is two lines, both of the
+    last entry of that name, as go opens them), names as stored, in byte order.  Each
+    member is read up to its declared size and one byte more, never further, so the
+    declared sizes bound the work (a zip from elsewhere has them checked first:
     :func:`~athens_trio._modzip.check_module_zip`)."""
     summary = hashlib.sha256()
     with zipfile.ZipFile(path) as archive:
-        # By name, the last entry of a name winning, as ZipFile.open(name) picks.
-        members = {info.filename: info for info in archive.infolist()}
-        for name in sorted(members):
-            if "\n" in name:
+        infos = archive.infolist()
+        names = [raw_name(info) for info in infos]
+        last = dict(zip(names, infos, strict=True))
+        digests: dict[bytes, str] = {}
+        for name in sorted(names):
+            if b"\n" in name:
                 raise ValueError(f"zip entry name with a newline: {name!r}")
-            digest = _member_sha256(archive, members[name])
-            summary.update(f"{digest}  {name}\n".encode())
+            if name not in digests:
+                digests[name] = _member_sha256(archive, last[name])
+            summary.update(digests[name].encode() + b"  " + name + b"\n")
     return "h1:" + base64.b64encode(summary.digest()).decode()
 
 

@@ -328,9 +328,11 @@ def test_read_netrc(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
 @pytest.mark.parametrize(
     ("url", "user", "expected"),
     [
-        # Over https, the netrc's login for the host; host:port first where it has one.
+        # Over https, the netrc's login for the host as the URL has it: with its port
+        # where it has one (go's rule: a host's login is not another port's).
         ("https://corp.example/go", "", ("corp", "corp-pw")),
-        ("https://127.0.0.1:9/go", "", ("bot", "netrc-s3cret")),
+        ("https://127.0.0.1/go", "", ("bot", "netrc-s3cret")),
+        ("https://127.0.0.1:9/go", "", None),
         ("https://127.0.0.1:8443/go", "", ("port", "port-pw")),
         # Never over plain http; never a host it does not name ("default" is not used).
         ("http://corp.example/go", "", None),
@@ -353,8 +355,6 @@ def test_auth_for(tmp_path: Path, url: str, user: str, expected: tuple[str, str]
 
 
 async def test_netrc_logins_go_to_https_proxies_only(tmp_path: Path, tree: Path) -> None:
-    (tmp_path / "netrc").write_text(NETRC)
-    logins = read_netrc(tmp_path / "netrc")
     tls = self_signed(tmp_path)
     wanted = basic("bot", "netrc-s3cret")
     async with (
@@ -362,6 +362,11 @@ async def test_netrc_logins_go_to_https_proxies_only(tmp_path: Path, tree: Path)
         static_proxy(tree, tls=tls) as secure,
         trusting(tls[0]) as http,
     ):
+        machines = [url.split("//")[1] for url in (plain.url, secure.url)]
+        (tmp_path / "netrc").write_text(
+            "".join(f"machine {m} login bot password netrc-s3cret\n" for m in machines)
+        )
+        logins = read_netrc(tmp_path / "netrc")
         plain.require_auth = secure.require_auth = wanted
         with pytest.raises(UpstreamError, match="answered 401") as caught:
             await client_for(plain.url, http, netrc=logins).mod(MODULE, VERSION)

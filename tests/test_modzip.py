@@ -210,3 +210,23 @@ def test_a_corrupt_deflate_stream_is_an_upstream_error(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(UpstreamError, match=f"{MODULE}@{VERSION}: the upstream's zip is not"):
         _zip_sum(MODULE, VERSION, path)
+
+
+def test_a_name_without_the_utf8_flag_hashes_as_go_hashes_its_bytes(tmp_path: Path) -> None:
+    # "é.go" as UTF-8 bytes, without the flag (a tool that does not set it): go hashes
+    # the bytes, so the hash is the flagged zip's; Python alone would read "Ã©.go".
+    flagged = make_zip(tmp_path / "flagged.zip", [f"{PREFIX}é.go"])
+    unflagged = make_zip(tmp_path / "unflagged.zip", [f"{PREFIX}XX.go"])
+    raw = unflagged.read_bytes()
+    assert raw.count(b"XX.go") == 2
+    unflagged.write_bytes(raw.replace(b"XX.go", "é.go".encode()))
+    check_module_zip(unflagged, MODULE, VERSION)
+    assert zip_h1(unflagged) == zip_h1(flagged)
+
+
+def test_a_compression_go_cannot_read_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "lzma.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_LZMA) as archive:
+        archive.writestr(f"{PREFIX}go.mod", b"module example.com/mod\n")
+    with pytest.raises(InvalidModuleZipError, match="cannot read"):
+        check_module_zip(path, MODULE, VERSION)

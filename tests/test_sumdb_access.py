@@ -68,9 +68,13 @@ async def test_a_fault_makes_the_database_unreachable_unless_the_list_falls_back
         access = await _locate(plan, http)
         assert access is not None
         assert access.url == f"{serving.url}/sumdb/{NAME}"
-        # A fault followed by "direct" is still the answer, as in go (a fault outranks).
+        # "direct" after a fault: the database itself (go ranks direct's answer first);
+        # "off" or the end of the list after one: the fault is the answer.
+        assert await _locate(parse_goproxy(f"{broken.url}|direct"), http) is None
         with pytest.raises(SumDBUnreachableError):
-            await _locate(parse_goproxy(f"{broken.url}|direct"), http)
+            await _locate(parse_goproxy(f"{broken.url}|off"), http)
+        with pytest.raises(SumDBUnreachableError):
+            await _locate(parse_goproxy(f"{broken.url}|{tmp_path.as_uri()}"), http)
 
 
 def test_a_url_in_gosumdb_asks_no_proxy() -> None:

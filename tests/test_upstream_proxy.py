@@ -27,6 +27,7 @@ from athens_trio._exceptions import NotFoundError, UpstreamError
 from athens_trio._module import escape_path, escape_version
 from athens_trio._pipeline import open_pipeline
 from athens_trio._ziphash import mod_h1, zip_h1
+from athens_trio.download import NetworkMode
 from athens_trio.sumdb import settings_from_env
 from athens_trio.upstream import ProxyFetcher, ProxyLister, UpstreamInfo
 from athens_trio.upstream._proxy import _Call, _in_order, _ModPart, _RecentParts
@@ -426,6 +427,33 @@ async def test_lister_lists_and_resolves_from_the_upstream(
             listed_versions = await pipeline.protocol.list(fx.upper)
             assert listed_versions == [fx.upper_version]
     assert not zips(proxy)
+
+
+@pytest.mark.parametrize("network_mode", ["fallback", "strict"])
+async def test_latest_falls_back_on_storage_as_a_failing_list_does(
+    tmp_path: Path,
+    go_binary: str,
+    go_fixtures: GoFixtures,
+    upstream: Upstream,
+    sumdb_binary: Path,
+    network_mode: NetworkMode,
+) -> None:
+    # The list says nothing of latest: resolving it is a request of its own, whose
+    # failure storage answers as it answers a failing list (NetworkMode fallback).
+    fx = go_fixtures
+    async with upstream_servers(upstream, sumdb_binary, tmp_path) as (proxy, sumdb):
+        config = proxy_config(tmp_path, go_binary, fx, f"{proxy.url},direct", sumdb)
+        config.network_mode = network_mode
+        async with open_pipeline(config) as pipeline:
+            await pipeline.protocol.info(fx.hello, "v1.0.0")  # stored
+            newest = max(fx.hello_versions, key=lambda v: tuple(map(int, v[1:].split("."))))
+            proxy.faults[f"/{escape_path(fx.hello)}/@v/{newest}.info"] = 502
+            if network_mode == "strict":
+                with pytest.raises(UpstreamError):
+                    await pipeline.protocol.latest(fx.hello)
+            else:
+                latest = json.loads(await pipeline.protocol.latest(fx.hello))
+                assert latest["Version"] == "v1.0.0"
 
 
 # ---------------------------------------------------------------------------------------

@@ -219,14 +219,18 @@ class StorageFirst(DownloadProtocol):
                 error = exc
 
         if error is not None:
-            # strict: only "does not exist" upstream may be answered from storage.
-            if not stored or (
-                self._network_mode == "strict" and not isinstance(error, NotFoundError)
-            ):
+            if not self._storage_may_answer(error, stored):
                 raise error
         elif upstream is None and not stored:
             raise NotFoundError(f"{module}: no versions in storage ({storage_only})")
         return upstream, stored
+
+    def _storage_may_answer(self, error: NotFoundError | UpstreamError, stored: list[str]) -> bool:
+        """Whether what storage holds answers where upstream failed with ``error``:
+        in NetworkMode strict, only where it said "does not exist"."""
+        if not stored:
+            return False
+        return self._network_mode != "strict" or isinstance(error, NotFoundError)
 
     def _storage_only(self, module: str) -> str | None:
         """Why nothing about ``module`` may be asked upstream (then storage answers
@@ -251,8 +255,12 @@ class StorageFirst(DownloadProtocol):
         if upstream is not None:
             if upstream.latest is not None:
                 return encode_info(upstream.latest)
-            async with self._upstream_turn():  # the listing did not say
-                return encode_info(await self._lister.resolve(module, "latest"))
+            try:
+                async with self._upstream_turn():  # the listing did not say
+                    return encode_info(await self._lister.resolve(module, "latest"))
+            except (NotFoundError, UpstreamError) as exc:
+                if not self._storage_may_answer(exc, stored):
+                    raise
         latest = latest_stored(stored)
         assert latest is not None, "storage answers alone only when it holds versions"
         return await self._storage.info(module, latest)

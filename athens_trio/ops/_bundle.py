@@ -52,7 +52,7 @@ from .._semver import sort_versions
 from .._ziphash import mod_h1, zip_h1
 from ..storage import CHUNK_SIZE, Backend, DiskStorage
 from ..sumdb import GoSumLines, SumDBClient, SumDBUnreachableError, settings_from_env
-from ..upstream import GoproxyClient, SumCheck, plan_from_env, sumdb_locator
+from ..upstream import GoproxyClient, SumCheck, plan_from_env, read_netrc, sumdb_locator
 from ._gomod import Need
 from ._progress import Progress
 
@@ -379,5 +379,8 @@ async def open_sum_check(config: Config, storage: Backend) -> AsyncIterator[SumC
                 state = storage.root / SUMDB_STATE_DIR
             else:
                 state = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            locate = sumdb_locator(GoproxyClient(plan_from_env(go_env(config)), http))
+            # The logins the server's upstream client has (NETRCPath), for the proxies.
+            logins = read_netrc(Path(config.netrc_path)) if config.netrc_path else None
+            plan = plan_from_env(go_env(config))
+            locate = sumdb_locator(GoproxyClient(plan, http, netrc=logins))
             yield SumCheck(SumDBClient(settings, http, state, timeout=HTTP_TIMEOUT, locate=locate))

@@ -301,7 +301,11 @@ class SumDBClient:
         body = bytearray()
         try:
             with trio.fail_after(self._timeout):
-                request = self._http.stream("GET", url, headers=IDENTITY, auth=access.auth)
+                # Redirects followed, as go's (httpx drops the auth to another origin);
+                # what comes back is proven by the key whatever served it.
+                request = self._http.stream(
+                    "GET", url, headers=IDENTITY, auth=access.auth, follow_redirects=True
+                )
                 async with request as response:
                     if response.status_code in (404, 410):
                         raise _Gone

@@ -793,7 +793,7 @@ def read_netrc(path: Path) -> dict[str, tuple[str, str]]:
 
 def auth_for(entry: PlanEntry, url: httpx.URL, logins: NetrcLogins) -> httpx.BasicAuth | None:
     """The credentials for ``entry``'s request to ``url``: its userinfo, else the login
-    ``logins`` has for the URL's host (``host:port``, or the host alone), over https only.
+    ``logins`` has for the URL's host (``host:port`` where it has a port), https only.
 
     Never a netrc password over plain http, where anyone on the path could read it
     (go sends them over https only too).
@@ -802,11 +802,10 @@ def auth_for(entry: PlanEntry, url: httpx.URL, logins: NetrcLogins) -> httpx.Bas
         return httpx.BasicAuth(entry.username, entry.password)
     if url.scheme != "https":
         return None
-    names = [f"{url.host}:{url.port}"] if url.port is not None else []
-    for name in [*names, url.host]:
-        if (login := logins.get(name.lower())) is not None:
-            return httpx.BasicAuth(*login)
-    return None
+    # As go: the machine is the URL's host as written, with its port if it has one.
+    machine = f"{url.host}:{url.port}" if url.port is not None else url.host
+    login = logins.get(machine.lower())
+    return httpx.BasicAuth(*login) if login is not None else None
 
 
 def redirect_allowed(source: httpx.URL, target: httpx.URL) -> bool:

@@ -5,9 +5,11 @@ Without a URL in GOSUMDB, go asks each proxy of its GOPROXY list, in order,
 
 * 200: that proxy serves the database; every request goes through it, never directly;
 * 404 or 410, or any failure of an entry followed by ``|``: the next entry;
-* ``direct`` or ``off``, or no entries left: the database itself (``https://<name>``);
-* any other failure: the database is unreachable (that request fails; asked again on
-  the next one, where go, a short-lived command, would give up for the run).
+* ``direct``: the database itself (``https://<name>``), whatever failed before it;
+* ``off``, or no entries left: the database itself, unless an entry failed otherwise
+  than with 404/410, when the database is unreachable (that request fails; asked again
+  on the next one, where go, a short-lived command, would give up for the run);
+* any other failure of an entry followed by ``,``: unreachable, likewise.
 
 ``file://`` entries are passed over: a download cache served that way holds no checksum
 database.  A proxy gets the credentials it gets for its modules
@@ -35,8 +37,10 @@ def sumdb_locator(client: GoproxyClient) -> Locate:
     async def locate(name: str) -> SumDBAccess | None:
         fault: str | None = None
         for entry in client.plan.entries:
-            if entry.kind is not EntryKind.PROXY:
-                break  # direct or off: the database itself
+            if entry.kind is EntryKind.DIRECT:
+                return None  # the database itself, whatever failed before (as go)
+            if entry.kind is EntryKind.OFF:
+                break  # the database itself, unless a proxy failed before
             if entry.is_file:
                 continue
             base = httpx.URL(f"{entry.url}/sumdb/{name}")
