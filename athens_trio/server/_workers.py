@@ -89,7 +89,10 @@ PUBLISH_EVERY = 1.0
 #: Lock files, bounded: a version's lock is one of these by its hash (two versions
 #: sharing one only take turns across workers).
 LOCK_BUCKETS = 1024
-#: Seconds between tries of a lock another worker holds.
+#: Seconds between tries of a lock another worker holds: the first soon (a go.mod from
+#: an upstream proxy is stored in milliseconds; a client waits for it), then doubling
+#: up to the last (a VCS fetch takes seconds).
+_LOCK_POLL_FIRST = 0.002
 _LOCK_POLL = 0.05
 _PR_SET_PDEATHSIG = 1
 
@@ -205,9 +208,11 @@ class _WaitForLock(Stasher):
             if _try_lock(fd):
                 return False
             self._lock.waiting += 1
+            pause = _LOCK_POLL_FIRST
             try:
-                while not _try_lock(fd):  # noqa: ASYNC110 (another process holds it)
-                    await trio.sleep(_LOCK_POLL)
+                while not _try_lock(fd):  # another process holds it
+                    await trio.sleep(pause)
+                    pause = min(pause * 2, _LOCK_POLL)
             finally:
                 self._lock.waiting -= 1
             return True
