@@ -201,6 +201,13 @@ def go_toolchains(config: Config, runner: GoProcessRunner) -> Toolchains | None:
     )
 
 
+def _netrc_logins(home: Path | None) -> dict[str, tuple[str, str]] | None:
+    """The logins of the .netrc go gets (NETRCPath, GithubToken): go sends them to https
+    GOPROXYs too, and so does athens-trio's own client."""
+    netrc = home / ".netrc" if home is not None else None
+    return read_netrc(netrc) if netrc is not None and netrc.exists() else None
+
+
 def _upstream(
     config: Config,
     plan: ProxyPlan,
@@ -222,14 +229,12 @@ def _upstream(
             GoLister(runner, timeout=config.timeout),
         )
     runner = go_runner(config, home=home, direct=True, temp_root=temp_root)
-    # The .netrc go gets (NETRCPath, GithubToken): go sends it to https GOPROXYs too.
-    netrc = home / ".netrc" if home is not None else None
     client = GoproxyClient(
         plan,
         http,
         timeout=config.timeout,
         download_timeout=config.stash_timeout,
-        netrc=read_netrc(netrc) if netrc is not None and netrc.exists() else None,
+        netrc=_netrc_logins(home),
     )
     settings = settings_from_env(go_env(config))
     sumdb: SumDBClient | None = None
@@ -394,9 +399,16 @@ async def open_pipeline(
             policy_stash_wrappers: list[stash.Wrapper] = []
             if config.validator_hook:
                 policy_stash_wrappers.append(stash.with_validator(config.validator_hook, http))
-            sumdb = (
-                SumDBProxy(config.sum_dbs, config.no_sum_patterns, http) if config.sum_dbs else None
-            )
+            sumdb: SumDBProxy | None = None
+            if config.sum_dbs:
+                # A database named by its own URL is reached as the fetcher reaches it:
+                # through the GOPROXY list's proxy serving it, if one does.
+                locate = (
+                    sumdb_locator(GoproxyClient(plan, http, netrc=_netrc_logins(home)))
+                    if plan.has_proxies
+                    else None
+                )
+                sumdb = SumDBProxy(config.sum_dbs, config.no_sum_patterns, http, locate=locate)
             policy_protocol_wrappers: list[download.ProtocolWrapper] = []
             filter_check: download.FilterCheck | None = None
             if module_filter is not None:

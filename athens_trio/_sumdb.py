@@ -24,10 +24,14 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
+import trio
 
 from ._exceptions import ForbiddenError, InvalidRequestError, NotFoundError, UpstreamError
 from ._module import unescape_path
 from ._patterns import matches_any
+from ._redact import redact_url
+from .sumdb import SumDBAccess, SumDBUnreachableError
+from .sumdb._client import Locate
 
 __all__ = ["SumDBProxy", "SumDBResponse", "parse_sum_db"]
 
@@ -82,11 +86,37 @@ class SumDBProxy:
     """Forwards checksum-database requests to the configured ``SumDBs`` by name."""
 
     def __init__(
-        self, sum_dbs: list[str], no_sum_patterns: list[str], client: httpx.AsyncClient
+        self,
+        sum_dbs: list[str],
+        no_sum_patterns: list[str],
+        client: httpx.AsyncClient,
+        *,
+        locate: Locate | None = None,
     ) -> None:
         self._upstreams = dict(parse_sum_db(entry) for entry in sum_dbs)
         self._no_sum_patterns = list(no_sum_patterns)
         self._client = client
+        # Databases named by their own URL (Athens' form) go, where ``locate`` finds one,
+        # through the GOPROXY list's proxy serving them, as go reaches them: a proxy
+        # whose only way out is its upstream proxy serves its clients' lookups too.
+        self._locate = locate
+        self._own_url = {name for name, url in self._upstreams.items() if url == f"https://{name}"}
+        self._located: dict[str, SumDBAccess] = {}
+        self._locate_lock = trio.Lock()
+
+    async def _access(self, name: str) -> SumDBAccess:
+        """Where requests for database ``name`` go, found out once."""
+        url = self._upstreams[name]
+        if self._locate is None or name not in self._own_url:
+            return SumDBAccess(url)
+        async with self._locate_lock:
+            if name not in self._located:
+                try:
+                    found = await self._locate(name)
+                except SumDBUnreachableError as exc:
+                    raise UpstreamError(f"checksum database {name}: {exc}") from None
+                self._located[name] = found or SumDBAccess(url)
+            return self._located[name]
 
     def supported(self, host: str) -> bool:
         return host in self._upstreams
@@ -103,11 +133,14 @@ class SumDBProxy:
             module = unescape_path(path[len("lookup/") :].rpartition("@")[0])
             if matches_any(self._no_sum_patterns, module):
                 raise ForbiddenError(f"{module} is private here (NoSumPatterns)")
-        request = self._client.build_request("GET", f"{upstream}/{path}")
+        access = await self._access(host)
+        request = self._client.build_request("GET", f"{access.url}/{path}")
         try:
-            response = await self._client.send(request, stream=True)
+            response = await self._client.send(request, auth=access.auth, stream=True)
         except httpx.HTTPError as exc:
-            raise UpstreamError(f"checksum database {upstream} failed: {exc!r}") from exc
+            raise UpstreamError(
+                f"checksum database {redact_url(access.url)} failed: {exc!r}"
+            ) from exc
         try:
             headers = {k: v for k, v in response.headers.items() if k in _FORWARDED_HEADERS}
             yield SumDBResponse(response.status_code, headers, response.aiter_raw(1 << 20))

@@ -571,6 +571,37 @@ async def test_a_fetching_proxy_verifies_through_its_upstreams_checksum_proxy(
                 assert not await c.storage.exists(fx.hello, "v1.1.0")
 
 
+async def test_clients_verify_through_a_proxy_that_reaches_the_database_only_upstream(
+    tmp_path: Path,
+    go_binary: str,
+    go_fixtures: GoFixtures,
+    upstream: Upstream,
+    sumdb_binary: Path,
+    go_build_cache: Path,
+) -> None:
+    # A (the proxy clients use) names the database by its own URL, as Athens' default
+    # SumDBs does, and reaches nothing but B, its GOPROXY, which serves the database:
+    # A's /sumdb/ forwards through B, as its own checks go.
+    fx = go_fixtures
+    app = consumer_app(tmp_path, fx)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with upstream_servers(upstream, sumdb_binary, tmp_path) as (proxy, sumdb):
+        name = sumdb.vkey.split("+")[0]
+        b_config = proxy_config(tmp_path / "b", go_binary, fx, f"{proxy.url},direct", sumdb)
+        b_config.sum_dbs = [f"{name} {sumdb.url}"]
+        async with served(b_config) as b:
+            a_config = proxy_config(
+                tmp_path / "a", go_binary, fx, f"{b.url},direct", None, GOSUMDB=sumdb.vkey
+            )
+            a_config.sum_dbs = [f"https://{name}"]
+            async with served(a_config) as a:
+                env = client_env(tmp_path, fx, go_build_cache, a.url)
+                env.update(GOSUMDB=sumdb.vkey, GONOSUMDB="", GOPRIVATE="", GOFLAGS="-mod=mod")
+                await run_go(go_binary, ["build", "-o", "app", "."], cwd=app, env=env)
+    assert_go_sum_proven(app, upstream, fx)
+
+
 # ---------------------------------------------------------------------------------------
 # A cold version costs round trips: asked at once, the go.mod part not asked twice
 # ---------------------------------------------------------------------------------------
