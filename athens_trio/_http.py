@@ -6,6 +6,10 @@ is checked: 32 KiB of gzip is 32 MiB decoded, at once.  Upstream GOPROXYs and ch
 databases are therefore asked for the identity encoding, their bodies are read raw
 (``aiter_raw``) and counted as they come, and an answer that is encoded anyway is
 refused unread (:func:`content_encoding`); :func:`raw_chunks` reads them.
+
+Redirects are followed as go's client follows them (:func:`send_following`): at most
+:data:`MAX_REDIRECTS`, and never from https to anything else, refused before the
+insecure request is sent.
 """
 
 from __future__ import annotations
@@ -17,13 +21,64 @@ from typing import cast
 import httpx
 import trio
 
-__all__ = ["IDENTITY", "aclose_shielded", "content_encoding", "raw_chunks"]
+__all__ = [
+    "IDENTITY",
+    "MAX_REDIRECTS",
+    "RedirectRefused",
+    "aclose_shielded",
+    "content_encoding",
+    "origin",
+    "raw_chunks",
+    "redirect_allowed",
+    "send_following",
+]
 
 IDENTITY: Mapping[str, str] = {"Accept-Encoding": "identity"}
 """Headers asking for the body as it is, uncompressed."""
 
 _SHOWN = 40
 _CLEANUP_SECONDS = 5
+
+MAX_REDIRECTS = 10
+"""Redirects followed at most, as go's (net/http's default client)."""
+
+
+class RedirectRefused(Exception):
+    """A redirect not followed: its message says why, naming only scheme and host."""
+
+
+def redirect_allowed(source: httpx.URL, target: httpx.URL) -> bool:
+    """Whether a redirect from ``source`` to ``target`` may be followed: not from https
+    to anything else (go: "redirected from secure URL ... to insecure URL ...")."""
+    return source.scheme != "https" or target.scheme == "https"
+
+
+def origin(url: httpx.URL) -> str:
+    """``scheme://host[:port]`` of ``url``: what a message may show of it."""
+    return f"{url.scheme}://{url.netloc.decode('ascii', errors='replace')}"
+
+
+async def send_following(
+    client: httpx.AsyncClient, request: httpx.Request, auth: httpx.Auth | None
+) -> httpx.Response:
+    """Send ``request`` (streamed), following redirects as go does; ``auth`` goes with
+    this request only (httpx keeps its header on a redirect to the same origin only).
+    Raises :class:`RedirectRefused` (the responses closed), or httpx's errors."""
+    response = await client.send(request, auth=auth, follow_redirects=False, stream=True)
+    hops = 0
+    while (following := response.next_request) is not None:
+        source = response.url
+        await aclose_shielded(response)
+        if not redirect_allowed(source, following.url):
+            raise RedirectRefused(
+                f"redirected from secure URL {origin(source)} "
+                f"to insecure URL {origin(following.url)}"
+            )
+        if hops == MAX_REDIRECTS:
+            raise RedirectRefused(f"stopped after {hops} redirects")
+        hops += 1
+        response = await client.send(following, follow_redirects=False, stream=True)
+    return response
 
 
 def content_encoding(response: httpx.Response) -> str:

@@ -408,7 +408,13 @@ async def open_pipeline(
                     if plan.has_proxies
                     else None
                 )
-                sumdb = SumDBProxy(config.sum_dbs, config.no_sum_patterns, http, locate=locate)
+                sumdb = SumDBProxy(
+                    config.sum_dbs,
+                    config.no_sum_patterns,
+                    http,
+                    locate=locate,
+                    timeout=HTTP_TIMEOUT,
+                )
             policy_protocol_wrappers: list[download.ProtocolWrapper] = []
             filter_check: download.FilterCheck | None = None
             if module_filter is not None:

@@ -27,6 +27,7 @@ import httpx
 import trio
 
 from ._exceptions import ForbiddenError, InvalidRequestError, NotFoundError, UpstreamError
+from ._http import RedirectRefused, send_following
 from ._module import unescape_path
 from ._patterns import matches_any
 from ._redact import redact_url
@@ -47,6 +48,9 @@ _FORWARDED_HEADERS = (
     "last-modified",
 )
 
+
+#: Seconds a failure to find out where a database is reached is the answer.
+FAILURE_KEPT = 5.0
 
 #: A checksum database's name as go puts it in a URL path (``sum.golang.org``).
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]+)?")
@@ -92,6 +96,7 @@ class SumDBProxy:
         client: httpx.AsyncClient,
         *,
         locate: Locate | None = None,
+        timeout: float = 30.0,
     ) -> None:
         self._upstreams = dict(parse_sum_db(entry) for entry in sum_dbs)
         self._no_sum_patterns = list(no_sum_patterns)
@@ -102,20 +107,35 @@ class SumDBProxy:
         self._locate = locate
         self._own_url = {name for name, url in self._upstreams.items() if url == f"https://{name}"}
         self._located: dict[str, SumDBAccess] = {}
-        self._locate_lock = trio.Lock()
+        # One look at a time per database, bounded; its failure is the answer of those
+        # who waited for it too (and of those who ask within FAILURE_KEPT seconds), so a
+        # dead upstream costs one timeout, not one per waiting request.
+        self._locate_locks = {name: trio.Lock() for name in self._own_url}
+        self._failed: dict[str, tuple[float, str]] = {}
+        self._timeout = timeout
 
     async def _access(self, name: str) -> SumDBAccess:
         """Where requests for database ``name`` go, found out once."""
         url = self._upstreams[name]
         if self._locate is None or name not in self._own_url:
             return SumDBAccess(url)
-        async with self._locate_lock:
-            if name not in self._located:
-                try:
-                    found = await self._locate(name)
-                except SumDBUnreachableError as exc:
-                    raise UpstreamError(f"checksum database {name}: {exc}") from None
-                self._located[name] = found or SumDBAccess(url)
+        if (found := self._located.get(name)) is not None:
+            return found
+        async with self._locate_locks[name]:
+            if (found := self._located.get(name)) is not None:
+                return found
+            failed = self._failed.get(name)
+            if failed is not None and failed[0] > trio.current_time():
+                raise UpstreamError(failed[1])
+            try:
+                with trio.fail_after(self._timeout):
+                    located = await self._locate(name)
+            except (SumDBUnreachableError, trio.TooSlowError) as exc:
+                problem = str(exc) or f"{name}: the GOPROXY list did not say in time"
+                message = f"checksum database {problem}"
+                self._failed[name] = (trio.current_time() + FAILURE_KEPT, message)
+                raise UpstreamError(message) from None
+            self._located[name] = located or SumDBAccess(url)
             return self._located[name]
 
     def supported(self, host: str) -> bool:
@@ -136,7 +156,11 @@ class SumDBProxy:
         access = await self._access(host)
         request = self._client.build_request("GET", f"{access.url}/{path}")
         try:
-            response = await self._client.send(request, auth=access.auth, stream=True)
+            # Redirects followed as go follows them: a client gets the answer, not a
+            # Location it would have to follow past this proxy.
+            response = await send_following(self._client, request, access.auth)
+        except RedirectRefused as exc:
+            raise UpstreamError(f"checksum database {redact_url(access.url)}: {exc}") from None
         except httpx.HTTPError as exc:
             raise UpstreamError(
                 f"checksum database {redact_url(access.url)} failed: {exc!r}"

@@ -21,9 +21,12 @@ from athens_trio import (
     serve,
 )
 from athens_trio._sumdb import SumDBProxy, parse_sum_db
+from athens_trio.sumdb import SumDBAccess, SumDBUnreachableError
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
+from .helpers import wait_until
+from .staticproxy import static_proxy
 
 TILE = bytes(range(256)) * 4096  # 1 MiB: streamed through, not buffered
 
@@ -134,6 +137,54 @@ def test_sum_db_entries(entry: str, parsed: tuple[str, str]) -> None:
 def test_bad_sum_db_entries_say_what_is_wrong(entry: str) -> None:
     with pytest.raises(ValueError, match=re.escape(repr(entry))):  # names the entry
         parse_sum_db(entry)
+
+
+async def test_a_redirect_is_followed_not_passed_on(tmp_path: Path) -> None:
+    # A client of the proxy gets the answer, not a Location past the proxy.
+    seen: list[str] = []
+    async with (
+        trio.open_nursery() as nursery,
+        static_proxy(tmp_path) as redirecting,
+        httpx.AsyncClient() as client,
+    ):
+        upstream = await start_sumdb(nursery, seen)
+        redirecting.redirect_to = upstream
+        proxy = SumDBProxy([f"sum.golang.org {redirecting.url}"], [], client)
+        async with proxy.forward("sum.golang.org", "lookup/github.com/a/b@v1.0.0") as response:
+            assert response.status == 200
+            assert b"".join([c async for c in response.body]).startswith(b"1234\n")
+        nursery.cancel_scope.cancel()
+    assert seen == ["/db/lookup/github.com/a/b@v1.0.0"]
+
+
+async def test_a_failing_locate_is_shared_not_queued(tmp_path: Path) -> None:
+    # The upstream proxy fails to say whether it serves the database: the requests
+    # waiting meanwhile take that failure rather than each asking again in turn.
+    asked: list[str] = []
+    gate = trio.Event()
+
+    async def locate(name: str) -> SumDBAccess | None:
+        asked.append(name)
+        await gate.wait()
+        raise SumDBUnreachableError(f"{name}: the upstream answered 503")
+
+    async with httpx.AsyncClient() as client:
+        proxy = SumDBProxy(["https://sum.golang.org"], [], client, locate=locate)
+        failures: list[str] = []
+
+        async def ask() -> None:
+            with pytest.raises(UpstreamError) as caught:
+                async with proxy.forward("sum.golang.org", "latest"):
+                    pass
+            failures.append(str(caught.value))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(ask)
+            await wait_until(lambda: len(asked) == 1)
+            gate.set()
+        assert asked == ["sum.golang.org"]
+        assert failures == ["checksum database sum.golang.org: the upstream answered 503"] * 5
 
 
 async def test_unreachable_sumdb_is_an_upstream_fault() -> None:

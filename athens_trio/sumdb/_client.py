@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,14 @@ from typing import TypeVar
 import httpx
 import trio
 
-from .._http import IDENTITY, content_encoding, raw_chunks
+from .._http import (
+    IDENTITY,
+    RedirectRefused,
+    aclose_shielded,
+    content_encoding,
+    raw_chunks,
+    send_following,
+)
 from .._module import check_module_version, escape_path, escape_version
 from ._env import GoSumDB, SumDBSettings
 from ._errors import (
@@ -301,12 +309,11 @@ class SumDBClient:
         body = bytearray()
         try:
             with trio.fail_after(self._timeout):
-                # Redirects followed, as go's (httpx drops the auth to another origin);
-                # what comes back is proven by the key whatever served it.
-                request = self._http.stream(
-                    "GET", url, headers=IDENTITY, auth=access.auth, follow_redirects=True
-                )
-                async with request as response:
+                # Redirects followed as go follows them (never from https to http).
+                request = self._http.build_request("GET", url, headers=IDENTITY)
+                response = await send_following(self._http, request, access.auth)
+                async with contextlib.AsyncExitStack() as stack:
+                    stack.push_async_callback(aclose_shielded, response)
                     if response.status_code in (404, 410):
                         raise _Gone
                     if response.status_code != 200:
@@ -327,6 +334,8 @@ class SumDBClient:
                                 raise MalformedResponseError(
                                     f"{self.name} answered more than {limit} bytes for /{path}"
                                 )
+        except RedirectRefused as exc:
+            raise SumDBUnreachableError(f"{self.name} for /{path}: {exc}") from None
         except trio.TooSlowError:
             raise SumDBUnreachableError(f"{self.name} did not answer /{path} in time") from None
         except httpx.HTTPError as exc:

@@ -69,7 +69,15 @@ from athens_trio._exceptions import (
     StorageError,
     UpstreamError,
 )
-from athens_trio._http import IDENTITY, aclose_shielded, content_encoding, raw_chunks
+from athens_trio._http import (
+    IDENTITY,
+    RedirectRefused,
+    aclose_shielded,
+    content_encoding,
+    raw_chunks,
+    redirect_allowed,
+    send_following,
+)
 from athens_trio._module import (
     check_canonical_version,
     check_module_version,
@@ -310,7 +318,6 @@ class SizeLimits:
 
 _info_decoder = msgspec.json.Decoder(UpstreamInfo)
 _NOT_EXIST_STATUSES = (404, 410)
-_MAX_REDIRECTS = 10  # go's, as net/http's default client
 
 
 class _Body(Protocol):
@@ -577,28 +584,15 @@ class GoproxyClient:
         return response.status_code
 
     async def _get_following(self, entry: PlanEntry, url: str, what: str) -> httpx.Response:
-        """GET ``url``, streamed, following redirects as go does: at most
-        :data:`_MAX_REDIRECTS`, and never from https to http (refused before the insecure
-        request is sent, see :func:`redirect_allowed`)."""
+        """GET ``url``, streamed, following redirects as go does (:func:`send_following`:
+        at most 10, never from https to http)."""
         request = self._client.build_request("GET", url, headers=IDENTITY)
-        # Set on this request only, as go does; httpx drops it from a redirect to
-        # another host.
-        auth = auth_for(entry, request.url, self._netrc)
-        response = await self._client.send(request, auth=auth, follow_redirects=False, stream=True)
-        hops = 0
-        while (following := response.next_request) is not None:
-            source = response.url
-            await aclose_shielded(response)
-            if not redirect_allowed(source, following.url):
-                raise UpstreamError(
-                    f"{what}: {entry.label} redirected from secure URL {_origin(source)} "
-                    f"to insecure URL {_origin(following.url)}"
-                )
-            if hops == _MAX_REDIRECTS:
-                raise UpstreamError(f"{what}: {entry.label} stopped after {hops} redirects")
-            hops += 1
-            response = await self._client.send(following, follow_redirects=False, stream=True)
-        return response
+        try:
+            return await send_following(
+                self._client, request, auth_for(entry, request.url, self._netrc)
+            )
+        except RedirectRefused as exc:
+            raise UpstreamError(f"{what}: {entry.label} {exc}") from None
 
     async def _copy(
         self,
@@ -806,17 +800,6 @@ def auth_for(entry: PlanEntry, url: httpx.URL, logins: NetrcLogins) -> httpx.Bas
     machine = f"{url.host}:{url.port}" if url.port is not None else url.host
     login = logins.get(machine.lower())
     return httpx.BasicAuth(*login) if login is not None else None
-
-
-def redirect_allowed(source: httpx.URL, target: httpx.URL) -> bool:
-    """Whether a redirect from ``source`` to ``target`` may be followed: not from https
-    to anything else (go: "redirected from secure URL ... to insecure URL ...")."""
-    return source.scheme != "https" or target.scheme == "https"
-
-
-def _origin(url: httpx.URL) -> str:
-    """``scheme://host[:port]`` of ``url``: what a message may show of it."""
-    return f"{url.scheme}://{url.netloc.decode('ascii', errors='replace')}"
 
 
 def _valid_for(module: str, version: str) -> bool:

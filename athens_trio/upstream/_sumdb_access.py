@@ -53,7 +53,7 @@ def sumdb_locator(client: GoproxyClient) -> Locate:
             if not entry.fall_back_on_error:
                 break
         if fault is not None:
-            raise SumDBUnreachableError(f"{name}: {fault}")
+            raise SumDBUnreachableError(f"{name}: {fault}")  # (the client adds no name)
         return None
 
     return locate
