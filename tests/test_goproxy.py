@@ -304,6 +304,8 @@ NETRC = """\
 machine Corp.Example login corp password corp-pw
 machine 127.0.0.1 login bot password netrc-s3cret
 machine 127.0.0.1:8443 login port password port-pw
+machine corp.example:443 login default-port password 443-pw
+machine [::1]:8443 login v6 password v6-pw
 default login anyone password default-pw
 """
 
@@ -314,6 +316,8 @@ def test_read_netrc(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         "corp.example": ("corp", "corp-pw"),
         "127.0.0.1": ("bot", "netrc-s3cret"),
         "127.0.0.1:8443": ("port", "port-pw"),
+        "corp.example:443": ("default-port", "443-pw"),
+        "[::1]:8443": ("v6", "v6-pw"),
     }
     # What cannot be used gives nothing, with a warning that quotes no secret.
     (tmp_path / "broken").write_text("machine a login x password unclosed-s3cret\nbogus-s3cret\n")
@@ -334,6 +338,8 @@ def test_read_netrc(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         ("https://127.0.0.1/go", "", ("bot", "netrc-s3cret")),
         ("https://127.0.0.1:9/go", "", None),
         ("https://127.0.0.1:8443/go", "", ("port", "port-pw")),
+        ("https://corp.example:443/go", "", ("default-port", "443-pw")),
+        ("https://[::1]:8443/go", "", ("v6", "v6-pw")),
         # Never over plain http; never a host it does not name ("default" is not used).
         ("http://corp.example/go", "", None),
         ("https://other.example/go", "", None),

@@ -796,8 +796,9 @@ def auth_for(entry: PlanEntry, url: httpx.URL, logins: NetrcLogins) -> httpx.Bas
         return httpx.BasicAuth(entry.username, entry.password)
     if url.scheme != "https":
         return None
-    # As go: the machine is the URL's host as written, with its port if it has one.
-    machine = f"{url.host}:{url.port}" if url.port is not None else url.host
+    # As go: the machine is the proxy URL's host as written (with its port if it has
+    # one, ":443" too, and an IPv6 address's brackets), not httpx's normal form of it.
+    machine = urlsplit(entry.url).netloc
     login = logins.get(machine.lower())
     return httpx.BasicAuth(*login) if login is not None else None
 
