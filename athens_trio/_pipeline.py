@@ -201,16 +201,27 @@ def go_toolchains(config: Config, runner: GoProcessRunner) -> Toolchains | None:
     )
 
 
-def _netrc_logins(home: Path | None) -> dict[str, tuple[str, str]] | None:
-    """The logins of the .netrc go gets (NETRCPath, GithubToken): go sends them to https
-    GOPROXYs too, and so does athens-trio's own client."""
+def _upstream_client(
+    config: Config, plan: ProxyPlan, http: httpx.AsyncClient, home: Path | None
+) -> GoproxyClient | None:
+    """The client of the upstream proxies GOPROXY names (None: it names none), with the
+    logins of the .netrc go gets (NETRCPath, GithubToken): go sends them to https
+    GOPROXYs too."""
+    if not plan.has_proxies:
+        return None
     netrc = home / ".netrc" if home is not None else None
-    return read_netrc(netrc) if netrc is not None and netrc.exists() else None
+    return GoproxyClient(
+        plan,
+        http,
+        timeout=config.timeout,
+        download_timeout=config.stash_timeout,
+        netrc=read_netrc(netrc) if netrc is not None and netrc.exists() else None,
+    )
 
 
 def _upstream(
     config: Config,
-    plan: ProxyPlan,
+    client: GoproxyClient | None,
     http: httpx.AsyncClient,
     home: Path | None,
     sumdb_state: Path | None,
@@ -218,9 +229,9 @@ def _upstream(
     temp_root: Path,
 ) -> tuple[Fetcher, Lister]:
     """The fetcher and the lister: go alone (GOPROXY=direct, Athens' default), or the
-    upstream proxies GOPROXY names, handing over to go (run with GOPROXY=direct) where
+    upstream proxies of ``client``, handing over to go (run with GOPROXY=direct) where
     the walk goes direct.  Their temporary files go in ``temp_root``."""
-    if not plan.has_proxies:
+    if client is None:
         runner = go_runner(config, home=home, temp_root=temp_root)
         return (
             GoFetcher(
@@ -229,13 +240,6 @@ def _upstream(
             GoLister(runner, timeout=config.timeout),
         )
     runner = go_runner(config, home=home, direct=True, temp_root=temp_root)
-    client = GoproxyClient(
-        plan,
-        http,
-        timeout=config.timeout,
-        download_timeout=config.stash_timeout,
-        netrc=_netrc_logins(home),
-    )
     settings = settings_from_env(go_env(config))
     sumdb: SumDBClient | None = None
     if settings.database is not None:
@@ -392,8 +396,11 @@ async def open_pipeline(
             # the upstream proxies.
             http = await stack.enter_async_context(httpx.AsyncClient(timeout=HTTP_TIMEOUT))
             plan = plan_from_env(go_env(config))
+            upstream_client = _upstream_client(config, plan, http, home)
             if fetcher is None or lister is None:
-                made = _upstream(config, plan, http, home, sumdb_state, stack, run_dir.path)
+                made = _upstream(
+                    config, upstream_client, http, home, sumdb_state, stack, run_dir.path
+                )
                 fetcher = fetcher or made[0]
                 lister = lister or made[1]
             policy_stash_wrappers: list[stash.Wrapper] = []
@@ -403,11 +410,7 @@ async def open_pipeline(
             if config.sum_dbs:
                 # A database named by its own URL is reached as the fetcher reaches it:
                 # through the GOPROXY list's proxy serving it, if one does.
-                locate = (
-                    sumdb_locator(GoproxyClient(plan, http, netrc=_netrc_logins(home)))
-                    if plan.has_proxies
-                    else None
-                )
+                locate = sumdb_locator(upstream_client) if upstream_client else None
                 sumdb = SumDBProxy(
                     config.sum_dbs,
                     config.no_sum_patterns,

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
-import trio
 
 from ._exceptions import ForbiddenError, InvalidRequestError, NotFoundError, UpstreamError
 from ._http import RedirectRefused, send_following
@@ -32,7 +31,7 @@ from ._module import unescape_path
 from ._patterns import matches_any
 from ._redact import redact_url
 from .sumdb import SumDBAccess, SumDBUnreachableError
-from .sumdb._client import Locate
+from .sumdb._client import AccessFinder, Locate
 
 __all__ = ["SumDBProxy", "SumDBResponse", "parse_sum_db"]
 
@@ -48,9 +47,6 @@ _FORWARDED_HEADERS = (
     "last-modified",
 )
 
-
-#: Seconds a failure to find out where a database is reached is the answer.
-FAILURE_KEPT = 5.0
 
 #: A checksum database's name as go puts it in a URL path (``sum.golang.org``).
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]+)?")
@@ -104,39 +100,15 @@ class SumDBProxy:
         # Databases named by their own URL (Athens' form) go, where ``locate`` finds one,
         # through the GOPROXY list's proxy serving them, as go reaches them: a proxy
         # whose only way out is its upstream proxy serves its clients' lookups too.
-        self._locate = locate
-        self._own_url = {name for name, url in self._upstreams.items() if url == f"https://{name}"}
-        self._located: dict[str, SumDBAccess] = {}
-        # One look at a time per database, bounded; its failure is the answer of those
-        # who waited for it too (and of those who ask within FAILURE_KEPT seconds), so a
-        # dead upstream costs one timeout, not one per waiting request.
-        self._locate_locks = {name: trio.Lock() for name in self._own_url}
-        self._failed: dict[str, tuple[float, str]] = {}
-        self._timeout = timeout
-
-    async def _access(self, name: str) -> SumDBAccess:
-        """Where requests for database ``name`` go, found out once."""
-        url = self._upstreams[name]
-        if self._locate is None or name not in self._own_url:
-            return SumDBAccess(url)
-        if (found := self._located.get(name)) is not None:
-            return found
-        async with self._locate_locks[name]:
-            if (found := self._located.get(name)) is not None:
-                return found
-            failed = self._failed.get(name)
-            if failed is not None and failed[0] > trio.current_time():
-                raise UpstreamError(failed[1])
-            try:
-                with trio.fail_after(self._timeout):
-                    located = await self._locate(name)
-            except (SumDBUnreachableError, trio.TooSlowError) as exc:
-                problem = str(exc) or f"{name}: the GOPROXY list did not say in time"
-                message = f"checksum database {problem}"
-                self._failed[name] = (trio.current_time() + FAILURE_KEPT, message)
-                raise UpstreamError(message) from None
-            self._located[name] = located or SumDBAccess(url)
-            return self._located[name]
+        self._access = {
+            name: AccessFinder(
+                name,
+                SumDBAccess(url),
+                locate if url == f"https://{name}" else None,
+                timeout=timeout,
+            )
+            for name, url in self._upstreams.items()
+        }
 
     def supported(self, host: str) -> bool:
         return host in self._upstreams
@@ -153,7 +125,10 @@ class SumDBProxy:
             module = unescape_path(path[len("lookup/") :].rpartition("@")[0])
             if matches_any(self._no_sum_patterns, module):
                 raise ForbiddenError(f"{module} is private here (NoSumPatterns)")
-        access = await self._access(host)
+        try:
+            access = await self._access[host].get()
+        except SumDBUnreachableError as exc:
+            raise UpstreamError(f"checksum database {exc}") from None
         request = self._client.build_request("GET", f"{access.url}/{path}")
         try:
             # Redirects followed as go follows them: a client gets the answer, not a

@@ -105,6 +105,11 @@ class SumDBServer:
     addr: str  # host:port it listens on
 
     @property
+    def name(self) -> str:
+        """The database's name, as its key gives it."""
+        return self.vkey.split("+")[0]
+
+    @property
     def gosumdb(self) -> str:
         """GOSUMDB naming this database: its key and URL."""
         return f"{self.vkey} {self.url}"

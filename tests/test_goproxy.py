@@ -28,6 +28,7 @@ from athens_trio._exceptions import (
     StorageError,
     UpstreamError,
 )
+from athens_trio._http import redirect_allowed
 from athens_trio.upstream import _goproxy
 from athens_trio.upstream._goproxy import (
     DEFAULT_GOPROXY,
@@ -45,7 +46,6 @@ from athens_trio.upstream._goproxy import (
     parse_goproxy,
     plan_from_env,
     read_netrc,
-    redirect_allowed,
 )
 
 from .helpers import self_signed
@@ -351,7 +351,7 @@ def test_read_netrc(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
 def test_auth_for(tmp_path: Path, url: str, user: str, expected: tuple[str, str] | None) -> None:
     (tmp_path / "netrc").write_text(NETRC)
     entry = proxy(url, user=user, password="pw" if user else "")
-    auth = auth_for(entry, httpx.URL(url), read_netrc(tmp_path / "netrc"))
+    auth = auth_for(entry, read_netrc(tmp_path / "netrc"))
     if expected is None:
         assert auth is None
     else:

@@ -483,6 +483,29 @@ def assert_go_sum_proven(app: Path, upstream: Upstream, fx: GoFixtures) -> None:
     assert f"{fx.consumer} {fx.consumer_version} " in "\n".join(go_sum)
 
 
+def key_only_env(env: dict[str, str], sumdb: SumDBServer) -> dict[str, str]:
+    """A go client's ``env`` knowing the database by its key alone (its name resolves
+    nowhere: only a proxy serving it reaches it)."""
+    return {**env, "GOSUMDB": sumdb.vkey, "GONOSUMDB": "", "GOPRIVATE": "", "GOFLAGS": "-mod=mod"}
+
+
+def serving_the_database(
+    directory: Path, go_binary: str, fx: GoFixtures, proxy: StaticProxy, sumdb: SumDBServer
+) -> Config:
+    """athens-trio serving the upstream's modules and, by a SumDBs mirror entry, the
+    database under its own name."""
+    directory.mkdir(exist_ok=True)
+    config = proxy_config(directory, go_binary, fx, f"{proxy.url},direct", sumdb)
+    config.sum_dbs = [f"{sumdb.name} {sumdb.url}"]
+    return config
+
+
+def behind(directory: Path, go_binary: str, fx: GoFixtures, url: str, sumdb: SumDBServer) -> Config:
+    """athens-trio whose GOPROXY is ``url`` and which knows the database by its key."""
+    directory.mkdir(exist_ok=True)
+    return proxy_config(directory, go_binary, fx, f"{url},direct", None, GOSUMDB=sumdb.vkey)
+
+
 async def test_go_builds_a_consumer_through_an_upstream_backed_proxy(
     tmp_path: Path,
     go_binary: str,
@@ -520,15 +543,12 @@ async def test_a_client_reaching_only_the_proxy_verifies_through_its_mirror_of_t
     fx = go_fixtures
     app = consumer_app(tmp_path, fx)
     async with upstream_servers(upstream, sumdb_binary, tmp_path) as (proxy, sumdb):
-        name = sumdb.vkey.split("+")[0]
-        config = proxy_config(tmp_path, go_binary, fx, f"{proxy.url},direct", sumdb)
-        config.sum_dbs = [f"{name} {sumdb.url}/"]
+        config = serving_the_database(tmp_path, go_binary, fx, proxy, sumdb)
         async with served(config) as server:
-            env = client_env(tmp_path, fx, go_build_cache, server.url)
-            env.update(GOSUMDB=sumdb.vkey, GONOSUMDB="", GOPRIVATE="", GOFLAGS="-mod=mod")
+            env = key_only_env(client_env(tmp_path, fx, go_build_cache, server.url), sumdb)
             await run_go(go_binary, ["build", "-o", "app", "."], cwd=app, env=env)
             async with httpx.AsyncClient(base_url=server.url) as http:
-                assert (await http.get(f"/sumdb/{name}/supported")).status_code == 200
+                assert (await http.get(f"/sumdb/{sumdb.name}/supported")).status_code == 200
                 assert (await http.get(f"/sumdb/{sumdb.addr}/supported")).status_code == 404
     assert_go_sum_proven(app, upstream, fx)
 
@@ -544,29 +564,19 @@ async def test_a_fetching_proxy_verifies_through_its_upstreams_checksum_proxy(
     # athens-trio A has B as its GOPROXY and the database by its key alone (its name
     # resolves nowhere): A must find it through B, as go would.
     fx = go_fixtures
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
     async with upstream_servers(upstream, sumdb_binary, tmp_path) as (proxy, sumdb):
-        name = sumdb.vkey.split("+")[0]
-        b_config = proxy_config(tmp_path / "b", go_binary, fx, f"{proxy.url},direct", sumdb)
-        b_config.sum_dbs = [f"{name} {sumdb.url}"]
+        b_config = serving_the_database(tmp_path / "b", go_binary, fx, proxy, sumdb)
         async with served(b_config) as b:
-            a_config = proxy_config(
-                tmp_path / "a", go_binary, fx, f"{b.url},direct", None, GOSUMDB=sumdb.vkey
-            )
-            async with open_pipeline(a_config) as a:
+            async with open_pipeline(behind(tmp_path / "a", go_binary, fx, b.url, sumdb)) as a:
                 zip_file = await a.protocol.zip(fx.hello, "v1.1.0")
                 assert zip_file.size == upstream.file(fx.hello, "v1.1.0", "zip").stat().st_size
                 assert await a.storage.exists(fx.hello, "v1.1.0")  # verified through B
             # Without B serving the database, A reaches for it directly, and cannot.
             b_config.sum_dbs = []
         async with served(b_config) as b:
-            (tmp_path / "c").mkdir()
-            c_config = proxy_config(
-                tmp_path / "c", go_binary, fx, f"{b.url},direct", None, GOSUMDB=sumdb.vkey
-            )
+            c_config = behind(tmp_path / "c", go_binary, fx, b.url, sumdb)
             async with open_pipeline(c_config) as c:
-                with pytest.raises(UpstreamError, match=name):
+                with pytest.raises(UpstreamError, match=sumdb.name):
                     await c.protocol.zip(fx.hello, "v1.1.0")
                 assert not await c.storage.exists(fx.hello, "v1.1.0")
 
@@ -584,20 +594,13 @@ async def test_clients_verify_through_a_proxy_that_reaches_the_database_only_ups
     # A's /sumdb/ forwards through B, as its own checks go.
     fx = go_fixtures
     app = consumer_app(tmp_path, fx)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
     async with upstream_servers(upstream, sumdb_binary, tmp_path) as (proxy, sumdb):
-        name = sumdb.vkey.split("+")[0]
-        b_config = proxy_config(tmp_path / "b", go_binary, fx, f"{proxy.url},direct", sumdb)
-        b_config.sum_dbs = [f"{name} {sumdb.url}"]
+        b_config = serving_the_database(tmp_path / "b", go_binary, fx, proxy, sumdb)
         async with served(b_config) as b:
-            a_config = proxy_config(
-                tmp_path / "a", go_binary, fx, f"{b.url},direct", None, GOSUMDB=sumdb.vkey
-            )
-            a_config.sum_dbs = [f"https://{name}"]
+            a_config = behind(tmp_path / "a", go_binary, fx, b.url, sumdb)
+            a_config.sum_dbs = [f"https://{sumdb.name}"]
             async with served(a_config) as a:
-                env = client_env(tmp_path, fx, go_build_cache, a.url)
-                env.update(GOSUMDB=sumdb.vkey, GONOSUMDB="", GOPRIVATE="", GOFLAGS="-mod=mod")
+                env = key_only_env(client_env(tmp_path, fx, go_build_cache, a.url), sumdb)
                 await run_go(go_binary, ["build", "-o", "app", "."], cwd=app, env=env)
     assert_go_sum_proven(app, upstream, fx)
 

@@ -50,7 +50,14 @@ from ._tlog import (
     roots_from_consistency,
 )
 
-__all__ = ["Locate", "SumDBAccess", "SumDBClient", "SumDBStatistics"]
+__all__ = [
+    "FAILURE_KEPT",
+    "AccessFinder",
+    "Locate",
+    "SumDBAccess",
+    "SumDBClient",
+    "SumDBStatistics",
+]
 
 _T = TypeVar("_T")
 
@@ -95,6 +102,57 @@ class SumDBAccess:
 #: its first request to it; None: no proxy does, reach the database directly.
 Locate = Callable[[str], Awaitable[SumDBAccess | None]]
 
+#: Seconds a failure to find out where a database is reached stays the answer.
+FAILURE_KEPT = 5.0
+
+
+class AccessFinder:
+    """Where database ``name`` is reached: ``direct``, unless ``locate`` (None: never
+    asked) finds a proxy serving it.  Found out once, one look at a time, within
+    ``timeout`` seconds; a failure (:class:`SumDBUnreachableError`) is the answer of
+    those who waited on that look and of those who ask within :data:`FAILURE_KEPT`
+    seconds, so a dead upstream costs one timeout, not one per waiting request."""
+
+    def __init__(
+        self, name: str, direct: SumDBAccess, locate: Locate | None, *, timeout: float
+    ) -> None:
+        self._name = name
+        self._direct = direct
+        self._locate = locate
+        self._timeout = timeout
+        self._found: SumDBAccess | None = direct if locate is None else None
+        self._failure: tuple[float, str] | None = None
+        self._lock = trio.Lock()
+
+    def found(self) -> SumDBAccess | None:
+        """Where the database is reached, if found out already."""
+        return self._found
+
+    async def get(self) -> SumDBAccess:
+        if (found := self.found()) is not None:
+            return found
+        async with self._lock:
+            if (found := self.found()) is not None:
+                return found  # by the look this one waited on
+            if self._failure is not None and self._failure[0] > trio.current_time():
+                raise SumDBUnreachableError(self._failure[1])
+            assert self._locate is not None  # (else found from the start)
+            try:
+                with trio.fail_after(self._timeout):
+                    located = await self._locate(self._name)
+            except trio.TooSlowError:
+                message = (
+                    f"{self._name}: the GOPROXY list did not say in time whether it "
+                    "serves the checksum database"
+                )
+            except SumDBUnreachableError as exc:
+                message = str(exc)
+            else:
+                self._found = located or self._direct
+                return self._found
+            self._failure = (trio.current_time() + FAILURE_KEPT, message)
+            raise SumDBUnreachableError(message)
+
 
 class SumDBClient:
     """Looks module versions up in one checksum database.
@@ -106,8 +164,8 @@ class SumDBClient:
     a size cap; at most ``max_tiles`` authenticated tiles are kept in memory.
 
     Where GOSUMDB names no URL, ``locate`` is asked once, before the first request, for
-    a proxy serving the database (as go asks GOPROXY's ``/sumdb/<name>/supported``);
-    a failure to find out is the request's failure, and is asked again next time.
+    a proxy serving the database (as go asks GOPROXY's ``/sumdb/<name>/supported``;
+    :class:`AccessFinder`); a failure to find out is the request's failure.
     """
 
     def __init__(
@@ -124,11 +182,12 @@ class SumDBClient:
             raise ValueError("GOSUMDB is off: there is no database to ask")
         self._settings = settings
         self._db: GoSumDB = settings.database
-        direct = SumDBAccess(self._db.url)
-        self._access: SumDBAccess | None = None if locate and not self._db.url_given else direct
-        self._direct = direct
-        self._locate = locate
-        self._locate_lock = trio.Lock()
+        self._where = AccessFinder(
+            self._db.name,
+            SumDBAccess(self._db.url),
+            None if self._db.url_given else locate,
+            timeout=timeout,
+        )
         self._http = http
         self._state_dir = state_dir
         self._timeout = timeout
@@ -284,27 +343,9 @@ class SumDBClient:
         except _Gone:
             raise SumDBUnreachableError(f"{self.name} has no tile {tile.path}") from None
 
-    async def _where(self) -> SumDBAccess:
-        """The base URL (and credentials) requests go to, found out once."""
-        if self._access is not None:
-            return self._access
-        async with self._locate_lock:
-            if self._access is None:
-                assert self._locate is not None  # (else set in __init__)
-                try:
-                    with trio.fail_after(self._timeout):
-                        found = await self._locate(self.name)
-                except trio.TooSlowError:
-                    raise SumDBUnreachableError(
-                        f"{self.name}: the GOPROXY list did not say in time whether it "
-                        "serves the checksum database"
-                    ) from None
-                self._access = found or self._direct
-            return self._access
-
     async def _get(self, path: str, limit: int) -> bytes:
         """GET ``path`` below the database URL: at most ``limit`` bytes, within the timeout."""
-        access = await self._where()
+        access = await self._where.get()
         url = f"{access.url}/{path}"
         body = bytearray()
         try:

@@ -75,7 +75,6 @@ from athens_trio._http import (
     aclose_shielded,
     content_encoding,
     raw_chunks,
-    redirect_allowed,
     send_following,
 )
 from athens_trio._module import (
@@ -108,7 +107,6 @@ __all__ = [
     "parse_goproxy",
     "plan_from_env",
     "read_netrc",
-    "redirect_allowed",
 ]
 
 log = logging.getLogger("athens_trio.upstream")
@@ -572,9 +570,9 @@ class GoproxyClient:
                 )
             yield _HttpBody(response, chunks, what, entry.label)
 
-    def auth(self, entry: PlanEntry, url: httpx.URL) -> httpx.Auth | None:
-        """The credentials ``entry`` gets for a request to ``url`` (:func:`auth_for`)."""
-        return auth_for(entry, url, self._netrc)
+    def auth(self, entry: PlanEntry) -> httpx.Auth | None:
+        """The credentials ``entry`` gets (:func:`auth_for`)."""
+        return auth_for(entry, self._netrc)
 
     async def status_of(self, entry: PlanEntry, url: str, what: str) -> int:
         """The status ``entry`` answers a GET of ``url`` with, redirects followed as for
@@ -588,9 +586,7 @@ class GoproxyClient:
         at most 10, never from https to http)."""
         request = self._client.build_request("GET", url, headers=IDENTITY)
         try:
-            return await send_following(
-                self._client, request, auth_for(entry, request.url, self._netrc)
-            )
+            return await send_following(self._client, request, self.auth(entry))
         except RedirectRefused as exc:
             raise UpstreamError(f"{what}: {entry.label} {exc}") from None
 
@@ -785,16 +781,17 @@ def read_netrc(path: Path) -> dict[str, tuple[str, str]]:
     return {}
 
 
-def auth_for(entry: PlanEntry, url: httpx.URL, logins: NetrcLogins) -> httpx.BasicAuth | None:
-    """The credentials for ``entry``'s request to ``url``: its userinfo, else the login
-    ``logins`` has for the URL's host (``host:port`` where it has a port), https only.
+def auth_for(entry: PlanEntry, logins: NetrcLogins) -> httpx.BasicAuth | None:
+    """The credentials for requests to ``entry`` (redirects aside: they go with the
+    first request only): its userinfo, else the login ``logins`` has for its host
+    (``host:port`` where it has a port), https only.
 
     Never a netrc password over plain http, where anyone on the path could read it
     (go sends them over https only too).
     """
     if entry.username or entry.password:
         return httpx.BasicAuth(entry.username, entry.password)
-    if url.scheme != "https":
+    if not entry.url.startswith("https://"):
         return None
     # As go: the machine is the proxy URL's host as written (with its port if it has
     # one, ":443" too, and an IPv6 address's brackets), not httpx's normal form of it.

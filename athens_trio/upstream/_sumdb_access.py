@@ -46,7 +46,7 @@ def sumdb_locator(client: GoproxyClient) -> Locate:
             base = httpx.URL(f"{entry.url}/sumdb/{name}")
             problem = await _supported(client, entry, base)
             if problem is None:
-                return SumDBAccess(str(base), client.auth(entry, base))
+                return SumDBAccess(str(base), client.auth(entry))
             if problem == "":
                 continue  # does not serve it: the next
             fault = problem
