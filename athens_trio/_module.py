@@ -32,6 +32,7 @@ cannot smuggle control characters into, or blow up, a log line.
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from datetime import UTC, datetime
@@ -145,9 +146,17 @@ def _element_problem(element: str, *, allowed: frozenset[str], check_short_names
 
 def _path_problem(path: str) -> str:
     """Return why *path* is not a valid module path, or ``""`` (Go's CheckPath, and more)."""
-    # Cheap bound first, so that a huge hostile string costs nothing more to refuse.
+    # Cheap bound first, so that a huge hostile string costs nothing more to refuse (nor
+    # a place in the cache).
     if len(path) > MAX_PATH_BYTES:
         return f"longer than {MAX_PATH_BYTES} bytes"
+    return _bounded_path_problem(path)
+
+
+# A request's path is checked at each layer it crosses (a dozen times for a miss);
+# the answer depends on the string alone, and the same modules come back all day.
+@functools.lru_cache(maxsize=4096)
+def _bounded_path_problem(path: str) -> str:
     try:
         path_bytes = path.encode("utf-8")
     except UnicodeEncodeError:

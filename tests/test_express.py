@@ -1,11 +1,13 @@
 """The express lane (``server/_express``): one connection, both lanes, nothing lost.
 
-A plain connection starts on the express lane and moves to hypercorn at the first
-request the fast path does not answer; the bytes of that request (and of any pipelined
-after it) must reach hypercorn whole, every request must be answered once, in order,
-logged once and counted once.  What each answer looks like is ``test_fastpath``'s
-business (it compares the bytes on the wire with the full path's); the connection
-limits on the lane are ``test_operator``'s and ``test_hardening``'s.
+A plain connection starts on the express lane.  Its bodyless GETs and HEADs stay there,
+answered by the fast path or, where it declines (a miss, a list), by the app; it moves
+to hypercorn at the first request that is not one (a POST, a body); the bytes of that
+request (and of any pipelined after it) must reach hypercorn whole, every request must
+be answered once, in order, logged once and counted once.  What each answer looks like
+is ``test_fastpath``'s business (it compares the bytes on the wire with the full
+path's); the connection limits on the lane are ``test_operator``'s and
+``test_hardening``'s.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ from hypercorn.typing import ASGISendCallable, HTTPScope
 from athens_trio import Config, DiskStorage
 from athens_trio.server import Server
 from athens_trio.server._fastpath import FastPath
+from athens_trio.server._hypercorn_worker import HypercornWorker
 
-from .helpers import served, store_version
+from .conftest import make_config
+from .gofixtures import GoFixtures
+from .helpers import go_script, hello_path, served, store_version, wait_for_pids
 
 MODULE = "example.com/express/mod"
 V = f"/{MODULE}/@v/v1.0.0"
@@ -40,6 +45,20 @@ def _config(tmp_path: Path, **overrides: object) -> Config:
     )
     config.storage.disk.root_path = str(tmp_path / "storage")
     return config
+
+
+@pytest.fixture
+def on_hypercorn(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the connections handed to hypercorn (one entry each)."""
+    handed: list[int] = []
+    original = HypercornWorker.serve_connection
+
+    async def counting(self: HypercornWorker, *args: object, **kwargs: object) -> None:
+        handed.append(1)
+        await original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(HypercornWorker, "serve_connection", counting)
+    return handed
 
 
 @pytest.fixture
@@ -88,12 +107,13 @@ async def _alone(server: Server, method: str, target: str) -> tuple[int, bytes]:
 
 
 async def test_one_connection_moves_to_hypercorn_at_the_first_request_not_express(
-    config: Config, caplog: pytest.LogCaptureFixture
+    config: Config, caplog: pytest.LogCaptureFixture, on_hypercorn: list[int]
 ) -> None:
-    # Pipelined in one write: two answered on the lane, the list handed over with the
-    # two after it already read; then more on the same connection, now hypercorn's.
+    # Pipelined in one write: three answered on the lane (the list by the app), the
+    # POST handed over with the two after it already read; then more on the same
+    # connection, now hypercorn's.
     first = [("GET", V + ".info"), ("HEAD", V + ".zip"), ("GET", f"/{MODULE}/@v/list")]
-    first += [("GET", V + ".zip"), ("GET", V + ".mod")]
+    first += [("POST", V + ".info"), ("GET", V + ".zip"), ("GET", V + ".mod")]
     then = [("GET", V + ".info"), ("GET", f"/{MODULE}/@v/v9.9.9.info"), ("GET", V + ".mod")]
     caplog.set_level(logging.INFO, logger="athens_trio.access")
     async with served(config) as server:
@@ -110,13 +130,14 @@ async def test_one_connection_moves_to_hypercorn_at_the_first_request_not_expres
                 await trio.sleep(0.05)  # two packets, as a slow client sends them
                 await stream.send_all(last[7:])
                 got += await _responses(stream, [then[-1][0]])
+            assert len(on_hypercorn) == 1  # the one connection, from the POST on
             expected = [await _alone(server, method, target) for method, target in first + then]
     assert [(status, body) for status, _, body in got] == expected
-    assert [status for status, _ in expected] == [200, 200, 200, 200, 200, 200, 404, 200]
-    assert len(got[3][2]) > 3 << 20  # the whole zip, in several chunks
-    # Each request logged once (the 8 on the connection, the 8 alone), none twice.
+    assert [status for status, _ in expected] == [200, 200, 200, 405, 200, 200, 200, 404, 200]
+    assert len(got[4][2]) > 3 << 20  # the whole zip, in several chunks
+    # Each request logged once (the 9 on the connection, the 9 alone), none twice.
     lines = [r.getMessage() for r in caplog.records if r.name == "athens_trio.access"]
-    assert len(lines) == 16, lines
+    assert len(lines) == 18, lines
     for method, target in first + then:
         times = (first + then).count((method, target))
         assert sum(line.startswith(f"{method} {target} ") for line in lines) == 2 * times, target
@@ -211,11 +232,12 @@ async def test_a_fast_path_that_fails_before_answering_is_a_500_as_on_hypercorn(
     assert "the express lane failed" in caplog.text
 
 
-async def test_a_request_the_fast_path_declined_is_not_judged_again_on_hypercorn(
-    config: Config, monkeypatch: pytest.MonkeyPatch
+async def test_requests_the_fast_path_declines_are_answered_on_the_lane(
+    config: Config, monkeypatch: pytest.MonkeyPatch, on_hypercorn: list[int]
 ) -> None:
-    # A miss costs one storage look on the lane, not a second one after the handover;
-    # the next request on the connection (now hypercorn's) goes to the fast path again.
+    # A miss, a list, a HEAD of a miss and a 404 of the envelope are the app's, on the
+    # lane: the fast path looks once at each, hypercorn never sees the connection, and
+    # the answers are the ones each request gets alone.
     looked: list[str] = []
     original = FastPath.__call__
 
@@ -224,11 +246,50 @@ async def test_a_request_the_fast_path_declined_is_not_judged_again_on_hypercorn
         return await original(self, scope, send)
 
     monkeypatch.setattr(FastPath, "__call__", counting)
-    miss, hit = f"/{MODULE}/@v/v9.9.9.info", V + ".info"
+    miss, hit, listed = f"/{MODULE}/@v/v9.9.9.info", V + ".info", f"/{MODULE}/@v/list"
+    asked = [("GET", miss), ("GET", hit), ("GET", listed), ("HEAD", miss), ("HEAD", listed)]
+    asked += [("GET", V + ".zip"), ("GET", "/healthz")]
     async with served(config) as server:
         with trio.fail_after(30):
             async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
-                await stream.send_all(_request("GET", miss) + _request("GET", hit))
-                statuses = [s for s, _, _ in await _responses(stream, ["GET", "GET"])]
-    assert statuses == [404, 200]
-    assert looked == [miss, hit]
+                await stream.send_all(b"".join(_request(m, t) for m, t in asked[:2]))
+                got = await _responses(stream, [m for m, _ in asked[:2]])
+                for method, target in asked[2:]:
+                    await stream.send_all(_request(method, target))
+                    got += await _responses(stream, [method])
+            expected = [await _alone(server, method, target) for method, target in asked]
+    assert [(status, body) for status, _, body in got] == expected
+    assert [status for status, _ in expected] == [404, 200, 200, 404, 200, 200, 200]
+    assert looked[: len(asked)] == [target for _, target in asked]
+    assert on_hypercorn == []
+
+
+async def test_a_request_sent_while_a_miss_is_fetched_is_answered_after_it(
+    tmp_path: Path, go_binary: str, go_fixtures: GoFixtures, on_hypercorn: list[int]
+) -> None:
+    # The client's next request arrives while the app waits on a fetch (the lane reads
+    # the socket then, to see the client hang up): it is kept, and answered next.
+    barrier, started = tmp_path / "barrier", tmp_path / "pids"
+    go = go_script(
+        tmp_path,
+        "waiting-go",
+        f'if [ "$1" != version ]; then echo $$ >> {started}; '
+        f"while [ ! -e {barrier} ]; do sleep 0.01; done; fi\n"
+        f'exec {go_binary} "$@"\n',
+    )
+    config = make_config(tmp_path, str(go), go_fixtures)
+    await store_version(DiskStorage(config.disk_root), tmp_path, MODULE, "v1.0.0", 1 << 10)
+    miss, hit = hello_path(go_fixtures, "v1.0.0.info"), V + ".mod"
+    async with served(config) as server:
+        with trio.fail_after(60):
+            async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+                await stream.send_all(_request("GET", miss))
+                await wait_for_pids(started, 1)
+                await stream.send_all(_request("GET", hit))
+                await trio.sleep(0.05)  # read by the lane while the fetch waits
+                barrier.touch()
+                got = await _responses(stream, ["GET", "GET"])
+    assert [status for status, _, _ in got] == [200, 200]
+    assert b'"Version":"v1.0.0"' in got[0][2]
+    assert got[1][2] == f"module {MODULE}\n".encode()
+    assert on_hypercorn == []

@@ -83,7 +83,6 @@ from ._catalog import (
     parse_count,
     parse_timestamp,
 )
-from ._connections import declined_already
 from ._envelope import Envelope
 from ._express import ExpressLane
 from ._fastpath import FastPath, ServedHook
@@ -175,12 +174,14 @@ class _ProxyApp(QuartTrio):
     async def _inside_envelope(
         self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
-        if (
-            self.fast_path is not None
-            and not declined_already(scope)
-            and await self.fast_path(scope, send)
-        ):
+        if self.fast_path is not None and await self.fast_path(scope, send):
             return
+        await self.past_fast_path(scope, receive, send)
+
+    async def past_fast_path(
+        self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        """Quart's dispatch: what answers a request the fast path declined."""
         await super().asgi_app(scope, receive, send)
 
 
@@ -311,11 +312,11 @@ def _fast_path_served(pipeline: Pipeline) -> ServedHook | None:
 
 
 def express_lane(app: QuartTrio, config: HypercornConfig) -> ExpressLane | None:
-    """The express lane (``_express``) over ``app``'s envelope and fast path; None if
-    the app has no fast path (then every request goes through Quart)."""
+    """The express lane (``_express``) over ``app``'s envelope, fast path and Quart;
+    None if the app has no fast path (then every request goes through hypercorn)."""
     if not isinstance(app, _ProxyApp) or app.fast_path is None:
         return None
-    return ExpressLane(app.envelope, app.fast_path, config)
+    return ExpressLane(app.envelope, app.fast_path, app.past_fast_path, config)
 
 
 def create_app(

@@ -43,27 +43,15 @@ if TYPE_CHECKING:
     from ._express import ExpressLane
 
 __all__ = [
-    "DECLINED_KEY",
     "Changes",
     "Requests",
     "WatchedStream",
-    "declined_already",
     "serve_connection",
     "track_requests",
 ]
 
 # Where a connection's Requests travels in the ASGI state, from here to the front.
 _STATE_KEY = "athens_trio.connection_requests"
-#: Where the app finds whether the fast path declined this connection's first request
-#: already, on the express lane (see :func:`declined_already`).
-DECLINED_KEY = "athens_trio.fast_path_declined"
-
-
-def declined_already(scope: Scope) -> bool:
-    """Whether this request is one the express lane's fast path declined and handed
-    over (so the fast path need not look at it again); true once per connection."""
-    mark = scope.get("state", {}).get(DECLINED_KEY)
-    return isinstance(mark, list) and bool(mark) and bool(mark.pop())
 
 
 class Changes:
@@ -326,17 +314,14 @@ async def serve_connection(
     """Serve one accepted connection until hypercorn is done with it or it is time to
     close it; the stream is closed in the end, whatever happened.  A plain (not TLS)
     connection starts on the ``express`` lane, if given, and goes to hypercorn at the
-    first request the lane does not answer."""
+    first request the lane does not take (one with a body, say)."""
     changes = Changes()
     watched = WatchedStream(socket_stream, write_timeout, changes)
     stream: trio.abc.Stream = watched
     if ssl_context is not None:
         stream = trio.SSLStream(watched, ssl_context, server_side=True, https_compatible=True)
     requests = Requests(parent=all_requests, changes=changes)
-    # One mark, shared by the requests' copies of the connection's state: set when the
-    # express lane hands over a request the fast path declined already.
-    declined: list[bool] = []
-    state = {_STATE_KEY: requests, DECLINED_KEY: declined}
+    state = {_STATE_KEY: requests}
     serve: Callable[[], Awaitable[Any]] = partial(worker.serve_connection, stream, state)
     close = partial(_closing_time, watched, requests, changes, keep_alive_timeout, header_timeout)
     try:
@@ -350,8 +335,6 @@ async def serve_connection(
             if handoff is None:
                 return
             watched.unread(handoff.received)
-            if handoff.declined:
-                declined.append(True)
         # A stalled client is dropped at once, request in flight or not: hypercorn would
         # otherwise only note the failed send and leave the request running on.
         await wait_any(serve, close, watched.stalled.wait)

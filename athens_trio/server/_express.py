@@ -1,27 +1,35 @@
-"""The express lane: stored files answered over HTTP/1.1 straight from the socket.
+"""The express lane: a plain HTTP/1.1 connection served from the socket, without hypercorn.
 
 A profile of a warm ``go mod download`` (330 cached hits, the fast path already on) put
 most of the server's time in hypercorn's per-request machinery rather than in the app:
 a task per request, its stream and event objects, the connection's watcher waking on
-every byte, three socket sends per answer (head, body, end).  For the requests the
-fast path answers -- the bulk of what a warm build asks -- that machinery decides
-nothing.  So a plain (not TLS) connection starts here: h11 parses each request, and
-while the fast path answers, this loop writes the answers itself, head and body in one
-send.  The first request it does not answer (the fast path declines it: a miss, a
-list, a refusal; or it is not a plain GET/HEAD without a body; or h11 rejects it) is
+every byte, three socket sends per answer (head, body, end).  For the requests a build
+makes -- bodyless GETs of module files -- that machinery decides nothing.  So a plain
+(not TLS) connection starts here: h11 parses each request, the fast path answers stored
+files, and this loop writes the answers itself, head and body in one send.  A GET or
+HEAD the fast path declines (a miss, a list, a refusal) goes through the app's full
+path (Quart) on this lane too, its answer written the same way, so one miss does not
+move the rest of a build's hits on that connection onto hypercorn.  While the app
+works on it, the socket is watched: the client hanging up is the ASGI
+``http.disconnect`` hypercorn would have sent (the request's task is cancelled, and a
+fetch nobody waits for any more stops), and bytes it sends early (its next request)
+are kept for after the answer.
+
+The first request that is not a plain GET/HEAD without a body (or that h11 rejects) is
 handed to hypercorn with the connection: the bytes read so far of that request, and
 whatever followed, are replayed to hypercorn first (:meth:`WatchedStream.unread`), and
 hypercorn serves the connection from there on as it serves every TLS connection.
 
 What stays exactly as on hypercorn's path, because the same code does it: the envelope
-(request ID, PathPrefix, basic auth, the access line, the request metrics) and the fast
-path's answers -- their statuses, headers and bodies (``tests/test_fastpath.py`` compares
-the bytes on the wire with the full path's).  The response headers hypercorn adds
-(``Date``) come from hypercorn's own config.  The connection's limits are kept here as
-``_connections`` keeps them for hypercorn: ``KeepAliveTimeout`` between requests,
-``RequestHeaderTimeout`` from a request's first byte to its last header, ``WriteTimeout``
-on a stalled send (``WatchedStream``), and at shutdown an idle connection closes at
-once while an answer being written gets the grace period.
+(request ID, PathPrefix, basic auth, the access line, the request metrics), the fast
+path's answers and the app's -- their statuses, headers and bodies
+(``tests/test_fastpath.py`` compares the bytes on the wire with the full path's).  The
+response headers hypercorn adds (``Date``) come from hypercorn's own config.  The
+connection's limits are kept here as ``_connections`` keeps them for hypercorn:
+``KeepAliveTimeout`` between requests, ``RequestHeaderTimeout`` from a request's first
+byte to its last header, ``WriteTimeout`` on a stalled send (``WatchedStream``), and at
+shutdown an idle connection closes at once while an answer being written (or a miss
+being fetched) gets the grace period.
 
 Not here: hypercorn's ``keep_alive_max_requests`` (a kept-alive connection is closed
 after that many requests); this lane serves a connection's requests for as long as
@@ -35,14 +43,21 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, cast
 from urllib.parse import unquote
 
 import h11
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.typing import ASGISendEvent, ConnectionState, HTTPScope
+from hypercorn.typing import (
+    ASGIReceiveCallable,
+    ASGIReceiveEvent,
+    ASGISendCallable,
+    ASGISendEvent,
+    ConnectionState,
+    HTTPScope,
+)
 
 from .._exceptions import StorageError
 from ..storage import CHUNK_SIZE
@@ -61,19 +76,22 @@ _RECEIVE_SIZE = 1 << 16
 #: one in a send of its own (no copy).
 _JOIN_BELOW = 1 << 16
 _RECEIVE_BODYLESS: dict[str, Any] = {"type": "http.request", "body": b"", "more_body": False}
+_DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 #: Request headers that take a request off this lane: a body, an upgrade, an expectation.
 _NOT_EXPRESS_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"upgrade", b"expect"})
 
 
+#: The app past the fast path: what answers a request the fast path declined.
+FullPath = Callable[[HTTPScope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
+
+
 class Handoff:
-    """A connection the lane gives up: serve it on hypercorn, replaying ``received``;
-    ``declined``: its first request is one the fast path has declined already."""
+    """A connection the lane gives up: serve it on hypercorn, replaying ``received``."""
 
-    __slots__ = ("declined", "received")
+    __slots__ = ("received",)
 
-    def __init__(self, received: bytes, *, declined: bool = False) -> None:
+    def __init__(self, received: bytes) -> None:
         self.received = received
-        self.declined = declined
 
 
 class _ResponseHeaders:
@@ -107,11 +125,19 @@ class _Idle:
 
 
 class ExpressLane:
-    """Serves a plain connection's requests while ``fast_path`` answers them."""
+    """Serves a plain connection's bodyless GETs and HEADs: by ``fast_path``, or by
+    ``full_path`` where the fast path declines."""
 
-    def __init__(self, envelope: Envelope, fast_path: FastPath, config: HypercornConfig) -> None:
+    def __init__(
+        self,
+        envelope: Envelope,
+        fast_path: FastPath,
+        full_path: FullPath,
+        config: HypercornConfig,
+    ) -> None:
         self._envelope = envelope
         self._fast_path = fast_path
+        self._full_path = full_path
         self._max_head = config.h11_max_incomplete_size
         self._root_path = config.root_path
         self._response_headers = _ResponseHeaders(config)
@@ -131,7 +157,8 @@ class ExpressLane:
         header_timeout: float,
     ) -> Handoff | None:
         """Answer the connection's requests until one is not the lane's (a
-        :class:`Handoff`), or the connection is done (None: close it)."""
+        :class:`Handoff`: not a bodyless GET or HEAD, or one h11 rejects), or the
+        connection is done (None: close it)."""
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=self._max_head)
         client = _address(stream.socket, peer=True)
         server = _address(stream.socket, peer=False)
@@ -162,12 +189,11 @@ class ExpressLane:
             if not _is_express(event) or not _ends_here(connection):
                 return Handoff(bytes(received))
             scope = self._scope(event, client, server)
-            sender = _Sender(stream, connection, self._response_headers.now())
+            sender = _Sender(stream, connection, self._response_headers.now(), event.method)
+            client_watch = _ClientWatch(stream, self._max_head)
             try:
                 with requests.serving():
-                    answered = await self._envelope(
-                        scope, _receive_nothing, sender.send, self._fast_path_inner
-                    )
+                    await self._envelope(scope, client_watch, sender.send, self._answer)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return None  # the client went (or stalled) mid-answer
             except Exception:
@@ -179,8 +205,8 @@ class ExpressLane:
                     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                         await stream.send_all(_failed(connection, self._response_headers.now()))
                 return None
-            if not answered:
-                return Handoff(bytes(received), declined=True)
+            if client_watch.early:  # the client's next request, read while it waited
+                connection.receive_data(bytes(client_watch.early))
             if self._idle.stopping or connection.our_state is not h11.DONE:
                 return None  # "Connection: close", an HTTP/1.0 client, or shutdown
             try:
@@ -190,8 +216,12 @@ class ExpressLane:
             received = bytearray(connection.trailing_data[0])
             first_byte_at = trio.current_time() if received else math.inf
 
-    async def _fast_path_inner(self, scope: HTTPScope, receive: object, send: Any) -> bool:
-        return await self._fast_path(scope, send)
+    async def _answer(
+        self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> bool:
+        if not await self._fast_path(scope, send):
+            await self._full_path(scope, receive, send)
+        return True
 
     async def _receive(
         self,
@@ -277,8 +307,30 @@ def _failed(connection: h11.Connection, extra_headers: list[tuple[bytes, bytes]]
     return head + (connection.send(h11.EndOfMessage()) or b"")
 
 
-async def _receive_nothing() -> Any:
-    return _RECEIVE_BODYLESS
+class _ClientWatch:
+    """ASGI's ``receive`` for a request the app answers on the lane: its (empty) body
+    first; then, while the app works, the socket is read for the client hanging up --
+    ``http.disconnect``, as hypercorn says it -- and whatever the client sends before
+    its answer (its next request) is kept in ``early``, up to ``limit`` bytes (past
+    that the socket is left unread until the answer is out)."""
+
+    def __init__(self, stream: WatchedStream, limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._body_given = False
+        self.early = bytearray()
+
+    async def __call__(self) -> ASGIReceiveEvent:
+        if not self._body_given:
+            self._body_given = True
+            return cast(ASGIReceiveEvent, _RECEIVE_BODYLESS)
+        while len(self.early) < self._limit:
+            data = await _received_or_none(self._stream)
+            if not data:  # its end of stream, or a broken connection
+                return cast(ASGIReceiveEvent, _DISCONNECT)
+            self.early += data
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
 
 
 def _address(sock: trio.socket.SocketType, *, peer: bool) -> tuple[str, int] | None:
@@ -291,6 +343,11 @@ def _address(sock: trio.socket.SocketType, *, peer: bool) -> tuple[str, int] | N
     return None  # a unix socket: hypercorn gives no address either
 
 
+#: Statuses whose answers have no body (with HEAD's): what an app sends is dropped,
+#: as hypercorn drops it.
+_BODYLESS_STATUSES = frozenset({204, 304, *range(100, 200)})
+
+
 class _Sender:
     """ASGI's send for one answer, written through h11: the head waits for the body's
     first bytes and goes out in the same send."""
@@ -300,11 +357,13 @@ class _Sender:
         stream: WatchedStream,
         connection: h11.Connection,
         extra_headers: list[tuple[bytes, bytes]],
+        method: bytes,
     ) -> None:
         self._stream = stream
         self._connection = connection
         self._extra_headers = extra_headers
         self._head: bytes = b""
+        self._head_only = method == b"HEAD"
 
     async def send(self, message: ASGISendEvent) -> None:
         if message["type"] == ZEROCOPY:
@@ -312,6 +371,7 @@ class _Sender:
             return
         if message["type"] == "http.response.start":
             headers = [*message.get("headers", ()), *self._extra_headers]
+            self._head_only = self._head_only or message["status"] in _BODYLESS_STATUSES
             self._head = _joined(
                 self._connection.send_with_data_passthrough(
                     h11.Response(status_code=message["status"], headers=headers)
@@ -323,7 +383,7 @@ class _Sender:
             return
         parts: list[Any] = [self._head] if self._head else []
         self._head = b""
-        body = message.get("body", b"")
+        body = b"" if self._head_only else message.get("body", b"")
         if body:
             parts += self._connection.send_with_data_passthrough(h11.Data(data=body)) or ()
         if not message.get("more_body", False):
