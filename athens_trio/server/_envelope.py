@@ -61,10 +61,8 @@ _BODY_TYPES = ("http.response.body", "http.response.zerocopy")
 _NOT_IN_ID = re.compile(rb"[^A-Za-z0-9._:/+=@-]")
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
 
-#: What the envelope wraps.  It may decline a request by returning False having sent
-#: nothing (the express lane's fast path, ``_express``): then the request is not the
-#: envelope's either -- no access line, no metrics -- and another server answers it.
-Inner = Callable[[HTTPScope, ASGIReceiveCallable, ASGISendCallable], Awaitable[bool | None]]
+#: What the envelope wraps: the app (past the envelope) answering the request.
+Inner = Callable[[HTTPScope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
 
 
 def clean_request_id(raw: bytes | None) -> str:
@@ -143,9 +141,8 @@ class Envelope:
         receive: ASGIReceiveCallable,
         send: ASGISendCallable,
         inner: Inner,
-    ) -> bool:
-        """Serve the request through ``inner``; False if ``inner`` declined it (see
-        :data:`Inner`), True once it is answered."""
+    ) -> None:
+        """Serve the request through ``inner``."""
         started = time.perf_counter()
         rid = clean_request_id(_header(scope, _REQUEST_ID_HEADER))
         token = request_id.set(rid)
@@ -153,7 +150,6 @@ class Envelope:
         sent = 0
         counts_body = scope["method"] != "HEAD"
         route = "other"
-        declined = False
 
         async def enveloped_send(message: ASGISendEvent) -> None:
             nonlocal status, sent
@@ -188,11 +184,11 @@ class Envelope:
                     # the start of the next: h11 closes after this answer.
                     [(b"connection", b"close")],
                 )
-                return True
+                return
             path = strip_prefix(scope["path"], self.prefix)
             if path is None:
                 await _plain(scope, enveloped_send, 404, "404 Not Found\n")
-                return True
+                return
             route = route_label(path)
             if (
                 self._auth is not None
@@ -207,21 +203,18 @@ class Envelope:
                     "(basic auth; for go, a netrc entry)\n",
                     [(b"www-authenticate", CHALLENGE.encode())],
                 )
-                return True
+                return
             if self.prefix:
                 inner_scope: HTTPScope = {
                     **scope,
                     "path": path,
                     "raw_path": self._strip_raw(scope, path),
                 }
-                answered = await inner(inner_scope, receive, enveloped_send)
+                await inner(inner_scope, receive, enveloped_send)
             else:
-                answered = await inner(scope, receive, enveloped_send)
-            declined = answered is False and status == 0 and sent == 0
-            return not declined
+                await inner(scope, receive, enveloped_send)
         finally:
-            if not declined:
-                self._account(scope, status, sent, started, route, rid)
+            self._account(scope, status, sent, started, route, rid)
             request_id.reset(token)
 
     def _account(

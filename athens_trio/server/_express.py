@@ -218,10 +218,9 @@ class ExpressLane:
 
     async def _answer(
         self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> bool:
+    ) -> None:
         if not await self._fast_path(scope, send):
             await self._full_path(scope, receive, send)
-        return True
 
     async def _receive(
         self,
