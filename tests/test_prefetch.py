@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from athens_trio import Config
 from athens_trio._config import DiskStorageConfig, StorageConfig, load_config
@@ -219,6 +220,48 @@ async def test_clients_first_no_prefetch_while_the_fetch_pool_is_full() -> None:
         room.set()
         await _settled(prefetcher)
         assert graph.asked == ["a.example/one@v1.0.0", "a.example/two@v1.0.0"]
+        nursery.cancel_scope.cancel()
+
+
+async def test_what_a_client_was_just_served_requires_goes_before_deeper_guesses() -> None:
+    # x1 (prefetched for a) requires y1 and y2: guesses two levels from the client.  Then
+    # the client is served b, which requires z: what go asks next.  z passes y2.
+    graph = _Graph(
+        {
+            "a.example/a@v1.0.0": _mod("a.example/x1 v1.0.0"),
+            "a.example/x1@v1.0.0": _mod("a.example/y1 v1.0.0", "a.example/y2 v1.0.0"),
+            "a.example/b@v1.0.0": _mod("a.example/z v1.0.0"),
+            "a.example/y1@v1.0.0": _mod(),
+            "a.example/y2@v1.0.0": _mod(),
+            "a.example/z@v1.0.0": _mod(),
+        }
+    )
+    held = {"x1": trio.Event(), "y1": trio.Event()}
+    taken: list[str] = []  # by the prefetcher, in order
+
+    class _Held(_Graph):
+        async def go_mod(self, module: str, version: str) -> bytes:
+            name = module.removeprefix("a.example/")
+            taken.append(name)
+            if name in held:
+                await held[name].wait()
+            return await graph.go_mod(module, version)
+
+    prefetcher = Prefetcher(_Held({}), MemoryStorage(), lambda: True, workers=1, depth=3)
+    served = with_prefetch(prefetcher)(graph)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(prefetcher.run)
+        await served.go_mod("a.example/a", "v1.0.0")
+        await trio.testing.wait_all_tasks_blocked()
+        assert taken == ["x1"]
+        held["x1"].set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert taken == ["x1", "y1"]  # y1 taken (and held): y2 waits
+        await served.go_mod("a.example/b", "v1.0.0")
+        held["y1"].set()
+        await _settled(prefetcher)
+        assert taken == ["x1", "y1", "z", "y2"]
         nursery.cancel_scope.cancel()
 
 

@@ -12,11 +12,16 @@ request, and a client asking meanwhile joins the fetch in flight.  Never a zip.
 Clients first: ``workers`` prefetches at most run at once, each only while the fetch
 pool (GoGetWorkers) has a free slot and nobody waiting for one; the queue is bounded
 (what does not fit is dropped) and a module version is queued again only when a client
-came nearer to it (the depth counts from the go.mod a client was served).
+came nearer to it (the depth counts from the go.mod a client was served).  Nearest
+first: the queue hands out the smallest depth, then the oldest, so the requirements of a
+go.mod just served to a client (what go asks next) pass the deeper ones queued by
+earlier prefetches (what go may ask later).
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -101,7 +106,11 @@ class Prefetcher:
         self._room = room
         self._workers = workers
         self._depth = depth
-        self._send, self._receive = trio.open_memory_channel[tuple[str, str, int]](QUEUE)
+        # The queue, nearest first; the channel carries one token per entry, so that a
+        # worker wakes for each (and takes whichever is nearest then).
+        self._waiting: list[tuple[int, int, str, str]] = []
+        self._arrivals = itertools.count()
+        self._send, self._receive = trio.open_memory_channel[None](QUEUE)
         self._queued = _Bounded(REMEMBERED)
         self._unasked = _Bounded(REMEMBERED)  # prefetched (or being), not yet asked for
         self._fetched = _Bounded(REMEMBERED)  # prefetched (or being)
@@ -141,10 +150,12 @@ class Prefetcher:
             if not self._queued.offer((module, version), depth + 1):
                 continue
             try:
-                self._send.send_nowait((module, version, depth + 1))
+                self._send.send_nowait(None)
             except trio.WouldBlock:
                 self._dropped += 1
             else:
+                entry = (depth + 1, next(self._arrivals), module, version)
+                heapq.heappush(self._waiting, entry)
                 self._pending += 1
 
     async def run(self) -> None:
@@ -163,7 +174,8 @@ class Prefetcher:
             )
 
     async def _work(self) -> None:
-        async for module, version, depth in self._receive:
+        async for _ in self._receive:
+            depth, _, module, version = heapq.heappop(self._waiting)
             self._in_flight += 1
             try:
                 await self._prefetch(module, version, depth)
