@@ -146,17 +146,18 @@ def _element_problem(element: str, *, allowed: frozenset[str], check_short_names
 
 def _path_problem(path: str) -> str:
     """Return why *path* is not a valid module path, or ``""`` (Go's CheckPath, and more)."""
-    # Cheap bound first, so that a huge hostile string costs nothing more to refuse (nor
-    # a place in the cache).
+    # Cheap bound first, so that a huge hostile string costs nothing more to refuse.
     if len(path) > MAX_PATH_BYTES:
         return f"longer than {MAX_PATH_BYTES} bytes"
-    return _bounded_path_problem(path)
+    # A request's path is checked at each layer it crosses (a dozen times for a miss);
+    # the answer depends on the string alone, and the same modules come back all day.
+    # Only ASCII is kept (a valid path is ASCII): at most MAX_PATH_BYTES per entry.
+    if path.isascii():
+        return _cached_path_problem(path)
+    return _checked_path_problem(path)
 
 
-# A request's path is checked at each layer it crosses (a dozen times for a miss);
-# the answer depends on the string alone, and the same modules come back all day.
-@functools.lru_cache(maxsize=4096)
-def _bounded_path_problem(path: str) -> str:
+def _checked_path_problem(path: str) -> str:
     try:
         path_bytes = path.encode("utf-8")
     except UnicodeEncodeError:
@@ -201,6 +202,9 @@ def _bounded_path_problem(path: str) -> str:
         if escaped_length > MAX_ESCAPED_ELEMENT_BYTES:
             return f"escaped path element longer than {MAX_ESCAPED_ELEMENT_BYTES} bytes"
     return ""
+
+
+_cached_path_problem = functools.lru_cache(maxsize=4096)(_checked_path_problem)
 
 
 def check_path(path: str) -> None:

@@ -13,6 +13,8 @@ path's); the connection limits on the lane are ``test_operator``'s and
 from __future__ import annotations
 
 import logging
+import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import h11
@@ -23,12 +25,13 @@ from hypercorn.typing import ASGISendCallable, HTTPScope
 
 from athens_trio import Config, DiskStorage
 from athens_trio.server import Server
+from athens_trio.server._app import _ZipBody
 from athens_trio.server._fastpath import FastPath
 from athens_trio.server._hypercorn_worker import HypercornWorker
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
-from .helpers import go_script, hello_path, served, store_version, wait_for_pids
+from .helpers import go_script, hello_path, served, store_version, wait_for_pids, wait_until
 
 MODULE = "example.com/express/mod"
 V = f"/{MODULE}/@v/v1.0.0"
@@ -201,7 +204,8 @@ async def _whole_answer(server: Server, request: bytes, *, shut_write: bool = Fa
         while chunk := await stream.receive_some(1 << 16):
             received += chunk
     lines = bytes(received).split(b"\r\n")
-    return b"\r\n".join(line for line in lines if not line.lower().startswith(b"date:"))
+    varying = (b"date:", b"athens-request-id:")
+    return b"\r\n".join(line for line in lines if not line.lower().startswith(varying))
 
 
 async def test_a_truncated_request_then_end_of_stream_gets_hypercorns_400(
@@ -293,3 +297,86 @@ async def test_a_request_sent_while_a_miss_is_fetched_is_answered_after_it(
     assert b'"Version":"v1.0.0"' in got[0][2]
     assert got[1][2] == f"module {MODULE}\n".encode()
     assert on_hypercorn == []
+
+
+def _app_answers_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path declines every request: the app answers them, on the lane."""
+
+    async def never(self: FastPath, scope: HTTPScope, send: ASGISendCallable) -> bool:
+        return False
+
+    monkeypatch.setattr(FastPath, "__call__", never)
+
+
+async def test_pipelined_requests_then_end_of_stream_the_first_is_answered(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The second request and the client's end of stream came with the first, which the
+    # app takes a while to answer: the end of stream is the end of the requests, not of
+    # the first one's client (hypercorn stops reading at the next request; so does the
+    # lane).  What becomes of the second is a race on both, as the end is known by then.
+    _app_answers_everything(monkeypatch)
+    original = DiskStorage.ready
+
+    async def slow_ready(self: DiskStorage) -> None:
+        await trio.sleep(0.2)  # an answer that takes a while, nothing waited for
+        await original(self)
+
+    monkeypatch.setattr(DiskStorage, "ready", slow_ready)
+    asked = _request("GET", "/readyz") + _request("GET", "/healthz")
+    with trio.fail_after(30):
+        async with served(config) as express, served(config, fast_path=False) as plain:
+            for server in (express, plain):
+                answer = await _whole_answer(server, asked, shut_write=True)
+                assert answer.startswith(b"HTTP/1.1 200 "), answer
+                assert b"\r\n\r\nready\n" in answer
+
+
+async def test_a_client_that_stops_reading_an_apps_answer_is_no_server_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # WriteTimeout ends the answer (a failed send inside the app's task group): the
+    # connection closes, the request is logged, and nothing is logged as a failure.
+    _app_answers_everything(monkeypatch)
+    config = _config(tmp_path, write_timeout=0.5)
+    await store_version(DiskStorage(config.disk_root), tmp_path, MODULE, "v1.0.0", 8 << 20)
+    caplog.set_level(logging.INFO)
+    async with served(config) as server:
+        with trio.fail_after(30):
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            await stream.send_all(_request("GET", V + ".zip"))
+            await wait_until(
+                lambda: any(
+                    r.name == "athens_trio.access" and f"{V}.zip" in r.getMessage()
+                    for r in caplog.records
+                ),
+                20,
+            )
+            await stream.aclose()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_an_app_failing_after_its_head_sends_the_head_as_hypercorn_does(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _app_answers_everything(monkeypatch)
+
+    def broken_disk() -> list[bytes]:
+        raise RuntimeError("the disk broke")
+
+    async def failing(self: _ZipBody) -> AsyncIterator[bytes]:
+        async def chunks() -> AsyncIterator[bytes]:  # fails at its first chunk
+            for chunk in broken_disk():
+                yield chunk
+
+        return chunks()
+
+    monkeypatch.setattr(_ZipBody, "__aenter__", failing)
+    asked = _request("GET", V + ".zip")
+    with trio.fail_after(30):
+        async with served(config) as express, served(config, fast_path=False) as plain:
+            answer = await _whole_answer(express, asked)
+            assert answer == await _whole_answer(plain, asked)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.endswith(b"\r\n\r\n")  # the head, then the connection closed

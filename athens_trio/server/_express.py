@@ -190,23 +190,25 @@ class ExpressLane:
                 return Handoff(bytes(received))
             scope = self._scope(event, client, server)
             sender = _Sender(stream, connection, self._response_headers.now(), event.method)
-            client_watch = _ClientWatch(stream, self._max_head)
+            client_watch = _ClientWatch(stream, paused=bool(connection.trailing_data[0]))
             try:
                 with requests.serving():
                     await self._envelope(scope, client_watch, sender.send, self._answer)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return None  # the client went (or stalled) mid-answer
-            except Exception:
+            except Exception as exc:
+                if _client_went(exc):
+                    return None  # the client went (or stalled) mid-answer
                 # Not the client's fault: logged, and answered as hypercorn answers an
-                # app that failed -- a 500 if nothing was sent yet (a half-sent answer
-                # cannot be mended) -- and the connection closes.
+                # app that failed -- a 500 if nothing was sent yet, the head if only it
+                # was (a half-sent answer cannot be mended) -- and the connection closes.
                 log.exception("the express lane failed on %r", event.target)
-                if connection.our_state is h11.SEND_RESPONSE:
-                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    if connection.our_state is h11.SEND_RESPONSE:
                         await stream.send_all(_failed(connection, self._response_headers.now()))
+                    else:
+                        await sender.flush_head()
                 return None
             if client_watch.early:  # the client's next request, read while it waited
-                connection.receive_data(bytes(client_watch.early))
+                connection.receive_data(client_watch.early)
             if self._idle.stopping or connection.our_state is not h11.DONE:
                 return None  # "Connection: close", an HTTP/1.0 client, or shutdown
             try:
@@ -299,6 +301,16 @@ async def _received_or_none(stream: WatchedStream) -> bytes | None:
         return None
 
 
+def _client_went(exc: BaseException) -> bool:
+    """Whether ``exc`` says the client went or stalled (alone, or every one of a group:
+    an app's task group wraps what its send raised)."""
+    gone = (trio.BrokenResourceError, trio.ClosedResourceError)
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(gone)
+        return rest is None
+    return isinstance(exc, gone)
+
+
 def _failed(connection: h11.Connection, extra_headers: list[tuple[bytes, bytes]]) -> bytes:
     """hypercorn's answer for an app that failed before it answered."""
     headers = [(b"content-length", b"0"), (b"connection", b"close"), *extra_headers]
@@ -309,25 +321,27 @@ def _failed(connection: h11.Connection, extra_headers: list[tuple[bytes, bytes]]
 class _ClientWatch:
     """ASGI's ``receive`` for a request the app answers on the lane: its (empty) body
     first; then, while the app works, the socket is read for the client hanging up --
-    ``http.disconnect``, as hypercorn says it -- and whatever the client sends before
-    its answer (its next request) is kept in ``early``, up to ``limit`` bytes (past
-    that the socket is left unread until the answer is out)."""
+    ``http.disconnect``, as hypercorn says it.  Bytes the client sends meanwhile (its
+    next request, pipelined) are kept in ``early`` and the socket is left unread from
+    then on until the answer is out, as hypercorn pauses reading: an end of stream right
+    behind them is the end of the requests, not of this one's client.  ``paused``: the
+    next request's bytes came with this one's already; nothing is read at all."""
 
-    def __init__(self, stream: WatchedStream, limit: int) -> None:
+    def __init__(self, stream: WatchedStream, *, paused: bool) -> None:
         self._stream = stream
-        self._limit = limit
         self._body_given = False
-        self.early = bytearray()
+        self._paused = paused
+        self.early = b""
 
     async def __call__(self) -> ASGIReceiveEvent:
         if not self._body_given:
             self._body_given = True
             return cast(ASGIReceiveEvent, _RECEIVE_BODYLESS)
-        while len(self.early) < self._limit:
+        if not (self.early or self._paused):
             data = await _received_or_none(self._stream)
             if not data:  # its end of stream, or a broken connection
                 return cast(ASGIReceiveEvent, _DISCONNECT)
-            self.early += data
+            self.early = data
         await trio.sleep_forever()
         raise AssertionError("unreachable")
 
@@ -393,6 +407,12 @@ class _Sender:
         for part in parts:  # a big chunk goes out as it is, never copied
             if part:
                 await self._stream.send_all(part)
+
+    async def flush_head(self) -> None:
+        """Send the head held for the body's first bytes, if any (the app failed first)."""
+        head, self._head = self._head, b""
+        if head:
+            await self._stream.send_all(head)
 
     async def _send_file(self, message: Mapping[str, Any]) -> None:
         # h11 frames the body by its length and passes the range through untouched
