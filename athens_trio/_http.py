@@ -24,6 +24,7 @@ import trio
 __all__ = [
     "IDENTITY",
     "MAX_REDIRECTS",
+    "NOT_EXIST_STATUSES",
     "RedirectRefused",
     "aclose_shielded",
     "content_encoding",
@@ -41,6 +42,10 @@ _CLEANUP_SECONDS = 5
 
 MAX_REDIRECTS = 10
 """Redirects followed at most, as go's (net/http's default client)."""
+
+NOT_EXIST_STATUSES = frozenset({404, 410})
+"""What a GOPROXY (or a checksum database) answers for "does not exist", as go reads it:
+everything else is a fault."""
 
 
 class RedirectRefused(Exception):

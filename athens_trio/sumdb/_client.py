@@ -13,6 +13,7 @@ import trio
 
 from .._http import (
     IDENTITY,
+    NOT_EXIST_STATUSES,
     RedirectRefused,
     aclose_shielded,
     content_encoding,
@@ -355,7 +356,7 @@ class SumDBClient:
                 response = await send_following(self._http, request, access.auth)
                 async with contextlib.AsyncExitStack() as stack:
                     stack.push_async_callback(aclose_shielded, response)
-                    if response.status_code in (404, 410):
+                    if response.status_code in NOT_EXIST_STATUSES:
                         raise _Gone
                     if response.status_code != 200:
                         raise SumDBUnreachableError(

@@ -71,6 +71,7 @@ from athens_trio._exceptions import (
 )
 from athens_trio._http import (
     IDENTITY,
+    NOT_EXIST_STATUSES,
     RedirectRefused,
     aclose_shielded,
     content_encoding,
@@ -315,7 +316,6 @@ class SizeLimits:
 
 
 _info_decoder = msgspec.json.Decoder(UpstreamInfo)
-_NOT_EXIST_STATUSES = (404, 410)
 
 
 class _Body(Protocol):
@@ -557,7 +557,7 @@ class GoproxyClient:
         # Raw: counted against the cap as they come, never decoded (see _http).
         async with raw_chunks(response, self._chunk) as chunks:
             status = response.status_code
-            if status in _NOT_EXIST_STATUSES:
+            if status in NOT_EXIST_STATUSES:
                 raise NotFoundError(f"{what}: {entry.label} answered {status} (not found)")
             if not 200 <= status < 300:
                 raise UpstreamError(

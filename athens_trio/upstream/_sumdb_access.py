@@ -21,13 +21,12 @@ from __future__ import annotations
 import httpx
 
 from .._exceptions import UpstreamError
+from .._http import NOT_EXIST_STATUSES
 from ..sumdb import SumDBAccess, SumDBUnreachableError
 from ..sumdb._client import Locate
 from ._goproxy import EntryKind, GoproxyClient, PlanEntry
 
 __all__ = ["sumdb_locator"]
-
-_NOT_EXIST = (404, 410)
 
 
 def sumdb_locator(client: GoproxyClient) -> Locate:
@@ -44,12 +43,12 @@ def sumdb_locator(client: GoproxyClient) -> Locate:
             if entry.is_file:
                 continue
             base = httpx.URL(f"{entry.url}/sumdb/{name}")
-            problem = await _supported(client, entry, base)
-            if problem is None:
-                return SumDBAccess(str(base), client.auth(entry))
-            if problem == "":
-                continue  # does not serve it: the next
-            fault = problem
+            try:
+                if await _serves(client, entry, base):
+                    return SumDBAccess(str(base), client.auth(entry))
+                continue  # it says it does not: the next
+            except _ProbeFailed as exc:
+                fault = str(exc)
             if not entry.fall_back_on_error:
                 break
         if fault is not None:
@@ -59,18 +58,23 @@ def sumdb_locator(client: GoproxyClient) -> Locate:
     return locate
 
 
-async def _supported(client: GoproxyClient, entry: PlanEntry, base: httpx.URL) -> str | None:
-    """None when ``entry`` serves the database at ``base``; "" when it says it does not
-    (404/410); else what went wrong, naming the proxy by scheme and host only."""
+class _ProbeFailed(Exception):
+    """Asking a proxy whether it serves a database failed (the message says how, naming
+    the proxy by scheme and host only)."""
+
+
+async def _serves(client: GoproxyClient, entry: PlanEntry, base: httpx.URL) -> bool:
+    """Whether ``entry`` serves the database at ``base``: 200 yes, 404/410 no, anything
+    else :class:`_ProbeFailed`."""
     what = f"asking {entry.label} whether it serves it"
     try:
         status = await client.status_of(entry, f"{base}/supported", what)
     except httpx.HTTPError as exc:
-        return f"{what}: {type(exc).__name__}"
+        raise _ProbeFailed(f"{what}: {type(exc).__name__}") from None
     except UpstreamError as exc:
-        return str(exc)  # a redirect refused
+        raise _ProbeFailed(str(exc)) from None  # a redirect refused
     if status == 200:
-        return None
-    if status in _NOT_EXIST:
-        return ""
-    return f"{entry.label} answered {status} asked whether it serves it"
+        return True
+    if status in NOT_EXIST_STATUSES:
+        return False
+    raise _ProbeFailed(f"{entry.label} answered {status} asked whether it serves it")
