@@ -324,8 +324,12 @@ async def test_a_zip_not_in_the_page_cache_is_read_in_a_thread(tmp_path: Path) -
         finally:
             os.close(fd)
 
-    drop_from_page_cache()
-    assert _open_zip(zip_file, len(data), 0, len(data), nowait=True) is _WOULD_BLOCK
+    def dropped() -> bool:
+        # The kernel may keep a page it is still writing back: ask again until it went.
+        drop_from_page_cache()
+        return _open_zip(zip_file, len(data), 0, len(data), nowait=True) is _WOULD_BLOCK
+
+    await wait_until(dropped)
     async with served(_config(tmp_path, root)) as server:
         target = f"/{BIG_MODULE}/@v/v1.0.0.zip".encode()
         for _ in range(2):  # read in a thread; then (cached again) on the loop
@@ -337,8 +341,12 @@ async def test_a_zip_not_in_the_page_cache_is_read_in_a_thread(tmp_path: Path) -
         assert isinstance(opened, _OpenedZip)
         assert opened.fd is not None
         try:
-            drop_from_page_cache()
-            assert _read_chunk(opened, MIB, len(data), nowait=True) is _WOULD_BLOCK
+
+            def chunk_dropped() -> bool:
+                drop_from_page_cache()
+                return _read_chunk(opened, MIB, len(data), nowait=True) is _WOULD_BLOCK
+
+            await wait_until(chunk_dropped)
             assert _read_chunk(opened, MIB, len(data)) == data[MIB : 2 * MIB]
         finally:
             os.close(opened.fd)
