@@ -22,7 +22,7 @@ from athens_trio.upstream._toolchain import _toolchain_for
 
 from .conftest import make_config
 from .gofixtures import OWNER, GoFixtures, _Commit, _make_repo
-from .helpers import ScriptedGo, served
+from .helpers import ScriptedGo, go_script, served
 from .toolchainfixtures import TOOLCHAIN_GO, toolchain_proxy
 
 __all__ = ["toolchain_proxy"]  # the fixture, used by name
@@ -239,6 +239,36 @@ async def test_a_failed_toolchain_download_is_a_502_and_leaves_nothing(
     assert "secret" not in text
     assert sorted(os.listdir(config.go_toolchain_dir)) == ["bin"]  # no staging left
     assert os.listdir(Path(config.go_toolchain_dir) / "bin") == []
+
+
+async def test_a_failed_toolchain_download_is_the_answer_of_those_who_waited_and_for_a_while(
+    tmp_path: Path, go_binary: str, go_fixtures: GoFixtures
+) -> None:
+    # Five fetches need go 1.27.0 at once, and the toolchain proxy has none: one download
+    # is tried, and its failure is the answer of all five -- and of a sixth, later --
+    # rather than each waiting its turn to try (and time out) again.
+    (tmp_path / "empty-proxy").mkdir()
+    tries = tmp_path / "tries"
+    go = go_script(tmp_path, "go", f'echo "$GOTOOLCHAIN" >> {tries}\nexec {go_binary} "$@"\n')
+    config = make_config(tmp_path, str(go), go_fixtures, go_toolchain_dir=str(tmp_path / "tc"))
+    _, toolchains = _toolchains(config, (tmp_path / "empty-proxy").as_uri())
+    failures: list[str] = []
+
+    async def need() -> None:
+        try:
+            await toolchains.runner_for(TOOLCHAIN_GO)
+        except UpstreamError as exc:
+            failures.append(str(exc))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(need)
+    await need()
+    assert tries.read_text().split() == [f"go{TOOLCHAIN_GO}"]
+    assert len(failures) == 6
+    assert len(set(failures)) == 1
+    assert f"go{TOOLCHAIN_GO}" in failures[0]
+    assert toolchains.statistics().downloads == 0
 
 
 def test_the_toolchain_keys_and_their_variables() -> None:

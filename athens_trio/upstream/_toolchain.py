@@ -34,7 +34,7 @@ from .._ownership import remove_tree
 from .._redact import redact_urls
 from ._gocmd import GoProcessRunner, _message_proper, scrub_paths
 
-__all__ = ["ToolchainStatistics", "Toolchains", "required_go"]
+__all__ = ["FAILURE_KEPT", "ToolchainStatistics", "Toolchains", "required_go"]
 
 # go's TooNewError, as go words it for GOTOOLCHAIN=local: "<what> requires go >= V
 # (running go L; GOTOOLCHAIN=local)".  Read on go's message proper only (without module
@@ -48,6 +48,8 @@ _GO_VERSION = re.compile(
 )
 _STAGES = {"beta": 1, "rc": 2}
 _TOOLCHAIN_MODULE = "golang.org/toolchain"
+#: Seconds a toolchain that could not be had stays the answer (not asked for again).
+FAILURE_KEPT = 60.0
 
 
 def _version_key(version: str) -> tuple[int, int, int] | None:
@@ -108,6 +110,8 @@ class Toolchains:
         self._proxy = proxy
         self._timeout = timeout
         self._locks: dict[str, trio.Lock] = {}
+        # A toolchain that could not be had: until when that is the answer, and how.
+        self._failures: dict[str, tuple[float, type[UpstreamError], str]] = {}
         self._downloads = 0
 
     @property
@@ -173,9 +177,24 @@ class Toolchains:
             async with lock:
                 version = self._best(need)
                 if version is None:
-                    await self._download(wanted)
+                    await self._download_unless_failed(wanted)
                     version = wanted
         return self._runner.with_env({"GOTOOLCHAIN": f"go{version}+path"}, prepend_path=self._bin)
+
+    async def _download_unless_failed(self, version: str) -> None:
+        """:meth:`_download`, unless it failed less than :data:`FAILURE_KEPT` seconds
+        ago: then that failure again.  The fetches that waited on a failing download
+        (one at a time, behind its lock) fail with it, rather than each trying once more
+        and waiting for its own timeout in turn."""
+        failed = self._failures.get(version)
+        if failed is not None and trio.current_time() < failed[0]:
+            raise failed[1](failed[2])
+        try:
+            await self._download(version)
+        except UpstreamError as exc:
+            self._failures[version] = (trio.current_time() + FAILURE_KEPT, type(exc), str(exc))
+            raise
+        self._failures.pop(version, None)
 
     async def _download(self, version: str) -> None:
         """Have go download and unpack toolchain ``version`` into a staging directory
