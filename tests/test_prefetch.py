@@ -17,6 +17,7 @@ from athens_trio._pipeline import open_pipeline
 from athens_trio.download import DownloadProtocol
 from athens_trio.prefetch import Prefetcher, parse_go_mod, with_prefetch
 from athens_trio.prefetch._gomod import surely_pruned
+from athens_trio.prefetch._prefetcher import _NearestFirst
 from athens_trio.storage import MemoryStorage, StoredZip
 
 from .staticproxy import StaticProxy, add_version, static_proxy
@@ -216,11 +217,73 @@ async def test_clients_first_no_prefetch_while_the_fetch_pool_is_full() -> None:
         with trio.move_on_after(0.2):
             await _settled(prefetcher)
         assert graph.asked == ["a.example/one@v1.0.0"]
-        assert prefetcher.statistics().in_flight == 1
+        stats = prefetcher.statistics()
+        assert (stats.queued, stats.in_flight) == (1, 0)  # taken only once there is room
         room.set()
         await _settled(prefetcher)
         assert graph.asked == ["a.example/one@v1.0.0", "a.example/two@v1.0.0"]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_worker_takes_the_nearest_entry_of_when_a_fetch_slot_frees() -> None:
+    # While the fetch pool is full, a deeper guess (d) waits, then the client is served
+    # b, which requires z: when a slot frees, z goes first.
+    graph = _Graph(
+        {
+            "a.example/a@v1.0.0": _mod("a.example/x v1.0.0"),
+            "a.example/x@v1.0.0": _mod("a.example/d v1.0.0"),
+            "a.example/b@v1.0.0": _mod("a.example/z v1.0.0"),
+            "a.example/d@v1.0.0": _mod(),
+            "a.example/z@v1.0.0": _mod(),
+        }
+    )
+    released = trio.Event()
+    grants = [1]  # one free slot (for x), then none until released
+
+    def room() -> bool:
+        if grants[0]:
+            grants[0] -= 1
+            return True
+        return released.is_set()
+
+    taken: list[str] = []
+
+    class _Recording(_Graph):
+        async def go_mod(self, module: str, version: str) -> bytes:
+            taken.append(module.removeprefix("a.example/"))
+            return await graph.go_mod(module, version)
+
+    storage = MemoryStorage()
+    await storage.save_mod("a.example/x", "v1.0.0", info=b"{}", mod=_mod("a.example/d v1.0.0"))
+    prefetcher = Prefetcher(_Recording({}), storage, room, workers=1, depth=3)
+    served = with_prefetch(prefetcher)(graph)
+
+    def stats_in_flight() -> int:
+        return prefetcher.statistics().in_flight
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(prefetcher.run)
+        await served.go_mod("a.example/a", "v1.0.0")  # x: stored, read; d queued
+        with trio.fail_after(10):  # x taken (the slot used) and read; d waits for a slot
+            while grants[0] or (prefetcher.statistics().queued, stats_in_flight()) != (1, 0):
+                await trio.sleep(0.005)
+        await served.go_mod("a.example/b", "v1.0.0")  # z, nearer than d
+        released.set()
+        await _settled(prefetcher)
+        assert taken == ["z", "d"]
+        nursery.cancel_scope.cancel()
+
+
+def test_a_full_queue_keeps_the_nearest() -> None:
+    queue = _NearestFirst(depth=3, size=3)
+    assert queue.add(("m/deep1", "v1"), 3) == (True, None)
+    assert queue.add(("m/deep2", "v1"), 3) == (True, None)
+    assert queue.add(("m/mid", "v1"), 2) == (True, None)
+    # Full: a nearer one pushes out the newest of the deepest; one as deep is refused.
+    assert queue.add(("m/near", "v1"), 1) == (True, ("m/deep2", "v1"))
+    assert queue.add(("m/deep3", "v1"), 3) == (False, None)
+    taken = [queue.take() for _ in range(len(queue))]
+    assert taken == [(("m/near", "v1"), 1), (("m/mid", "v1"), 2), (("m/deep1", "v1"), 3)]
 
 
 async def test_what_a_client_was_just_served_requires_goes_before_deeper_guesses() -> None:

@@ -15,15 +15,15 @@ pool (GoGetWorkers) has a free slot and nobody waiting for one; the queue is bou
 came nearer to it (the depth counts from the go.mod a client was served).  Nearest
 first: the queue hands out the smallest depth, then the oldest, so the requirements of a
 go.mod just served to a client (what go asks next) pass the deeper ones queued by
-earlier prefetches (what go may ask later).
+earlier prefetches (what go may ask later); when it is full, a nearer one takes the
+place of the newest of the deepest.  A worker takes its entry only once a fetch slot is
+free, so the entry is the nearest at that moment.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -87,6 +87,39 @@ class _Bounded:
         return self._keys.pop(key, None) is not None
 
 
+class _NearestFirst:
+    """Module versions waiting, with their depths (1 to ``depth``): handed out nearest
+    first, then oldest first; at most ``size``."""
+
+    def __init__(self, depth: int, size: int) -> None:
+        self._by_depth: list[deque[tuple[str, str]]] = [deque() for _ in range(depth + 1)]
+        self._size = size
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, key: tuple[str, str], depth: int) -> tuple[bool, tuple[str, str] | None]:
+        """Queue ``key`` at ``depth``; return whether it was taken, and what it pushed
+        out to be taken (when full: the newest of the deepest, if deeper than it)."""
+        if self._count < self._size:
+            self._by_depth[depth].append(key)
+            self._count += 1
+            return True, None
+        deepest = next(d for d in range(len(self._by_depth) - 1, 0, -1) if self._by_depth[d])
+        if deepest <= depth:
+            return False, None
+        pushed_out = self._by_depth[deepest].pop()
+        self._by_depth[depth].append(key)
+        return True, pushed_out
+
+    def take(self) -> tuple[tuple[str, str], int]:
+        """The nearest, oldest entry, and its depth (there is one)."""
+        depth = next(d for d, waiting in enumerate(self._by_depth) if waiting)
+        self._count -= 1
+        return self._by_depth[depth].popleft(), depth
+
+
 class Prefetcher:
     """Fetches, through ``protocol``, the go.mod parts of what served go.mod files
     require; ``storage`` says what is there already and ``room()`` whether a fetch slot
@@ -108,8 +141,7 @@ class Prefetcher:
         self._depth = depth
         # The queue, nearest first; the channel carries one token per entry, so that a
         # worker wakes for each (and takes whichever is nearest then).
-        self._waiting: list[tuple[int, int, str, str]] = []
-        self._arrivals = itertools.count()
+        self._waiting = _NearestFirst(depth, QUEUE)
         self._send, self._receive = trio.open_memory_channel[None](QUEUE)
         self._queued = _Bounded(REMEMBERED)
         self._unasked = _Bounded(REMEMBERED)  # prefetched (or being), not yet asked for
@@ -147,15 +179,15 @@ class Prefetcher:
         for module, version in parsed.requires:
             # Queued once, unless nearer a client now (its frontier moved on): then once
             # more, to look further ahead from there (a stored one costs a read).
-            if not self._queued.offer((module, version), depth + 1):
+            key = (module, version)
+            if not self._queued.offer(key, depth + 1):
                 continue
-            try:
-                self._send.send_nowait(None)
-            except trio.WouldBlock:
+            taken, pushed_out = self._waiting.add(key, depth + 1)
+            if not taken or pushed_out is not None:
                 self._dropped += 1
-            else:
-                entry = (depth + 1, next(self._arrivals), module, version)
-                heapq.heappush(self._waiting, entry)
+                self._queued.discard(pushed_out or key)  # it may be queued again later
+            if taken and pushed_out is None:
+                self._send.send_nowait(None)  # never full: no more tokens than entries
                 self._pending += 1
 
     async def run(self) -> None:
@@ -175,7 +207,10 @@ class Prefetcher:
 
     async def _work(self) -> None:
         async for _ in self._receive:
-            depth, _, module, version = heapq.heappop(self._waiting)
+            # Clients first.  A CapacityLimiter tells no one when a slot frees, so look.
+            while not self._room():  # noqa: ASYNC110
+                await trio.sleep(_ROOM_POLL)
+            (module, version), depth = self._waiting.take()
             self._in_flight += 1
             try:
                 await self._prefetch(module, version, depth)
@@ -191,9 +226,6 @@ class Prefetcher:
         try:
             go_mod = await self._storage.go_mod(module, version)
         except NotFoundError:
-            # Clients first.  A CapacityLimiter tells no one when a slot frees, so look.
-            while not self._room():  # noqa: ASYNC110
-                await trio.sleep(_ROOM_POLL)
             # Counted once per version; a client asking while it is in flight (joining
             # it) asked for a prefetched one.
             first = self._fetched.offer(key)

@@ -19,6 +19,7 @@ is its bin/ link made, so a half download is never used, by this process or anot
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import re
 import stat
@@ -110,8 +111,8 @@ class Toolchains:
         self._proxy = proxy
         self._timeout = timeout
         self._locks: dict[str, trio.Lock] = {}
-        # A toolchain that could not be had: until when that is the answer, and how.
-        self._failures: dict[str, tuple[float, type[UpstreamError], str]] = {}
+        # A toolchain that could not be had: until when that is the answer, and which.
+        self._failures: dict[str, tuple[float, UpstreamError]] = {}
         self._downloads = 0
 
     @property
@@ -186,15 +187,17 @@ class Toolchains:
         ago: then that failure again.  The fetches that waited on a failing download
         (one at a time, behind its lock) fail with it, rather than each trying once more
         and waiting for its own timeout in turn."""
-        failed = self._failures.get(version)
+        failed = self._failures.pop(version, None)
         if failed is not None and trio.current_time() < failed[0]:
-            raise failed[1](failed[2])
+            self._failures[version] = failed
+            # A copy each time (as single-flight shares a failure): one exception raised
+            # in many tasks would gather their tracebacks and contexts.
+            raise copy.copy(failed[1]).with_traceback(None)
         try:
             await self._download(version)
         except UpstreamError as exc:
-            self._failures[version] = (trio.current_time() + FAILURE_KEPT, type(exc), str(exc))
+            self._failures[version] = (trio.current_time() + FAILURE_KEPT, exc)
             raise
-        self._failures.pop(version, None)
 
     async def _download(self, version: str) -> None:
         """Have go download and unpack toolchain ``version`` into a staging directory
