@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import re
 import string
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from athens_trio import _semver
@@ -117,12 +118,21 @@ def _windows_short_name(element: str) -> str:
     return element if dot < 0 else element[:dot]
 
 
-def _element_problem(element: str, *, allowed: frozenset[str], check_short_names: bool) -> str:
+def _element_problem(
+    element: str,
+    *,
+    char_ok: Callable[[str], bool],
+    check_short_names: bool,
+    upper: Callable[[str], str] = str.upper,
+) -> str:
     """Return why *element* is not a valid path element, or ``""`` (Go's checkElem).
 
-    *allowed* is the character set; *check_short_names* rejects a trailing tilde and
-    digits, which look like Windows 8.3 short names (Go skips that for file names).
-    The leading-dot rule differs between callers, so they apply it themselves.
+    *char_ok* says which characters may appear; *check_short_names* rejects a trailing
+    tilde and digits, which look like Windows 8.3 short names (Go skips that for file
+    names); *upper* is the case folding the Windows device names are compared under
+    (plain ``str.upper`` where only ASCII passes *char_ok*; a module zip's file names,
+    ``_modzip``, fold as go's EqualFold).  The leading-dot rule differs between
+    callers, so they apply it themselves.
     """
     if not element:
         return "empty path element"
@@ -131,11 +141,10 @@ def _element_problem(element: str, *, allowed: frozenset[str], check_short_names
     if element[-1] == ".":
         return "trailing dot in path element"
     for char in element:
-        if char not in allowed:
+        if not char_ok(char):
             return f"invalid char {_quote(char)}"
-    # Only ASCII survives the character check, so str.upper() is plain ASCII case folding.
     short = _windows_short_name(element)
-    if short.upper() in _BAD_WINDOWS_NAMES:
+    if upper(short) in _BAD_WINDOWS_NAMES:
         return f"{_quote(short)} disallowed as path element component on Windows"
     if check_short_names:
         tilde = short.rfind("~")
@@ -176,7 +185,9 @@ def _checked_path_problem(path: str) -> str:
         return "trailing slash"
     elements = path.split("/")
     for element in elements:
-        problem = _element_problem(element, allowed=_MODULE_PATH_CHARS, check_short_names=True)
+        problem = _element_problem(
+            element, char_ok=_MODULE_PATH_CHARS.__contains__, check_short_names=True
+        )
         if problem:
             return problem
         if element[0] == ".":
@@ -384,7 +395,9 @@ def _version_problem(version: str) -> str:
     # narrower character set, so "!" is already out.
     if len(version) > MAX_ESCAPED_VERSION_BYTES:
         return f"longer than {MAX_ESCAPED_VERSION_BYTES} bytes"
-    problem = _element_problem(version, allowed=_VERSION_CHARS, check_short_names=False)
+    problem = _element_problem(
+        version, char_ok=_VERSION_CHARS.__contains__, check_short_names=False
+    )
     if problem:
         return problem
     # Ours: "-" would read as a command-line option, "." as a hidden or parent name.

@@ -29,6 +29,9 @@ import unicodedata
 import zipfile
 from collections.abc import Iterable
 
+# One path-element check for module paths and file paths, as go's checkElem is one.
+from ._module import _QUOTE_LIMIT, _quote
+from ._module import _element_problem as _checked_element
 from ._ziphash import raw_name
 
 __all__ = [
@@ -49,8 +52,6 @@ MAX_GO_MOD = 16 << 20
 MAX_LICENSE = 16 << 20
 """Largest LICENSE in a module zip (go's MaxLICENSE)."""
 
-_QUOTE_LIMIT = 100
-
 #: The compression methods go's archive/zip reads: a zip using another (LZMA, bzip2)
 #: would hash the same and pass a checksum database, and no client could unzip it.
 _READABLE = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
@@ -59,25 +60,12 @@ _READABLE = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 # (" ' * < > ? ` |) and no separators (/ : \).
 _FILE_NAME_PUNCTUATION = frozenset("!#$%&()+,-.=@[]^_{}~ ")
 
-_BAD_WINDOWS_NAMES = frozenset(
-    ["CON", "PRN", "AUX", "NUL"]
-    + [f"COM{digit}" for digit in range(1, 10)]
-    + [f"LPT{digit}" for digit in range(1, 10)]
-)
-
 # Python upper-cases the dotless i to "I", but go folds it with nothing else.
 _UNFOLDED = frozenset("\u0131")
 
 
 class InvalidModuleZipError(ValueError):
     """A module zip breaks one of go's structure rules; the message says which."""
-
-
-def _quote(text: str) -> str:
-    """Quote an untrusted name for a message: escaped by repr and cut short."""
-    if len(text) <= _QUOTE_LIMIT:
-        return repr(text)
-    return f"{text[:_QUOTE_LIMIT]!r}... ({len(text)} characters)"
 
 
 def _go_name(info: zipfile.ZipInfo) -> str:
@@ -122,19 +110,12 @@ def _file_name_char_ok(char: str) -> bool:
 
 def _element_problem(element: str) -> str:
     """Why ``element`` cannot be an element of a file path in a module, or ``""``."""
-    if not element:
-        return "empty path element"
-    if element.count(".") == len(element):
-        return f"invalid path element {_quote(element)}"
-    if element.endswith("."):
-        return "trailing dot in path element"
-    for char in element:
-        if not _file_name_char_ok(char):
-            return f"invalid char {_quote(char)}"
-    short = element.split(".", 1)[0]
-    if _fold(short).upper() in _BAD_WINDOWS_NAMES:
-        return f"{_quote(short)} disallowed as path element component on Windows"
-    return ""
+    return _checked_element(
+        element,
+        char_ok=_file_name_char_ok,
+        check_short_names=False,
+        upper=lambda short: _fold(short).upper(),
+    )
 
 
 def _file_path_problem(path: str) -> str:
