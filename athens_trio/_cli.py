@@ -81,7 +81,13 @@ from .ops import (
 from .server import serve
 from .server._catalog import sort_entries
 from .server._serve import check_go
-from .server._workers import inherited_fds, run_supervisor, worker_argv, worker_count
+from .server._workers import (
+    inherited_fds,
+    release_held_signals,
+    run_supervisor,
+    worker_argv,
+    worker_count,
+)
 from .storage import Backend, mark_takedown, with_integrity
 
 __all__ = ["main"]
@@ -126,9 +132,34 @@ def _where(config: Config) -> str:
 
 async def _run(config: Config) -> None:
     fds = inherited_fds()  # a worker's (server/_workers.py)
-    go_version = await check_go(config)
+    # Signals are ours from the first step: one during the start (go's version check,
+    # storage opening) stops at once, since nothing is in flight yet; once serving, the
+    # first stops gracefully and a second at once.
+    serving = False
+    stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        release_held_signals()  # a worker's, held since it started
         async with trio.open_nursery() as nursery:
+
+            async def watch_signals() -> None:
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    if serving and not stop.is_set():
+                        log.info(
+                            "%s: stopping; requests in flight get %g s (signal again to stop now)",
+                            name,
+                            config.shutdown_timeout,
+                        )
+                        stop.set()
+                        continue
+                    if serving:
+                        log.warning("%s again: stopping now", name)
+                    else:
+                        log.info("%s while starting: stopping", name)
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_signals)
+            go_version = await check_go(config)
             async with serve(config, go_version=go_version, fds=fds) as server:
                 storage = server.pipeline.storage.description
                 print(
@@ -136,20 +167,8 @@ async def _run(config: Config) -> None:
                     f"(storage: {storage}; {go_version})",
                     flush=True,
                 )
-                async for signum in signals:
-                    log.info(
-                        "%s: stopping; requests in flight get %g s (signal again to stop now)",
-                        signal.Signals(signum).name,
-                        config.shutdown_timeout,
-                    )
-                    break
-
-                async def stop_at_once_on_another_signal() -> None:
-                    async for signum in signals:
-                        log.warning("%s again: stopping now", signal.Signals(signum).name)
-                        nursery.cancel_scope.cancel()
-
-                nursery.start_soon(stop_at_once_on_another_signal)
+                serving = True
+                await stop.wait()
             nursery.cancel_scope.cancel()
     log.info("stopped")
 
@@ -165,17 +184,17 @@ def _serve_main(args: argparse.Namespace) -> int:
             describe = f"storage: {storage_from_config(config).description}"
             return run_supervisor(config, workers, worker_argv(), describe)
         trio.run(_run, config)
-    except GoBinaryError as exc:
-        print(f"athens-trio: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
     except (OSError, BaseExceptionGroup) as error:
-        # A certificate that cannot be read; from inside the nurseries: a port that is
-        # taken, storage that is not ready.
+        # A certificate that cannot be read; from inside the nurseries: a go binary that
+        # does not run, a port that is taken, storage that is not ready.
         leaves = _leaves(error)
         if len(leaves) != 1 or not isinstance(leaves[0], OSError | AthensTrioError):
             raise
+        if isinstance(leaves[0], GoBinaryError):
+            print(f"athens-trio: {leaves[0]}", file=sys.stderr)
+            return 2
         if isinstance(leaves[0], OSError):
             print(f"athens-trio: cannot serve on {_where(config)}: {leaves[0]}", file=sys.stderr)
         else:

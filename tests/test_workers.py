@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -259,3 +261,83 @@ async def test_workers_die_with_a_killed_supervisor(tmp_path: Path) -> None:
         with trio.fail_after(30):
             await child.process.wait()
     assert not metrics_dirs()
+
+
+async def test_workers_still_starting_stop_cleanly_on_sigterm(tmp_path: Path) -> None:
+    """A SIGTERM while the workers are starting (here: go's version check never
+    answers) stops them at once and exits 0: no second signal, no go left behind."""
+    pids = tmp_path / "go-pids"
+    script = tmp_path / "slow-go"
+    script.write_text(f"#!/bin/sh\necho $$ >> {pids}\nexec sleep 300\n")
+    script.chmod(0o755)
+    env = child_env(
+        tmp_path,
+        ATHENS_WORKERS="2",
+        ATHENS_DISK_STORAGE_ROOT=str(tmp_path / "storage"),
+        ATHENS_GO_BINARY_PATH=str(script),
+    )
+    async with child_server(tmp_path, "workers", env) as child:
+        await wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 2, 30)
+        child.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            assert await child.process.wait() == 0, child.log()
+    log = child.log()
+    assert log.count("passed on") == 1, log
+    assert "stopping now" not in log, log
+    await wait_until(lambda: not any(process_alive(int(p)) for p in pids.read_text().split()), 30)
+
+
+_SUPERVISE = """
+import logging
+import sys
+from athens_trio._config import Config
+from athens_trio.server._workers import run_supervisor
+
+logging.basicConfig(level=logging.INFO)
+sys.exit(run_supervisor(Config(port="127.0.0.1:0"), 2, sys.argv[1:], "test"))
+"""
+
+# A worker that starts slowly: it takes its signals only once ``go-on`` exists.
+_SLOW_WORKER = """
+import os, signal, sys, time
+
+def stop(signum, frame):
+    open(f"graceful-{os.getpid()}", "w").close()
+    sys.exit(0)
+
+open(f"started-{os.getpid()}", "w").close()
+while not os.path.exists("go-on"):
+    time.sleep(0.01)
+signal.signal(signal.SIGTERM, stop)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
+time.sleep(300)
+"""
+
+
+async def test_a_signal_while_workers_start_waits_for_their_handlers(tmp_path: Path) -> None:
+    """A SIGTERM passed on to a worker that has no handler yet (Python still importing)
+    waits until it has one: the worker stops gracefully, the supervisor exits 0."""
+    stderr_path = tmp_path / "supervisor.stderr"
+    with open(stderr_path, "wb") as stderr:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-c", _SUPERVISE, sys.executable, "-c", _SLOW_WORKER],
+            cwd=tmp_path,
+            env=child_env(tmp_path),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        await wait_until(lambda: len(list(tmp_path.glob("started-*"))) == 2, 30)
+        process.send_signal(signal.SIGTERM)
+        await wait_until(lambda: "passed on" in stderr_path.read_text(), 30)
+        (tmp_path / "go-on").touch()
+        with trio.fail_after(30):
+            assert await process.wait() == 0, stderr_path.read_text()
+        assert stderr_path.read_text().count("passed on") == 1, stderr_path.read_text()
+        assert len(list(tmp_path.glob("graceful-*"))) == 2
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+            await process.wait()

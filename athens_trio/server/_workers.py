@@ -16,9 +16,12 @@ the whole server (pipeline, fast path, metrics) in its own process.
   meanwhile), and no lock is held while queued for one.
 - **SIGTERM / SIGINT** reach the supervisor, which passes each on to every worker (each
   stops gracefully on the first, at once on the second, as a single server does) and
-  exits once all have, 0 if all exited 0.  Workers run in their own session, so a
-  terminal's Ctrl-C is passed on once, not twice; each asks the kernel for SIGTERM if
-  the supervisor dies (``PR_SET_PDEATHSIG``), so a ``kill -9`` of it leaves no worker.
+  exits once all have, 0 if all exited 0.  The supervisor holds (blocks) these signals
+  and its workers start with them held, so a signal while a worker starts waits for its
+  handlers instead of killing it, and one while workers are being started reaches all.
+  Workers run in their own session, so a terminal's Ctrl-C is passed on once, not
+  twice; each asks the kernel for SIGTERM if the supervisor dies
+  (``PR_SET_PDEATHSIG``), so a ``kill -9`` of it leaves no worker.
 - **Metrics add up**: each worker writes its metrics to a directory the supervisor
   made (``<pid>.prom``, every :data:`PUBLISH_EVERY` seconds, renamed into place), and
   ``/metrics``, whichever worker answers it, is the sum over all of them (its own
@@ -67,6 +70,7 @@ __all__ = [
     "merged_metrics",
     "metrics_dir",
     "publish_metrics",
+    "release_held_signals",
     "run_supervisor",
     "VersionLock",
     "version_lock_file",
@@ -95,6 +99,9 @@ LOCK_BUCKETS = 1024
 _LOCK_POLL_FIRST = 0.002
 _LOCK_POLL = 0.05
 _PR_SET_PDEATHSIG = 1
+#: The signals the supervisor holds (blocks) and takes with sigwaitinfo: the two it
+#: passes on, and a child's exit.
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)
 
 
 def worker_count(config: Config) -> int:
@@ -337,15 +344,23 @@ def run_supervisor(config: Config, workers: int, argv: Sequence[str], describe: 
         hyper.create_ssl_context()  # a bad certificate stops the start here, once
     bound = hyper.create_sockets()
     sockets = [*bound.secure_sockets, *bound.insecure_sockets]
-    alive: dict[int, None] = {}
+    alive: set[int] = set()
+    passed_on: set[int] = set()  # the signals the workers were sent
 
-    def pass_on(signum: int, frame: object) -> None:
+    def pass_on(signum: int) -> None:
         log.info("%s: passed on to %d workers", signal.Signals(signum).name, len(alive))
+        passed_on.add(signum)
         for pid in alive:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
     with contextlib.ExitStack() as stack:
+        # Held from here on: a signal while workers start waits until all are started
+        # (none misses it) and is taken by sigwaitinfo below, not by a handler.  The
+        # workers inherit the mask, so theirs wait until they take them (see
+        # release_held_signals) rather than killing a worker that has no handler yet.
+        unheld = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+        stack.callback(signal.pthread_sigmask, signal.SIG_SETMASK, unheld)
         for sock in sockets:
             stack.callback(sock.close)
             sock.listen(hyper.backlog)
@@ -366,8 +381,6 @@ def run_supervisor(config: Config, workers: int, argv: Sequence[str], describe: 
         where = ", ".join(
             f"{scheme}://{repr_socket_addr(s.family, s.getsockname())}" for s in sockets
         )
-        previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGINT, signal.SIGTERM)}
-        stack.callback(lambda: [signal.signal(sig, h) for sig, h in previous.items()])
         for _ in range(workers):
             process = subprocess.Popen(
                 list(argv),
@@ -377,7 +390,7 @@ def run_supervisor(config: Config, workers: int, argv: Sequence[str], describe: 
                 stdout=subprocess.DEVNULL,
                 start_new_session=True,
             )
-            alive[process.pid] = None
+            alive.add(process.pid)
         # The workers hold the sockets now; once they close theirs (a SIGTERM), new
         # connections are refused, as by a single server.
         for sock in sockets:
@@ -385,19 +398,43 @@ def run_supervisor(config: Config, workers: int, argv: Sequence[str], describe: 
         print(f"athens-trio serving on {where} ({workers} workers; {describe})", flush=True)
         failed: list[int] = []
         while alive:
-            pid, status = os.wait()  # a signal runs pass_on and the wait goes on
-            if pid not in alive:
+            signum = signal.sigwaitinfo(HELD_SIGNALS).si_signo
+            if signum != signal.SIGCHLD:
+                pass_on(signum)
                 continue
-            del alive[pid]
-            code = os.waitstatus_to_exitcode(status)
-            code = code if code >= 0 else 128 - code  # killed by a signal: as a shell says
-            if code != 0 and not failed:
-                # A worker failed on its own: stop the others (a start that fails in
-                # one fails in all).
-                pass_on(signal.SIGTERM, None)
-            if code != 0:
-                failed.append(code)
+            for pid, code in _exited():
+                if pid not in alive:
+                    continue
+                alive.discard(pid)
+                if code != 0 and not failed and not passed_on:
+                    # A worker failed on its own: stop the others (a start that fails in
+                    # one fails in all).  Not once stopping: a second signal would stop
+                    # the others at once.
+                    pass_on(signal.SIGTERM)
+                if code != 0:
+                    failed.append(code)
     return failed[0] if failed else 0
+
+
+def _exited() -> list[tuple[int, int]]:
+    """The children that have exited since last asked (one SIGCHLD may stand for
+    several), each with its exit code as a shell says it (128 + N if killed by signal N)."""
+    found: list[tuple[int, int]] = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return found
+        if pid == 0:
+            return found
+        code = os.waitstatus_to_exitcode(status)
+        found.append((pid, code if code >= 0 else 128 - code))
+
+
+def release_held_signals() -> None:
+    """Take the signals a worker started with held (the supervisor's mask, inherited):
+    called once its handlers are in place, so one sent while it started is handled now."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
 
 
 def worker_argv() -> list[str]:
