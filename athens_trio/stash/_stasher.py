@@ -166,11 +166,11 @@ class FetchAndSave(Stasher):
                 mod_sum=fetched.mod_sum or None,
             )
         if not saved and not await self._storage.exists(module, version):
-            # A stored go.mod part other than this fetch's: storage keeps its own and
-            # never pairs it with this zip.  Upstream disagrees with itself: a fault.
+            # A stored go.mod other than this fetch's: storage keeps its own and never
+            # pairs it with this zip.  Upstream disagrees with itself: a fault.
             raise UpstreamError(
-                f"fetching {module}@{version}: upstream's .info or go.mod differs from"
-                " the stored one; its zip is not stored"
+                f"fetching {module}@{version}: upstream's go.mod differs from the stored"
+                " one; its zip is not stored"
             )
 
 

@@ -161,13 +161,12 @@ class Saver(abc.ABC):
         mod_sum: str | None = None,
     ) -> bool:
         """Store the whole version: its go.mod part if absent, then its zip if absent.
-        Returns whether anything was stored.  A stored go.mod part with other bytes than
-        these is another save's version: then nothing is stored, so a version's parts
-        are never two saves' mix."""
+        Returns whether anything was stored.  A stored go.mod other than ``mod`` is
+        another save's version: then nothing is stored, so a zip is never paired with a
+        go.mod it did not come with.  A stored .info spelled otherwise (another tool's:
+        go's module cache adds an Origin) is the same version: the zip goes beside it."""
         stored_mod = await self.save_mod(module, version, info=info, mod=mod, mod_sum=mod_sum)
-        if not stored_mod and (
-            await self.info(module, version) != info or await self.go_mod(module, version) != mod
-        ):
+        if not stored_mod and await self.go_mod(module, version) != mod:
             return False
         return await self.save_zip(module, version, zip_file=zip_file, zip_sum=zip_sum)
 

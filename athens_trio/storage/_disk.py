@@ -123,10 +123,26 @@ def _versions_among(directory: Path, names: Iterable[str]) -> list[str]:
     return [v for v in versions if v is not None]
 
 
+def _identity(stat: os.stat_result) -> tuple[int, ...]:
+    # An inode number alone is reused at once after a delete; with the size and the
+    # times (set on write and on link) it names one file, short of a reuse of the inode
+    # by a file of the same size written and linked within the same clock tick.
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
 class _DiskZip(StoredZip):
-    def __init__(self, path: Path, size: int) -> None:
+    """A stored file, opened when read: the file whose size was promised, or none.  One
+    removed and saved again in between (a repair; an operator's delete, then a fetch) is
+    another file, and none of its bytes go out under the first one's length."""
+
+    def __init__(self, path: Path, stat: os.stat_result) -> None:
         self._path = self.path = path
-        self.size = size
+        self.size = stat.st_size
+        self._identity = _identity(stat)
+
+    def _check_same(self, fd: int) -> None:
+        if _identity(os.fstat(fd)) != self._identity:
+            raise NotFoundError("the zip was removed from storage")
 
     async def chunks(self, start: int = 0, stop: int | None = None) -> AsyncIterator[bytes]:
         stop = self.size if stop is None else min(stop, self.size)
@@ -143,6 +159,7 @@ class _DiskZip(StoredZip):
         except OSError as exc:
             raise StorageError(f"cannot open {self._path}: {exc.strerror}") from exc
         async with opened as f:
+            self._check_same(f.fileno())
             if start:
                 await f.seek(start)
             remaining = stop - start
@@ -156,6 +173,7 @@ class _DiskZip(StoredZip):
     def _read_range_sync(self, start: int, stop: int) -> bytes:
         try:
             with open(self._path, "rb", buffering=0) as f:
+                self._check_same(f.fileno())
                 chunk = os.pread(f.fileno(), stop - start, start)
         except FileNotFoundError:
             raise NotFoundError("the zip was removed from storage") from None
@@ -241,9 +259,9 @@ class DiskStorage(Backend):
                 if not info.exists():
                     raise FileNotFoundError(info)
                 with open(path, "rb", buffering=0) as f:
-                    size = os.fstat(f.fileno()).st_size
-                    if size > CHUNK_SIZE:
-                        return _DiskZip(path, size)
+                    stat = os.fstat(f.fileno())
+                    if stat.st_size > CHUNK_SIZE:
+                        return _DiskZip(path, stat)
                     return StoredBytes(f.read())
             except FileNotFoundError:
                 raise NotFoundError(f"{module}@{version} is not in storage") from None
@@ -256,11 +274,11 @@ class DiskStorage(Backend):
         info = self._file(module, version, "info")
         path = self._file(module, version, "zip")
 
-        def stat_sync() -> int:
+        def stat_sync() -> os.stat_result:
             try:
                 if not info.exists():
                     raise FileNotFoundError(info)
-                return path.stat().st_size
+                return path.stat()
             except FileNotFoundError:
                 raise NotFoundError(f"{module}@{version} is not in storage") from None
             except OSError as exc:
@@ -352,15 +370,12 @@ class DiskStorage(Backend):
         mod_sum: str | None = None,
     ) -> bool:
         # As Backend.save (its go.mod part if absent, the zip only beside the same
-        # go.mod part), in one thread hop rather than one per file read and save.
+        # go.mod), in one thread hop rather than one per file read and save.
         directory = self._version_dir(module)
 
         def save_sync() -> bool:
             stored_mod = _save_mod_sync(directory, version, info, mod, mod_sum)
-            if not stored_mod and (
-                self._read_sync(module, version, "info") != info
-                or self._read_sync(module, version, "mod") != mod
-            ):
+            if not stored_mod and self._read_sync(module, version, "mod") != mod:
                 return False
             return _save_zip_sync(directory, version, Path(zip_file), zip_sum)
 

@@ -47,6 +47,7 @@ from ._s3client import (
     Bucket,
     CredentialSource,
     FileRange,
+    ObjectHead,
     S3Client,
     S3PreconditionFailed,
 )
@@ -70,17 +71,21 @@ _ABANDONED_AFTER = 3600.0
 
 
 class _S3Zip(StoredZip):
-    def __init__(self, client: S3Client, key: str, size: int, redirect_url: str | None) -> None:
+    """A stored zip, read by ranged GETs of the object whose size was promised (its
+    ETag): one removed and saved again in between is another object, not read."""
+
+    def __init__(self, client: S3Client, key: str, head: ObjectHead, redirect_url: str | None):
         self._client = client
         self._key = key
-        self.size = size
+        self.size = head.size
+        self._etag = head.etag
         self.redirect_url = redirect_url
 
     async def chunks(self, start: int = 0, stop: int | None = None) -> AsyncIterator[bytes]:
         stop = self.size if stop is None else min(stop, self.size)
         if start >= stop:
             return
-        async with self._client.open_range(self._key, start, stop) as response:
+        async with self._client.open_range(self._key, start, stop, if_match=self._etag) as response:
             remaining = stop - start
             async for chunk in response.aiter_bytes(CHUNK_SIZE):
                 remaining -= len(chunk)
@@ -181,7 +186,7 @@ class S3Storage(Backend):
         url = None
         if self._redirect_expiry is not None:
             url = await self._client.presign_get(key, self._redirect_expiry)
-        return _S3Zip(self._client, key, head.size, url)
+        return _S3Zip(self._client, key, head, url)
 
     async def zip_sum(self, module: str, version: str) -> str | None:
         return await self._recorded(module, version, "ziphash", ("info", "mod", "zip"))

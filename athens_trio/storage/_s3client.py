@@ -393,13 +393,17 @@ class S3Client:
         return response.content, response.headers.get("ETag", ""), modified, date
 
     @contextlib.asynccontextmanager
-    async def open_range(self, key: str, start: int, stop: int) -> AsyncIterator[httpx.Response]:
-        """A streamed GET of bytes ``[start, stop)`` (``stop > start``)."""
-        response = await self.send(
-            "GET", key, headers={"Range": f"bytes={start}-{stop - 1}"}, stream=True
-        )
+    async def open_range(
+        self, key: str, start: int, stop: int, *, if_match: str = ""
+    ) -> AsyncIterator[httpx.Response]:
+        """A streamed GET of bytes ``[start, stop)`` (``stop > start``); with
+        ``if_match``, of that object only (another one under the key: NotFoundError)."""
+        headers = {"Range": f"bytes={start}-{stop - 1}"}
+        if if_match:
+            headers["If-Match"] = if_match
+        response = await self.send("GET", key, headers=headers, stream=True)
         try:
-            if response.status_code == 404:
+            if response.status_code in (404, 412):
                 raise NotFoundError("the zip was removed from storage")
             if response.status_code not in (200, 206):
                 raise await self.failure(response, f"GET {key}")

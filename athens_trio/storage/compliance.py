@@ -334,6 +334,47 @@ async def go_mod_only_then_zip(new_backend: BackendFactory, scratch: Path) -> No
         _expect(await backend.exists(MODULE, "v1.0.0"), "whole once its zip is saved")
 
 
+async def zip_beside_a_go_mod_part_with_other_info(
+    new_backend: BackendFactory, scratch: Path
+) -> None:
+    """A whole save meeting a stored go.mod part with the same go.mod but other .info
+    bytes (another tool's: go's module cache writes an Origin, an import keeps it)
+    stores its zip beside the stored part, which stays as it was: a zip goes with its
+    go.mod (go's hashes tie the two), not with .info's spelling."""
+    cached_info = b'{"Version":"v1.0.0","Time":"2024-01-02T03:04:05Z","Origin":{"VCS":"git"}}'
+    async with _opened(new_backend) as backend:
+        await backend.save_mod(MODULE, "v1.0.0", info=cached_info, mod=MOD)
+        saved = await backend.save(
+            MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=_Zips(scratch)(b"zip")
+        )
+        _expect(saved is True, "the zip is stored beside the same go.mod")
+        await _expect_stored(backend, MODULE, "v1.0.0", _Bytes(cached_info, MOD, b"zip"))
+
+
+async def a_zip_read_after_a_resave_is_the_first_or_nothing(
+    new_backend: BackendFactory, scratch: Path
+) -> None:
+    """A zip looked up (its size promised to a client) and read after its version was
+    deleted and saved again with other bytes (a repair; an operator's delete, then a
+    fetch) yields the first zip's bytes or NotFoundError, never the second's under the
+    first's length.  (The second is longer, as a good copy after a truncated one: a
+    backend may tell files apart by size and times, as the disk does.)"""
+    zips = _Zips(scratch)
+    first, second = b"1" * (CHUNK_SIZE + 7), b"2" * (CHUNK_SIZE + 8)
+    async with _opened(new_backend) as backend:
+        await backend.save(MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=zips(first))
+        whole = await backend.zip(MODULE, "v1.0.0")
+        tail = await backend.zip(MODULE, "v1.0.0")
+        await backend.delete(MODULE, "v1.0.0")
+        await backend.save(MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=zips(second))
+        for stored, span, want in ((whole, {}, first), (tail, {"start": 5, "stop": 9}, first[5:9])):
+            try:
+                read = b"".join([chunk async for chunk in stored.chunks(**span)])
+            except NotFoundError:
+                continue
+            _expect(read == want, f"a zip read after a re-save ({span or 'whole'}) is the first")
+
+
 async def concurrent_go_mod_and_zip_saves(new_backend: BackendFactory, scratch: Path) -> None:
     """save_mod and whole saves of the same versions at once (a ``.mod`` and a ``.zip``
     of one version asked together): each part stored, and a reader meanwhile sees
@@ -394,6 +435,8 @@ CHECKS: dict[str, Check] = {
         catalog_lists_every_stored_version,
         sweep_keeps_stored_versions,
         go_mod_only_then_zip,
+        zip_beside_a_go_mod_part_with_other_info,
+        a_zip_read_after_a_resave_is_the_first_or_nothing,
         concurrent_go_mod_and_zip_saves,
     )
 }
