@@ -130,6 +130,14 @@ def _where(config: Config) -> str:
 # ---------------------------------------------------------------------------------------
 
 
+#: Stop signals that came while no receiver listened (see _serve_main).
+_unheard_stops: list[int] = []
+
+
+def _note_stop(signum: int, frame: object) -> None:
+    _unheard_stops.append(signum)
+
+
 async def _run(config: Config) -> None:
     fds = inherited_fds()  # a worker's (server/_workers.py)
     # Signals are ours from the first step: one during the start (go's version check,
@@ -159,6 +167,9 @@ async def _run(config: Config) -> None:
                     nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch_signals)
+            if _unheard_stops:
+                log.info("%s while starting: stopping", signal.Signals(_unheard_stops[0]).name)
+                nursery.cancel_scope.cancel()
             go_version = await check_go(config)
             async with serve(config, go_version=go_version, fds=fds) as server:
                 storage = server.pipeline.storage.description
@@ -183,7 +194,23 @@ def _serve_main(args: argparse.Namespace) -> int:
         if workers > 1:
             describe = f"storage: {storage_from_config(config).description}"
             return run_supervisor(config, workers, worker_argv(), describe)
-        trio.run(_run, config)
+        # Outside _run's receiver (trio restores this handler when it closes), a signal
+        # is noted, not fatal: one before the receiver opens stops the start (_run
+        # looks); one after a stop changes nothing, where the default action would
+        # kill the process winding down (exit 143 after a clean stop).  Once stopped,
+        # ignored (Python's finalization resets handlers, not SIG_IGN).  Not SIG_IGN
+        # from the start: that would discard a worker's held signal.  Restored if the
+        # server could not start (the caller goes on: a test).
+        stops = (signal.SIGINT, signal.SIGTERM)
+        previous = {stop: signal.signal(stop, _note_stop) for stop in stops}
+        try:
+            trio.run(_run, config)
+        except BaseException:
+            for stop, old in previous.items():
+                signal.signal(stop, signal.SIG_DFL if old is None else old)
+            raise
+        for stop in stops:
+            signal.signal(stop, signal.SIG_IGN)
     except KeyboardInterrupt:
         return 130
     except (OSError, BaseExceptionGroup) as error:

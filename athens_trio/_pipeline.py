@@ -380,10 +380,11 @@ async def open_pipeline(
             if not config.go_get_dir and storage_root is not None:
                 # The default place beside a disk tree: ours to make and to remove (the
                 # system temp dir, the default for other storage, is not).
-                stack.push_async_callback(
-                    trio.to_thread.run_sync, remove_if_empty, config.go_get_root
-                )
-            stack.push_async_callback(trio.to_thread.run_sync, run_dir.release)
+                stack.callback(remove_if_empty, config.go_get_root)
+            # On the loop, not in a thread: a pipeline left by cancellation (a second
+            # SIGTERM, "stop now") must still remove it, and a thread hop would be
+            # cancelled before it started.  Its fetches' directories are gone by then.
+            stack.callback(run_dir.release)
             home = stack.enter_context(
                 private_home(
                     netrc_path=config.netrc_path,

@@ -27,7 +27,7 @@ import httpx
 import pytest
 import trio
 
-from athens_trio import Config, DiskStorage, FetchTooLargeError
+from athens_trio import Config, DiskStorage, FetchTooLargeError, open_pipeline
 from athens_trio._config import DiskStorageConfig, StorageConfig
 from athens_trio._module import escape_path
 from athens_trio.upstream import GoProcessRunner, claim_run_dir
@@ -257,6 +257,21 @@ async def test_a_fetch_by_default_leaves_nothing_in_storage_s_go_get_dir(
         (run_dir,) = goget.iterdir()
         assert run_dir.name.startswith(RUN_DIR_PREFIX)
     assert not goget.exists()  # the default place is removed with the last run dir
+
+
+async def test_a_pipeline_left_by_cancellation_removes_its_run_dir(
+    tmp_path: Path, go_binary: str, go_fixtures: GoFixtures
+) -> None:
+    """A stop at once (a second SIGTERM cancels everything) still removes the server's
+    run directory and the default GoGetDir."""
+    config = make_config(tmp_path, go_binary, go_fixtures, go_get_dir="")
+    goget = config.disk_root / ".goget"
+    with trio.CancelScope() as scope:
+        async with open_pipeline(config):
+            assert [p.name[: len(RUN_DIR_PREFIX)] for p in goget.iterdir()] == [RUN_DIR_PREFIX]
+            scope.cancel()
+            await trio.sleep_forever()
+    assert not goget.exists()
 
 
 async def test_a_big_file_stops_the_run_at_the_bound(tmp_path: Path) -> None:

@@ -712,6 +712,21 @@ async def test_sigterm_exits_zero_and_leaves_no_go_behind(
     assert "SIGTERM" in stderr_path.read_text()
 
 
+async def test_a_signal_while_a_stopped_server_winds_down_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """Once stopped, a server winding down (interpreter shutdown) takes another SIGTERM
+    without dying of it: the exit stays 0."""
+    env = command_env(tmp_path, ATHENS_GO_BINARY_PATH="/bin/true")
+    async with child_server(tmp_path, "server", env) as child:
+        child.process.send_signal(signal.SIGTERM)
+        await wait_until(lambda: "INFO athens_trio: stopped" in child.log(), 30)
+        if child.process.returncode is None:
+            child.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            assert await child.process.wait() == 0, child.log()
+
+
 async def test_missing_go_binary_exits_2(tmp_path: Path) -> None:
     env = command_env(tmp_path, ATHENS_GO_BINARY_PATH=str(tmp_path / "no-go-here"))
     result = await trio.run_process(

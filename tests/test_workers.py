@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -294,7 +296,8 @@ from athens_trio._config import Config
 from athens_trio.server._workers import run_supervisor
 
 logging.basicConfig(level=logging.INFO)
-sys.exit(run_supervisor(Config(port="127.0.0.1:0"), 2, sys.argv[1:], "test"))
+workers, argv = int(sys.argv[1]), sys.argv[2:]
+sys.exit(run_supervisor(Config(port="127.0.0.1:0"), workers, argv, "test"))
 """
 
 # A worker that starts slowly: it takes its signals only once ``go-on`` exists.
@@ -314,13 +317,14 @@ time.sleep(300)
 """
 
 
-async def test_a_signal_while_workers_start_waits_for_their_handlers(tmp_path: Path) -> None:
-    """A SIGTERM passed on to a worker that has no handler yet (Python still importing)
-    waits until it has one: the worker stops gracefully, the supervisor exits 0."""
-    stderr_path = tmp_path / "supervisor.stderr"
-    with open(stderr_path, "wb") as stderr:
+@contextlib.asynccontextmanager
+async def _supervisor(tmp_path: Path, worker: str) -> AsyncIterator[tuple[trio.Process, Path]]:
+    """run_supervisor of two ``python -c worker`` processes (in ``tmp_path``), and the
+    file its log goes to; killed on the way out if it still runs."""
+    log = tmp_path / "supervisor.stderr"
+    with open(log, "wb") as stderr:
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-c", _SUPERVISE, sys.executable, "-c", _SLOW_WORKER],
+            [sys.executable, "-c", _SUPERVISE, "2", sys.executable, "-c", worker],
             cwd=tmp_path,
             env=child_env(tmp_path),
             stdin=subprocess.DEVNULL,
@@ -328,16 +332,77 @@ async def test_a_signal_while_workers_start_waits_for_their_handlers(tmp_path: P
             stderr=stderr,
         )
     try:
-        await wait_until(lambda: len(list(tmp_path.glob("started-*"))) == 2, 30)
-        process.send_signal(signal.SIGTERM)
-        await wait_until(lambda: "passed on" in stderr_path.read_text(), 30)
-        (tmp_path / "go-on").touch()
-        with trio.fail_after(30):
-            assert await process.wait() == 0, stderr_path.read_text()
-        assert stderr_path.read_text().count("passed on") == 1, stderr_path.read_text()
-        assert len(list(tmp_path.glob("graceful-*"))) == 2
+        yield process, log
     finally:
         with trio.CancelScope(shield=True):
             if process.returncode is None:
                 process.kill()
             await process.wait()
+
+
+async def test_a_signal_while_workers_start_waits_for_their_handlers(tmp_path: Path) -> None:
+    """A SIGTERM passed on to a worker that has no handler yet (Python still importing)
+    waits until it has one: the worker stops gracefully, the supervisor exits 0."""
+    async with _supervisor(tmp_path, _SLOW_WORKER) as (process, log):
+        await wait_until(lambda: len(list(tmp_path.glob("started-*"))) == 2, 30)
+        process.send_signal(signal.SIGTERM)
+        await wait_until(lambda: "passed on" in log.read_text(), 30)
+        (tmp_path / "go-on").touch()
+        with trio.fail_after(30):
+            assert await process.wait() == 0, log.read_text()
+        assert log.read_text().count("passed on") == 1, log.read_text()
+        assert len(list(tmp_path.glob("graceful-*"))) == 2
+
+
+_FAILING_WORKER = "raise SystemExit(3)"
+
+
+async def test_workers_that_fail_at_once_are_all_seen(tmp_path: Path) -> None:
+    """Workers that exit while others are still being started are reaped here, not by
+    the subprocess module (a dropped Popen's cleanup): the supervisor returns their
+    code rather than waiting for them for ever."""
+    log = tmp_path / "supervisor.stderr"
+    with open(log, "wb") as stderr, trio.fail_after(60):
+        result = await trio.run_process(
+            [sys.executable, "-c", _SUPERVISE, "32", sys.executable, "-c", _FAILING_WORKER],
+            env=child_env(tmp_path),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            check=False,
+        )
+    assert result.returncode == 3, log.read_text()
+
+
+# One worker fails at once; the other stops slowly, counting the signals it gets.
+_ONE_FAILS_ONE_COUNTS = """
+import os, signal, sys, time
+
+try:
+    os.close(os.open("first", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+except FileExistsError:
+    pass
+else:
+    raise SystemExit(3)
+signal.signal(signal.SIGTERM, lambda signum, frame: open("signals", "a").write("TERM\\n"))
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
+open("ready", "w").close()
+while not os.path.exists("go-on"):
+    time.sleep(0.01)
+"""
+
+
+async def test_an_operators_signal_while_the_workers_stop_on_their_own_is_no_second(
+    tmp_path: Path,
+) -> None:
+    """A worker failed and the others were sent SIGTERM; the operator's SIGTERM then is
+    not passed on (it would be the others' second signal: stop now)."""
+    async with _supervisor(tmp_path, _ONE_FAILS_ONE_COUNTS) as (process, log):
+        signals = tmp_path / "signals"
+        await wait_until(lambda: signals.exists() and signals.read_text() == "TERM\n", 30)
+        process.send_signal(signal.SIGTERM)
+        await wait_until(lambda: "stopping already" in log.read_text(), 30)
+        (tmp_path / "go-on").touch()
+        with trio.fail_after(30):
+            assert await process.wait() == 3, log.read_text()
+        assert signals.read_text() == "TERM\n"

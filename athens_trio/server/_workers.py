@@ -344,15 +344,18 @@ def run_supervisor(config: Config, workers: int, argv: Sequence[str], describe: 
         hyper.create_ssl_context()  # a bad certificate stops the start here, once
     bound = hyper.create_sockets()
     sockets = [*bound.secure_sockets, *bound.insecure_sockets]
-    alive: set[int] = set()
+    # Every worker's Popen, kept for the supervisor's life: a Popen dropped is reaped by
+    # the subprocess module (its __del__, the next Popen's cleanup), and its exit would
+    # never be seen here.
+    alive: list[subprocess.Popen[bytes]] = []
     passed_on: set[int] = set()  # the signals the workers were sent
 
     def pass_on(signum: int) -> None:
         log.info("%s: passed on to %d workers", signal.Signals(signum).name, len(alive))
         passed_on.add(signum)
-        for pid in alive:
+        for process in alive:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
+                process.send_signal(signum)
 
     with contextlib.ExitStack() as stack:
         # Held from here on: a signal while workers start waits until all are started
@@ -382,53 +385,48 @@ def run_supervisor(config: Config, workers: int, argv: Sequence[str], describe: 
             f"{scheme}://{repr_socket_addr(s.family, s.getsockname())}" for s in sockets
         )
         for _ in range(workers):
-            process = subprocess.Popen(
-                list(argv),
-                env=env,
-                pass_fds=fds,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                start_new_session=True,
+            alive.append(
+                subprocess.Popen(
+                    list(argv),
+                    env=env,
+                    pass_fds=fds,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
             )
-            alive.add(process.pid)
         # The workers hold the sockets now; once they close theirs (a SIGTERM), new
         # connections are refused, as by a single server.
         for sock in sockets:
             sock.close()
         print(f"athens-trio serving on {where} ({workers} workers; {describe})", flush=True)
         failed: list[int] = []
+        stopping_on_our_own = False  # a worker failed, the others were sent SIGTERM
+        heard = 0  # signals from outside
         while alive:
             signum = signal.sigwaitinfo(HELD_SIGNALS).si_signo
             if signum != signal.SIGCHLD:
+                heard += 1
+                if stopping_on_our_own and heard == 1:
+                    # The workers are stopping gracefully already: passed on, this
+                    # would be their second signal, "stop now".
+                    log.info("%s: the workers are stopping already", signal.Signals(signum).name)
+                    continue
                 pass_on(signum)
                 continue
-            for pid, code in _exited():
-                if pid not in alive:
-                    continue
-                alive.discard(pid)
+            for process in [p for p in alive if p.poll() is not None]:
+                alive.remove(process)
+                code = process.returncode
+                code = code if code >= 0 else 128 - code  # killed by signal N: 128 + N
                 if code != 0 and not failed and not passed_on:
                     # A worker failed on its own: stop the others (a start that fails in
                     # one fails in all).  Not once stopping: a second signal would stop
                     # the others at once.
+                    stopping_on_our_own = True
                     pass_on(signal.SIGTERM)
                 if code != 0:
                     failed.append(code)
     return failed[0] if failed else 0
-
-
-def _exited() -> list[tuple[int, int]]:
-    """The children that have exited since last asked (one SIGCHLD may stand for
-    several), each with its exit code as a shell says it (128 + N if killed by signal N)."""
-    found: list[tuple[int, int]] = []
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return found
-        if pid == 0:
-            return found
-        code = os.waitstatus_to_exitcode(status)
-        found.append((pid, code if code >= 0 else 128 - code))
 
 
 def release_held_signals() -> None:

@@ -256,7 +256,8 @@ class S3Storage(Backend):
         except _LostRace:
             return await self._wait_for_winner(module, version, "zip")
         finally:
-            await trio.Path(zip_file).unlink(missing_ok=True)  # handed over: ours to remove
+            with trio.CancelScope(shield=True):  # handed over: ours to remove, cancelled or not
+                await trio.Path(zip_file).unlink(missing_ok=True)
 
     async def _write_part(
         self,
