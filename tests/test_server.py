@@ -461,7 +461,7 @@ async def test_health_readiness_and_version(
         async def ready(self) -> None:
             await trio.lowlevel.checkpoint()
             if self.broken:
-                raise StorageError("disk went away")
+                raise StorageError(f"disk went away: {config.disk_root}/x: Permission denied")
 
     storage = FlakyStorage()
     config = make_config(tmp_path, go_binary, go_fixtures)
@@ -477,6 +477,8 @@ async def test_health_readiness_and_version(
         not_ready = await http.get("/readyz")
         assert not_ready.status_code == 503
         assert "disk went away" in not_ready.text
+        assert "Permission denied" in not_ready.text
+        assert str(config.disk_root) not in not_ready.text
         version = (await http.get("/version")).json()
         go_says = await trio.run_process([go_binary, "version"], capture_stdout=True)
     assert version == {
@@ -485,6 +487,23 @@ async def test_health_readiness_and_version(
         "trio": trio.__version__,
         "go": go_says.stdout.decode().strip(),
     }
+
+
+async def test_a_go_binary_that_cannot_run_is_a_500_without_its_path(
+    tmp_path: Path, go_fixtures: GoFixtures
+) -> None:
+    """The 500 says the go binary cannot be run (the operator's setup) but not where it
+    was looked for."""
+    missing = tmp_path / "private" / "bin" / "go"
+    config = make_config(tmp_path, str(missing), go_fixtures)
+    async with (
+        serve(config, host="127.0.0.1", port=0, go_version="go version test") as server,
+        httpx.AsyncClient(base_url=server.url, timeout=60) as http,
+    ):
+        answer = await http.get(hello_path(go_fixtures, "v1.0.0.info"))
+    assert answer.status_code == 500, answer.text
+    assert "cannot run the go binary" in answer.text
+    assert str(tmp_path) not in answer.text
 
 
 async def test_each_request_is_logged_in_one_line(

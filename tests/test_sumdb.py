@@ -48,7 +48,10 @@ async def start_sumdb(nursery: trio.Nursery, seen: list[str]) -> str:
             body, status = TILE, 200
         else:
             body, status = b"not found\n", 404
-        headers = [(b"content-type", b"text/plain; charset=utf-8")]
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),  # as sum.golang.org says it
+        ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -217,7 +220,11 @@ async def test_sumdb_routes_on_the_server(
             assert lookup.text.startswith("1234\n")
             tile = await http.get(f"/sumdb/{host}/tile/8/0/000")
             assert tile.content == TILE
-            assert (await http.head(f"/sumdb/{host}/tile/8/0/000")).status_code == 200
+            head = await http.head(f"/sumdb/{host}/tile/8/0/000")
+            assert head.status_code == 200
+            # The upstream's length, passed on for GET and HEAD alike.
+            assert tile.headers["Content-Length"] == str(len(TILE))
+            assert head.headers["Content-Length"] == str(len(TILE))
             assert (await http.get(f"/sumdb/{host}/lookup/corp.io/x@v1.0.0")).status_code == 403
             assert (await http.get(f"/sumdb/{host}/admin")).status_code == 400
         nursery.cancel_scope.cancel()

@@ -210,8 +210,9 @@ def _error_response(error: Exception, paths: list[str] | None = None) -> Respons
     if status == 500:
         log.error("%s %r failed", request.method, request.path, exc_info=error)
         if isinstance(error, GoBinaryError | ValidatorError):
-            # The operator's setup is broken; saying how helps whoever reads go's output.
-            what = str(error)
+            # The operator's setup is broken; saying how helps whoever reads go's output
+            # (without the go binary's path or the hook's credentials).
+            what = scrub_paths(redact_urls(str(error)), paths or [])
         elif isinstance(error, StorageError):
             what = "storage failed"
         else:
@@ -364,7 +365,14 @@ def create_app(
     prefix = app.envelope.prefix
     timestamps = Timestamps()
     catalog_lane = CatalogLane()
-    error_paths = server_paths([str(config.disk_root), config.go_get_dir])
+    error_paths = server_paths(
+        [
+            str(config.disk_root),
+            str(config.go_get_root),
+            config.go_toolchain_dir,
+            config.go_binary if "/" in config.go_binary else "",
+        ]
+    )
     app.config.update(MAX_CONTENT_LENGTH=MAX_REQUEST_BODY, PROVIDE_AUTOMATIC_OPTIONS=False)
     app.url_map.converters["anypath"] = _AnyPath
     app.url_map.merge_slashes = False
@@ -404,7 +412,8 @@ def create_app(
             return _text(f"not ready: storage did not answer in {READY_TIMEOUT:g} s\n", 503)
         except Exception as exc:
             log.warning("readiness check failed: %s", exc)
-            return _text(f"not ready: {exc}\n", 503)
+            # Unauthenticated: the cause, but not where storage lives nor its secrets.
+            return _text(f"not ready: {scrub_paths(redact_urls(str(exc)), error_paths)}\n", 503)
         return _text("ready\n")
 
     @app.get("/version")
@@ -477,10 +486,18 @@ def create_app(
             raise
         if request.method == "HEAD":
             await stack.aclose()
-            return Response(b"", status=upstream.status, headers=upstream.headers)
-        response = Response(_StreamBody(upstream.body, stack), status=upstream.status)
-        response.headers.update(upstream.headers)
-        response.timeout = None
+            response = Response(b"", status=upstream.status, headers=upstream.headers)
+        else:
+            response = Response(_StreamBody(upstream.body, stack), status=upstream.status)
+            response.headers.update(upstream.headers)
+            response.timeout = None
+        # The upstream's length (raw bytes are passed on) for GET and HEAD alike, not
+        # the empty body's; none if it sent none.  httpx's header names are lower case.
+        length = upstream.headers.get("content-length")
+        if length is None:
+            del response.content_length
+        else:
+            response.content_length = int(length)
         return response
 
     # The operator's routes (admin API, /ui): helper ops's one hook into the app.
