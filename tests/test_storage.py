@@ -440,3 +440,26 @@ async def test_a_go_mod_part_save_never_removes_the_zip_of_a_save_that_won(
     monkeypatch.setattr(os, "listdir", real_listdir)
     assert await storage.exists(MODULE, "v1.0.0")
     assert await read_zip(storage, MODULE, "v1.0.0") == b"the zip"
+
+
+async def test_disk_a_version_deleted_while_its_zip_is_saved_leaves_no_zip(
+    tmp_path: Path, make_zip: Callable[[bytes], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete (gc, an operator) between a zip save's check for the go.mod part and
+    its link: the save fails as "not stored" and leaves no zip without a version."""
+    from athens_trio.storage import _disk
+
+    storage = DiskStorage(tmp_path / "root")
+    await storage.save_mod(MODULE, "v1.0.0", info=INFO, mod=MOD)
+    flush = _disk._TempFiles.flush
+
+    def flush_then_delete(self: _disk._TempFiles) -> None:
+        flush(self)
+        if "zip" in self.written:
+            trio.from_thread.run(DiskStorage(tmp_path / "root").delete, MODULE, "v1.0.0")
+
+    monkeypatch.setattr(_disk._TempFiles, "flush", flush_then_delete)
+    with pytest.raises(NotFoundError):
+        await storage.save_zip(MODULE, "v1.0.0", zip_file=make_zip(b"zip"), zip_sum="h1:z=")
+    left = sorted(p.name for p in (tmp_path / "root" / VERSION_DIR).iterdir())
+    assert not [name for name in left if name.startswith("v1.0.0")], left

@@ -753,6 +753,12 @@ def _save_zip_sync(directory: Path, version: str, zip_file: Path, zip_sum: str |
         saved = _link_part(directory, stem, temp, _ZIP_PART)
         if saved:
             _fsync_dir(directory)
+    if saved and not (directory / f"{stem}.info").exists():
+        # Deleted while the zip was written (gc, an operator, a repair): a zip without
+        # its go.mod part is no version, and nothing would ever remove it.
+        for suffix in _ZIP_PART:
+            (directory / f"{stem}.{suffix}").unlink(missing_ok=True)
+        raise _ModPartMissing
     return saved
 
 
