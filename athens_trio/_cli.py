@@ -38,6 +38,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -130,7 +131,10 @@ def _where(config: Config) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-#: Stop signals that came while no receiver listened (see _serve_main).
+#: The signals that stop a command.
+_STOPS = (signal.SIGINT, signal.SIGTERM)
+#: Stop signals that came while no receiver listened (see main): a command starting
+#: looks here once its receiver is open.
 _unheard_stops: list[int] = []
 
 
@@ -145,7 +149,7 @@ async def _run(config: Config) -> None:
     # first stops gracefully and a second at once.
     serving = False
     stop = trio.Event()
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(*_STOPS) as signals:
         release_held_signals()  # a worker's, held since it started
         async with trio.open_nursery() as nursery:
 
@@ -194,23 +198,7 @@ def _serve_main(args: argparse.Namespace) -> int:
         if workers > 1:
             describe = f"storage: {storage_from_config(config).description}"
             return run_supervisor(config, workers, worker_argv(), describe)
-        # Outside _run's receiver (trio restores this handler when it closes), a signal
-        # is noted, not fatal: one before the receiver opens stops the start (_run
-        # looks); one after a stop changes nothing, where the default action would
-        # kill the process winding down (exit 143 after a clean stop).  Once stopped,
-        # ignored (Python's finalization resets handlers, not SIG_IGN).  Not SIG_IGN
-        # from the start: that would discard a worker's held signal.  Restored if the
-        # server could not start (the caller goes on: a test).
-        stops = (signal.SIGINT, signal.SIGTERM)
-        previous = {stop: signal.signal(stop, _note_stop) for stop in stops}
-        try:
-            trio.run(_run, config)
-        except BaseException:
-            for stop, old in previous.items():
-                signal.signal(stop, signal.SIG_DFL if old is None else old)
-            raise
-        for stop in stops:
-            signal.signal(stop, signal.SIG_IGN)
+        trio.run(_run, config)
     except KeyboardInterrupt:
         return 130
     except (OSError, BaseExceptionGroup) as error:
@@ -346,12 +334,15 @@ def _verify_main(args: argparse.Namespace) -> int:
         return 2
     handler = setup_logging(config.log_level, config.log_format)
     try:
-        tally = trio.run(partial(_verify, config, targets, repair=args.repair))
+        tally = _run_interruptible(partial(_verify, config, targets, repair=args.repair))
     except AthensTrioError as exc:
         print(f"athens-trio verify: {exc}", file=sys.stderr)
         return 1
     finally:
         logging.getLogger().removeHandler(handler)
+    if isinstance(tally, _Interrupted):
+        print(f"verify interrupted by {tally.by}", flush=True)
+        return 130
     corrupt = f"{tally.corrupt} corrupt" + (
         f" ({tally.repaired} removed)" if tally.repaired else ""
     )
@@ -369,13 +360,64 @@ def _verify_main(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------
 
 
-async def _until_signal(scope: trio.CancelScope, interrupted: list[str]) -> None:
-    """Cancel ``scope`` on SIGINT/SIGTERM (what was stored stays; go is killed)."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            interrupted.append(signal.Signals(signum).name)
-            scope.cancel()
-            return
+@dataclass
+class _Interrupts:
+    """A tool's SIGINT/SIGTERM, taken for its whole run (see _run_interruptible): the
+    first cancels the innermost scope in ``scopes`` (the work under way: what was
+    stored stays, go is killed; before any, the whole run), later ones are only noted,
+    since the tool is stopping already and its clean-up is bounded."""
+
+    by: str = ""  # the first signal's name
+    scopes: list[trio.CancelScope] = field(default_factory=list)
+
+
+_INTERRUPTS: ContextVar[_Interrupts] = ContextVar("interrupts")
+
+
+@dataclass(frozen=True)
+class _Interrupted:
+    """A tool's run cancelled as a whole, before its work began or in a tool with no
+    progress of its own (verify)."""
+
+    by: str
+
+
+async def _take_signals(signals: AsyncIterator[int], interrupts: _Interrupts) -> None:
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if interrupts.by:
+            log.info("%s: stopping already", name)
+            continue
+        interrupts.by = name
+        interrupts.scopes[-1].cancel()
+
+
+def _run_interruptible(fn: Callable[..., Awaitable[_Result]], *args: Any) -> _Result | _Interrupted:
+    """``trio.run(fn, *args)`` with SIGINT/SIGTERM taken from its first step to its
+    last, so that a signal during start-up or clean-up is handled, never fatal."""
+
+    async def run() -> _Result | _Interrupted:
+        interrupts = _Interrupts()
+        _INTERRUPTS.set(interrupts)
+        failure: Exception | None = None
+        with trio.open_signal_receiver(*_STOPS) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_take_signals, signals, interrupts)
+                with trio.CancelScope() as whole:
+                    interrupts.scopes.append(whole)
+                    if _unheard_stops:  # before the receiver opened: stop at once
+                        interrupts.by = signal.Signals(_unheard_stops[0]).name
+                        whole.cancel()
+                    try:
+                        result = await fn(*args)
+                    except Exception as exc:
+                        failure = exc  # raised as fn raised it, not in the nursery's group
+                nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        return _Interrupted(interrupts.by) if whole.cancelled_caught else result
+
+    return trio.run(run)
 
 
 @dataclass(frozen=True)
@@ -408,13 +450,16 @@ async def _with_progress(
 ) -> str:
     """Run ``work`` with its progress on stderr; SIGINT/SIGTERM cancel it (what was
     stored stays, go is killed).  Returns the signal's name, or "" if none came."""
-    interrupted: list[str] = []
+    interrupts = _INTERRUPTS.get()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_until_signal, nursery.cancel_scope, interrupted)
-        nursery.start_soon(partial(show_progress, read, sys.stderr, what=what))
-        await work()
-        nursery.cancel_scope.cancel()
-    return interrupted[0] if interrupted else ""
+        interrupts.scopes.append(nursery.cancel_scope)
+        try:
+            nursery.start_soon(partial(show_progress, read, sys.stderr, what=what))
+            await work()
+            nursery.cancel_scope.cancel()
+        finally:
+            interrupts.scopes.remove(nursery.cancel_scope)
+    return interrupts.by
 
 
 async def _warm(
@@ -462,12 +507,16 @@ def _warm_main(args: argparse.Namespace) -> int:
         return 2
     handler = setup_logging(config.log_level, config.log_format)
     try:
-        stats, interrupted = trio.run(_warm, config, targets, args.concurrency)
+        warmed = _run_interruptible(_warm, config, targets, args.concurrency)
     except AthensTrioError as exc:
         print(f"athens-trio warm: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, GoBinaryError) else 1
     finally:
         logging.getLogger().removeHandler(handler)
+    if isinstance(warmed, _Interrupted):
+        print(f"warm interrupted by {warmed.by} before it began", flush=True)
+        return 130
+    stats, interrupted = warmed
     for failure in stats.failures:
         print(f"failed {failure}", flush=True)
     print(
@@ -565,12 +614,16 @@ def _run_tool(
         return 2
     handler = setup_logging(config.log_level, config.log_format)
     try:
-        return trio.run(run, config)
+        result = _run_interruptible(run, config)
     except (AthensTrioError, OSError, ValueError) as exc:
         print(f"athens-trio {command}: {exc}", file=sys.stderr)
         return 1
     finally:
         logging.getLogger().removeHandler(handler)
+    if isinstance(result, _Interrupted):
+        print(f"{command} interrupted by {result.by} before it began", flush=True)
+        return 130
+    return result
 
 
 def _export_main(args: argparse.Namespace) -> int:
@@ -890,7 +943,28 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; return the exit status."""
+    """Run the command; return the exit status.
+
+    A stop signal outside a command's own receiver (trio's, which restores this handler
+    when it closes) is noted, not fatal: one before the receiver opens stops the start
+    (the command looks), one after a stop changes nothing, where the default action
+    would kill a process winding down (143 after a clean stop).  Not SIG_IGN: that
+    would discard a worker's held signal (server/_workers.py)."""
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    status: int = args.run(args)
+    _unheard_stops.clear()
+    previous = {stop: signal.signal(stop, _note_stop) for stop in _STOPS}
+    try:
+        status: int = args.run(args)
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, signal.SIG_DFL if handler is None else handler)
+    return status
+
+
+def entry() -> int:
+    """The ``athens-trio`` program: :func:`main`, then stop signals ignored while the
+    interpreter winds down (its finalization resets handlers, though not SIG_IGN)."""
+    status = main()
+    for stop in _STOPS:
+        signal.signal(stop, signal.SIG_IGN)
     return status

@@ -9,6 +9,8 @@ its own ``trio.run``); the command serving and stopping on SIGTERM is tested in
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import tomllib
 import zipfile
 from importlib import import_module
@@ -21,6 +23,11 @@ import athens_trio
 from athens_trio import DiskStorage, load_config
 from athens_trio._cli import main
 from athens_trio._ziphash import zip_h1
+
+from .conftest import make_config
+from .gofixtures import GoFixtures
+from .helpers import child_env, go_script, leftover, process_alive, wait_for_pids, wait_until
+from .opsfixtures import write_toml
 
 
 @pytest.fixture(autouse=True)
@@ -355,3 +362,66 @@ def test_config_check_names_the_bad_key_and_prints_nothing(
     monkeypatch.setenv("ATHENS_STASH_TIMEOUT", "soon")
     assert main(["config", "check", "--config", os.devnull]) == 2
     assert "ATHENS_STASH_TIMEOUT" in capsys.readouterr().err
+
+
+async def _warm_interrupted(
+    tmp_path: Path, go_fixtures: GoFixtures, go_body: str, *, again: bool = False
+) -> tuple[int, str, list[int]]:
+    """``athens-trio warm`` of one version with ``go_body`` as its go, sent SIGTERM once
+    the go stand-in wrote two pids (``again``: and once more when they are gone, the
+    tool cleaning up): its exit status, its stdout, the pids."""
+    pids = tmp_path / "pids"
+    go = go_script(tmp_path, "go", go_body.format(pids=pids))
+    config = make_config(tmp_path, str(go), go_fixtures)
+    toml = write_toml(config, tmp_path / "athens.toml")
+    with open(tmp_path / "stdout", "wb") as out, open(tmp_path / "stderr", "wb") as err:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "athens_trio", "warm", "--config", str(toml), "m.io/x@v1.0.0"],
+            env=child_env(tmp_path),
+            cwd=tmp_path,
+            stdout=out,
+            stderr=err,
+        )
+    try:
+        found = await wait_for_pids(pids, 2, seconds=60)
+        process.send_signal(signal.SIGTERM)
+        if again:
+            await wait_until(lambda: not any(process_alive(pid) for pid in found), 30)
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        with trio.fail_after(60):
+            status = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    await wait_until(lambda: not any(process_alive(pid) for pid in found), 30)
+    assert leftover(config) == []
+    return status, (tmp_path / "stdout").read_text(), found
+
+
+_HANGING_FETCH = (
+    'if [ "$1" = version ]; then echo "go version go1.26.0 linux/amd64"; exit 0; fi\n'
+    "echo $$ >> {pids}\nsleep 1000 &\necho $! >> {pids}\nwait\n"
+)
+_HANGING_VERSION = "echo $$ >> {pids}\nsleep 1000 &\necho $! >> {pids}\nwait\n"
+
+
+async def test_a_tool_signalled_twice_reports_and_exits_130(
+    tmp_path: Path, go_fixtures: GoFixtures
+) -> None:
+    """A second SIGTERM while a tool stops (go being killed, its work directory being
+    removed) is noted, not fatal: the summary is printed and the exit is 130."""
+    status, out, _ = await _warm_interrupted(tmp_path, go_fixtures, _HANGING_FETCH, again=True)
+    assert status == 130, (tmp_path / "stderr").read_text()
+    assert "interrupted by SIGTERM" in out
+
+
+async def test_a_tool_signalled_while_starting_stops_its_go_and_exits_130(
+    tmp_path: Path, go_fixtures: GoFixtures
+) -> None:
+    """A SIGTERM during go's version check, before the work begins, stops the tool
+    with 130, and the go it ran goes too."""
+    status, out, _ = await _warm_interrupted(tmp_path, go_fixtures, _HANGING_VERSION)
+    assert status == 130, (tmp_path / "stderr").read_text()
+    assert "interrupted by SIGTERM before it began" in out

@@ -268,6 +268,12 @@ class GoProcessRunner(GoRunner):
 
     async def check(self) -> str:
         """Run ``go version`` once; return its output or raise GoBinaryError."""
+
+        async def kill_group(process: trio.Process) -> None:
+            # Cancelled (a stop while starting): go and whatever it started (a
+            # toolchain download) go at once, as a fetch's group does.
+            _killpg_quietly(process.pid)
+
         try:
             result = await trio.run_process(
                 [self.go_binary, "version"],
@@ -276,6 +282,8 @@ class GoProcessRunner(GoRunner):
                 check=False,
                 env={**self._base_env, **self._overrides},
                 cwd="/",  # not inside some project whose go.mod asks for another toolchain
+                start_new_session=True,  # its own process group, for killpg
+                deliver_cancel=kill_group,
             )
         except OSError as exc:
             raise GoBinaryError(
