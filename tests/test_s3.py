@@ -4,6 +4,7 @@ bounded memory, zips redirected to presigned URLs, and the ``[Storage.S3]`` conf
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import itertools
@@ -436,11 +437,30 @@ async def test_a_missing_bucket_is_not_ready(s3_server: S3Server) -> None:
         await storage.aclose()
 
 
+class _QuietHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _http_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` served on loopback in a thread; its URL."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
 @pytest.fixture
 def credentials_endpoint() -> Iterator[str]:
     """A container-credentials endpoint on loopback, as ECS's agent serves them."""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(_QuietHandler):
         def do_GET(self) -> None:
             if self.path != "/v2/credentials/task":
                 self.send_error(404)
@@ -459,18 +479,8 @@ def credentials_endpoint() -> Iterator[str]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with _http_server(Handler) as url:
+        yield url
 
 
 async def test_credentials_from_a_credentials_endpoint(
@@ -654,3 +664,54 @@ async def test_a_released_lease_is_free_and_only_one_racer_takes_it(
     finally:
         for client in clients:
             await client.aclose()
+
+
+@pytest.fixture
+def drops_if_none_match(s3_open_server: S3Server) -> Iterator[str]:
+    """moto's open server behind a forwarder that drops ``If-None-Match``: an S3
+    server that ignores conditional writes, as some S3-compatible ones do."""
+    upstream = s3_open_server.endpoint
+
+    class Handler(_QuietHandler):
+        protocol_version = "HTTP/1.1"
+
+        def forward(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            dropped = ("host", "if-none-match", "connection", "content-length")
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
+            answer = httpx.request(
+                self.command, upstream + self.path, headers=headers, content=body
+            )
+            self.send_response(answer.status_code)
+            for name, value in answer.headers.items():
+                if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(answer.content)
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = forward
+
+    with _http_server(Handler) as url:
+        yield url
+
+
+async def test_a_server_ignoring_conditional_writes_is_refused(
+    drops_if_none_match: str, s3_open_server: S3Server, s3_open_bucket: str
+) -> None:
+    """Every save's "never replace" rests on If-None-Match: a server that ignores it
+    would replace stored bytes silently, so the storage refuses to start on it."""
+    bucket = Bucket(s3_open_bucket, REGION, drops_if_none_match, force_path_style=True)
+    storage = S3Storage(bucket, s3_open_server.credentials())
+    try:
+        with pytest.raises(StorageError, match="ignores If-None-Match"):
+            await storage.ready()
+    finally:
+        await storage.aclose()
+    direct = s3_open_server.storage(s3_open_bucket)
+    try:
+        await direct.ready()  # the same server, asked as it is: accepted
+    finally:
+        await direct.aclose()

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
+import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -126,6 +128,7 @@ class S3Storage(Backend):
             f" at {redact_url(bucket.endpoint)}" if bucket.endpoint else f" in {bucket.region}"
         )
         self._list_locks: dict[str, trio.Lock] = {}
+        self._writes_checked = False
 
     # --- keys -----------------------------------------------------------------------
 
@@ -360,6 +363,31 @@ class S3Storage(Backend):
 
     async def ready(self) -> None:
         await self._client.ready()
+        if not self._writes_checked:
+            await self._check_conditional_writes()
+            self._writes_checked = True
+
+    async def _check_conditional_writes(self) -> None:
+        """Refuse a server that ignores ``If-None-Match: *`` (on PutObject or on
+        CompleteMultipartUpload): every save's "never replace" rests on it, and such a
+        server would replace stored bytes without a word.  Once, on a key of its own."""
+        key = f"{self._prefix}.locks/conditional-write-check-{secrets.token_hex(8)}"
+        asked = "ignores If-None-Match: * on {}: athens-trio needs conditional writes"
+        one_byte = Path(await trio.to_thread.run_sync(lambda: tempfile.mkstemp()[1]))
+        try:
+            await trio.Path(one_byte).write_bytes(b"1")
+            await self._client.put(key, b"1", if_absent=True)
+            with contextlib.suppress(S3PreconditionFailed):
+                await self._client.put(key, b"2", if_absent=True)
+                raise StorageError(f"{self.description} {asked.format('PutObject')}")
+            with contextlib.suppress(S3PreconditionFailed):
+                await self._client.put_multipart(key, one_byte, 1, self._part_size)
+                raise StorageError(f"{self.description} {asked.format('CompleteMultipartUpload')}")
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.Path(one_byte).unlink(missing_ok=True)
+                with contextlib.suppress(StorageError):
+                    await self._client.delete(key)
 
     async def sweep(self, older_than: float = 3600.0) -> int:
         """Remove what killed saves left: a version's objects without its ``.info``, a
