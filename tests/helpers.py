@@ -417,13 +417,14 @@ def hanging_go(tmp_path: Path) -> Path:
     )
 
 
-async def wait_for_pids(path: Path, count: int) -> list[int]:
-    """The first ``count`` pids a go stand-in wrote to ``path``, once it wrote them."""
+async def wait_for_pids(path: Path, count: int, seconds: float = 10) -> list[int]:
+    """The first ``count`` pids a go stand-in wrote to ``path``, once it wrote them
+    (failing the test if it has not within ``seconds``)."""
 
     def written() -> list[int]:
         return [int(p) for p in path.read_text().split()] if path.exists() else []
 
-    await wait_until(lambda: len(written()) >= count)
+    await wait_until(lambda: len(written()) >= count, seconds)
     return written()[:count]
 
 

@@ -13,7 +13,14 @@ from pathlib import Path
 from .gofixtures import GoFixtures
 from .helpers import fixture_env_vars
 
-__all__ = ["STALLED_PREFIX", "children", "session_members", "stalled_env_vars", "stalled_host"]
+__all__ = [
+    "STALLED_PREFIX",
+    "children",
+    "parent",
+    "session_members",
+    "stalled_env_vars",
+    "stalled_host",
+]
 
 #: Module paths under this prefix are fetched from the stalled host.
 STALLED_PREFIX = "github.com/stalled-host/"
@@ -54,6 +61,12 @@ def children(pid: int) -> list[int]:
         if fields is not None and int(fields[1]) == pid:
             found.append(int(entry))
     return found
+
+
+def parent(pid: int) -> int | None:
+    """The parent of ``pid``, or None if it is gone."""
+    fields = _stat_fields(str(pid))
+    return None if fields is None else int(fields[1])
 
 
 def session_members(sessions: Iterable[int]) -> list[tuple[int, str]]:

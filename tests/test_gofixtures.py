@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -91,13 +90,10 @@ def _download_error(fixtures: GoFixtures, home: Path, query: str) -> str:
     return error
 
 
-def test_build_is_fast_and_deterministic(tmp_path: Path) -> None:
-    started = time.perf_counter()
+def test_build_is_deterministic(tmp_path: Path) -> None:
     first = build_go_fixtures(tmp_path / "one")
-    elapsed = time.perf_counter() - started
     second = build_go_fixtures(tmp_path / "two")
 
-    assert elapsed < 5, f"building the fixtures took {elapsed:.2f}s"
     # Same commits wherever and whenever they are built.
     assert first.hello_main_pseudo == second.hello_main_pseudo
     assert first.hello_main_commit == second.hello_main_commit

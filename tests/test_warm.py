@@ -263,7 +263,9 @@ async def test_ctrl_c_stops_a_warm_and_kills_its_go(
             stderr=err,
         )
     try:
-        go_pid, child_pid = await wait_for_pids(pids, 2)
+        # A hang guard: a fresh process's start, go's version check and the reaper's
+        # come first, which on loaded cores took over a minute.
+        go_pid, child_pid = await wait_for_pids(pids, 2, seconds=120)
         process.send_signal(signal.SIGINT)
         with trio.fail_after(30):
             status = await process.wait()
@@ -273,6 +275,6 @@ async def test_ctrl_c_stops_a_warm_and_kills_its_go(
             await process.wait()
     assert status == 130, (tmp_path / "stderr").read_text()
     assert "interrupted by SIGINT" in (tmp_path / "stdout").read_text()
-    await wait_until(lambda: not process_alive(go_pid) and not process_alive(child_pid))
+    await wait_until(lambda: not process_alive(go_pid) and not process_alive(child_pid), 30)
     assert leftover(config) == []  # its temporary GOPATH is gone too
     assert await stored_parts(config, go_fixtures.hello, "v1.0.0") == (False, False)
