@@ -36,6 +36,7 @@ import logging
 import re
 import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
@@ -197,7 +198,9 @@ def _serve_main(args: argparse.Namespace) -> int:
     try:
         if workers > 1:
             describe = f"storage: {storage_from_config(config).description}"
-            return run_supervisor(config, workers, worker_argv(), describe)
+            return run_supervisor(
+                config, workers, worker_argv(), describe, stopped_before=_unheard_stops
+            )
         trio.run(_run, config)
     except KeyboardInterrupt:
         return 130
@@ -369,6 +372,7 @@ class _Interrupts:
 
     by: str = ""  # the first signal's name
     scopes: list[trio.CancelScope] = field(default_factory=list)
+    worked: bool = False  # a phase of work ran (and ended): nothing left to cancel
 
 
 _INTERRUPTS: ContextVar[_Interrupts] = ContextVar("interrupts")
@@ -385,8 +389,10 @@ class _Interrupted:
 async def _take_signals(signals: AsyncIterator[int], interrupts: _Interrupts) -> None:
     async for signum in signals:
         name = signal.Signals(signum).name
-        if interrupts.by:
-            log.info("%s: stopping already", name)
+        if interrupts.by or (interrupts.worked and len(interrupts.scopes) == 1):
+            # Stopping already, or the work is done and what is left (closing up,
+            # the summary) is bounded: noted, not cancelled.
+            log.info("%s: finishing already", name)
             continue
         interrupts.by = name
         interrupts.scopes[-1].cancel()
@@ -414,7 +420,10 @@ def _run_interruptible(fn: Callable[..., Awaitable[_Result]], *args: Any) -> _Re
                         failure = exc  # raised as fn raised it, not in the nursery's group
                 nursery.cancel_scope.cancel()
         if failure is not None:
-            raise failure
+            # One error, however deep in nurseries, raised as itself: the tools report
+            # an AthensTrioError or an OSError by name, not as a traceback.
+            leaves = _leaves(failure)
+            raise leaves[0] if len(leaves) == 1 else failure
         return _Interrupted(interrupts.by) if whole.cancelled_caught else result
 
     return trio.run(run)
@@ -459,6 +468,7 @@ async def _with_progress(
             nursery.cancel_scope.cancel()
         finally:
             interrupts.scopes.remove(nursery.cancel_scope)
+            interrupts.worked = True
     return interrupts.by
 
 
@@ -949,22 +959,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     when it closes) is noted, not fatal: one before the receiver opens stops the start
     (the command looks), one after a stop changes nothing, where the default action
     would kill a process winding down (143 after a clean stop).  Not SIG_IGN: that
-    would discard a worker's held signal (server/_workers.py)."""
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    _unheard_stops.clear()
-    previous = {stop: signal.signal(stop, _note_stop) for stop in _STOPS}
-    try:
-        status: int = args.run(args)
-    finally:
-        for stop, handler in previous.items():
-            signal.signal(stop, signal.SIG_DFL if handler is None else handler)
-    return status
+    would discard a worker's held signal (server/_workers.py).  Off the main thread
+    (an embedding program's), signals are left alone: they are not ours there."""
+    return _main(argv, exiting=False)
 
 
 def entry() -> int:
     """The ``athens-trio`` program: :func:`main`, then stop signals ignored while the
     interpreter winds down (its finalization resets handlers, though not SIG_IGN)."""
-    status = main()
-    for stop in _STOPS:
-        signal.signal(stop, signal.SIG_IGN)
+    return _main(None, exiting=True)
+
+
+def _main(argv: Sequence[str] | None, *, exiting: bool) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if threading.current_thread() is not threading.main_thread():
+        status: int = args.run(args)
+        return status
+    _unheard_stops.clear()
+    previous = {stop: signal.signal(stop, _note_stop) for stop in _STOPS}
+    try:
+        status = args.run(args)
+    finally:
+        for stop, handler in previous.items():
+            if exiting:
+                handler = signal.SIG_IGN
+            signal.signal(stop, signal.SIG_DFL if handler is None else handler)
     return status

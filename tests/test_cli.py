@@ -8,6 +8,7 @@ its own ``trio.run``); the command serving and stopping on SIGTERM is tested in
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -21,8 +22,9 @@ import trio
 
 import athens_trio
 from athens_trio import DiskStorage, load_config
-from athens_trio._cli import main
+from athens_trio._cli import _run_interruptible, _with_progress, main
 from athens_trio._ziphash import zip_h1
+from athens_trio.ops import Progress
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
@@ -425,3 +427,20 @@ async def test_a_tool_signalled_while_starting_stops_its_go_and_exits_130(
     status, out, _ = await _warm_interrupted(tmp_path, go_fixtures, _HANGING_VERSION)
     assert status == 130, (tmp_path / "stderr").read_text()
     assert "interrupted by SIGTERM before it began" in out
+
+
+def test_a_signal_once_a_tools_work_is_done_changes_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A SIGTERM after a tool's work ended (while it closes up) is noted, not a cancel:
+    the tool's result stands (it would be lost as 'interrupted before it began')."""
+
+    async def tool() -> str:
+        await _with_progress("test", lambda: Progress(0, 0), trio.lowlevel.checkpoint)
+        os.kill(os.getpid(), signal.SIGTERM)
+        while "finishing already" not in caplog.text:  # closing up, the signal taken
+            await trio.sleep(0.01)
+        return "done"
+
+    with caplog.at_level(logging.INFO, logger="athens_trio"):
+        assert _run_interruptible(tool) == "done"

@@ -463,3 +463,18 @@ async def test_disk_a_version_deleted_while_its_zip_is_saved_leaves_no_zip(
         await storage.save_zip(MODULE, "v1.0.0", zip_file=make_zip(b"zip"), zip_sum="h1:z=")
     left = sorted(p.name for p in (tmp_path / "root" / VERSION_DIR).iterdir())
     assert not [name for name in left if name.startswith("v1.0.0")], left
+
+
+async def test_disk_a_zip_looked_up_reads_whole_after_its_links_change(
+    tmp_path: Path, make_zip: Callable[[bytes], Path]
+) -> None:
+    """A stored zip whose link count changes after it was looked up (a save removing
+    its temporary name, a backup's hard link) is the same file: read whole, not
+    refused as removed."""
+    storage = DiskStorage(tmp_path / "root")
+    data = b"z" * (CHUNK_SIZE + 3)
+    await storage.save(MODULE, "v1.0.0", info=INFO, mod=MOD, zip_file=make_zip(data))
+    stored = await storage.zip(MODULE, "v1.0.0")
+    path = tmp_path / "root" / VERSION_DIR / "v1.0.0.zip"
+    os.link(path, tmp_path / "backup.zip")  # its ctime changes; its bytes do not
+    assert b"".join([chunk async for chunk in stored.chunks()]) == data

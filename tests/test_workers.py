@@ -406,3 +406,26 @@ async def test_an_operators_signal_while_the_workers_stop_on_their_own_is_no_sec
         with trio.fail_after(30):
             assert await process.wait() == 3, log.read_text()
         assert signals.read_text() == "TERM\n"
+
+
+async def test_a_signal_noted_before_the_supervisor_held_them_starts_no_worker(
+    tmp_path: Path,
+) -> None:
+    """A stop signal that came while the supervisor was still starting (noted by the
+    command, before its signals were held) stops it before any worker starts."""
+    script = _SUPERVISE.replace(
+        'workers, argv, "test")', 'workers, argv, "test", stopped_before=[15])'
+    )
+    assert script != _SUPERVISE
+    worker = "open('worker-started', 'w').close()"
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            [sys.executable, "-c", script, "2", sys.executable, "-c", worker],
+            cwd=tmp_path,
+            env=child_env(tmp_path),
+            capture_stderr=True,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr.decode()
+    assert "SIGTERM while starting: stopping" in result.stderr.decode()
+    assert not (tmp_path / "worker-started").exists()

@@ -329,9 +329,18 @@ class _Fixed(Collector):
 # ---------------------------------------------------------------------------------------
 
 
-def run_supervisor(config: Config, workers: int, argv: Sequence[str], describe: str) -> int:
+def run_supervisor(
+    config: Config,
+    workers: int,
+    argv: Sequence[str],
+    describe: str,
+    *,
+    stopped_before: Sequence[int] = (),
+) -> int:
     """Bind, start ``workers`` processes of ``argv`` on the sockets, print where they
     serve, pass signals on, and return the exit code once all have exited.
+    ``stopped_before``: the stop signals that came before this call held them (the
+    caller noted them); if any did, no worker is started.
 
     Plain blocking code, not trio: the workers' parent-death signal is tied to the
     thread that started them, and trio starts processes from worker threads that end
@@ -366,6 +375,11 @@ def run_supervisor(config: Config, workers: int, argv: Sequence[str], describe: 
         stack.callback(signal.pthread_sigmask, signal.SIG_SETMASK, unheld)
         for sock in sockets:
             stack.callback(sock.close)
+        if stopped_before:
+            name = signal.Signals(stopped_before[0]).name
+            log.info("%s while starting: stopping", name)
+            return 0
+        for sock in sockets:
             sock.listen(hyper.backlog)
         fds = [sock.fileno() for sock in sockets]
         # Claimed (flock-owned): a supervisor killed with -9 cannot remove its directory,

@@ -125,9 +125,10 @@ def _versions_among(directory: Path, names: Iterable[str]) -> list[str]:
 
 def _identity(stat: os.stat_result) -> tuple[int, ...]:
     # An inode number alone is reused at once after a delete; with the size and the
-    # times (set on write and on link) it names one file, short of a reuse of the inode
-    # by a file of the same size written and linked within the same clock tick.
-    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    # time of the last write it names one file, short of a reuse of the inode by a file
+    # of the same size written within the same clock tick.  Not ctime: a save's removal
+    # of its temporary name (a link count change) sets it on the very file it stored.
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 class _DiskZip(StoredZip):

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import secrets
 import tempfile
 import time
@@ -70,6 +71,13 @@ _ZIP_PART = ("ziphash", "zip")
 _WINNER_WAIT = 10.0
 #: Objects of a part without its marker older than this are a killed save's leftovers.
 _ABANDONED_AFTER = 3600.0
+
+
+def _one_byte_file() -> Path:
+    fd, name = tempfile.mkstemp(prefix="athens-trio-s3-check-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(b"1")
+    return Path(name)
 
 
 class _S3Zip(StoredZip):
@@ -370,18 +378,20 @@ class S3Storage(Backend):
     async def _check_conditional_writes(self) -> None:
         """Refuse a server that ignores ``If-None-Match: *`` (on PutObject or on
         CompleteMultipartUpload): every save's "never replace" rests on it, and such a
-        server would replace stored bytes without a word.  Once, on a key of its own."""
+        server would replace stored bytes without a word.  Once per process, on a key of
+        its own; a failure (but for credentials that may not write) fails ready(), and
+        the next ready() checks again."""
         key = f"{self._prefix}.locks/conditional-write-check-{secrets.token_hex(8)}"
         asked = "ignores If-None-Match: * on {}: athens-trio needs conditional writes"
-        one_byte = Path(await trio.to_thread.run_sync(lambda: tempfile.mkstemp()[1]))
+        one_byte = await trio.to_thread.run_sync(_one_byte_file)
         try:
-            await trio.Path(one_byte).write_bytes(b"1")
-            try:
-                await self._client.put(key, b"1", if_absent=True)
-            except StorageError as exc:
+            first = await self._client.send("PUT", key, headers={"If-None-Match": "*"}, body=b"1")
+            if first.status_code == 403:
                 # Credentials that may not write (an export, a verify) replace nothing.
-                log.warning("%s: conditional writes not checked: %s", self.description, exc)
+                log.warning("%s: conditional writes not checked: writing refused", self.description)
                 return
+            if first.status_code != 200:
+                raise await self._client.failure(first, f"PUT {key}")
             with contextlib.suppress(S3PreconditionFailed):
                 await self._client.put(key, b"2", if_absent=True)
                 raise StorageError(f"{self.description} {asked.format('PutObject')}")
