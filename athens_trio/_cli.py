@@ -91,6 +91,7 @@ from .server._workers import (
     worker_count,
 )
 from .storage import Backend, mark_takedown, with_integrity
+from .upstream import claim_run_dir
 
 __all__ = ["main"]
 
@@ -661,14 +662,19 @@ def _export_main(args: argparse.Namespace) -> int:
 
 async def _import(config: Config, bundle: Path) -> tuple[BundleStatistics, str]:
     stats = BundleStatistics()
-    # Zips are staged beside the tree (renamed in, not copied), as fetches are.
+    # Zips are staged beside the tree (renamed in, not copied), as fetches are, in a
+    # claimed run directory: one a killed import leaves goes at the next start.
     config.go_get_root.mkdir(parents=True, exist_ok=True)
-    async with _opened_storage(config) as storage, open_sum_check(config, storage) as sums:
-        interrupted = await _with_progress(
-            "import",
-            stats.progress,
-            partial(import_bundle, storage, bundle, sums, stats, temp_root=str(config.go_get_root)),
-        )
+    run_dir = await trio.to_thread.run_sync(claim_run_dir, config.go_get_root)
+    try:
+        async with _opened_storage(config) as storage, open_sum_check(config, storage) as sums:
+            interrupted = await _with_progress(
+                "import",
+                stats.progress,
+                partial(import_bundle, storage, bundle, sums, stats, temp_root=str(run_dir.path)),
+            )
+    finally:
+        run_dir.release()  # on the loop: a cancelled thread hop would leave it
     return stats, interrupted
 
 

@@ -93,6 +93,9 @@ def test_export_import_on_an_empty_server_then_build_offline(
     out = capsys.readouterr().out
     assert "imported 2 of 2 versions, 0 already stored, 0 refused" in out
     assert trio.run(stored_parts, second, fx.hello, "v1.1.0") == (True, True)
+    # Its staging (a claimed run directory, swept at the next start if it is killed)
+    # is gone once it is done.
+    assert not [p.name for p in second.go_get_root.iterdir() if p.name.startswith("athens")]
     installed = trio.run(_install_through, second, go_binary, fx, tmp_path, go_build_cache)
     assert installed == expected
 
