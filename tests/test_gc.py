@@ -137,6 +137,41 @@ async def test_gc_removes_what_no_one_fetched_for_the_period_keeping_pins(tmp_pa
     assert await record.served(M1) == {}  # the record forgets what was removed
 
 
+async def test_a_version_served_while_gc_runs_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gc reads the last-served record when it starts; a server marking a version
+    served after that (a long run) keeps it: read again before each removal."""
+    from athens_trio.ops import _retention
+
+    storage = DiskStorage(tmp_path / "storage")
+    await storage.ready()
+    await store_version(storage, tmp_path, M2, "v0.1.0", 1000)
+    stored_at = os.stat(storage.root / escape_path(M2) / "@v" / "v0.1.0.info").st_mtime
+    now = stored_at + 91 * DAY
+    server = LastServed(storage.root / LAST_SERVED_DIR, FakeClock(now))
+    facts = _retention.version_facts
+
+    def facts_then_served(root: Path | None, module: str, version: str) -> _retention.VersionFacts:
+        server.mark(M2, "v0.1.0")  # a server serves it while gc looks at the tree
+        trio.from_thread.run(server.flush)
+        return facts(root, module, version)
+
+    monkeypatch.setattr(_retention, "version_facts", facts_then_served)
+    stats = await collect(
+        storage,
+        storage.root,
+        LastServed(storage.root / LAST_SERVED_DIR),
+        unused_for=90 * DAY,
+        now=now,
+        pins=Pins(),
+        dry_run=False,
+        stats=GcStatistics(),
+    )
+    assert (stats.removed, stats.kept) == ([], 1)
+    assert await _stored(storage) == [f"{M2}@v0.1.0"]
+
+
 async def test_a_deletion_killed_half_way_leaves_no_half_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

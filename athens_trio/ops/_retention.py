@@ -168,6 +168,12 @@ async def collect(
     deleted: dict[str, list[str]] = defaultdict(list)
     for _last, module, version, size in sorted(unused):
         if not dry_run:
+            # Read again just before: a run is long, and a version served since it
+            # began (by a server flushing its marks) is in use again.
+            served = (await last_served.served(module)).get(version, 0.0)
+            if now - served < unused_for:
+                stats.kept += 1
+                continue
             with contextlib.suppress(NotFoundError):  # removed meanwhile: gone either way
                 await storage.delete(module, version)
             deleted[module].append(version)
