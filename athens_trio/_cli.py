@@ -36,7 +36,6 @@ import logging
 import re
 import signal
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
@@ -421,13 +420,18 @@ def _run_interruptible(fn: Callable[..., Awaitable[_Result]], *args: Any) -> _Re
                         failure = exc  # raised as fn raised it, not in the nursery's group
                 nursery.cancel_scope.cancel()
         if failure is not None:
-            # One error, however deep in nurseries, raised as itself: the tools report
-            # an AthensTrioError or an OSError by name, not as a traceback.
-            leaves = _leaves(failure)
-            raise leaves[0] if len(leaves) == 1 else failure
+            raise failure
         return _Interrupted(interrupts.by) if whole.cancelled_caught else result
 
-    return trio.run(run)
+    try:
+        return trio.run(run)
+    except BaseExceptionGroup as group:
+        # One error, however deep in nurseries (a cancel unwinding among them
+        # included), raised as itself: the tools report it by name, not as a traceback.
+        leaves = _leaves(group)
+        if len(leaves) == 1 and isinstance(leaves[0], Exception):
+            raise leaves[0] from None
+        raise
 
 
 @dataclass(frozen=True)
@@ -965,8 +969,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     when it closes) is noted, not fatal: one before the receiver opens stops the start
     (the command looks), one after a stop changes nothing, where the default action
     would kill a process winding down (143 after a clean stop).  Not SIG_IGN: that
-    would discard a worker's held signal (server/_workers.py).  Off the main thread
-    (an embedding program's), signals are left alone: they are not ours there."""
+    would discard a worker's held signal (server/_workers.py).  The main thread's: the
+    commands take signals (a program embedding the proxy uses ``serve`` instead)."""
     return _main(argv, exiting=False)
 
 
@@ -978,13 +982,10 @@ def entry() -> int:
 
 def _main(argv: Sequence[str] | None, *, exiting: bool) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if threading.current_thread() is not threading.main_thread():
-        status: int = args.run(args)
-        return status
     _unheard_stops.clear()
     previous = {stop: signal.signal(stop, _note_stop) for stop in _STOPS}
     try:
-        status = args.run(args)
+        status: int = args.run(args)
     finally:
         for stop, handler in previous.items():
             if exiting:

@@ -444,3 +444,24 @@ def test_a_signal_once_a_tools_work_is_done_changes_nothing(
 
     with caplog.at_level(logging.INFO, logger="athens_trio"):
         assert _run_interruptible(tool) == "done"
+
+
+def test_a_tools_one_error_while_a_signal_cancels_it_is_raised_as_itself() -> None:
+    """A signal cancels a tool's whole run and, unwinding, one of its tasks fails: the
+    error comes out as itself (reported by name), not inside exception groups."""
+
+    async def tool() -> None:
+        async def fails_when_cancelled() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                raise OSError(28, "No space left on device")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fails_when_cancelled)
+            await trio.lowlevel.checkpoint()
+            os.kill(os.getpid(), signal.SIGTERM)
+            await trio.sleep_forever()
+
+    with pytest.raises(OSError, match="No space left"):
+        _run_interruptible(tool)
