@@ -13,13 +13,22 @@ A ``SumDBs`` entry is a database's URL, served under its host (Athens' form:
 under the database's own name, for where only the mirror can be reached
 (:func:`parse_sum_db`).  Clients verify what they get with the database's key, so a
 mirror is trusted with nothing.
+
+Tiles and lookups are also kept in memory (bounded, least recently used out first), so
+a warm build's go, with a fresh module cache, verifies its go.sum without a round trip
+to the database: a tile never changes; a lookup's record never changes either, and the
+tree head signed with it, older than a client may know, is one go proves consistent
+with its own (a lookup is kept :data:`LOOKUP_KEPT` seconds, so that head stays recent).
+``latest`` and every answer but 200 pass through, never kept.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -33,7 +42,7 @@ from ._redact import redact_url
 from .sumdb import SumDBAccess, SumDBUnreachableError
 from .sumdb._client import AccessFinder, Locate
 
-__all__ = ["SumDBProxy", "SumDBResponse", "parse_sum_db"]
+__all__ = ["SumDBCacheStatistics", "SumDBProxy", "SumDBResponse", "parse_sum_db"]
 
 # What go asks a checksum database for; nothing else is forwarded.
 _SUMDB_PATH = re.compile(r"latest|lookup/[A-Za-z0-9!._~/-]+@[A-Za-z0-9._+~!-]+|tile/[0-9a-z/.]+")
@@ -46,6 +55,17 @@ _FORWARDED_HEADERS = (
     "etag",
     "last-modified",
 )
+
+
+#: What is kept: tiles and lookups (see the module docstring).
+_KEPT_PATHS = ("tile/", "lookup/")
+#: An answer larger than this is passed through, not kept (a tile is 8 KiB, a data
+#: tile or a lookup a few).
+CACHE_ENTRY_MAX = 256 * 1024
+#: All that is kept, at most, per process.
+CACHE_BYTES = 16 * 1024 * 1024
+#: Seconds a lookup is kept; a tile stays until pushed out.
+LOOKUP_KEPT = 3600.0
 
 
 #: A checksum database's name as go puts it in a URL path (``sum.golang.org``).
@@ -82,6 +102,58 @@ class SumDBResponse:
     body: AsyncIterator[bytes]
 
 
+@dataclass(frozen=True)
+class SumDBCacheStatistics:
+    """The kept answers: how many, their bytes, and requests answered from them or not."""
+
+    entries: int
+    bytes: int
+    hits: int
+    misses: int
+
+
+class _Kept:
+    """Whole answers by key, least recently used out first past ``max_bytes``."""
+
+    def __init__(self, max_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._max_bytes = max_bytes
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, dict[str, str], bytes]] = OrderedDict()
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> tuple[dict[str, str], bytes] | None:
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] <= self._clock():
+            self._drop(key)
+            entry = None
+        if entry is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._entries.move_to_end(key)
+        return entry[1], entry[2]
+
+    def put(self, key: str, headers: dict[str, str], body: bytes, keep: float) -> None:
+        if key in self._entries:
+            self._drop(key)
+        self._entries[key] = (self._clock() + keep, headers, body)
+        self._bytes += len(body)
+        while self._bytes > self._max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: str) -> None:
+        self._bytes -= len(self._entries.pop(key)[2])
+
+    def statistics(self) -> SumDBCacheStatistics:
+        return SumDBCacheStatistics(len(self._entries), self._bytes, self.hits, self.misses)
+
+
+async def _whole(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
 class SumDBProxy:
     """Forwards checksum-database requests to the configured ``SumDBs`` by name."""
 
@@ -93,8 +165,11 @@ class SumDBProxy:
         *,
         locate: Locate | None = None,
         timeout: float = 30.0,
+        cache_bytes: int = CACHE_BYTES,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._upstreams = dict(parse_sum_db(entry) for entry in sum_dbs)
+        self._kept = _Kept(cache_bytes, clock)
         self._no_sum_patterns = list(no_sum_patterns)
         self._client = client
         # Databases named by their own URL (Athens' form) go, where ``locate`` finds one,
@@ -113,6 +188,10 @@ class SumDBProxy:
     def supported(self, host: str) -> bool:
         return host in self._upstreams
 
+    def statistics(self) -> SumDBCacheStatistics:
+        """What is kept of tiles and lookups, and how often it answered."""
+        return self._kept.statistics()
+
     @contextlib.asynccontextmanager
     async def forward(self, host: str, path: str) -> AsyncIterator[SumDBResponse]:
         """Ask database ``host`` for ``path`` (what follows ``/sumdb/<host>/``)."""
@@ -125,11 +204,18 @@ class SumDBProxy:
             module = unescape_path(path[len("lookup/") :].rpartition("@")[0])
             if matches_any(self._no_sum_patterns, module):
                 raise ForbiddenError(f"{module} is private here (NoSumPatterns)")
+        keeps = path.startswith(_KEPT_PATHS)
+        key = f"{host}/{path}"
+        if keeps and (kept := self._kept.get(key)) is not None:
+            yield SumDBResponse(200, kept[0], _whole(kept[1]))
+            return
         try:
             access = await self._access[host].get()
         except SumDBUnreachableError as exc:
             raise UpstreamError(f"checksum database {exc}") from None
-        request = self._client.build_request("GET", f"{access.url}/{path}")
+        # What is kept is kept as the bytes themselves, for any client: not encoded.
+        asked = {"Accept-Encoding": "identity"} if keeps else None
+        request = self._client.build_request("GET", f"{access.url}/{path}", headers=asked)
         try:
             # Redirects followed as go follows them: a client gets the answer, not a
             # Location it would have to follow past this proxy.
@@ -142,6 +228,19 @@ class SumDBProxy:
             ) from exc
         try:
             headers = {k: v for k, v in response.headers.items() if k in _FORWARDED_HEADERS}
-            yield SumDBResponse(response.status_code, headers, response.aiter_raw(1 << 20))
+            length = response.headers.get("content-length", "")
+            if (
+                keeps
+                and response.status_code == 200
+                and "content-encoding" not in headers
+                and length.isdigit()
+                and int(length) <= CACHE_ENTRY_MAX
+            ):
+                body = await response.aread()  # at most CACHE_ENTRY_MAX, said up front
+                keep = LOOKUP_KEPT if path.startswith("lookup/") else float("inf")
+                self._kept.put(key, headers, body, keep)
+                yield SumDBResponse(200, headers, _whole(body))
+            else:
+                yield SumDBResponse(response.status_code, headers, response.aiter_raw(1 << 20))
         finally:
             await response.aclose()

@@ -20,7 +20,8 @@ from athens_trio import (
     UpstreamError,
     serve,
 )
-from athens_trio._sumdb import SumDBProxy, parse_sum_db
+from athens_trio import _sumdb as sumdb_proxy
+from athens_trio._sumdb import SumDBCacheStatistics, SumDBProxy, parse_sum_db
 from athens_trio.sumdb import SumDBAccess, SumDBUnreachableError
 
 from .conftest import make_config
@@ -29,6 +30,7 @@ from .helpers import wait_until
 from .staticproxy import static_proxy
 
 TILE = bytes(range(256)) * 4096  # 1 MiB: streamed through, not buffered
+SMALL_TILE = bytes(range(256)) * 32  # 8 KiB, as a full hash tile
 
 
 async def start_sumdb(nursery: trio.Nursery, seen: list[str]) -> str:
@@ -44,6 +46,8 @@ async def start_sumdb(nursery: trio.Nursery, seen: list[str]) -> str:
         seen.append(scope["path"])
         if scope["path"].startswith("/db/lookup/"):
             body, status = b"1234\ngithub.com/a/b v1.0.0 h1:abc=\n", 200
+        elif scope["path"].startswith("/db/tile/8/1/"):
+            body, status = SMALL_TILE, 200  # a level-1 hash tile's size: kept
         elif scope["path"].startswith("/db/tile/"):
             body, status = TILE, 200
         else:
@@ -93,6 +97,59 @@ async def test_sumdb_proxy_forwards_and_refuses() -> None:
                 pass
         nursery.cancel_scope.cancel()
     assert seen == ["/db/lookup/github.com/a/b@v1.0.0", "/db/tile/8/0/x001/234.p/5", "/db/latest"]
+
+
+async def test_tiles_and_lookups_are_kept_latest_and_failures_are_not() -> None:
+    """A warm build verifies its go.sum from what the proxy kept: a tile once fetched
+    is answered from memory (for good), a lookup for LOOKUP_KEPT seconds; latest, a
+    404 and an answer too large to keep always go to the database."""
+    seen: list[str] = []
+    now = [0.0]
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as client:
+        upstream = await start_sumdb(nursery, seen)
+        host = upstream.split("//")[1].split("/")[0]
+        proxy = SumDBProxy([upstream], [], client, clock=lambda: now[0])
+
+        async def body(path: str) -> tuple[int, bytes]:
+            async with proxy.forward(host, path) as response:
+                return response.status, b"".join([c async for c in response.body])
+
+        paths = ["tile/8/1/000", "lookup/github.com/a/b@v1.0.0", "latest", "tile/8/0/000"]
+        first = [await body(path) for path in paths]
+        again = [await body(path) for path in paths]
+        assert first == again
+        assert first[0] == (200, SMALL_TILE)
+        assert first[2][0] == 404
+        now[0] += sumdb_proxy.LOOKUP_KEPT + 1
+        assert await body("lookup/github.com/a/b@v1.0.0") == first[1]  # asked again
+        assert await body("tile/8/1/000") == first[0]  # a tile stays
+        nursery.cancel_scope.cancel()
+    assert seen == [f"/db/{path}" for path in paths] + [
+        "/db/latest",
+        "/db/tile/8/0/000",
+        "/db/lookup/github.com/a/b@v1.0.0",
+    ]
+    assert proxy.statistics() == SumDBCacheStatistics(
+        entries=2, bytes=len(SMALL_TILE) + len(first[1][1]), hits=3, misses=5
+    )
+
+
+async def test_what_is_kept_is_bounded_least_recently_used_out() -> None:
+    seen: list[str] = []
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as client:
+        upstream = await start_sumdb(nursery, seen)
+        host = upstream.split("//")[1].split("/")[0]
+        proxy = SumDBProxy([upstream], [], client, cache_bytes=2 * len(SMALL_TILE))
+        for path in ("tile/8/1/000", "tile/8/1/001", "tile/8/1/000", "tile/8/1/002"):
+            async with proxy.forward(host, path) as response:
+                assert b"".join([c async for c in response.body]) == SMALL_TILE
+        assert proxy.statistics().bytes == 2 * len(SMALL_TILE)
+        for path in ("tile/8/1/000", "tile/8/1/001"):  # 001 was the least recently used
+            async with proxy.forward(host, path):
+                pass
+        nursery.cancel_scope.cancel()
+    assert [p for p in seen if p.endswith("/001")] == ["/db/tile/8/1/001"] * 2
+    assert seen.count("/db/tile/8/1/000") == 1
 
 
 async def test_a_mirror_is_served_under_the_databases_own_name() -> None:
