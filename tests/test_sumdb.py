@@ -283,6 +283,12 @@ async def test_sumdb_routes_on_the_server(
             assert tile.headers["Content-Length"] == str(len(TILE))
             assert head.headers["Content-Length"] == str(len(TILE))
             assert (await http.get(f"/sumdb/{host}/lookup/corp.io/x@v1.0.0")).status_code == 403
+            for _ in range(2):  # once from the database, once from what was kept
+                small = await http.get(f"/sumdb/{host}/tile/8/1/000")
+                assert small.content == SMALL_TILE
+            metrics = (await http.get("/metrics")).text
+            assert "athens_trio_sumdb_kept_hits_total 1.0" in metrics
+            assert "athens_trio_sumdb_kept_answers 2.0" in metrics  # the tile, the lookup
             assert (await http.get(f"/sumdb/{host}/admin")).status_code == 400
         nursery.cancel_scope.cancel()
     assert seen.count("/db/tile/8/0/000") == 2

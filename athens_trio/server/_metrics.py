@@ -68,6 +68,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from .._endpoints import endpoint_of_shape
+from .._sumdb import SumDBCacheStatistics
 from ..stash import FETCH_SECONDS_BOUNDS, FetchStatistics
 from ._workers import merged_metrics
 
@@ -213,6 +214,8 @@ class _PipelineCollector(Collector):
             )
         if pipeline is not None:
             yield from _pipeline_metrics(pipeline, fast_hits)
+            if pipeline.sumdb is not None:
+                yield from _sumdb_metrics(pipeline.sumdb.statistics())
         connections = self._metrics.connections
         if connections is not None:
             yield GaugeMetricFamily(
@@ -223,6 +226,26 @@ class _PipelineCollector(Collector):
                 "MaxConnections: beyond it, connections wait in the listen queue.",
                 connections.limit,
             )
+
+
+def _sumdb_metrics(kept: SumDBCacheStatistics) -> Iterator[Metric]:
+    """The checksum-database proxy's kept tiles and lookups."""
+    yield GaugeMetricFamily(
+        "athens_trio_sumdb_kept_bytes", "Bytes of checksum-database answers kept.", kept.bytes
+    )
+    yield GaugeMetricFamily(
+        "athens_trio_sumdb_kept_answers", "Checksum-database answers kept.", kept.entries
+    )
+    yield CounterMetricFamily(
+        "athens_trio_sumdb_kept_hits",
+        "Tile and lookup requests answered from what was kept.",
+        value=kept.hits,
+    )
+    yield CounterMetricFamily(
+        "athens_trio_sumdb_kept_misses",
+        "Tile and lookup requests passed on to the checksum database.",
+        value=kept.misses,
+    )
 
 
 def _by_endpoint(name: str, documentation: str, counts: Mapping[str, int]) -> Metric:
