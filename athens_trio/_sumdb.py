@@ -19,7 +19,10 @@ a warm build's go, with a fresh module cache, verifies its go.sum without a roun
 to the database: a tile never changes; a lookup's record never changes either, and the
 tree head signed with it, older than a client may know, is one go proves consistent
 with its own (a lookup is kept :data:`LOOKUP_KEPT` seconds, so that head stays recent).
-``latest`` and every answer but 200 pass through, never kept.
+Only a 200 of its request's shape is kept (a hash tile's exact size, a lookup's record
+number): a portal's page or a mirror gone wrong is passed on once, not replayed; and a
+tile for :data:`TILE_KEPT` seconds, should one still be wrong.  ``latest`` and every
+other answer pass through, never kept.
 """
 
 from __future__ import annotations
@@ -28,14 +31,16 @@ import contextlib
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urlsplit
 
 import httpx
+import trio
 
 from ._exceptions import ForbiddenError, InvalidRequestError, NotFoundError, UpstreamError
-from ._http import RedirectRefused, send_following
+from ._http import RedirectRefused, aclose_shielded, content_encoding, send_following
 from ._module import unescape_path
 from ._patterns import matches_any
 from ._redact import redact_url
@@ -46,6 +51,13 @@ __all__ = ["SumDBCacheStatistics", "SumDBProxy", "SumDBResponse", "parse_sum_db"
 
 # What go asks a checksum database for; nothing else is forwarded.
 _SUMDB_PATH = re.compile(r"latest|lookup/[A-Za-z0-9!._~/-]+@[A-Za-z0-9._+~!-]+|tile/[0-9a-z/.]+")
+# A tile as golang.org/x/mod/sumdb/tlog names one: height, level (or data), index in
+# three-digit elements, and a partial tile's width.  Kept only in this one spelling.
+_TILE_PATH = re.compile(
+    r"tile/([0-9]{1,2})/([0-9]{1,2}|data)/(?:x[0-9]{3}/)*[0-9]{3}(?:\.p/([0-9]{1,4}))?"
+)
+# A lookup's answer starts with its record number.
+_LOOKUP_ANSWER = re.compile(rb"[0-9]+\n")
 #: Response headers passed back to the client.
 _FORWARDED_HEADERS = (
     "content-type",
@@ -57,15 +69,40 @@ _FORWARDED_HEADERS = (
 )
 
 
-#: What is kept: tiles and lookups (see the module docstring).
-_KEPT_PATHS = ("tile/", "lookup/")
 #: An answer larger than this is passed through, not kept (a tile is 8 KiB, a data
 #: tile or a lookup a few).
 CACHE_ENTRY_MAX = 256 * 1024
-#: All that is kept, at most, per process.
+#: All that is kept, at most, per process: answers, their keys and their bookkeeping.
 CACHE_BYTES = 16 * 1024 * 1024
-#: Seconds a lookup is kept; a tile stays until pushed out.
+#: What an entry costs beyond its key and its bytes (dict, tuple, headers), counted.
+_ENTRY_OVERHEAD = 512
+#: Seconds a lookup is kept (its signed tree head ages); a tile a day, should a
+#: database or a mirror have answered wrongly.
 LOOKUP_KEPT = 3600.0
+TILE_KEPT = 86400.0
+
+
+def _keeps(path: str) -> float:
+    """Seconds ``path``'s answer may be kept (0: never)."""
+    if path.startswith("lookup/"):
+        return LOOKUP_KEPT
+    if _TILE_PATH.fullmatch(path):
+        return TILE_KEPT
+    return 0.0
+
+
+def _plausible(path: str, body: bytes) -> bool:
+    """Whether ``body`` has the shape of ``path``'s answer (checked before it is kept:
+    a page a portal answered 200 with is passed on once, not replayed)."""
+    if path.startswith("lookup/"):
+        return _LOOKUP_ANSWER.match(body) is not None
+    tile = _TILE_PATH.fullmatch(path)
+    if tile is None:
+        return False
+    height, level, width = tile.groups()
+    if level == "data":
+        return bool(body)
+    return len(body) == 32 * (int(width) if width else 1 << int(height))
 
 
 #: A checksum database's name as go puts it in a URL path (``sum.golang.org``).
@@ -124,6 +161,7 @@ class _Kept:
         self.misses = 0
 
     def get(self, key: str) -> tuple[dict[str, str], bytes] | None:
+        """The kept headers (a copy) and bytes of ``key``, if kept and not expired."""
         entry = self._entries.get(key)
         if entry is not None and entry[0] <= self._clock():
             self._drop(key)
@@ -133,25 +171,46 @@ class _Kept:
             return None
         self.hits += 1
         self._entries.move_to_end(key)
-        return entry[1], entry[2]
+        return dict(entry[1]), entry[2]
 
     def put(self, key: str, headers: dict[str, str], body: bytes, keep: float) -> None:
         if key in self._entries:
             self._drop(key)
         self._entries[key] = (self._clock() + keep, headers, body)
-        self._bytes += len(body)
+        self._bytes += _cost(key, headers, body)
         while self._bytes > self._max_bytes:
             self._drop(next(iter(self._entries)))
 
     def _drop(self, key: str) -> None:
-        self._bytes -= len(self._entries.pop(key)[2])
+        _, headers, body = self._entries.pop(key)
+        self._bytes -= _cost(key, headers, body)
 
     def statistics(self) -> SumDBCacheStatistics:
         return SumDBCacheStatistics(len(self._entries), self._bytes, self.hits, self.misses)
 
 
-async def _whole(body: bytes) -> AsyncIterator[bytes]:
-    yield body
+def _cost(key: str, headers: dict[str, str], body: bytes) -> int:
+    return len(key) + sum(map(len, headers.values())) + len(body) + _ENTRY_OVERHEAD
+
+
+class _Chunks:
+    """``first``, then what ``rest`` yields: a body partly read already (or whole).  A
+    plain iterator, not a generator: one a client leaves unfinished needs no closing."""
+
+    def __init__(self, first: bytes, rest: AsyncIterator[bytes] | None = None) -> None:
+        self._first: bytes | None = first
+        self._rest = rest
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        if self._rest is None:
+            raise StopAsyncIteration
+        return await self._rest.__anext__()
 
 
 class SumDBProxy:
@@ -204,10 +263,11 @@ class SumDBProxy:
             module = unescape_path(path[len("lookup/") :].rpartition("@")[0])
             if matches_any(self._no_sum_patterns, module):
                 raise ForbiddenError(f"{module} is private here (NoSumPatterns)")
-        keeps = path.startswith(_KEPT_PATHS)
+        keep = _keeps(path)
+        keeps = keep > 0
         key = f"{host}/{path}"
         if keeps and (kept := self._kept.get(key)) is not None:
-            yield SumDBResponse(200, kept[0], _whole(kept[1]))
+            yield SumDBResponse(200, kept[0], _Chunks(kept[1]))
             return
         try:
             access = await self._access[host].get()
@@ -226,21 +286,42 @@ class SumDBProxy:
             raise UpstreamError(
                 f"checksum database {redact_url(access.url)} failed: {exc!r}"
             ) from exc
+        # An async generator (httpx's): closed here, however far it was read.
+        raw = cast("AsyncGenerator[bytes, None]", response.aiter_raw(1 << 20))
         try:
             headers = {k: v for k, v in response.headers.items() if k in _FORWARDED_HEADERS}
             length = response.headers.get("content-length", "")
             if (
-                keeps
-                and response.status_code == 200
-                and "content-encoding" not in headers
-                and length.isdigit()
-                and int(length) <= CACHE_ENTRY_MAX
+                not keeps
+                or response.status_code != 200
+                or content_encoding(response)
+                or (length.isascii() and length.isdigit() and int(length) > CACHE_ENTRY_MAX)
             ):
-                body = await response.aread()  # at most CACHE_ENTRY_MAX, said up front
-                keep = LOOKUP_KEPT if path.startswith("lookup/") else float("inf")
-                self._kept.put(key, headers, body, keep)
-                yield SumDBResponse(200, headers, _whole(body))
-            else:
-                yield SumDBResponse(response.status_code, headers, response.aiter_raw(1 << 20))
+                yield SumDBResponse(response.status_code, headers, raw)
+                return
+            # Read up to a keepable size (a database may send no length: go's own server
+            # does not); past it, the rest streams on from where the reading stopped.
+            read = b""
+            try:
+                async for chunk in raw:
+                    read += chunk
+                    if len(read) > CACHE_ENTRY_MAX:
+                        break
+            except httpx.HTTPError as exc:
+                raise UpstreamError(
+                    f"checksum database {redact_url(access.url)} failed: {exc!r}"
+                ) from exc
+            if len(read) > CACHE_ENTRY_MAX:
+                yield SumDBResponse(200, headers, _Chunks(read, raw))
+                return
+            if _plausible(path, read):
+                kept_headers = {
+                    "content-type": headers.get("content-type", ""),
+                    "content-length": str(len(read)),
+                }
+                self._kept.put(key, kept_headers, read, keep)
+            yield SumDBResponse(200, headers, _Chunks(read))
         finally:
-            await response.aclose()
+            with trio.CancelScope(shield=True):
+                await raw.aclose()
+            await aclose_shielded(response)

@@ -21,7 +21,7 @@ from athens_trio import (
     serve,
 )
 from athens_trio import _sumdb as sumdb_proxy
-from athens_trio._sumdb import SumDBCacheStatistics, SumDBProxy, parse_sum_db
+from athens_trio._sumdb import SumDBProxy, parse_sum_db
 from athens_trio.sumdb import SumDBAccess, SumDBUnreachableError
 
 from .conftest import make_config
@@ -46,6 +46,8 @@ async def start_sumdb(nursery: trio.Nursery, seen: list[str]) -> str:
         seen.append(scope["path"])
         if scope["path"].startswith("/db/lookup/"):
             body, status = b"1234\ngithub.com/a/b v1.0.0 h1:abc=\n", 200
+        elif scope["path"].startswith("/db/tile/8/2/"):
+            body, status = b"<html>a portal's page</html>\n", 200  # no tile's shape
         elif scope["path"].startswith("/db/tile/8/1/"):
             body, status = SMALL_TILE, 200  # a level-1 hash tile's size: kept
         elif scope["path"].startswith("/db/tile/"):
@@ -129,9 +131,27 @@ async def test_tiles_and_lookups_are_kept_latest_and_failures_are_not() -> None:
         "/db/tile/8/0/000",
         "/db/lookup/github.com/a/b@v1.0.0",
     ]
-    assert proxy.statistics() == SumDBCacheStatistics(
-        entries=2, bytes=len(SMALL_TILE) + len(first[1][1]), hits=3, misses=5
-    )
+    kept = proxy.statistics()
+    assert (kept.entries, kept.hits, kept.misses) == (2, 3, 5)
+    assert kept.bytes > len(SMALL_TILE) + len(first[1][1])  # keys and bookkeeping too
+
+
+async def test_an_answer_without_the_shape_of_its_request_is_not_kept() -> None:
+    """A 200 that is no tile (a portal's page, a mirror gone wrong) is passed on as it
+    came, and asked for again next time, never replayed; a tile asked by another
+    spelling than go's is passed through too."""
+    seen: list[str] = []
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as client:
+        upstream = await start_sumdb(nursery, seen)
+        host = upstream.split("//")[1].split("/")[0]
+        proxy = SumDBProxy([upstream], [], client)
+        for path in ("tile/8/2/000", "tile/8/2/000", "tile/8/./1/000", "tile/8/./1/000"):
+            async with proxy.forward(host, path) as response:
+                assert response.status == 200
+                assert [c async for c in response.body]
+        nursery.cancel_scope.cancel()
+    assert len(seen) == 4
+    assert proxy.statistics().entries == 0
 
 
 async def test_what_is_kept_is_bounded_least_recently_used_out() -> None:
@@ -139,11 +159,13 @@ async def test_what_is_kept_is_bounded_least_recently_used_out() -> None:
     async with trio.open_nursery() as nursery, httpx.AsyncClient() as client:
         upstream = await start_sumdb(nursery, seen)
         host = upstream.split("//")[1].split("/")[0]
-        proxy = SumDBProxy([upstream], [], client, cache_bytes=2 * len(SMALL_TILE))
+        two = 2 * (len(SMALL_TILE) + 1024)  # two tiles and their bookkeeping, not three
+        proxy = SumDBProxy([upstream], [], client, cache_bytes=two)
         for path in ("tile/8/1/000", "tile/8/1/001", "tile/8/1/000", "tile/8/1/002"):
             async with proxy.forward(host, path) as response:
                 assert b"".join([c async for c in response.body]) == SMALL_TILE
-        assert proxy.statistics().bytes == 2 * len(SMALL_TILE)
+        assert proxy.statistics().entries == 2
+        assert proxy.statistics().bytes <= two
         for path in ("tile/8/1/000", "tile/8/1/001"):  # 001 was the least recently used
             async with proxy.forward(host, path):
                 pass

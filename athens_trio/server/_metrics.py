@@ -40,6 +40,9 @@ server pushes nothing down into the pipeline:
   (held, waiting, reachable, acquired, waited, takeovers, fallbacks); with prefetch on,
   ``athens_trio_prefetch_*`` (queued, prefetched, asked, dropped, failed: asked over
   prefetched is the hit ratio).
+- **checksum-database proxy**: ``athens_trio_sumdb_kept_hits_total`` and
+  ``athens_trio_sumdb_kept_misses_total`` (tiles and lookups answered from memory, or
+  passed on), ``athens_trio_sumdb_kept_answers`` and ``athens_trio_sumdb_kept_bytes``.
 - **connections**: ``athens_trio_connections_open``, ``athens_trio_connections_max``;
   plus the process collector's ``process_*``.
 """
