@@ -21,7 +21,7 @@ import httpx
 import pytest
 import trio
 
-from athens_trio import ConfigError, StorageError, load_config
+from athens_trio import ConfigError, NotFoundError, StorageError, load_config
 from athens_trio._config import S3StorageConfig, StorageConfig
 from athens_trio._module import escape_path
 from athens_trio.storage import CHUNK_SIZE, compliance
@@ -715,3 +715,33 @@ async def test_a_server_ignoring_conditional_writes_is_refused(
         await direct.ready()  # the same server, asked as it is: accepted
     finally:
         await direct.aclose()
+
+
+async def test_a_version_deleted_while_its_zip_goes_up_leaves_no_zip(
+    s3_server: S3Server, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete (gc, an operator) between a zip save's check for the go.mod part and its
+    upload: the save fails as "not stored" and leaves no zip object behind."""
+    storage = s3_server.storage(s3_bucket)
+    other = s3_server.storage(s3_bucket)  # gc, in another process
+    try:
+        await storage.ready()
+        await storage.save_mod(MODULE, "v1.0.0", info=INFO, mod=MOD)
+        put = S3Storage._put
+
+        async def put_then_delete(self: S3Storage, key: str, body: Any) -> None:
+            await put(self, key, body)
+            if key.endswith(".zip"):
+                await other.delete(MODULE, "v1.0.0")
+
+        monkeypatch.setattr(S3Storage, "_put", put_then_delete)
+        zip_file = tmp_path / "z.zip"
+        write_zip(zip_file, MODULE, "v1.0.0", 100)
+        with pytest.raises(NotFoundError):
+            await storage.save_zip(MODULE, "v1.0.0", zip_file=zip_file, zip_sum="h1:z=")
+        monkeypatch.undo()
+        left = [key async for page in storage._client.list_keys("") for key, _ in page]
+        assert not [key for key in left if "v1.0.0" in key], left
+    finally:
+        await storage.aclose()
+        await other.aclose()

@@ -263,12 +263,19 @@ class S3Storage(Backend):
         if zip_sum:
             bodies["ziphash"] = zip_sum.encode()
         try:
-            return await self._write_part(module, version, _ZIP_PART, bodies)
+            saved = await self._write_part(module, version, _ZIP_PART, bodies)
         except _LostRace:
             return await self._wait_for_winner(module, version, "zip")
         finally:
             with trio.CancelScope(shield=True):  # handed over: ours to remove, cancelled or not
                 await trio.Path(zip_file).unlink(missing_ok=True)
+        if saved and not await self._client.exists(self._key(module, version, "info")):
+            # Deleted while the zip went up (gc, an operator, a repair): a zip without
+            # its go.mod part is no version, and only a sweep would ever remove it.
+            for suffix in _ZIP_PART:
+                await self._client.delete(self._key(module, version, suffix))
+            raise NotFoundError(f"{module}@{version}: its go.mod is not stored")
+        return saved
 
     async def _write_part(
         self,
