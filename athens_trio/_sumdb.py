@@ -31,16 +31,14 @@ import contextlib
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import cast
 from urllib.parse import urlsplit
 
 import httpx
-import trio
 
 from ._exceptions import ForbiddenError, InvalidRequestError, NotFoundError, UpstreamError
-from ._http import RedirectRefused, aclose_shielded, content_encoding, send_following
+from ._http import RedirectRefused, content_encoding, raw_chunks, send_following
 from ._module import unescape_path
 from ._patterns import matches_any
 from ._redact import redact_url
@@ -57,7 +55,7 @@ _TILE_PATH = re.compile(
     r"tile/([0-9]{1,2})/([0-9]{1,2}|data)/(?:x[0-9]{3}/)*[0-9]{3}(?:\.p/([0-9]{1,4}))?"
 )
 # A lookup's answer starts with its record number.
-_LOOKUP_ANSWER = re.compile(rb"[0-9]+\n")
+_LOOKUP_ANSWER = re.compile(rb"[0-9]+\n.*?\n\n", re.DOTALL)
 #: Response headers passed back to the client.
 _FORWARDED_HEADERS = (
     "content-type",
@@ -286,9 +284,9 @@ class SumDBProxy:
             raise UpstreamError(
                 f"checksum database {redact_url(access.url)} failed: {exc!r}"
             ) from exc
-        # An async generator (httpx's): closed here, however far it was read.
-        raw = cast("AsyncGenerator[bytes, None]", response.aiter_raw(1 << 20))
-        try:
+        # httpx's body iterators, finished and the response closed on the way out,
+        # however far they were read (raw_chunks).
+        async with raw_chunks(response, 1 << 20) as raw:
             headers = {k: v for k, v in response.headers.items() if k in _FORWARDED_HEADERS}
             length = response.headers.get("content-length", "")
             if (
@@ -315,13 +313,8 @@ class SumDBProxy:
                 yield SumDBResponse(200, headers, _Chunks(read, raw))
                 return
             if _plausible(path, read):
-                kept_headers = {
-                    "content-type": headers.get("content-type", ""),
-                    "content-length": str(len(read)),
-                }
+                kept_headers = {"content-length": str(len(read))}
+                if "content-type" in headers:
+                    kept_headers["content-type"] = headers["content-type"]
                 self._kept.put(key, kept_headers, read, keep)
             yield SumDBResponse(200, headers, _Chunks(read))
-        finally:
-            with trio.CancelScope(shield=True):
-                await raw.aclose()
-            await aclose_shielded(response)

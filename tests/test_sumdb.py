@@ -45,7 +45,9 @@ async def start_sumdb(nursery: trio.Nursery, seen: list[str]) -> str:
                     return
         seen.append(scope["path"])
         if scope["path"].startswith("/db/lookup/"):
-            body, status = b"1234\ngithub.com/a/b v1.0.0 h1:abc=\n", 200
+            # A record, a blank line, the signed tree head (its shape as go parses it).
+            body = b"1234\ngithub.com/a/b v1.0.0 h1:abc=\n\ngo.sum database tree\n5\n"
+            status = 200
         elif scope["path"].startswith("/db/tile/8/2/"):
             body, status = b"<html>a portal's page</html>\n", 200  # no tile's shape
         elif scope["path"].startswith("/db/tile/8/1/"):

@@ -59,6 +59,8 @@ __all__ = ["DEFAULT_PART_SIZE", "Bucket", "CredentialSource", "S3Storage"]
 
 log = logging.getLogger("athens_trio.storage")
 
+#: Seconds the clean-up of a zip saved without its go.mod part may take, shielded.
+_CLEANUP_SECONDS = 30.0
 #: Zips larger than this go up as multipart uploads of parts this large (S3's minimum
 #: part is 5 MiB).  Memory is bounded either way: bodies are streamed from the file.
 DEFAULT_PART_SIZE = 16 << 20
@@ -269,13 +271,23 @@ class S3Storage(Backend):
         finally:
             with trio.CancelScope(shield=True):  # handed over: ours to remove, cancelled or not
                 await trio.Path(zip_file).unlink(missing_ok=True)
-        if saved and not await self._client.exists(self._key(module, version, "info")):
+        if saved and not await self._info_still_there(module, version):
             # Deleted while the zip went up (gc, an operator, a repair): a zip without
             # its go.mod part is no version, and only a sweep would ever remove it.
-            for suffix in _ZIP_PART:
-                await self._client.delete(self._key(module, version, suffix))
+            # Marker first, as delete() does; shielded, so the two go together.
+            with trio.move_on_after(_CLEANUP_SECONDS, shield=True):
+                for suffix in reversed(_ZIP_PART):
+                    await self._client.delete(self._key(module, version, suffix))
             raise NotFoundError(f"{module}@{version}: its go.mod is not stored")
         return saved
+
+    async def _info_still_there(self, module: str, version: str) -> bool:
+        # A failure to look says nothing against the zip just stored: kept (a sweep
+        # takes a zip left without its .info).
+        try:
+            return await self._client.exists(self._key(module, version, "info"))
+        except StorageError:
+            return True
 
     async def _write_part(
         self,
