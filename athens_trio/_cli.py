@@ -202,8 +202,6 @@ def _serve_main(args: argparse.Namespace) -> int:
                 config, workers, worker_argv(), describe, stopped_before=_unheard_stops
             )
         trio.run(_run, config)
-    except KeyboardInterrupt:
-        return 130
     except (OSError, BaseExceptionGroup) as error:
         # A certificate that cannot be read; from inside the nurseries: a go binary that
         # does not run, a port that is taken, storage that is not ready.

@@ -191,6 +191,10 @@ def _cost(key: str, headers: dict[str, str], body: bytes) -> int:
     return len(key) + sum(map(len, headers.values())) + len(body) + _ENTRY_OVERHEAD
 
 
+def _failed(url: str, exc: httpx.HTTPError) -> UpstreamError:
+    return UpstreamError(f"checksum database {redact_url(url)} failed: {exc!r}")
+
+
 class _Chunks:
     """``first``, then what ``rest`` yields: a body partly read already (or whole).  A
     plain iterator, not a generator: one a client leaves unfinished needs no closing."""
@@ -281,9 +285,7 @@ class SumDBProxy:
         except RedirectRefused as exc:
             raise UpstreamError(f"checksum database {redact_url(access.url)}: {exc}") from None
         except httpx.HTTPError as exc:
-            raise UpstreamError(
-                f"checksum database {redact_url(access.url)} failed: {exc!r}"
-            ) from exc
+            raise _failed(access.url, exc) from exc
         # httpx's body iterators, finished and the response closed on the way out,
         # however far they were read (raw_chunks).
         async with raw_chunks(response, 1 << 20) as raw:
@@ -306,9 +308,7 @@ class SumDBProxy:
                     if len(read) > CACHE_ENTRY_MAX:
                         break
             except httpx.HTTPError as exc:
-                raise UpstreamError(
-                    f"checksum database {redact_url(access.url)} failed: {exc!r}"
-                ) from exc
+                raise _failed(access.url, exc) from exc
             if len(read) > CACHE_ENTRY_MAX:
                 yield SumDBResponse(200, headers, _Chunks(read, raw))
                 return

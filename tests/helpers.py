@@ -127,6 +127,35 @@ def child_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 @asynccontextmanager
+async def child_process(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    stderr: Path,
+    stdout: Path | None = None,
+) -> AsyncIterator[trio.Process]:
+    """``argv`` started in ``cwd``, its stderr into a file (its stdout too, given one;
+    else a pipe).  On the way out it is killed if it still runs (a test that wants a
+    clean exit signals it and waits itself)."""
+    with contextlib.ExitStack() as files:
+        out: Any = files.enter_context(open(stdout, "wb")) if stdout else subprocess.PIPE
+        err = files.enter_context(open(stderr, "wb"))
+        process = await trio.lowlevel.open_process(
+            list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=out, stderr=err
+        )
+    try:
+        yield process
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+            if process.stdout is not None:
+                await process.stdout.aclose()
+
+
+@asynccontextmanager
 async def child_server(
     tmp_path: Path, name: str, env: Mapping[str, str]
 ) -> AsyncIterator[ChildServer]:
@@ -135,16 +164,8 @@ async def child_server(
     On the way out the process is killed if it still runs (a test that wants a clean
     exit sends SIGTERM and waits itself)."""
     stderr_path = tmp_path / f"{name}.stderr"
-    with open(stderr_path, "wb") as stderr:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "athens_trio"],
-            cwd=tmp_path,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-        )
-    try:
+    argv = [sys.executable, "-m", "athens_trio"]
+    async with child_process(argv, cwd=tmp_path, env=env, stderr=stderr_path) as process:
         assert process.stdout is not None
         line = b""
         with trio.fail_after(30):
@@ -156,13 +177,6 @@ async def child_server(
         match = re.search(r"serving on (http://[\d.]+:\d+)", line.decode())
         assert match, line
         yield ChildServer(process, match[1], stderr_path, line.decode())
-    finally:
-        with trio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
-            if process.stdout is not None:
-                await process.stdout.aclose()
 
 
 def fixture_env_vars(fixtures: GoFixtures, **extra: str) -> str:

@@ -28,7 +28,15 @@ from athens_trio.ops import Progress
 
 from .conftest import make_config
 from .gofixtures import GoFixtures
-from .helpers import child_env, go_script, leftover, process_alive, wait_for_pids, wait_until
+from .helpers import (
+    child_env,
+    child_process,
+    go_script,
+    leftover,
+    process_alive,
+    wait_for_pids,
+    wait_until,
+)
 from .opsfixtures import write_toml
 
 
@@ -376,15 +384,14 @@ async def _warm_interrupted(
     go = go_script(tmp_path, "go", go_body.format(pids=pids))
     config = make_config(tmp_path, str(go), go_fixtures)
     toml = write_toml(config, tmp_path / "athens.toml")
-    with open(tmp_path / "stdout", "wb") as out, open(tmp_path / "stderr", "wb") as err:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "athens_trio", "warm", "--config", str(toml), "m.io/x@v1.0.0"],
-            env=child_env(tmp_path),
-            cwd=tmp_path,
-            stdout=out,
-            stderr=err,
-        )
-    try:
+    argv = [sys.executable, "-m", "athens_trio", "warm", "--config", str(toml), "m.io/x@v1.0.0"]
+    async with child_process(
+        argv,
+        cwd=tmp_path,
+        env=child_env(tmp_path),
+        stdout=tmp_path / "stdout",
+        stderr=tmp_path / "stderr",
+    ) as process:
         found = await wait_for_pids(pids, 2, seconds=60)
         process.send_signal(signal.SIGTERM)
         if again:
@@ -393,10 +400,6 @@ async def _warm_interrupted(
                 process.send_signal(signal.SIGTERM)
         with trio.fail_after(60):
             status = await process.wait()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
     await wait_until(lambda: not any(process_alive(pid) for pid in found), 30)
     assert leftover(config) == []
     return status, (tmp_path / "stdout").read_text(), found

@@ -22,6 +22,7 @@ from .conftest import make_config
 from .gofixtures import GoFixtures, build_go_fixtures
 from .helpers import (
     child_env,
+    child_process,
     client_env,
     counting_go,
     go_runs,
@@ -254,25 +255,16 @@ async def test_ctrl_c_stops_a_warm_and_kills_its_go(
     toml = write_toml(config, tmp_path / "athens.toml")
     env = child_env(tmp_path)
     hello_v1 = f"{go_fixtures.hello}@v1.0.0"
-    with open(tmp_path / "stdout", "wb") as out, open(tmp_path / "stderr", "wb") as err:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "athens_trio", "warm", "--config", str(toml), hello_v1],
-            env=env,
-            cwd=tmp_path,
-            stdout=out,
-            stderr=err,
-        )
-    try:
+    argv = [sys.executable, "-m", "athens_trio", "warm", "--config", str(toml), hello_v1]
+    async with child_process(
+        argv, cwd=tmp_path, env=env, stdout=tmp_path / "stdout", stderr=tmp_path / "stderr"
+    ) as process:
         # A hang guard: a fresh process's start, go's version check and the reaper's
         # come first, which on loaded cores took over a minute.
         go_pid, child_pid = await wait_for_pids(pids, 2, seconds=120)
         process.send_signal(signal.SIGINT)
         with trio.fail_after(30):
             status = await process.wait()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
     assert status == 130, (tmp_path / "stderr").read_text()
     assert "interrupted by SIGINT" in (tmp_path / "stdout").read_text()
     await wait_until(lambda: not process_alive(go_pid) and not process_alive(child_pid), 30)

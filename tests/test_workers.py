@@ -21,6 +21,7 @@ from athens_trio.stash import Part, Stasher, is_stored
 from .gofixtures import GoFixtures
 from .helpers import (
     child_env,
+    child_process,
     child_server,
     counting_go,
     fixture_env_vars,
@@ -322,22 +323,11 @@ async def _supervisor(tmp_path: Path, worker: str) -> AsyncIterator[tuple[trio.P
     """run_supervisor of two ``python -c worker`` processes (in ``tmp_path``), and the
     file its log goes to; killed on the way out if it still runs."""
     log = tmp_path / "supervisor.stderr"
-    with open(log, "wb") as stderr:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-c", _SUPERVISE, "2", sys.executable, "-c", worker],
-            cwd=tmp_path,
-            env=child_env(tmp_path),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    try:
+    argv = [sys.executable, "-c", _SUPERVISE, "2", sys.executable, "-c", worker]
+    async with child_process(
+        argv, cwd=tmp_path, env=child_env(tmp_path), stdout=tmp_path / "stdout", stderr=log
+    ) as process:
         yield process, log
-    finally:
-        with trio.CancelScope(shield=True):
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
 
 
 async def test_a_signal_while_workers_start_waits_for_their_handlers(tmp_path: Path) -> None:

@@ -756,8 +756,9 @@ def _save_zip_sync(directory: Path, version: str, zip_file: Path, zip_sum: str |
             _fsync_dir(directory)
     if saved and not (directory / f"{stem}.info").exists():
         # Deleted while the zip was written (gc, an operator, a repair): a zip without
-        # its go.mod part is no version, and nothing would ever remove it.
-        for suffix in _ZIP_PART:
+        # its go.mod part is no version, and nothing would ever remove it.  Its
+        # marker first, as a delete removes them.
+        for suffix in reversed(_ZIP_PART):
             (directory / f"{stem}.{suffix}").unlink(missing_ok=True)
         raise _ModPartMissing
     return saved
